@@ -1,0 +1,425 @@
+//! `struct kerneld_msg`: message types, headers, encoding and decoding.
+
+use crate::error::DecodeError;
+use std::fmt;
+
+/// First reply id the kernel used for its own requests (`KERNELD_MINSEQ`).
+pub const KERNELD_MINSEQ: i64 = 0x7fff_0000;
+/// Operator tools (kdstat, kdsend) reply on `TOOL_ID_BASE + pid`.
+pub const TOOL_ID_BASE: i64 = 1024;
+/// The daemon serves message types up to this value (its filter is `-255`).
+pub const MAX_DAEMON_TYPE: i64 = 255;
+/// Text limit of the 1995 daemon (`MSIZE`), the default here too.
+pub const DEFAULT_TEXT_MAX: usize = 1024;
+/// `version` value that marks the new header.
+pub const NEW_PROTOCOL_VERSION: i16 = 2;
+/// Body bytes before the text in the old header (`long id`).
+pub const HEADER_OLD_LEN: usize = 8;
+/// Body bytes before the text in the new header (`long id; short version; short pid`).
+pub const HEADER_NEW_LEN: usize = 12;
+
+/// A kerneld message type, with its classic number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MsgType {
+    /// 1: run a command (`ksystem`).
+    System,
+    /// 2: load the module behind a name (`request_module`).
+    RequestModule,
+    /// 3: unload a module now.
+    ReleaseModule,
+    /// 4: unload a module after the daemon's delay.
+    DelayedRelease,
+    /// 5: cancel a pending delayed release.
+    CancelRelease,
+    /// 6: set up a route (`/sbin/request-route`).
+    RequestRoute,
+    /// 7: screen blanker on/off.
+    Blanker,
+    /// 8: plug and play.
+    Pnp,
+    /// 255: status and control (kdstat).
+    Status,
+    /// 256: ARP request (never received by a daemon filtering on -255).
+    Arp,
+    /// Any other number: decodes fine, the daemon answers it with an error.
+    Unknown(i64),
+}
+
+impl MsgType {
+    /// Every known type, in number order.
+    pub const KNOWN: [MsgType; 10] = [
+        MsgType::System,
+        MsgType::RequestModule,
+        MsgType::ReleaseModule,
+        MsgType::DelayedRelease,
+        MsgType::CancelRelease,
+        MsgType::RequestRoute,
+        MsgType::Blanker,
+        MsgType::Pnp,
+        MsgType::Status,
+        MsgType::Arp,
+    ];
+
+    /// The type for a wire number.
+    pub fn from_number(n: i64) -> MsgType {
+        match n {
+            1 => MsgType::System,
+            2 => MsgType::RequestModule,
+            3 => MsgType::ReleaseModule,
+            4 => MsgType::DelayedRelease,
+            5 => MsgType::CancelRelease,
+            6 => MsgType::RequestRoute,
+            7 => MsgType::Blanker,
+            8 => MsgType::Pnp,
+            255 => MsgType::Status,
+            256 => MsgType::Arp,
+            other => MsgType::Unknown(other),
+        }
+    }
+
+    /// The wire number.
+    pub fn number(self) -> i64 {
+        match self {
+            MsgType::System => 1,
+            MsgType::RequestModule => 2,
+            MsgType::ReleaseModule => 3,
+            MsgType::DelayedRelease => 4,
+            MsgType::CancelRelease => 5,
+            MsgType::RequestRoute => 6,
+            MsgType::Blanker => 7,
+            MsgType::Pnp => 8,
+            MsgType::Status => 255,
+            MsgType::Arp => 256,
+            MsgType::Unknown(n) => n,
+        }
+    }
+
+    /// The name the 1996 kdstat printed (`request_module`, `debug`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            MsgType::System => "system",
+            MsgType::RequestModule => "request_module",
+            MsgType::ReleaseModule => "release_module",
+            MsgType::DelayedRelease => "delayed_release_module",
+            MsgType::CancelRelease => "cancel_release_module",
+            MsgType::RequestRoute => "request_route",
+            MsgType::Blanker => "screenblanker",
+            MsgType::Pnp => "pnp",
+            MsgType::Status => "debug",
+            MsgType::Arp => "arp",
+            MsgType::Unknown(_) => "unknown",
+        }
+    }
+
+    /// Parse a number or a name (`request_module`, `status`, `release`, ...).
+    pub fn parse(s: &str) -> Option<MsgType> {
+        if let Ok(n) = s.parse::<i64>() {
+            return Some(MsgType::from_number(n));
+        }
+        let s = s.to_ascii_lowercase().replace('-', "_");
+        let t = match s.as_str() {
+            "system" | "ksystem" => MsgType::System,
+            "request_module" | "request" | "load" => MsgType::RequestModule,
+            "release_module" | "release" => MsgType::ReleaseModule,
+            "delayed_release_module" | "delayed_release" => MsgType::DelayedRelease,
+            "cancel_release_module" | "cancel_release" | "cancel" => MsgType::CancelRelease,
+            "request_route" | "route" => MsgType::RequestRoute,
+            "screenblanker" | "blanker" => MsgType::Blanker,
+            "pnp" => MsgType::Pnp,
+            "debug" | "status" => MsgType::Status,
+            "arp" => MsgType::Arp,
+            _ => return None,
+        };
+        Some(t)
+    }
+}
+
+impl fmt::Display for MsgType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MsgType::Unknown(n) => write!(f, "unknown type {n}"),
+            t => f.write_str(t.name()),
+        }
+    }
+}
+
+/// Which header a message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Header {
+    /// `mtype, id, text`.
+    Old,
+    /// `mtype, id, version = 2, pid, text`; `pid` is the requester's pid
+    /// truncated to 16 bits.
+    New { pid: i16 },
+}
+
+impl Header {
+    /// A new header carrying `pid`, truncated to the 16 bits the wire has.
+    pub fn new_with_pid(pid: u32) -> Header {
+        Header::New {
+            pid: pid as u16 as i16,
+        }
+    }
+
+    /// Bytes of body before the text.
+    pub fn len(self) -> usize {
+        match self {
+            Header::Old => HEADER_OLD_LEN,
+            Header::New { .. } => HEADER_NEW_LEN,
+        }
+    }
+
+    /// Always false: a header has fixed, non-zero size.
+    pub fn is_empty(self) -> bool {
+        false
+    }
+}
+
+/// One `struct kerneld_msg`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Message type: a request type, or for a reply the request's id.
+    pub mtype: i64,
+    /// For a request, the reply id (0: no reply); for a reply, the status.
+    pub id: i64,
+    /// Header format.
+    pub header: Header,
+    /// Text without its terminating NUL; may hold any byte but NUL.
+    pub text: Vec<u8>,
+}
+
+impl Message {
+    /// A request of type `t` with text, wanting a reply on `id` (0: none).
+    pub fn request(t: MsgType, id: i64, header: Header, text: impl Into<Vec<u8>>) -> Message {
+        Message {
+            mtype: t.number(),
+            id,
+            header,
+            text: text.into(),
+        }
+    }
+
+    /// The reply to `self`: type = request id, id = status, same header
+    /// format; `pid` is the replier's pid for a new header.
+    pub fn reply(&self, status: i64, pid: u32, text: impl Into<Vec<u8>>) -> Message {
+        let header = match self.header {
+            Header::Old => Header::Old,
+            Header::New { .. } => Header::new_with_pid(pid),
+        };
+        Message {
+            mtype: self.id,
+            id: status,
+            header,
+            text: text.into(),
+        }
+    }
+
+    /// The message type as a [`MsgType`].
+    pub fn msg_type(&self) -> MsgType {
+        MsgType::from_number(self.mtype)
+    }
+
+    /// Whether the sender waits for a reply.
+    pub fn wants_reply(&self) -> bool {
+        self.id != 0
+    }
+
+    /// The requester pid from a new header (16 bits, see the crate docs).
+    pub fn pid(&self) -> Option<i16> {
+        match self.header {
+            Header::New { pid } => Some(pid),
+            Header::Old => None,
+        }
+    }
+
+    /// The text as lossy UTF-8, for logs and status lines.
+    pub fn text_lossy(&self) -> String {
+        String::from_utf8_lossy(&self.text).into_owned()
+    }
+
+    /// Size of the body (`msgsz`): header, text and its NUL.
+    pub fn body_len(&self) -> usize {
+        self.header.len() + self.text.len() + 1
+    }
+
+    /// Encode the body (everything after `mtype`), checking the text:
+    /// no NUL inside, at most `text_max` bytes.
+    pub fn encode_body(&self, text_max: usize) -> Result<Vec<u8>, DecodeError> {
+        if self.text.contains(&0) {
+            return Err(DecodeError::NulInText);
+        }
+        if self.text.len() > text_max {
+            return Err(DecodeError::TextTooLong {
+                len: self.text.len(),
+                max: text_max,
+            });
+        }
+        let mut body = Vec::with_capacity(self.body_len());
+        body.extend_from_slice(&self.id.to_ne_bytes());
+        if let Header::New { pid } = self.header {
+            body.extend_from_slice(&NEW_PROTOCOL_VERSION.to_ne_bytes());
+            body.extend_from_slice(&pid.to_ne_bytes());
+        }
+        body.extend_from_slice(&self.text);
+        body.push(0);
+        Ok(body)
+    }
+
+    /// Encode the whole buffer, `mtype` first, as `msgsnd` takes it.
+    pub fn encode(&self, text_max: usize) -> Result<Vec<u8>, DecodeError> {
+        let body = self.encode_body(text_max)?;
+        let mut buf = Vec::with_capacity(8 + body.len());
+        buf.extend_from_slice(&self.mtype.to_ne_bytes());
+        buf.extend_from_slice(&body);
+        Ok(buf)
+    }
+
+    /// Decode a body received with type `mtype`.  Text ends at the first
+    /// NUL; a body without one is [`DecodeError::Unterminated`]; text longer
+    /// than `text_max` is [`DecodeError::TextTooLong`].
+    pub fn decode_body(mtype: i64, body: &[u8], text_max: usize) -> Result<Message, DecodeError> {
+        let Some(id_bytes) = body.get(..8) else {
+            return Err(DecodeError::Truncated { len: body.len() });
+        };
+        let id = i64::from_ne_bytes(id_bytes.try_into().expect("8 bytes"));
+        let header = match body.get(8..12) {
+            Some(h) if i16::from_ne_bytes([h[0], h[1]]) == NEW_PROTOCOL_VERSION => Header::New {
+                pid: i16::from_ne_bytes([h[2], h[3]]),
+            },
+            _ => Header::Old,
+        };
+        let rest = &body[header.len()..];
+        let Some(nul) = rest.iter().position(|&b| b == 0) else {
+            return Err(DecodeError::Unterminated { len: rest.len() });
+        };
+        if nul > text_max {
+            return Err(DecodeError::TextTooLong {
+                len: nul,
+                max: text_max,
+            });
+        }
+        Ok(Message {
+            mtype,
+            id,
+            header,
+            text: rest[..nul].to_vec(),
+        })
+    }
+
+    /// Decode a whole buffer, `mtype` first.
+    pub fn decode(buf: &[u8], text_max: usize) -> Result<Message, DecodeError> {
+        let Some(t) = buf.get(..8) else {
+            return Err(DecodeError::Truncated { len: buf.len() });
+        };
+        let mtype = i64::from_ne_bytes(t.try_into().expect("8 bytes"));
+        Message::decode_body(mtype, &buf[8..], text_max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_numbers_round_trip() {
+        for t in MsgType::KNOWN {
+            assert_eq!(MsgType::from_number(t.number()), t);
+            assert_eq!(MsgType::parse(&t.number().to_string()), Some(t));
+            assert_eq!(MsgType::parse(t.name()), Some(t));
+        }
+        assert_eq!(MsgType::from_number(77), MsgType::Unknown(77));
+        assert_eq!(MsgType::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn old_header_layout_is_byte_exact() {
+        let m = Message::request(MsgType::RequestModule, 0x7fff_0001, Header::Old, "ppp");
+        let buf = m.encode(DEFAULT_TEXT_MAX).unwrap();
+        let mut want = Vec::new();
+        want.extend_from_slice(&2i64.to_le_bytes());
+        want.extend_from_slice(&0x7fff_0001i64.to_le_bytes());
+        want.extend_from_slice(b"ppp\0");
+        assert_eq!(buf, want);
+        assert_eq!(m.body_len(), 12);
+    }
+
+    #[test]
+    fn new_header_layout_is_byte_exact() {
+        let m = Message::request(MsgType::Status, 1024 + 77, Header::New { pid: 77 }, "keep");
+        let buf = m.encode(DEFAULT_TEXT_MAX).unwrap();
+        assert_eq!(
+            buf,
+            [
+                255, 0, 0, 0, 0, 0, 0, 0, // mtype
+                0x4d, 0x04, 0, 0, 0, 0, 0, 0, // id 1101
+                2, 0, // version
+                77, 0, // pid
+                b'k', b'e', b'e', b'p', 0
+            ]
+        );
+    }
+
+    #[test]
+    fn new_header_pid_truncates_to_16_bits() {
+        assert_eq!(Header::new_with_pid(0x12345), Header::New { pid: 0x2345 });
+        assert_eq!(
+            Header::new_with_pid(0xffff),
+            Header::New { pid: -1 },
+            "the wire field is a signed short"
+        );
+    }
+
+    #[test]
+    fn reply_mirrors_header_and_swaps_id() {
+        let req = Message::request(MsgType::RequestModule, 4242, Header::New { pid: 9 }, "x");
+        let rep = req.reply(1, 100, "not found");
+        assert_eq!(rep.mtype, 4242);
+        assert_eq!(rep.id, 1);
+        assert_eq!(rep.header, Header::New { pid: 100 });
+        let old = Message::request(MsgType::RequestModule, 4242, Header::Old, "x");
+        assert_eq!(old.reply(0, 100, "").header, Header::Old);
+    }
+
+    #[test]
+    fn decode_errors_are_typed() {
+        assert_eq!(
+            Message::decode_body(2, &[1, 2, 3], 1024),
+            Err(DecodeError::Truncated { len: 3 })
+        );
+        let mut body = 0i64.to_ne_bytes().to_vec();
+        body.extend_from_slice(b"abc");
+        assert_eq!(
+            Message::decode_body(2, &body, 1024),
+            Err(DecodeError::Unterminated { len: 3 })
+        );
+        body.push(0);
+        assert_eq!(
+            Message::decode_body(2, &body, 2),
+            Err(DecodeError::TextTooLong { len: 3, max: 2 })
+        );
+        let m = Message::decode_body(2, &body, 3).unwrap();
+        assert_eq!(m.text, b"abc");
+        assert_eq!(m.header, Header::Old);
+    }
+
+    #[test]
+    fn encode_refuses_bad_text() {
+        let m = Message::request(MsgType::RequestModule, 0, Header::Old, b"a\0b".to_vec());
+        assert_eq!(m.encode(1024), Err(DecodeError::NulInText));
+        let m = Message::request(MsgType::RequestModule, 0, Header::Old, vec![b'a'; 1025]);
+        assert!(matches!(
+            m.encode(1024),
+            Err(DecodeError::TextTooLong { len: 1025, .. })
+        ));
+    }
+
+    #[test]
+    fn old_message_with_short_text_is_not_mistaken_for_new() {
+        // Body: id, then "ab\0" -- only 11 bytes, cannot hold a new header.
+        let mut body = 5i64.to_ne_bytes().to_vec();
+        body.extend_from_slice(b"ab\0");
+        let m = Message::decode_body(2, &body, 1024).unwrap();
+        assert_eq!(m.header, Header::Old);
+        assert_eq!(m.text, b"ab");
+    }
+}

@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::key::Key;
-use crate::msg::{Header, Message, MsgType, TOOL_ID_BASE};
+use crate::msg::{Header, Message, MsgType, REPLY_CONTINUES, TOOL_ID_BASE};
 use crate::queue::{Queue, TypeFilter};
 use crate::timer::Alarm;
 use std::time::{Duration, Instant};
@@ -83,7 +83,7 @@ impl Client {
         self.wait_reply(reply_id, timeout)
     }
 
-    /// Wait for the reply on `reply_id`.
+    /// Wait for the reply on `reply_id`, joining the parts of a long reply.
     pub fn wait_reply(&self, reply_id: i64, timeout: Option<Duration>) -> Result<Reply, Error> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let _alarm = match timeout {

@@ -48,6 +48,10 @@
 //! An id from 1 to 255 would make a reply the daemon itself receives; the
 //! daemon refuses such requests.
 //!
+//! A reply too long for one message (the kernel's `msgmax`, 8192 bytes by
+//! default) is sent as several messages on the same reply id: every part
+//! but the last has status [`REPLY_CONTINUES`]; [`Client`] joins them.
+//!
 //! # Text
 //!
 //! Text is NUL-terminated on the wire.  It is at most [`DEFAULT_TEXT_MAX`]
@@ -77,7 +81,7 @@ pub use error::{DecodeError, Error};
 pub use key::{Key, DEFAULT_KEY, KEY_ENV};
 pub use msg::{
     Header, Message, MsgType, DEFAULT_TEXT_MAX, HEADER_NEW_LEN, HEADER_OLD_LEN, KERNELD_MINSEQ,
-    MAX_DAEMON_TYPE, NEW_PROTOCOL_VERSION, TOOL_ID_BASE,
+    MAX_DAEMON_TYPE, NEW_PROTOCOL_VERSION, REPLY_CONTINUES, TOOL_ID_BASE,
 };
 pub use queue::{msgmax, Queue, QueueStat, TypeFilter};
 pub use timer::{install_interrupt_handler, interrupt_signal, interrupt_thread, Alarm};

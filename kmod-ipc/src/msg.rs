@@ -11,6 +11,11 @@ pub const TOOL_ID_BASE: i64 = 1024;
 pub const MAX_DAEMON_TYPE: i64 = 255;
 /// Text limit of the 1995 daemon (`MSIZE`), the default here too.
 pub const DEFAULT_TEXT_MAX: usize = 1024;
+/// Status of a reply part that more parts follow (a long reply, such as a
+/// large status document, is sent as several messages on the same reply
+/// id; only the last carries the real status).  No program's exit status
+/// can take this value.
+pub const REPLY_CONTINUES: i64 = 0x4000_0000;
 /// `version` value that marks the new header.
 pub const NEW_PROTOCOL_VERSION: i16 = 2;
 /// Body bytes before the text in the old header (`long id`).
@@ -214,6 +219,22 @@ impl Message {
         }
     }
 
+    /// The reply to `self`, split into as many messages as needed for text
+    /// parts of at most `part_max` bytes: all but the last carry
+    /// [`REPLY_CONTINUES`] as status.
+    pub fn reply_parts(&self, status: i64, pid: u32, text: &[u8], part_max: usize) -> Vec<Message> {
+        let part_max = part_max.max(1);
+        let mut parts: Vec<Message> = text
+            .chunks(part_max)
+            .map(|c| self.reply(REPLY_CONTINUES, pid, c))
+            .collect();
+        match parts.last_mut() {
+            Some(last) => last.id = status,
+            None => parts.push(self.reply(status, pid, Vec::new())),
+        }
+        parts
+    }
+
     /// The message type as a [`MsgType`].
     pub fn msg_type(&self) -> MsgType {
         MsgType::from_number(self.mtype)
@@ -378,6 +399,19 @@ mod tests {
         assert_eq!(rep.header, Header::New { pid: 100 });
         let old = Message::request(MsgType::RequestModule, 4242, Header::Old, "x");
         assert_eq!(old.reply(0, 100, "").header, Header::Old);
+    }
+
+    #[test]
+    fn long_replies_are_split_into_parts() {
+        let req = Message::request(MsgType::Status, 2000, Header::Old, "");
+        let parts = req.reply_parts(0, 1, b"abcdefg", 3);
+        let texts: Vec<&[u8]> = parts.iter().map(|m| m.text.as_slice()).collect();
+        assert_eq!(texts, [b"abc".as_slice(), b"def", b"g"]);
+        let ids: Vec<i64> = parts.iter().map(|m| m.id).collect();
+        assert_eq!(ids, [REPLY_CONTINUES, REPLY_CONTINUES, 0]);
+        let empty = req.reply_parts(1, 1, b"", 3);
+        assert_eq!(empty.len(), 1);
+        assert_eq!(empty[0].id, 1);
     }
 
     #[test]

@@ -1,0 +1,456 @@
+#!/bin/sh
+# shellcheck shell=dash
+# Scenarios run inside the test guest by /init (busybox sh).
+# Usage: sh /scenarios.sh kerneld|baseline
+#
+# Every scenario prints exactly one line, which tests/vm/run parses:
+#   VMTEST PASS <n> <description>
+#   VMTEST FAIL <n> <description>: <detail>
+# Other VMTEST lines (NOTE, LOG) are informative only.
+#
+# Truth is taken from /proc/modules and /sys, not from log wording; logs are
+# only grepped for the requested name. Every command that could hang on a
+# broken daemon runs under `timeout`.
+
+mode=${1:-kerneld}
+
+QUEUE_KEY=1801810542 # 0x6b65726e ("kern"), as /proc/sysvipc/msg prints it
+SYSLOG=/var/log/messages
+# Expiry: kerneld unloads after two consecutive idle sweeps, 2 s apart with
+# delay=2; stacks (bridge->stp->llc) may need a sweep or two more per level.
+EXPIRE_WAIT=16
+failed=0
+
+ms() { trigger ms; }
+since() { echo $(($(ms) - $1)); }
+
+pass() {
+    echo "VMTEST PASS $1 $2"
+}
+fail() {
+    echo "VMTEST FAIL $1 $2: $3"
+    failed=$((failed + 1))
+}
+note() { echo "VMTEST NOTE $*"; }
+
+loaded() { grep -q "^$1 " /proc/modules; }
+
+# Names from the arguments that are (not) in /proc/modules.
+not_loaded_of() {
+    _r=
+    for _m in "$@"; do loaded "$_m" || _r="$_r $_m"; done
+    echo "${_r# }"
+}
+loaded_of() {
+    _r=
+    for _m in "$@"; do loaded "$_m" && _r="$_r $_m"; done
+    echo "${_r# }"
+}
+none_loaded() { [ -z "$(loaded_of "$@")" ]; }
+
+# wait_until SECONDS CMD...: poll CMD until it succeeds or time runs out.
+wait_until() {
+    _end=$(($(ms) + $1 * 1000))
+    shift
+    while ! "$@"; do
+        [ "$(ms)" -ge "$_end" ] && return 1
+        sleep 0.2
+    done
+}
+
+# A child that exited but was not reaped yet is a zombie: still in /proc.
+alive() {
+    [ -r "/proc/$1/stat" ] || return 1
+    ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat"
+}
+dead() { ! alive "$1"; }
+
+queue_exists() {
+    awk -v k="$QUEUE_KEY" '$1 == k { f = 1 } END { exit !f }' /proc/sysvipc/msg
+}
+no_queue() { ! queue_exists; }
+
+# Anything the daemon logged, on stderr or through syslog.
+klog_has() {
+    cat /tmp/kerneld*.log "$SYSLOG" 2>/dev/null | grep -q -e "$1"
+}
+
+kernel_healthy() {
+    ! dmesg | grep -E -q 'BUG:|Oops|WARNING:|blocked for more than|Call Trace'
+}
+
+# Run a command under a timeout, leaving its output in $out, status in $rc
+# and the time it took in $dt (ms).
+run() {
+    _t0=$(ms)
+    out=$(timeout "$@" 2>&1)
+    rc=$?
+    dt=$(since "$_t0")
+    out=$(echo "$out" | tr '\n' ' ')
+}
+
+write_conf() {
+    cat >/etc/kerneld.conf <<EOF
+shim-fallback = $1
+shim-modprobe = /sbin/modprobe
+shim-timeout = 30
+EOF
+}
+
+KPID=
+# start_kerneld LOG WORDS...: start the daemon attached, wait until kdstat
+# answers (up to 10 s).
+start_kerneld() {
+    _log=$1
+    shift
+    kerneld --foreground "$@" </dev/null >>"$_log" 2>&1 &
+    KPID=$!
+    if wait_until 10 kdstat_ok; then
+        note "kerneld $* started, pid $KPID, ready after $(since "$_t_start") ms"
+        return 0
+    fi
+    note "kerneld $* (pid $KPID) not ready after 10 s"
+    return 1
+}
+kdstat_ok() { timeout 5 kdstat >/dev/null 2>&1; }
+
+stop_kerneld() { # SIGNAL
+    [ -n "$KPID" ] || return 0
+    kill "-$1" "$KPID" 2>/dev/null
+    wait_until 10 dead "$KPID" || note "kerneld $KPID still alive 10 s after SIG$1"
+    wait "$KPID" 2>/dev/null
+    KPID=
+}
+
+dump_logs() {
+    for f in /tmp/kerneld*.log "$SYSLOG"; do
+        [ -s "$f" ] || continue
+        echo "VMTEST LOG ---- $f"
+        sed 's/^/VMTEST LOG /' "$f"
+    done
+    echo "VMTEST LOG ---- /proc/modules"
+    sed 's/^/VMTEST LOG /' /proc/modules
+    echo "VMTEST LOG ---- dmesg (last 60)"
+    dmesg | tail -n 60 | sed 's/^/VMTEST LOG /'
+}
+
+# ---------------------------------------------------------------------------
+# Requests that work the same whoever serves them (kerneld or modprobe).
+
+# check_dummy N WHO: ip link add d0 type dummy
+check_dummy() {
+    d="ip link add d0 type dummy loads dummy via $2"
+    run 60 ip link add d0 type dummy
+    [ "$rc" = 0 ] || { fail "$1" "$d" "exit $rc after $dt ms: $out"; return 1; }
+    loaded dummy || { fail "$1" "$d" "link created but dummy not in /proc/modules"; return 1; }
+    [ -d /sys/class/net/d0 ] || { fail "$1" "$d" "no /sys/class/net/d0"; return 1; }
+    return 0
+}
+
+check_bridge() {
+    d="ip link add br0 type bridge loads bridge, stp, llc via $2"
+    run 60 ip link add br0 type bridge
+    [ "$rc" = 0 ] || { fail "$1" "$d" "exit $rc after $dt ms: $out"; return 1; }
+    _miss=$(not_loaded_of bridge stp llc)
+    [ -z "$_miss" ] || { fail "$1" "$d" "not loaded: $_miss"; return 1; }
+    return 0
+}
+
+# SCTP: sctp needs libcrc32c, whose init asks the kernel for crypto-crc32c
+# (unless a softdep loaded it first): a request made while another is being
+# served. A daemon that serialises naively deadlocks here, hence the timeout.
+check_sctp() {
+    d="socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP) loads sctp and crc32c via $2"
+    run 90 trigger socket 2 1 132
+    [ "$rc" = 0 ] || { fail "$1" "$d" "exit $rc after $dt ms (timeout would be a deadlock): $out"; return 1; }
+    _miss=$(not_loaded_of sctp libcrc32c)
+    [ -z "$_miss" ] || { fail "$1" "$d" "not loaded: $_miss"; return 1; }
+    loaded crc32c_generic || loaded crc32c_intel ||
+        { fail "$1" "$d" "no crc32c implementation loaded"; return 1; }
+    note "crc32c implementations loaded: $(loaded_of crc32c_generic crc32c_intel)"
+    return 0
+}
+
+check_nosuchkind() {
+    d="ip link add x0 type nosuchkind fails promptly via $2"
+    run 60 ip link add x0 type nosuchkind
+    [ "$rc" != 0 ] || { fail "$1" "$d" "it succeeded"; return 1; }
+    [ "$dt" -lt 5000 ] || { fail "$1" "$d" "took $dt ms (exit $rc)"; return 1; }
+    [ ! -e /sys/class/net/x0 ] || { fail "$1" "$d" "x0 exists"; return 1; }
+    run 10 ip link show lo
+    [ "$rc" = 0 ] || { fail "$1" "$d" "ip link show lo afterwards: $out"; return 1; }
+    kernel_healthy || { fail "$1" "$d" "kernel complained: $(dmesg | grep -E 'BUG:|Oops|WARNING:|blocked for' | head -n 3 | tr '\n' ' ')"; return 1; }
+    return 0
+}
+
+# AF_CAN raw socket as uid 1000: net-pf-29 (can), then can-proto-1 (can_raw).
+check_can_user() {
+    d="socket(AF_CAN, SOCK_RAW, CAN_RAW) as uid 1000 loads can, can_raw via $2"
+    run 60 trigger -u 1000 socket 29 3 1
+    [ "$rc" = 0 ] || { fail "$1" "$d" "exit $rc after $dt ms: $out"; return 1; }
+    _miss=$(not_loaded_of can can_raw)
+    [ -z "$_miss" ] || { fail "$1" "$d" "not loaded: $_miss"; return 1; }
+    return 0
+}
+
+# ---------------------------------------------------------------------------
+baseline() {
+    helper=$(cat /proc/sys/kernel/modprobe)
+    note "baseline: kernel helper is $helper"
+    [ "$helper" = /sbin/modprobe ] || echo /sbin/modprobe >/proc/sys/kernel/modprobe
+
+    check_dummy 1 modprobe && pass 1 "$d ($dt ms)"
+    check_bridge 2 modprobe && pass 2 "$d ($dt ms)"
+    check_sctp 3 modprobe && pass 3 "$d ($dt ms)"
+    check_nosuchkind 4 modprobe && pass 4 "$d ($dt ms)"
+    check_can_user 5 modprobe && pass 5 "$d ($dt ms)"
+
+    # Loads caused by opening a device node and by mounting a filesystem.
+    d="open /dev/net/tun loads tun, mount -t binfmt_misc loads binfmt_misc via modprobe"
+    run 60 trigger hold /dev/net/tun 0
+    if [ "$rc" != 0 ]; then
+        fail 6 "$d" "trigger hold /dev/net/tun: exit $rc: $out"
+    elif ! loaded tun; then
+        fail 6 "$d" "tun not loaded"
+    else
+        _tun=$dt
+        run 60 mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+        if [ "$rc" != 0 ]; then
+            fail 6 "$d" "mount: exit $rc: $out"
+        elif ! loaded binfmt_misc; then
+            fail 6 "$d" "binfmt_misc not loaded"
+        else
+            pass 6 "$d ($_tun ms, $dt ms)"
+            umount /proc/sys/fs/binfmt_misc
+        fi
+    fi
+}
+
+# ---------------------------------------------------------------------------
+kerneld_scenarios() {
+    for b in kerneld kerneld-modprobe kdstat; do
+        command -v "$b" >/dev/null || note "$b is not in the image"
+    done
+    write_conf modprobe
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld.log debug delay=60
+
+    reg_ok=1
+    run 10 kerneld-modprobe --register
+    [ "$rc" = 0 ] || { reg_ok=0; note "kerneld-modprobe --register: exit $rc: $out"; }
+    helper=$(cat /proc/sys/kernel/modprobe)
+    if [ "$helper" != /sbin/kerneld-modprobe ]; then
+        reg_ok=0
+        note "after --register the helper is '$helper'; setting it by hand"
+        echo /sbin/kerneld-modprobe >/proc/sys/kernel/modprobe
+    fi
+
+    # 1 ------------------------------------------------------------------
+    if check_dummy 1 kerneld; then
+        if [ "$reg_ok" != 1 ]; then
+            fail 1 "$d" "kerneld-modprobe --register did not install itself"
+        elif ! klog_has rtnl-link-dummy && ! timeout 5 kdstat --json 2>/dev/null | grep -q '"dummy"'; then
+            fail 1 "$d" "neither kerneld's log nor kdstat --json mention rtnl-link-dummy/dummy"
+        else
+            pass 1 "$d ($dt ms)"
+        fi
+    fi
+
+    # 2 ------------------------------------------------------------------
+    if check_bridge 2 kerneld; then
+        if klog_has rtnl-link-bridge; then
+            pass 2 "$d ($dt ms)"
+        else
+            fail 2 "$d" "kerneld's log does not mention rtnl-link-bridge"
+        fi
+    fi
+
+    # 3 ------------------------------------------------------------------
+    if check_sctp 3 kerneld; then
+        if klog_has net-pf-2-proto-132; then
+            pass 3 "$d ($dt ms)"
+        else
+            fail 3 "$d" "kerneld's log does not mention net-pf-2-proto-132"
+        fi
+    fi
+
+    # 4 ------------------------------------------------------------------
+    check_nosuchkind 4 kerneld && pass 4 "$d ($dt ms)"
+
+    # 5 ------------------------------------------------------------------
+    scenario_expiry
+
+    # 6 ------------------------------------------------------------------
+    if check_can_user 6 kerneld; then
+        if klog_has net-pf-29 || klog_has can-proto-1; then
+            pass 6 "$d ($dt ms)"
+        else
+            fail 6 "$d" "kerneld's log shows neither net-pf-29 nor can-proto-1"
+        fi
+    fi
+
+    # 7 ------------------------------------------------------------------
+    scenario_kdstat
+
+    # 8 ------------------------------------------------------------------
+    scenario_restart
+
+    stop_kerneld TERM
+    run 10 kerneld-modprobe --unregister
+    note "kerneld-modprobe --unregister: exit $rc, helper now '$(cat /proc/sys/kernel/modprobe)'"
+}
+
+# Idle modules loaded by kerneld expire; in-use, hand-loaded and (with keep)
+# new ones stay.
+scenario_expiry() {
+    d="idle modules expire with delay=2; in-use, hand-loaded and keep ones stay"
+    ip link del d0 2>/dev/null
+    ip link del br0 2>/dev/null
+
+    # By hand, not through the kernel helper: kerneld must leave it alone.
+    run 30 /sbin/modprobe veth
+    { [ "$rc" = 0 ] && loaded veth; } || { fail 5 "$d" "modprobe veth by hand: exit $rc: $out"; return; }
+
+    # In use: an open tun device with an interface attached...
+    trigger hold /dev/net/tun 300 >/tmp/hold.out 2>&1 &
+    hold=$!
+    if ! wait_until 30 grep -q ready /tmp/hold.out || ! loaded tun; then
+        fail 5 "$d" "trigger hold /dev/net/tun: $(cat /tmp/hold.out)"
+        kill "$hold" 2>/dev/null
+        return
+    fi
+    # ...and a mounted filesystem (requests fs-binfmt_misc).
+    run 30 mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+    if [ "$rc" != 0 ] || ! loaded binfmt_misc; then
+        fail 5 "$d" "mount -t binfmt_misc: exit $rc: $out"
+        kill "$hold" 2>/dev/null
+        return
+    fi
+
+    run 10 kdstat delay=2
+    if [ "$rc" != 0 ]; then
+        fail 5 "$d" "kdstat delay=2: exit $rc: $out"
+    else
+        _t0=$(ms)
+        if ! wait_until "$EXPIRE_WAIT" none_loaded dummy bridge stp llc sctp; then
+            fail 5 "$d" "still loaded after $EXPIRE_WAIT s: $(loaded_of dummy bridge stp llc sctp)"
+        else
+            _gone=$(since "$_t0")
+            note "expired after $_gone ms; of sctp's dependencies still loaded: $(loaded_of libcrc32c crc32c_generic crc32c_intel udp_tunnel ip6_udp_tunnel)"
+            _lost=$(not_loaded_of tun binfmt_misc veth)
+            if [ -n "$_lost" ]; then
+                fail 5 "$d" "unloaded although in use or loaded by hand: $_lost"
+            else
+                scenario_keep "$_gone"
+            fi
+        fi
+    fi
+    kill "$hold" 2>/dev/null
+    wait "$hold" 2>/dev/null
+    umount /proc/sys/fs/binfmt_misc 2>/dev/null
+}
+
+scenario_keep() {
+    run 10 kdstat keep
+    [ "$rc" = 0 ] || { fail 5 "$d" "kdstat keep: exit $rc: $out"; return; }
+    run 60 ip link add d2 type dummy
+    { [ "$rc" = 0 ] && loaded dummy; } || { fail 5 "$d" "with keep, ip link add d2 type dummy: exit $rc: $out"; return; }
+    ip link del d2
+    # Four sweeps: twice what expiry would need.
+    sleep 8
+    loaded dummy || { fail 5 "$d" "with keep, dummy expired anyway"; return; }
+    pass 5 "$d (idle ones gone after $1 ms)"
+}
+
+scenario_kdstat() {
+    d="kdstat shows the daemon, kdstat --json lists the modules it loaded"
+    run 10 kdstat
+    [ "$rc" = 0 ] || { fail 7 "$d" "kdstat: exit $rc: $out"; return; }
+    first=$(timeout 10 kdstat 2>&1 | head -n 1)
+    echo "$first" | grep -E -q "^Version [^,]+, pid=$KPID, delay=2, keep, debug" ||
+        { fail 7 "$d" "first line '$first' (want Version <v>, pid=$KPID, delay=2, keep, debug)"; return; }
+    run 10 kdstat --json
+    [ "$rc" = 0 ] || { fail 7 "$d" "kdstat --json: exit $rc: $out"; return; }
+    echo "$out" | grep -q '"loaded_modules"' || { fail 7 "$d" "no loaded_modules in: $out"; return; }
+    names=$(echo "$out" | grep -o '"name" *: *"[^"]*"' | sed 's/.*: *"//; s/"$//' | tr '\n' ' ')
+    for m in dummy can_raw; do
+        case " $names" in
+            *" $m "*) ;;
+            *) fail 7 "$d" "$m missing from loaded_modules ($names)"; return ;;
+        esac
+    done
+    case " $names" in
+        *" veth "*) fail 7 "$d" "veth was loaded by hand but is listed ($names)"; return ;;
+    esac
+    pass 7 "$d ($names)"
+}
+
+# The shim without a daemon: fallback to modprobe, or fail at once; and a
+# request made while the daemon is dead (queue left behind) waits for the
+# next one.
+scenario_restart() {
+    d="shim falls back or fails without kerneld; a pending request survives SIGKILL and restart"
+    stop_kerneld TERM
+    wait_until 5 no_queue || { fail 8 "$d" "queue still there after SIGTERM"; return; }
+    # The helper stays the shim whatever the daemon did on exit.
+    echo /sbin/kerneld-modprobe >/proc/sys/kernel/modprobe
+    for l in $(ip -o link show type dummy 2>/dev/null | sed 's/^[0-9]*: \([^:@]*\).*/\1/'); do
+        ip link del "$l"
+    done
+    rmmod dummy 2>/dev/null
+
+    write_conf modprobe
+    run 60 ip link add d3 type dummy
+    { [ "$rc" = 0 ] && loaded dummy; } ||
+        { fail 8 "$d" "shim-fallback = modprobe, no daemon: exit $rc: $out"; return; }
+    _fb=$dt
+    ip link del d3
+    rmmod dummy || { fail 8 "$d" "rmmod dummy: $(rmmod dummy 2>&1)"; return; }
+
+    write_conf fail
+    run 60 ip link add d4 type dummy
+    [ "$rc" != 0 ] || { fail 8 "$d" "shim-fallback = fail, no daemon: request succeeded"; return; }
+    [ "$dt" -lt 3000 ] || { fail 8 "$d" "shim-fallback = fail took $dt ms"; return; }
+    ! loaded dummy || { fail 8 "$d" "shim-fallback = fail, yet dummy got loaded"; return; }
+    _ff=$dt
+
+    # fallback stays "fail": from here only kerneld can make it succeed.
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld2.log debug delay=60 ||
+        { fail 8 "$d" "second kerneld not ready"; return; }
+    stop_kerneld KILL
+    queue_exists || { fail 8 "$d" "queue gone after SIGKILL"; return; }
+
+    ip link add d1 type dummy >/tmp/d1.out 2>&1 &
+    req=$!
+    sleep 2
+    if ! alive "$req"; then
+        wait "$req"
+        fail 8 "$d" "with a dead daemon the request did not wait (exit $?): $(cat /tmp/d1.out)"
+        return
+    fi
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld3.log debug delay=60 ||
+        { fail 8 "$d" "third kerneld not ready"; kill "$req"; return; }
+    if ! wait_until 30 dead "$req"; then
+        kill "$req"
+        fail 8 "$d" "pending request not served 30 s after restart"
+        return
+    fi
+    wait "$req"
+    _rc=$?
+    { [ "$_rc" = 0 ] && [ -d /sys/class/net/d1 ]; } ||
+        { fail 8 "$d" "pending request: exit $_rc: $(cat /tmp/d1.out)"; return; }
+    grep -q rtnl-link-dummy /tmp/kerneld3.log "$SYSLOG" ||
+        note "restarted kerneld's log does not mention rtnl-link-dummy"
+    pass 8 "$d (fallback $_fb ms, fail $_ff ms)"
+}
+
+# ---------------------------------------------------------------------------
+case "$mode" in
+    baseline) baseline ;;
+    kerneld) kerneld_scenarios ;;
+    *) echo "VMTEST FAIL 0 unknown mode: $mode" ;;
+esac
+
+[ "$failed" = 0 ] || dump_logs

@@ -1,0 +1,145 @@
+/*
+ * trigger: tiny helper for the VM scenarios; provokes the kernel into calling
+ * request_module() in ways busybox cannot.  Built static so it needs nothing
+ * from the guest.
+ *
+ *   trigger [-u UID] socket FAMILY TYPE PROTO [HOLD_SECONDS]
+ *       (optionally drop to UID first) create a socket; exit 0 if it was
+ *       created, else print the error and exit 1.  With HOLD_SECONDS keep it
+ *       open that long, so the protocol module stays in use.
+ *   trigger [-u UID] hold PATH SECONDS
+ *       open PATH read-write and keep it open.  For a tun device also
+ *       attach a tap interface "kdtun0", so the module is really in use.
+ *       Prints "ready" once the file is open (and the interface exists).
+ *   trigger ms
+ *       print CLOCK_MONOTONIC in milliseconds (busybox has no such date).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <grp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static void usage(void)
+{
+	fputs("usage: trigger [-u UID] socket FAMILY TYPE PROTO [HOLD_SECONDS]\n"
+	      "       trigger [-u UID] hold PATH SECONDS\n"
+	      "       trigger ms\n",
+	      stderr);
+	exit(2);
+}
+
+/* Parse a non-negative decimal number or die with usage. */
+static long num(const char *s)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 0);
+	if (errno || *s == '\0' || *end != '\0' || v < 0)
+		usage();
+	return v;
+}
+
+static void drop_to(long uid)
+{
+	/* Group first: after setuid we could no longer change it. */
+	if (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 ||
+	    setuid((uid_t)uid) != 0) {
+		fprintf(stderr, "trigger: cannot become uid %ld: %s\n", uid,
+			strerror(errno));
+		exit(1);
+	}
+}
+
+static int do_socket(char **argv, int argc)
+{
+	int fd;
+
+	if (argc != 3 && argc != 4)
+		usage();
+	fd = socket((int)num(argv[0]), (int)num(argv[1]), (int)num(argv[2]));
+	if (fd < 0) {
+		printf("socket: %s\n", strerror(errno));
+		return 1;
+	}
+	if (argc == 4) {
+		puts("ready");
+		fflush(stdout);
+		sleep((unsigned)num(argv[3]));
+	}
+	close(fd);
+	return 0;
+}
+
+static int do_hold(char **argv, int argc)
+{
+	const char *path;
+	size_t len;
+	int fd;
+
+	if (argc != 2)
+		usage();
+	path = argv[0];
+	fd = open(path, O_RDWR);
+	if (fd < 0) {
+		printf("open %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	len = strlen(path);
+	if (len >= 4 && strcmp(path + len - 4, "/tun") == 0) {
+		struct ifreq ifr;
+
+		memset(&ifr, 0, sizeof(ifr));
+		ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+		strncpy(ifr.ifr_name, "kdtun0", IFNAMSIZ - 1);
+		if (ioctl(fd, TUNSETIFF, &ifr) != 0) {
+			printf("TUNSETIFF: %s\n", strerror(errno));
+			return 1;
+		}
+	}
+	puts("ready");
+	fflush(stdout);
+	sleep((unsigned)num(argv[1]));
+	close(fd);
+	return 0;
+}
+
+static int do_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	printf("%lld\n", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	argv++;
+	argc--;
+	if (argc >= 2 && strcmp(argv[0], "-u") == 0) {
+		drop_to(num(argv[1]));
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc < 1)
+		usage();
+	if (strcmp(argv[0], "socket") == 0)
+		return do_socket(argv + 1, argc - 1);
+	if (strcmp(argv[0], "hold") == 0)
+		return do_hold(argv + 1, argc - 1);
+	if (strcmp(argv[0], "ms") == 0 && argc == 1)
+		return do_ms();
+	usage();
+	return 2;
+}

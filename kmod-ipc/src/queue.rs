@@ -5,15 +5,20 @@ use crate::key::Key;
 use crate::msg::Message;
 use std::io;
 
+// The wire format writes `mtype` and `id` as i64 where C has `long`: the
+// two agree only where `long` is 8 bytes (x86_64 and other LP64 targets).
+const _: () = assert!(std::mem::size_of::<libc::c_long>() == 8);
+
 /// Which messages a receive takes (`msgtyp` of `msgrcv`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TypeFilter {
     /// The first message of any type (0).
     Any,
-    /// The first message of exactly this type (n > 0).
+    /// The first message of exactly this type (n > 0; the kernel reads
+    /// n <= 0 as `Any` or `UpTo`, so callers must not pass it).
     Exactly(i64),
-    /// The message with the lowest type not above n (-n); the daemon uses
-    /// `UpTo(255)`.
+    /// The message with the lowest type not above n (-n, n > 0); the
+    /// daemon uses `UpTo(255)`.
     UpTo(i64),
 }
 
@@ -22,7 +27,8 @@ impl TypeFilter {
         match self {
             TypeFilter::Any => 0,
             TypeFilter::Exactly(n) => n as libc::c_long,
-            TypeFilter::UpTo(n) => -(n as libc::c_long),
+            // saturating: UpTo(i64::MIN) must not panic on overflow.
+            TypeFilter::UpTo(n) => n.saturating_neg() as libc::c_long,
         }
     }
 }
@@ -135,6 +141,14 @@ impl Queue {
         self.body_max
     }
 
+    /// Use a receive buffer (and send limit) smaller than msgmax, as a
+    /// reader with a fixed buffer has: longer messages are cut on receipt.
+    /// Never raised above msgmax, never below one byte.
+    pub fn with_body_max(mut self, body_max: usize) -> Queue {
+        self.body_max = body_max.clamp(1, self.body_max.max(1));
+        self
+    }
+
     /// The largest text that fits in one message with the given header.
     pub fn text_max(&self, header: crate::msg::Header) -> usize {
         self.body_max.saturating_sub(header.len() + 1)
@@ -145,7 +159,15 @@ impl Queue {
     pub fn send(&self, msg: &Message, text_max: usize, nowait: bool) -> Result<(), Error> {
         let text_max = text_max.min(self.text_max(msg.header));
         let buf = msg.encode(text_max)?;
-        self.send_buf(&buf, nowait)
+        self.send_buf(&buf, nowait, true)
+    }
+
+    /// Like [`Queue::send`] (blocking), but a signal ends the wait on a full
+    /// queue with [`Error::Interrupted`], so a client's timeout covers it.
+    pub(crate) fn send_interruptible(&self, msg: &Message, text_max: usize) -> Result<(), Error> {
+        let text_max = text_max.min(self.text_max(msg.header));
+        let buf = msg.encode(text_max)?;
+        self.send_buf(&buf, false, false)
     }
 
     /// Send raw bytes as the body of a message of type `mtype`, unchecked:
@@ -154,10 +176,10 @@ impl Queue {
         let mut buf = Vec::with_capacity(8 + body.len());
         buf.extend_from_slice(&mtype.to_ne_bytes());
         buf.extend_from_slice(body);
-        self.send_buf(&buf, nowait)
+        self.send_buf(&buf, nowait, true)
     }
 
-    fn send_buf(&self, buf: &[u8], nowait: bool) -> Result<(), Error> {
+    fn send_buf(&self, buf: &[u8], nowait: bool, retry_eintr: bool) -> Result<(), Error> {
         let flags = if nowait { libc::IPC_NOWAIT } else { 0 };
         loop {
             // SAFETY: buf holds mtype (8 bytes) and buf.len() - 8 body bytes.
@@ -172,12 +194,21 @@ impl Queue {
             if r == 0 {
                 return Ok(());
             }
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EIDRM) | Some(libc::EINVAL) if self.stat().is_err() => {
-                    return Err(Error::Removed)
+            // Capture errno before is_removed() makes another system call.
+            let err = io::Error::last_os_error();
+            match err.raw_os_error() {
+                Some(libc::EINTR) if retry_eintr => continue,
+                Some(libc::EINTR) => return Err(Error::Interrupted),
+                // EIDRM: removed while we waited; EINVAL: already gone when
+                // we called (but also a bad mtype or size, hence the check).
+                Some(libc::EIDRM) => return Err(Error::Removed),
+                Some(libc::EINVAL) if self.is_removed() => return Err(Error::Removed),
+                _ => {
+                    return Err(Error::Sys {
+                        call: "msgsnd",
+                        source: err,
+                    })
                 }
-                _ => return Err(Error::sys("msgsnd")),
             }
         }
     }
@@ -207,12 +238,17 @@ impl Queue {
             )
         };
         if n < 0 {
-            return match io::Error::last_os_error().raw_os_error() {
+            // Capture errno before is_removed() makes another system call.
+            let err = io::Error::last_os_error();
+            return match err.raw_os_error() {
                 Some(libc::ENOMSG) => Ok(None),
                 Some(libc::EINTR) => Err(Error::Interrupted),
                 Some(libc::EIDRM) => Err(Error::Removed),
-                Some(libc::EINVAL) if self.stat().is_err() => Err(Error::Removed),
-                _ => Err(Error::sys("msgrcv")),
+                Some(libc::EINVAL) if self.is_removed() => Err(Error::Removed),
+                _ => Err(Error::Sys {
+                    call: "msgrcv",
+                    source: err,
+                }),
             };
         }
         let mtype = i64::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
@@ -260,13 +296,19 @@ impl Queue {
         }
     }
 
+    /// Whether the queue id no longer names a queue.  Only that: a failing
+    /// IPC_STAT for lack of permission means the queue is still there.
+    fn is_removed(&self) -> bool {
+        matches!(self.ipc_stat(), Err(Error::Removed))
+    }
+
     /// Figures of the queue; [`Error::Removed`] if it is gone.
     pub fn stat(&self) -> Result<QueueStat, Error> {
         let ds = self.ipc_stat()?;
         Ok(QueueStat {
-            messages: ds.msg_qnum as u64,
-            bytes: ds.__msg_cbytes as u64,
-            max_bytes: ds.msg_qbytes as u64,
+            messages: ds.msg_qnum,
+            bytes: ds.__msg_cbytes,
+            max_bytes: ds.msg_qbytes,
             last_sender: ds.msg_lspid,
             last_receiver: ds.msg_lrpid,
             uid: ds.msg_perm.uid,

@@ -2,7 +2,7 @@
 
 use crate::error::Error;
 use crate::key::Key;
-use crate::msg::{Header, Message, MsgType, REPLY_CONTINUES, TOOL_ID_BASE};
+use crate::msg::{Header, Message, MsgType, MAX_DAEMON_TYPE, REPLY_CONTINUES, TOOL_ID_BASE};
 use crate::queue::{Queue, TypeFilter};
 use crate::timer::Alarm;
 use std::time::{Duration, Instant};
@@ -66,7 +66,10 @@ impl Client {
 
     /// Send a request and wait for its reply on `reply_id`.  Replies left on
     /// that id by an earlier, abandoned request are discarded first.
-    /// `timeout` of `None` waits forever (until the queue is removed).
+    /// `timeout` of `None` waits forever (until the queue is removed); the
+    /// timeout also covers a send blocked on a full queue.  A `reply_id` up
+    /// to 255 is [`Error::InvalidReplyId`]: waiting on it would take the
+    /// daemon's own requests off the queue.
     pub fn request(
         &self,
         t: MsgType,
@@ -74,48 +77,101 @@ impl Client {
         reply_id: i64,
         timeout: Option<Duration>,
     ) -> Result<Reply, Error> {
+        check_reply_id(reply_id)?;
         while self
             .queue
             .recv_raw(TypeFilter::Exactly(reply_id), true)?
             .is_some()
         {}
-        self.send(t, text, reply_id)?;
-        self.wait_reply(reply_id, timeout)
+        // One alarm for the send and the wait, so the deadline is total.
+        let deadline = Deadline::arm(timeout)?;
+        let msg = Message::request(t, reply_id, self.header, text);
+        loop {
+            match self.queue.send_interruptible(&msg, usize::MAX) {
+                Ok(()) => break,
+                Err(Error::Interrupted) => deadline.check()?,
+                Err(e) => return Err(e),
+            }
+        }
+        self.wait_until(reply_id, &deadline)
     }
 
-    /// Wait for the reply on `reply_id`, joining the parts of a long reply.
+    /// Wait for the reply on `reply_id`, joining the parts of a long reply
+    /// (every part but the last has status [`REPLY_CONTINUES`]).  The
+    /// returned header is that of the last part.
     pub fn wait_reply(&self, reply_id: i64, timeout: Option<Duration>) -> Result<Reply, Error> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let _alarm = match timeout {
-            Some(t) => Some(Alarm::arm(t).map_err(|e| Error::Sys {
-                call: "timer_create",
-                source: e,
-            })?),
-            None => None,
-        };
+        check_reply_id(reply_id)?;
+        let deadline = Deadline::arm(timeout)?;
+        self.wait_until(reply_id, &deadline)
+    }
+
+    fn wait_until(&self, reply_id: i64, deadline: &Deadline) -> Result<Reply, Error> {
+        let mut text = Vec::new();
         loop {
             match self
                 .queue
                 .recv(TypeFilter::Exactly(reply_id), usize::MAX, false)
             {
                 Ok(Some((_, Ok(m)))) => {
-                    return Ok(Reply {
-                        status: m.id,
-                        text: m.text,
-                        header: m.header,
-                    })
+                    text.extend_from_slice(&m.text);
+                    if m.id != REPLY_CONTINUES {
+                        return Ok(Reply {
+                            status: m.id,
+                            text,
+                            header: m.header,
+                        });
+                    }
                 }
                 Ok(Some((_, Err(e)))) => return Err(Error::Decode(e)),
                 Ok(None) => continue,
-                Err(Error::Interrupted) => {
-                    if let (Some(d), Some(t)) = (deadline, timeout) {
-                        if Instant::now() >= d {
-                            return Err(Error::Timeout(t));
-                        }
-                    }
-                }
+                Err(Error::Interrupted) => deadline.check()?,
                 Err(e) => return Err(e),
             }
+        }
+    }
+}
+
+fn check_reply_id(reply_id: i64) -> Result<(), Error> {
+    if reply_id <= MAX_DAEMON_TYPE {
+        return Err(Error::InvalidReplyId(reply_id));
+    }
+    Ok(())
+}
+
+/// A timeout in force: the instant it ends and the alarm that breaks
+/// blocking calls from then on.  Without a timeout, interruptions by other
+/// signals are simply retried.
+struct Deadline {
+    end: Option<(Instant, Duration)>,
+    _alarm: Option<Alarm>,
+}
+
+impl Deadline {
+    fn arm(timeout: Option<Duration>) -> Result<Deadline, Error> {
+        // The instant is taken before the timer starts, so the timer never
+        // fires before it; both use the monotonic clock.  A timeout too
+        // large for an Instant (Duration::MAX) is as good as none.
+        let Some((t, end)) = timeout.and_then(|t| Some((t, Instant::now().checked_add(t)?))) else {
+            return Ok(Deadline {
+                end: None,
+                _alarm: None,
+            });
+        };
+        let alarm = Alarm::arm(t).map_err(|e| Error::Sys {
+            call: "timer_create",
+            source: e,
+        })?;
+        Ok(Deadline {
+            end: Some((end, t)),
+            _alarm: Some(alarm),
+        })
+    }
+
+    /// After an interruption: [`Error::Timeout`] once the deadline passed.
+    fn check(&self) -> Result<(), Error> {
+        match self.end {
+            Some((end, t)) if Instant::now() >= end => Err(Error::Timeout(t)),
+            _ => Ok(()),
         }
     }
 }

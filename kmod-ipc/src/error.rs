@@ -48,6 +48,10 @@ pub enum Error {
     /// A blocking call was interrupted by a signal (`EINTR`).
     #[error("interrupted by a signal")]
     Interrupted,
+    /// A reply id a client cannot wait on: replies are received by exact
+    /// type, and types up to 255 are requests the daemon itself receives.
+    #[error("reply id {0} is unusable: it must be above 255")]
+    InvalidReplyId(i64),
     /// No reply within the timeout.
     #[error("no reply from kerneld within {0:.1?}")]
     Timeout(std::time::Duration),

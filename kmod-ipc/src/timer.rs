@@ -52,12 +52,18 @@ pub fn interrupt_thread(thread: libc::pthread_t) {
 /// A per-thread timer that interrupts blocking calls of this thread.
 pub struct Alarm {
     timer: libc::timer_t,
+    /// The signal was blocked in this thread before: block it again on drop.
+    was_blocked: bool,
 }
 
 impl Alarm {
-    /// Fire at `after`, then every 10 ms until dropped.
+    /// Fire at `after`, then every 10 ms until dropped.  The signal is
+    /// unblocked in this thread meanwhile: a thread that inherited a mask
+    /// blocking all signals (as daemons using `sigwait` set up) would
+    /// otherwise never be interrupted and wait past its timeout.
     pub fn arm(after: Duration) -> io::Result<Alarm> {
         install_interrupt_handler();
+        let was_blocked = set_blocked(false);
         // SAFETY: sigevent is plain data; timer_create fills `timer`.
         unsafe {
             let mut sev: libc::sigevent = std::mem::zeroed();
@@ -66,9 +72,13 @@ impl Alarm {
             sev.sigev_notify_thread_id = libc::gettid();
             let mut timer: libc::timer_t = std::mem::zeroed();
             if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer) != 0 {
-                return Err(io::Error::last_os_error());
+                let e = io::Error::last_os_error();
+                if was_blocked {
+                    set_blocked(true);
+                }
+                return Err(e);
             }
-            let alarm = Alarm { timer };
+            let alarm = Alarm { timer, was_blocked };
             let first = if after.is_zero() {
                 Duration::from_nanos(1)
             } else {
@@ -92,12 +102,35 @@ impl Drop for Alarm {
         unsafe {
             libc::timer_delete(self.timer);
         }
+        if self.was_blocked {
+            set_blocked(true);
+        }
+    }
+}
+
+/// Block or unblock [`interrupt_signal`] in the calling thread; returns
+/// whether it was blocked before.
+fn set_blocked(block: bool) -> bool {
+    // SAFETY: the sets are initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, interrupt_signal());
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, &mut old);
+        libc::sigismember(&old, interrupt_signal()) == 1
     }
 }
 
 fn to_timespec(d: Duration) -> libc::timespec {
     libc::timespec {
-        tv_sec: d.as_secs() as libc::time_t,
+        // Clamped: a huge duration must not wrap to a negative time.
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
         tv_nsec: d.subsec_nanos() as libc::c_long,
     }
 }

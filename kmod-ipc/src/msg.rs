@@ -333,7 +333,12 @@ impl Message {
             return Err(DecodeError::Truncated { len: buf.len() });
         };
         let mtype = i64::from_ne_bytes(t.try_into().expect("8 bytes"));
-        Message::decode_body(mtype, &buf[8..], text_max)
+        // Truncated tells the length of what the caller passed, here the
+        // whole buffer, as it does when even `mtype` is missing.
+        Message::decode_body(mtype, &buf[8..], text_max).map_err(|e| match e {
+            DecodeError::Truncated { len } => DecodeError::Truncated { len: len + 8 },
+            e => e,
+        })
     }
 }
 

@@ -1,1 +1,281 @@
-fn main() {}
+//! kerneld-modprobe: the kernel's module helper, talking to kerneld.
+//!
+//! A stock kernel runs the program named in /proc/sys/kernel/modprobe for
+//! every request_module() as `PROGRAM -q -- NAME`, as root, from a kernel
+//! worker, with fds 0-2 closed and a minimal environment, and the
+//! requesting task waits until it exits.  The shim turns that call into the
+//! 1995 protocol: a request-module message (type 2, text NAME) with a
+//! kernel-style reply id (KERNELD_MINSEQ + pid, unique among concurrent
+//! shims), then exits 0 if kerneld loaded the module and 1 if not.
+//!
+//! It is exec'd once per request, so it stays small: arguments are parsed
+//! by hand, since the kernel's form is fixed and an argument parser would
+//! cost start-up time and size for nothing.  Nothing on the request path
+//! touches fds 0-2; messages go to syslog (see `log`).
+//!
+//! Without kerneld (no queue, or the queue removed while waiting) the shim
+//! falls back as configured in /etc/kerneld.conf (`KERNELD_CONFIG`):
+//! exec the real modprobe with the same arguments, or fail.
+
+mod config;
+mod log;
+mod register;
+
+use config::{Config, Fallback};
+use kmod_ipc::{Client, Error, Key, MsgType, Queue, KERNELD_MINSEQ};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+
+const HELP: &str = "\
+kerneld-modprobe: the kernel's module helper, passing requests to kerneld
+
+Usage:
+  kerneld-modprobe [-q] [--] NAME   ask kerneld to load NAME (the kernel's call)
+  kerneld-modprobe --register       make the kernel run this program
+                                    (writes /proc/sys/kernel/modprobe and
+                                    records the previous value in
+                                    /run/kerneld/previous-modprobe)
+  kerneld-modprobe --unregister     restore the recorded helper (or /sbin/modprobe)
+  kerneld-modprobe --help | --version
+
+Exit status 0 when the module is loaded, 1 when not.  Any other arguments
+are handed to the real modprobe (or refused with shim-fallback = fail).
+Messages go to syslog (facility daemon), never to stdout or stderr.
+
+Settings, in /etc/kerneld.conf (other lines belong to kerneld):
+  shim-fallback = modprobe|fail  without kerneld, run the real modprobe with
+                                 the same arguments, or fail (default modprobe)
+  shim-modprobe = PATH           the real modprobe (default /sbin/modprobe)
+  shim-timeout = SECONDS         wait this long for kerneld's answer (default 30)
+
+Environment:
+  KERNELD_KEY             queue key (default 0x6b65726e)
+  KERNELD_CONFIG          configuration file instead of /etc/kerneld.conf
+Test hooks:
+  KERNELD_PROC_MODPROBE   file instead of /proc/sys/kernel/modprobe
+  KERNELD_STATE_DIR       directory instead of /run/kerneld
+  KERNELD_SHIM_LOG        append log lines to this file instead of syslog
+";
+
+/// What the command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum Invocation<'a> {
+    /// The kernel's call: load this name.
+    Request(&'a OsStr),
+    Help,
+    Version,
+    Register,
+    Unregister,
+    /// Anything else: a job for the real modprobe.
+    Other,
+}
+
+/// Parse the arguments after argv[0].
+fn classify(args: &[OsString]) -> Invocation<'_> {
+    let words: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    match words.as_slice() {
+        [b"--help"] | [b"-h"] => return Invocation::Help,
+        [b"--version"] => return Invocation::Version,
+        [b"--register"] => return Invocation::Register,
+        [b"--unregister"] => return Invocation::Unregister,
+        _ => {}
+    }
+    // The kernel's form: [-q] [--] NAME.
+    let mut rest = args;
+    if rest.first().is_some_and(|a| a == "-q") {
+        rest = &rest[1..];
+    }
+    let dashdash = rest.first().is_some_and(|a| a == "--");
+    if dashdash {
+        rest = &rest[1..];
+    }
+    match rest {
+        [name] if !name.is_empty() && (dashdash || !name.as_bytes().starts_with(b"-")) => {
+            Invocation::Request(name)
+        }
+        _ => Invocation::Other,
+    }
+}
+
+fn main() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let args = argv.get(1..).unwrap_or_default();
+    let code = match classify(args) {
+        Invocation::Help => {
+            print!("{HELP}");
+            0
+        }
+        Invocation::Version => {
+            println!("kerneld-modprobe {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Invocation::Register => report(register::register()),
+        Invocation::Unregister => report(register::unregister()),
+        Invocation::Request(name) => {
+            log::open();
+            let config = config::load(&mut |w| log::log(log::LOG_WARNING, &w));
+            request(name, &config, args)
+        }
+        Invocation::Other => {
+            log::open();
+            let config = config::load(&mut |w| log::log(log::LOG_WARNING, &w));
+            let shown: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
+            let why = format!("arguments {shown:?} are not the kernel's `-q -- NAME`");
+            fallback(&config, args, &why)
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Tell the human who ran --register or --unregister what happened.
+fn report(result: Result<String, String>) -> i32 {
+    match result {
+        Ok(done) => {
+            println!("kerneld-modprobe: {done}");
+            0
+        }
+        Err(e) => {
+            eprintln!("kerneld-modprobe: {e}");
+            1
+        }
+    }
+}
+
+/// Ask kerneld to load `name`; the exit status for the kernel.
+fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
+    let shown = name.to_string_lossy();
+    let key = match Key::resolve(None) {
+        Ok(k) => k,
+        Err(e) => return fallback(config, args, &e),
+    };
+    let client = match Client::connect(key) {
+        Ok(c) => c,
+        Err(e) => return fallback(config, args, &e.to_string()),
+    };
+    if let Err(why) = trusted(client.queue()) {
+        return fallback(config, args, &why);
+    }
+    let reply_id = KERNELD_MINSEQ + i64::from(std::process::id());
+    match client.request(
+        MsgType::RequestModule,
+        name.as_bytes(),
+        reply_id,
+        Some(config.timeout),
+    ) {
+        Ok(r) if r.status == 0 => 0,
+        Ok(r) => {
+            log::log(
+                log::LOG_NOTICE,
+                &format!(
+                    "kerneld did not load {shown:?} (status {}): {}",
+                    r.status,
+                    r.text_lossy().trim_end()
+                ),
+            );
+            1
+        }
+        Err(Error::Removed) => fallback(config, args, "kerneld stopped while loading"),
+        Err(e @ Error::Timeout(_)) => {
+            log::log(log::LOG_WARNING, &format!("request for {shown:?}: {e}"));
+            1
+        }
+        Err(e) => {
+            log::log(log::LOG_ERR, &format!("request for {shown:?}: {e}"));
+            1
+        }
+    }
+}
+
+/// Refuse a queue anyone but root (or our own user) could have made: its
+/// owner would read the kernel's requests and answer them.  The daemon
+/// creates its queue with mode 0600.
+fn trusted(queue: &Queue) -> Result<(), String> {
+    let st = queue.stat().map_err(|e| e.to_string())?;
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let owner_ok = st.uid == st.cuid && (st.uid == 0 || st.uid == euid);
+    if !owner_ok || st.mode & 0o077 != 0 {
+        return Err(format!(
+            "ignoring the queue at key {}: owner uid {}, mode {:03o} (want root, 0600)",
+            queue.key(),
+            st.uid,
+            st.mode & 0o777
+        ));
+    }
+    Ok(())
+}
+
+/// kerneld cannot be asked (`why`): exec the real modprobe with the same
+/// arguments, or fail, as configured.  Returns only on failure.
+fn fallback(config: &Config, args: &[OsString], why: &str) -> i32 {
+    let modprobe = &config.modprobe;
+    if config.fallback == Fallback::Fail {
+        log::log(log::LOG_WARNING, &format!("{why}; shim-fallback = fail"));
+        return 1;
+    }
+    if register::is_self(modprobe) {
+        // Exec'ing ourselves would loop until the kernel gives up.
+        log::log(
+            log::LOG_ERR,
+            &format!(
+                "{why}; shim-modprobe {} is this program, not the real modprobe",
+                modprobe.display()
+            ),
+        );
+        return 1;
+    }
+    log::log(
+        log::LOG_INFO,
+        &format!("{why}; running {}", modprobe.display()),
+    );
+    let err = std::process::Command::new(modprobe)
+        .arg0(modprobe)
+        .args(args)
+        .exec();
+    log::log(
+        log::LOG_ERR,
+        &format!("cannot run {}: {err}", modprobe.display()),
+    );
+    1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify_strs(args: &[&str]) -> String {
+        let v: Vec<OsString> = args.iter().map(OsString::from).collect();
+        format!("{:?}", classify(&v))
+    }
+
+    #[test]
+    fn kernel_forms() {
+        assert_eq!(classify_strs(&["-q", "--", "ppp"]), r#"Request("ppp")"#);
+        assert_eq!(classify_strs(&["-q", "ppp"]), r#"Request("ppp")"#);
+        assert_eq!(classify_strs(&["--", "-odd"]), r#"Request("-odd")"#);
+        assert_eq!(classify_strs(&["ppp"]), r#"Request("ppp")"#);
+    }
+
+    #[test]
+    fn other_forms() {
+        assert_eq!(classify_strs(&["--help"]), "Help");
+        assert_eq!(classify_strs(&["-h"]), "Help");
+        assert_eq!(classify_strs(&["--version"]), "Version");
+        assert_eq!(classify_strs(&["--register"]), "Register");
+        assert_eq!(classify_strs(&["--unregister"]), "Unregister");
+        for other in [
+            &[][..],
+            &["-q"],
+            &["-q", "--"],
+            &["-r", "ppp"],
+            &["-q", "-odd"],
+            &["a", "b"],
+            &["--", ""],
+            &["--help", "x"],
+            &["-q", "-q", "ppp"],
+        ] {
+            assert_eq!(classify_strs(other), "Other", "{other:?}");
+        }
+    }
+}

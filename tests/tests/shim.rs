@@ -1,0 +1,421 @@
+//! kerneld-modprobe, the kernel's helper, against a fake kerneld on real
+//! SysV queues, run the way the kernel runs it: `-q -- NAME`, a minimal
+//! environment and (where said) fds 0-2 closed.
+//!
+//! Needs the binaries: `cargo build --workspace --bins` first.
+
+use kerneld_tests::fake::{self, bin, run, Action, FakeDaemon, Outcome, RawQueue, TempDir, LIMIT};
+use kmod_ipc::{Header, Key, KERNELD_MINSEQ};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+
+/// A temp dir with the shim's configuration, its log, and a stand-in for
+/// the real modprobe that records its arguments.
+struct Setup {
+    dir: TempDir,
+    modprobe: PathBuf,
+}
+
+impl Setup {
+    /// `config` is appended to `shim-modprobe = <the stand-in>`.
+    fn new(config: &str) -> Setup {
+        let dir = TempDir::new();
+        let argv = dir.join("argv");
+        let modprobe = dir.script(
+            "modprobe",
+            &format!("printf '%s\\n' \"$@\" > '{}'\nexit 0\n", argv.display()),
+        );
+        std::fs::write(
+            dir.join("kerneld.conf"),
+            format!("shim-modprobe = {}\n{config}", modprobe.display()),
+        )
+        .unwrap();
+        Setup { dir, modprobe }
+    }
+
+    /// The shim with the kernel's environment and the given arguments.
+    fn command(&self, key: Key, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("kerneld-modprobe"));
+        cmd.env_clear()
+            .env("HOME", "/")
+            .env("TERM", "linux")
+            .env("PATH", "/sbin:/usr/sbin:/bin:/usr/bin")
+            .env("KERNELD_KEY", key.to_string())
+            .env("KERNELD_CONFIG", self.dir.join("kerneld.conf"))
+            .env("KERNELD_SHIM_LOG", self.dir.join("log"))
+            .args(args);
+        cmd
+    }
+
+    /// Run `kerneld-modprobe -q -- NAME` as the kernel does.
+    fn request(&self, key: Key, name: &str) -> Outcome {
+        run(&mut self.command(key, &["-q", "--", name]), LIMIT)
+    }
+
+    /// The stand-in modprobe's arguments, if it ran.
+    fn modprobe_argv(&self) -> Option<Vec<String>> {
+        std::fs::read_to_string(self.dir.join("argv"))
+            .ok()
+            .map(|s| s.lines().map(String::from).collect())
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+}
+
+/// The kernel path writes nothing to fds 0-2.
+fn assert_silent(out: &Outcome) {
+    assert_eq!(out.stdout, "", "{out:?}");
+    assert_eq!(out.stderr, "", "{out:?}");
+}
+
+fn answer_type_2(status: i64, text: &'static str) -> impl FnMut(&fake::Received) -> Action {
+    move |r| {
+        if r.mtype == 2 {
+            Action::reply(status, text)
+        } else {
+            Action::reply(1, "unexpected")
+        }
+    }
+}
+
+#[test]
+fn status_0_is_exit_0_with_a_kernel_style_id() {
+    // Other lines of the file belong to kerneld and must be ignored.
+    let setup = Setup::new("# kerneld\ndelay = 60\nkeep\nalias char-major-108 ppp\n\n");
+    let fake = FakeDaemon::with_handler(answer_type_2(0, ""));
+    let out = setup.request(fake.key(), "ppp");
+    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
+    assert_silent(&out);
+    let got = fake.received();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].mtype, 2);
+    assert_eq!(got[0].text_str(), "ppp");
+    assert!(got[0].id >= 0x7fff_0000, "{:#x}", got[0].id);
+    assert_eq!(got[0].id, KERNELD_MINSEQ + i64::from(out.pid));
+    assert_eq!(got[0].header, Header::new_with_pid(out.pid));
+    assert_eq!(setup.modprobe_argv(), None, "no fallback");
+    assert_eq!(setup.log(), "", "nothing to complain about");
+}
+
+#[test]
+fn status_1_is_exit_1_and_logged() {
+    let setup = Setup::new("");
+    let fake = FakeDaemon::with_handler(answer_type_2(1, "modprobe: FATAL: Module nope not found"));
+    let out = setup.request(fake.key(), "nope");
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_silent(&out);
+    assert!(
+        setup.log().contains("Module nope not found"),
+        "{}",
+        setup.log()
+    );
+    assert_eq!(setup.modprobe_argv(), None, "kerneld answered: no fallback");
+}
+
+#[test]
+fn other_nonzero_statuses_are_exit_1() {
+    let setup = Setup::new("");
+    let fake = FakeDaemon::with_handler(answer_type_2(-2, ""));
+    assert_eq!(setup.request(fake.key(), "x").code(), 1);
+}
+
+#[test]
+fn without_kerneld_runs_the_real_modprobe_with_the_same_arguments() {
+    let setup = Setup::new("");
+    let out = setup.request(fake::unused_key(), "char-major-108");
+    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
+    assert_silent(&out);
+    assert_eq!(
+        setup.modprobe_argv().expect("the real modprobe ran"),
+        ["-q", "--", "char-major-108"]
+    );
+    assert!(setup.log().contains("not running"), "{}", setup.log());
+}
+
+#[test]
+fn the_real_modprobes_exit_status_is_the_shims() {
+    let setup = Setup::new("");
+    let failing = setup.dir.script("failing-modprobe", "exit 1\n");
+    std::fs::write(
+        setup.dir.join("kerneld.conf"),
+        format!("shim-modprobe = {}\n", failing.display()),
+    )
+    .unwrap();
+    assert_eq!(setup.request(fake::unused_key(), "ppp").code(), 1);
+}
+
+#[test]
+fn fallback_fail_fails_at_once() {
+    let setup = Setup::new("shim-fallback = fail\n");
+    let out = setup.request(fake::unused_key(), "ppp");
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_silent(&out);
+    assert_eq!(setup.modprobe_argv(), None);
+    assert!(
+        setup.log().contains("shim-fallback = fail"),
+        "{}",
+        setup.log()
+    );
+}
+
+#[test]
+fn no_reply_within_shim_timeout_is_exit_1() {
+    let setup = Setup::new("shim-timeout = 1\n");
+    let fake = FakeDaemon::with_handler(|_| Action::Ignore);
+    let out = setup.request(fake.key(), "ppp");
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_silent(&out);
+    assert_eq!(fake.received().len(), 1, "the request was sent");
+    assert!(setup.log().contains("no reply"), "{}", setup.log());
+    assert_eq!(
+        setup.modprobe_argv(),
+        None,
+        "a slow kerneld is no reason to fall back"
+    );
+}
+
+#[test]
+fn queue_removed_while_waiting_falls_back() {
+    let setup = Setup::new("");
+    let fake = FakeDaemon::with_handler(|_| Action::RemoveQueue);
+    let out = setup.request(fake.key(), "ppp");
+    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
+    assert_eq!(fake.received().len(), 1);
+    assert_eq!(
+        setup.modprobe_argv().expect("fallback ran"),
+        ["-q", "--", "ppp"]
+    );
+
+    let setup = Setup::new("shim-fallback = fail\n");
+    let fake = FakeDaemon::with_handler(|_| Action::RemoveQueue);
+    assert_eq!(setup.request(fake.key(), "ppp").code(), 1);
+    assert_eq!(setup.modprobe_argv(), None);
+}
+
+/// Spawn with fds 0, 1 and 2 closed, as the kernel's worker does.
+fn with_std_fds_closed(cmd: &mut Command) -> &mut Command {
+    // SAFETY: close is async-signal-safe; this runs after the standard
+    // streams were set up, so it closes them for good.
+    unsafe {
+        cmd.pre_exec(|| {
+            for fd in 0..3 {
+                libc::close(fd);
+            }
+            Ok(())
+        })
+    }
+}
+
+#[test]
+fn works_with_fds_0_to_2_closed() {
+    let setup = Setup::new("");
+    let fake = FakeDaemon::with_handler(answer_type_2(0, ""));
+    let out = run(
+        with_std_fds_closed(&mut setup.command(fake.key(), &["-q", "--", "ppp"])),
+        LIMIT,
+    );
+    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
+    assert_eq!(fake.received().len(), 1);
+
+    let fake = FakeDaemon::with_handler(answer_type_2(1, "no"));
+    let out = run(
+        with_std_fds_closed(&mut setup.command(fake.key(), &["-q", "--", "ppp"])),
+        LIMIT,
+    );
+    assert_eq!(out.code(), 1, "{out:?}");
+
+    // And the fallback still gets its arguments.
+    let out = run(
+        with_std_fds_closed(&mut setup.command(fake::unused_key(), &["-q", "--", "ppp"])),
+        LIMIT,
+    );
+    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
+    assert_eq!(setup.modprobe_argv().unwrap(), ["-q", "--", "ppp"]);
+}
+
+#[test]
+fn other_arguments_go_to_the_real_modprobe() {
+    let setup = Setup::new("");
+    let fake = FakeDaemon::with_handler(answer_type_2(0, ""));
+    let out = run(&mut setup.command(fake.key(), &["-r", "ppp"]), LIMIT);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(setup.modprobe_argv().unwrap(), ["-r", "ppp"]);
+    assert!(fake.received().is_empty(), "not a request for kerneld");
+
+    let setup = Setup::new("shim-fallback = fail\n");
+    let out = run(&mut setup.command(fake.key(), &["-r", "ppp"]), LIMIT);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_eq!(setup.modprobe_argv(), None);
+    assert!(setup.log().contains("-r"), "{}", setup.log());
+}
+
+#[test]
+fn refuses_to_exec_itself() {
+    let setup = Setup::new("");
+    let shim = bin("kerneld-modprobe");
+    let link = setup.dir.join("modprobe-link");
+    std::os::unix::fs::symlink(&shim, &link).unwrap();
+    for target in [&shim, &link] {
+        std::fs::write(
+            setup.dir.join("kerneld.conf"),
+            format!("shim-modprobe = {}\n", target.display()),
+        )
+        .unwrap();
+        let out = setup.request(fake::unused_key(), "ppp");
+        assert_eq!(out.code(), 1, "{out:?}");
+        assert!(setup.log().contains("is this program"), "{}", setup.log());
+    }
+}
+
+#[test]
+fn malformed_lines_are_logged_and_defaults_used() {
+    // The bad fallback means the default, modprobe: the stand-in runs.
+    let setup = Setup::new("shim-fallback = maybe\nshim-timeout = soon\n");
+    let out = setup.request(fake::unused_key(), "ppp");
+    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
+    assert_eq!(setup.modprobe_argv().unwrap(), ["-q", "--", "ppp"]);
+    let log = setup.log();
+    assert!(log.contains("shim-fallback must be"), "{log}");
+    assert!(log.contains("shim-timeout must be"), "{log}");
+}
+
+#[test]
+fn a_queue_others_could_have_made_is_not_trusted() {
+    let setup = Setup::new("");
+    let queue = RawQueue::create(0o666);
+    let out = setup.request(queue.0.key(), "ppp");
+    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
+    assert_eq!(setup.modprobe_argv().unwrap(), ["-q", "--", "ppp"]);
+    assert_eq!(queue.0.stat().unwrap().messages, 0, "nothing sent to it");
+    assert!(
+        setup.log().contains("ignoring the queue"),
+        "{}",
+        setup.log()
+    );
+}
+
+#[test]
+fn concurrent_shims_get_their_own_replies() {
+    // Odd names are refused, so each shim must get its own answer.
+    let fake = FakeDaemon::with_handler(|r| {
+        let n: u32 = r.text_str().trim_start_matches("mod").parse().unwrap();
+        Action::reply(i64::from(n % 2), "")
+    });
+    let setup = Setup::new("");
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            let mut cmd = setup.command(fake.key(), &["-q", "--", &format!("mod{i}")]);
+            (i, fake::spawn(cmd.stdin(std::process::Stdio::null())))
+        })
+        .collect();
+    let mut pids = Vec::new();
+    for (i, child) in children {
+        let out = fake::finish(child, LIMIT);
+        assert_eq!(out.code(), i % 2, "mod{i}: {out:?}");
+        pids.push(out.pid);
+    }
+    let mut ids: Vec<i64> = fake.received().iter().map(|r| r.id).collect();
+    ids.sort();
+    let mut want: Vec<i64> = pids
+        .iter()
+        .map(|&p| KERNELD_MINSEQ + i64::from(p))
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
+}
+
+#[test]
+fn help_and_version_print_to_stdout() {
+    let setup = Setup::new("");
+    let out = run(&mut setup.command(fake::unused_key(), &["--help"]), LIMIT);
+    assert_eq!(out.code(), 0);
+    assert!(
+        out.stdout.contains("kerneld-modprobe [-q] [--] NAME"),
+        "{out:?}"
+    );
+    assert!(out.stdout.contains("shim-fallback"), "{out:?}");
+    let out = run(
+        &mut setup.command(fake::unused_key(), &["--version"]),
+        LIMIT,
+    );
+    assert_eq!(out.code(), 0);
+    assert!(out.stdout.starts_with("kerneld-modprobe "), "{out:?}");
+    assert_eq!(setup.modprobe_argv(), None);
+}
+
+#[test]
+fn register_and_unregister_round_trip() {
+    let dir = TempDir::new();
+    let proc_file = dir.join("modprobe");
+    let state = dir.join("state");
+    let record = state.join("previous-modprobe");
+    std::fs::write(&proc_file, "/sbin/modprobe\n").unwrap();
+    let shim = std::fs::canonicalize(bin("kerneld-modprobe")).unwrap();
+    let shim = shim.to_str().unwrap();
+    let manage = |arg: &str| {
+        run(
+            Command::new(bin("kerneld-modprobe"))
+                .arg(arg)
+                .env("KERNELD_PROC_MODPROBE", &proc_file)
+                .env("KERNELD_STATE_DIR", &state),
+            LIMIT,
+        )
+    };
+    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap();
+
+    let out = manage("--register");
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(out.stdout.contains(shim), "{out:?}");
+    assert_eq!(read(&proc_file), format!("{shim}\n"));
+    assert_eq!(read(&record), "/sbin/modprobe\n");
+
+    // Again: the record must still hold the real previous value.
+    let out = manage("--register");
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(read(&proc_file), format!("{shim}\n"));
+    assert_eq!(read(&record), "/sbin/modprobe\n");
+
+    let out = manage("--unregister");
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(read(&proc_file), "/sbin/modprobe\n");
+    assert!(!record.exists(), "record removed");
+
+    // Any previous value is restored, not just the default.
+    std::fs::write(&proc_file, "/usr/local/sbin/modprobe\n").unwrap();
+    assert_eq!(manage("--register").code(), 0);
+    assert_eq!(read(&record), "/usr/local/sbin/modprobe\n");
+    assert_eq!(manage("--unregister").code(), 0);
+    assert_eq!(read(&proc_file), "/usr/local/sbin/modprobe\n");
+
+    // With no record, unregister falls back to /sbin/modprobe.
+    std::fs::write(&proc_file, format!("{shim}\n")).unwrap();
+    assert_eq!(manage("--unregister").code(), 0);
+    assert_eq!(read(&proc_file), "/sbin/modprobe\n");
+}
+
+#[test]
+fn register_reports_errors_on_stderr() {
+    let dir = TempDir::new();
+    let out = run(
+        Command::new(bin("kerneld-modprobe"))
+            .arg("--register")
+            .env("KERNELD_PROC_MODPROBE", dir.join("missing/modprobe"))
+            .env("KERNELD_STATE_DIR", dir.join("state")),
+        LIMIT,
+    );
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(out.stderr.starts_with("kerneld-modprobe: "), "{out:?}");
+    assert!(!dir.join("state/previous-modprobe").exists());
+}
+
+#[test]
+fn the_stand_in_modprobe_is_a_real_program() {
+    // Guards the other tests: the stand-in records its arguments.
+    let setup = Setup::new("");
+    let out = run(Command::new(&setup.modprobe).args(["a", "b c"]), LIMIT);
+    assert_eq!(out.code(), 0);
+    assert_eq!(setup.modprobe_argv().unwrap(), ["a", "b c"]);
+}

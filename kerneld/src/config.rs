@@ -1,0 +1,312 @@
+//! `/etc/kerneld.conf`: settings and policy, read at start and on SIGHUP.
+//!
+//! One setting or rule per line, `#` starts a comment:
+//!
+//! ```text
+//! delay = 60
+//! keep-module = e1000e usbcore
+//! system-command = /bin/date
+//! include /etc/kerneld/rare-protocols.conf
+//! mode = enforce
+//! deny request net-pf-33
+//! allow module dummy
+//! ```
+//!
+//! Lines starting with `shim-` belong to kerneld-modprobe, which reads this
+//! file too; the daemon checks their syntax and otherwise ignores them.
+//! See kerneld.conf(5) for every key.
+
+use crate::policy::{MatchOrder, Mode, Policy, Rule};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default configuration file.
+pub const DEFAULT_PATH: &str = "/etc/kerneld.conf";
+
+/// A syntax or semantic error, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub problem: String,
+}
+
+/// Everything the configuration file sets.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from (None: no file, built-in defaults).
+    pub path: Option<PathBuf>,
+    pub delay: Option<u64>,
+    pub keep: Option<bool>,
+    pub debug: Option<bool>,
+    /// Upper bound of requests worked on at once.
+    pub max_workers: usize,
+    /// Where the record of loaded modules lives.
+    pub state_dir: Option<PathBuf>,
+    /// Module names (globs) never expired.
+    pub keep_modules: Vec<String>,
+    /// Exact command lines a type-1 (system) message may run.
+    pub system_commands: Vec<String>,
+    pub route_program: PathBuf,
+    pub blanker_program: PathBuf,
+    pub pnp_program: Option<PathBuf>,
+    pub arp_program: Option<PathBuf>,
+    /// How long a failed or denied name is answered from memory.
+    pub negative_cache: Duration,
+    /// At most this many real attempts per name per minute.
+    pub rate_limit_per_minute: u32,
+    pub policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            path: None,
+            delay: None,
+            keep: None,
+            debug: None,
+            max_workers: 64,
+            state_dir: None,
+            keep_modules: Vec::new(),
+            system_commands: Vec::new(),
+            route_program: PathBuf::from("/sbin/request-route"),
+            blanker_program: PathBuf::from("/sbin/screenblanker"),
+            pnp_program: None,
+            arp_program: None,
+            negative_cache: Duration::from_secs(5),
+            rate_limit_per_minute: 30,
+            policy: Policy::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Read `path`.  A missing file is fine only when it is the default
+    /// path (`required` false): kerneld then runs on built-in defaults.
+    pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
+        let mut cfg = Config::default();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                cfg.path = Some(path.to_path_buf());
+                let mut rules = Vec::new();
+                cfg.parse(path, &text, &mut rules, 0)?;
+                cfg.policy.set_rules(rules);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
+            Err(e) => {
+                return Err(ConfigError {
+                    file: path.display().to_string(),
+                    line: 0,
+                    problem: format!("cannot read: {e}"),
+                })
+            }
+        }
+        Ok(cfg)
+    }
+
+    fn parse(
+        &mut self,
+        path: &Path,
+        text: &str,
+        rules: &mut Vec<Rule>,
+        depth: usize,
+    ) -> Result<(), ConfigError> {
+        let file = path.display().to_string();
+        for (i, raw) in text.lines().enumerate() {
+            let err = |problem: String| ConfigError {
+                file: file.clone(),
+                line: i + 1,
+                problem,
+            };
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words[0] {
+                "allow" | "deny" => {
+                    let rule = Rule::parse(&words, &format!("{file}:{}", i + 1)).map_err(err)?;
+                    rules.push(rule);
+                    continue;
+                }
+                "include" => {
+                    if words.len() != 2 {
+                        return Err(err("include takes one path".into()));
+                    }
+                    if depth >= 8 {
+                        return Err(err("includes nested too deeply".into()));
+                    }
+                    let inc = Path::new(words[1]);
+                    let inc = if inc.is_relative() {
+                        path.parent().unwrap_or(Path::new("/")).join(inc)
+                    } else {
+                        inc.to_path_buf()
+                    };
+                    let text = std::fs::read_to_string(&inc)
+                        .map_err(|e| err(format!("cannot read {}: {e}", inc.display())))?;
+                    self.parse(&inc, &text, rules, depth + 1)?;
+                    continue;
+                }
+                _ => {}
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(err(format!(
+                    "expected `key = value`, `allow ...`, `deny ...` or `include PATH`, found {line:?}"
+                )));
+            };
+            let (key, value) = (key.trim(), value.trim());
+            self.set(key, value).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "delay" => self.delay = Some(parse_num(key, value)?),
+            "keep" => self.keep = Some(parse_bool(key, value)?),
+            "debug" => self.debug = Some(parse_bool(key, value)?),
+            "max-workers" => {
+                let n: u64 = parse_num(key, value)?;
+                if !(1..=1024).contains(&n) {
+                    return Err("max-workers must be between 1 and 1024".into());
+                }
+                self.max_workers = n as usize;
+            }
+            "state-dir" => self.state_dir = Some(PathBuf::from(value)),
+            "keep-module" => self.keep_modules.extend(
+                value
+                    .split([' ', ','])
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            ),
+            "system-command" => {
+                if value.is_empty() {
+                    return Err("system-command needs a command line".into());
+                }
+                self.system_commands.push(value.to_string())
+            }
+            "route-program" => self.route_program = PathBuf::from(value),
+            "blanker-program" => self.blanker_program = PathBuf::from(value),
+            "pnp-program" => self.pnp_program = Some(PathBuf::from(value)),
+            "arp-program" => self.arp_program = Some(PathBuf::from(value)),
+            "negative-cache" => self.negative_cache = Duration::from_secs(parse_num(key, value)?),
+            "rate-limit" => self.rate_limit_per_minute = parse_num(key, value)? as u32,
+            "mode" => {
+                self.policy.mode = match value {
+                    "enforce" => Mode::Enforce,
+                    "audit" => Mode::Audit,
+                    _ => return Err(format!("mode must be `enforce` or `audit`, not {value:?}")),
+                }
+            }
+            "match" => {
+                self.policy.order = match value {
+                    "first" => MatchOrder::First,
+                    "specific" => MatchOrder::MostSpecific,
+                    _ => {
+                        return Err(format!(
+                            "match must be `first` or `specific`, not {value:?}"
+                        ))
+                    }
+                }
+            }
+            "lock" => self.policy.lock = parse_bool(key, value)?,
+            "default" => {
+                self.policy.default_allow = match value {
+                    "allow" => true,
+                    "deny" => false,
+                    _ => return Err(format!("default must be `allow` or `deny`, not {value:?}")),
+                }
+            }
+            "unknown-requester" => {
+                self.policy.unknown_requester_root = match value {
+                    "root" => true,
+                    "user" => false,
+                    _ => {
+                        return Err(format!(
+                            "unknown-requester must be `root` or `user`, not {value:?}"
+                        ))
+                    }
+                }
+            }
+            "shim-fallback" => {
+                if value != "modprobe" && value != "fail" {
+                    return Err(format!(
+                        "shim-fallback must be `modprobe` or `fail`, not {value:?}"
+                    ));
+                }
+            }
+            "shim-timeout" => {
+                parse_num(key, value)?;
+            }
+            "shim-modprobe" => {}
+            _ => return Err(format!("unknown setting {key:?}")),
+        }
+        Ok(())
+    }
+}
+
+fn parse_num(key: &str, value: &str) -> Result<u64, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{key} needs a whole number, not {value:?}"))
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
+    match value {
+        "yes" | "true" | "on" | "1" => Ok(true),
+        "no" | "false" | "off" | "0" => Ok(false),
+        _ => Err(format!("{key} must be yes or no, not {value:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = std::env::temp_dir().join(format!("kerneld-conf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(format!("t{}.conf", text.len()));
+        std::fs::write(&p, text).unwrap();
+        let r = Config::load(&p, true);
+        std::fs::remove_file(&p).ok();
+        r
+    }
+
+    #[test]
+    fn settings_are_read() {
+        let c = parse(
+            "# comment\ndelay = 7\nkeep = yes\nkeep-module = a, b c\nsystem-command = /bin/date -u\n\
+             mode = audit\nshim-fallback = fail\nnegative-cache = 2\n",
+        )
+        .unwrap();
+        assert_eq!(c.delay, Some(7));
+        assert_eq!(c.keep, Some(true));
+        assert_eq!(c.keep_modules, ["a", "b", "c"]);
+        assert_eq!(c.system_commands, ["/bin/date -u"]);
+        assert_eq!(c.policy.mode, Mode::Audit);
+        assert_eq!(c.negative_cache, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_problem() {
+        let e = parse("delay = 5\ndelay = soon\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.problem.contains("whole number"), "{e}");
+        assert!(e.to_string().contains(".conf:2: "), "{e}");
+        let e = parse("bogus\n").unwrap_err();
+        assert_eq!(e.line, 1);
+        let e = parse("colour = blue\n").unwrap_err();
+        assert!(e.problem.contains("unknown setting"));
+        let e = parse("shim-fallback = maybe\n").unwrap_err();
+        assert!(e.problem.contains("shim-fallback"));
+    }
+
+    #[test]
+    fn missing_default_file_is_fine_but_missing_given_file_is_not() {
+        let p = Path::new("/nonexistent/kerneld.conf");
+        assert!(Config::load(p, false).is_ok());
+        assert!(Config::load(p, true).is_err());
+    }
+}

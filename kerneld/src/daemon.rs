@@ -1,0 +1,854 @@
+//! The daemon: receives messages, merges and dispatches them, answers.
+//!
+//! One thread receives from the queue and answers status requests itself
+//! (they are quick and must work while everything else is busy).  Actions
+//! (loading, unloading, running programs) go to the worker pool; identical
+//! ones in progress are merged.  A timer thread runs the idle sweeps and
+//! delayed releases.
+
+use crate::config::Config;
+use crate::errno::errno_text;
+use crate::jobs::{JobTable, Waiter};
+use crate::kmod::load_error_text;
+use crate::log;
+use crate::names;
+use crate::negcache::NegativeCache;
+use crate::policy::{Mode, Policy, Rule};
+use crate::pool::{Contexts, Factory, Pool};
+use crate::programs::Programs;
+use crate::record::{Record, Removal};
+use crate::requester::Requester;
+use crate::trace::Tracer;
+use kmod_ipc::{
+    Error as IpcError, Header, Key, Message, MsgType, Queue, TypeFilter, DEFAULT_TEXT_MAX,
+    KERNELD_MINSEQ, MAX_DAEMON_TYPE,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Settings that kdstat can change live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub delay: u64,
+    pub keep: bool,
+    pub debug: bool,
+}
+
+/// Counters shown by kdstat.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: Mutex<BTreeMap<String, u64>>,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub merged: AtomicU64,
+    pub expired: AtomicU64,
+    pub bad_messages: AtomicU64,
+    pub cached: AtomicU64,
+    pub denied: AtomicU64,
+}
+
+/// The result of one action, sent to every waiter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: i64,
+    pub text: String,
+}
+
+impl Outcome {
+    pub fn ok(text: impl Into<String>) -> Outcome {
+        Outcome {
+            status: 0,
+            text: text.into(),
+        }
+    }
+    pub fn fail(text: impl Into<String>) -> Outcome {
+        Outcome {
+            status: 1,
+            text: text.into(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Timers {
+    next_sweep: Instant,
+    delayed: HashMap<String, Instant>,
+}
+
+/// What the daemon is built from.
+pub struct Parts {
+    pub settings: Settings,
+    pub config: Config,
+    pub queue: Queue,
+    pub filter: TypeFilter,
+    pub factory: Factory,
+    pub record: Record,
+    /// Changes when the module index or modprobe.d changes.
+    pub fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub tracer: Option<Tracer>,
+}
+
+/// The running daemon.
+pub struct Daemon {
+    settings: Mutex<Settings>,
+    config: RwLock<Arc<Config>>,
+    policy: RwLock<Policy>,
+    jobs: Mutex<JobTable>,
+    record: Mutex<Record>,
+    negcache: Mutex<NegativeCache>,
+    pub counters: Counters,
+    pool: Pool,
+    contexts: Contexts,
+    queue: Mutex<Queue>,
+    key: Key,
+    filter: TypeFilter,
+    timers: Mutex<Timers>,
+    timer_cv: Condvar,
+    stopping: AtomicBool,
+    started: Instant,
+    started_at: SystemTime,
+    programs: Programs,
+    fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
+    tracer: Option<Tracer>,
+}
+
+fn tid() -> i32 {
+    // SAFETY: gettid cannot fail.
+    unsafe { libc::gettid() }
+}
+
+impl Daemon {
+    pub fn new(p: Parts) -> Arc<Daemon> {
+        let cfg = Arc::new(p.config);
+        log::set_debug(p.settings.debug);
+        Arc::new(Daemon {
+            key: p.queue.key(),
+            settings: Mutex::new(p.settings),
+            policy: RwLock::new(cfg.policy.clone()),
+            negcache: Mutex::new(NegativeCache::new(
+                cfg.negative_cache,
+                cfg.rate_limit_per_minute,
+            )),
+            pool: Pool::new(cfg.max_workers),
+            programs: Programs::new(&cfg),
+            config: RwLock::new(cfg),
+            jobs: Mutex::new(JobTable::default()),
+            record: Mutex::new(p.record),
+            counters: Counters::default(),
+            contexts: Contexts::new(p.factory),
+            queue: Mutex::new(p.queue),
+            filter: p.filter,
+            timers: Mutex::new(Timers {
+                next_sweep: Instant::now() + Duration::from_secs(p.settings.delay.max(1)),
+                delayed: HashMap::new(),
+            }),
+            timer_cv: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            fingerprint: p.fingerprint,
+            tracer: p.tracer,
+        })
+    }
+
+    pub fn settings(&self) -> Settings {
+        *self.settings.lock().unwrap()
+    }
+
+    pub fn queue(&self) -> Queue {
+        self.queue.lock().unwrap().clone()
+    }
+
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Stop taking requests; the receiver leaves its loop.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.timer_cv.notify_all();
+    }
+
+    // ---------------------------------------------------------------
+    // Receiving
+
+    /// The receive loop; returns when `stop` was called.
+    pub fn receive_loop(self: &Arc<Self>) {
+        while !self.stopping() {
+            let q = self.queue();
+            match q.recv_raw(self.filter, false) {
+                Ok(Some((mtype, body))) => self.handle(mtype, &body),
+                Ok(None) | Err(IpcError::Interrupted) => {}
+                Err(IpcError::Removed) => {
+                    if self.stopping() {
+                        break;
+                    }
+                    self.recreate_queue();
+                }
+                Err(e) => {
+                    log::error(&format!("receiving from the queue: {e}"));
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    fn recreate_queue(&self) {
+        loop {
+            match Queue::create(self.key) {
+                Ok(q) => {
+                    let _ = q.set_max_bytes(crate::QUEUE_BYTES);
+                    log::error(&format!(
+                        "the message queue at key {} was removed under kerneld; created it again (id {})",
+                        self.key,
+                        q.id()
+                    ));
+                    *self.queue.lock().unwrap() = q;
+                    return;
+                }
+                Err(e) => {
+                    log::error(&format!("cannot recreate the message queue: {e}; retrying"));
+                    if self.stopping() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Handle one received body.  Never panics on any input.
+    pub fn handle(self: &Arc<Self>, mtype: i64, body: &[u8]) {
+        let msg = match Message::decode_body(mtype, body, DEFAULT_TEXT_MAX) {
+            Ok(m) => m,
+            Err(e) => return self.bad_message(mtype, body, &e.to_string()),
+        };
+        if log::debug_enabled() {
+            log::debug(&format!(
+                "received {} (type {}) id {} {}'{}'",
+                msg.msg_type(),
+                msg.mtype,
+                msg.id,
+                msg.pid()
+                    .map_or(String::new(), |p| format!("from pid {p} ")),
+                msg.text_lossy()
+            ));
+        }
+        if (1..=MAX_DAEMON_TYPE).contains(&msg.id) || msg.id < 0 {
+            // Its reply would be received by kerneld itself.
+            self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
+            log::warn(&format!(
+                "dropping {} with reply id {}: ids 1..255 and negative ids cannot be answered",
+                msg.msg_type(),
+                msg.id
+            ));
+            return;
+        }
+        self.count_request(msg.msg_type());
+        let requester = self.requester_of(&msg);
+        match msg.msg_type() {
+            MsgType::Status => {
+                let out = self.control(&msg.text_lossy());
+                self.reply(&msg, out.status, out.text.as_bytes());
+            }
+            MsgType::RequestModule | MsgType::ReleaseModule => {
+                let Some(name) = self.checked_name(&msg) else {
+                    return;
+                };
+                if msg.msg_type() == MsgType::RequestModule {
+                    self.rearm_sweep();
+                    self.timers.lock().unwrap().delayed.remove(&name);
+                }
+                self.submit(msg, requester);
+            }
+            MsgType::DelayedRelease => {
+                let Some(name) = self.checked_name(&msg) else {
+                    return;
+                };
+                let delay = self.settings().delay;
+                self.timers
+                    .lock()
+                    .unwrap()
+                    .delayed
+                    .insert(name.clone(), Instant::now() + Duration::from_secs(delay));
+                self.timer_cv.notify_all();
+                self.reply(
+                    &msg,
+                    0,
+                    format!("{name} will be released in {delay} s").as_bytes(),
+                );
+            }
+            MsgType::CancelRelease => {
+                let Some(name) = self.checked_name(&msg) else {
+                    return;
+                };
+                let had = self.timers.lock().unwrap().delayed.remove(&name).is_some();
+                let text = if had {
+                    format!("release of {name} cancelled")
+                } else {
+                    format!("no release of {name} was pending")
+                };
+                self.reply(&msg, 0, text.as_bytes());
+            }
+            MsgType::System
+            | MsgType::RequestRoute
+            | MsgType::Blanker
+            | MsgType::Pnp
+            | MsgType::Arp => self.submit(msg, requester),
+            MsgType::Unknown(n) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                log::warn(&format!("unknown message type {n} (id {})", msg.id));
+                self.reply(&msg, 1, format!("unknown message type {n}").as_bytes());
+            }
+        }
+    }
+
+    fn count_request(&self, t: MsgType) {
+        let name = match t {
+            MsgType::Unknown(_) => "unknown".to_string(),
+            t => t.name().to_string(),
+        };
+        *self
+            .counters
+            .requests
+            .lock()
+            .unwrap()
+            .entry(name)
+            .or_default() += 1;
+    }
+
+    /// Who asked: the traced task for a kernel request through the shim,
+    /// else the 16-bit pid of the new header.
+    fn requester_of(&self, msg: &Message) -> Option<Requester> {
+        if msg.msg_type() == MsgType::RequestModule && msg.id >= KERNELD_MINSEQ {
+            if let Some(t) = &self.tracer {
+                if let Some(r) = t.claim(&msg.text_lossy()) {
+                    return Some(r);
+                }
+            }
+        }
+        None
+    }
+
+    fn checked_name(&self, msg: &Message) -> Option<String> {
+        match names::validate(&msg.text) {
+            Ok(n) => Some(n.to_string()),
+            Err(e) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
+                log::warn(&format!(
+                    "refused {} for {:?}: {e}",
+                    msg.msg_type(),
+                    String::from_utf8_lossy(&msg.text)
+                ));
+                self.reply(msg, 1, format!("refused: {e}").as_bytes());
+                None
+            }
+        }
+    }
+
+    fn bad_message(&self, mtype: i64, body: &[u8], why: &str) {
+        self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
+        log::warn(&format!(
+            "malformed message of type {mtype} ({} bytes): {why}",
+            body.len()
+        ));
+        // Answer if the sender can be identified and waits.
+        let Some(id) = body
+            .get(..8)
+            .map(|b| i64::from_ne_bytes(b.try_into().unwrap()))
+        else {
+            return;
+        };
+        if id <= MAX_DAEMON_TYPE {
+            return;
+        }
+        let header = match body.get(8..12) {
+            Some(h) if i16::from_ne_bytes([h[0], h[1]]) == kmod_ipc::NEW_PROTOCOL_VERSION => {
+                Header::New { pid: 0 }
+            }
+            _ => Header::Old,
+        };
+        let req = Message {
+            mtype,
+            id,
+            header,
+            text: Vec::new(),
+        };
+        self.reply(&req, 1, format!("malformed message: {why}").as_bytes());
+    }
+
+    /// Send the answer to `req` if it wants one, in parts if long.
+    pub fn reply(&self, req: &Message, status: i64, text: &[u8]) {
+        if req.id <= MAX_DAEMON_TYPE {
+            return;
+        }
+        let q = self.queue();
+        let part_max = q.text_max(req.header);
+        for part in req.reply_parts(status, std::process::id(), text, part_max) {
+            if let Err(e) = q.send(&part, usize::MAX, false) {
+                log::error(&format!("cannot send reply to id {}: {e}", req.id));
+                return;
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Actions
+
+    fn submit(self: &Arc<Self>, msg: Message, requester: Option<Requester>) {
+        let kind = msg.msg_type();
+        let text = msg.text.clone();
+        let waiter = Waiter {
+            request: msg,
+            requester,
+            arrived: Instant::now(),
+        };
+        let new = self
+            .jobs
+            .lock()
+            .unwrap()
+            .join_or_create(kind, &text, waiter);
+        match new {
+            Some(id) => {
+                let d = Arc::clone(self);
+                self.pool.execute(move || d.run_job(id));
+            }
+            None => {
+                self.counters.merged.fetch_add(1, Ordering::Relaxed);
+                log::debug(&format!(
+                    "merged {kind} '{}' into the action in progress",
+                    String::from_utf8_lossy(&text)
+                ));
+            }
+        }
+    }
+
+    fn run_job(self: &Arc<Self>, id: u64) {
+        let (kind, text, requester) = {
+            let mut jobs = self.jobs.lock().unwrap();
+            jobs.set_worker(id, tid());
+            let found = jobs.jobs().find(|j| j.id == id).map(|j| {
+                (
+                    j.kind,
+                    j.text.clone(),
+                    j.waiters.first().and_then(|w| w.requester.clone()),
+                )
+            });
+            match found {
+                Some(f) => f,
+                None => return,
+            }
+        };
+        let text_s = String::from_utf8_lossy(&text).into_owned();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match kind {
+            MsgType::RequestModule => self.request_module(&text_s, requester.as_ref()),
+            MsgType::ReleaseModule => self.release_module(&text_s),
+            other => self.programs.run(other, &text_s, &self.config()),
+        }))
+        .unwrap_or_else(|_| {
+            log::error(&format!("internal error while serving {kind} '{text_s}'"));
+            Outcome::fail("internal error in kerneld (see its log)")
+        });
+        if outcome.status == 0 {
+            self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        let waiters = self.jobs.lock().unwrap().finish(id);
+        for w in waiters {
+            self.reply(&w.request, outcome.status, outcome.text.as_bytes());
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    /// Type 2: what `modprobe -q NAME` does, with policy in front.
+    pub fn request_module(&self, name: &str, who: Option<&Requester>) -> Outcome {
+        let t0 = Instant::now();
+        let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
+        {
+            let mut nc = self.negcache.lock().unwrap();
+            nc.check_fingerprint((self.fingerprint)());
+            if let Some((status, text)) = nc.lookup(name, t0) {
+                self.counters.cached.fetch_add(1, Ordering::Relaxed);
+                log::debug(&format!("request_module{who_text}: {text}"));
+                return Outcome { status, text };
+            }
+        }
+        let policy = self.policy.read().unwrap().clone();
+        let keep_failure = |o: Outcome| {
+            self.negcache
+                .lock()
+                .unwrap()
+                .insert(name, o.status, &o.text, Instant::now());
+            o
+        };
+        let result = self.contexts.with(|sys| {
+            let res = match sys.resolve(name) {
+                Ok(r) => r,
+                Err(e) => return Outcome::fail(format!("lookup failed: {}", errno_text(-e))),
+            };
+            if res.candidates.is_empty() {
+                return Outcome::fail(format!("{name}: not found"));
+            }
+            let mut closure = res.candidates.clone();
+            closure.extend(res.to_insert.iter().cloned());
+            closure.dedup();
+            let d = policy.decide(name, &closure, who);
+            let verdict = if d.would_deny {
+                "would deny (audit mode)"
+            } else if d.allowed {
+                "allow"
+            } else {
+                "deny"
+            };
+            if d.would_deny || !d.allowed || !policy.rules.is_empty() {
+                log::notice(&format!(
+                    "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
+                    closure.join(" "),
+                    d.rule,
+                    d.module
+                        .as_ref()
+                        .map_or(String::new(), |m| format!(" (module {m})")),
+                    if who.is_some() {
+                        who_text.clone()
+                    } else {
+                        " for unknown requester".into()
+                    }
+                ));
+            }
+            if !d.allowed {
+                self.counters.denied.fetch_add(1, Ordering::Relaxed);
+                return Outcome::fail(format!("{name}: denied by policy: {}", d.rule));
+            }
+            if res.to_insert.is_empty() {
+                if !res.blacklisted.is_empty() {
+                    // modprobe -q exits 0 for a blacklisted alias; so do we.
+                    return Outcome::ok(format!(
+                        "{name}: blacklisted ({}), nothing loaded",
+                        res.blacklisted.join(" ")
+                    ));
+                }
+                return Outcome::ok(format!("{name}: already loaded"));
+            }
+            match sys.load(name) {
+                Err(e) => Outcome::fail(format!("{name}: lookup failed: {}", errno_text(-e))),
+                Ok(out) => {
+                    if !out.inserted.is_empty() {
+                        let mut rec = self.record.lock().unwrap();
+                        rec.add(name, &res.candidates, &out.inserted);
+                        if let Err(e) = rec.save() {
+                            log::error(&format!("cannot save the record of loaded modules: {e}"));
+                        }
+                    }
+                    match out.error {
+                        Some((m, e)) => {
+                            Outcome::fail(format!("{name}: {}", load_error_text(&m, e)))
+                        }
+                        None if out.inserted.is_empty() && out.commands_run.is_empty() => {
+                            Outcome::ok(format!("{name}: already loaded"))
+                        }
+                        None => {
+                            let mut what = out.inserted.join(" ");
+                            if !out.commands_run.is_empty() {
+                                what.push_str(&format!(
+                                    "{}install command for {}",
+                                    if what.is_empty() { "" } else { ", " },
+                                    out.commands_run.join(" ")
+                                ));
+                            }
+                            Outcome::ok(format!("{name}: loaded {what}"))
+                        }
+                    }
+                }
+            }
+        });
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => Outcome::fail(format!("{name}: cannot use libkmod: {e}")),
+        };
+        let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        let line = format!("request_module{who_text}: {} ({ms:.1} ms)", outcome.text);
+        if outcome.status == 0 {
+            self.negcache.lock().unwrap().succeeded(name);
+            log::info(&line);
+            outcome
+        } else {
+            log::warn(&line);
+            keep_failure(outcome)
+        }
+    }
+
+    /// Type 3: unload now, never forced, with the recorded dependencies
+    /// only it held.
+    pub fn release_module(&self, name: &str) -> Outcome {
+        let keep = self.config().keep_modules.clone();
+        let r = self.contexts.with(|sys| {
+            let mut rec = self.record.lock().unwrap();
+            let mut out = Removal::default();
+            rec.remove_with_deps(sys, name, &keep, &mut out);
+            if let Err(e) = rec.save() {
+                log::error(&format!("cannot save the record of loaded modules: {e}"));
+            }
+            out
+        });
+        let out = match r {
+            Ok(o) => o,
+            Err(e) => return Outcome::fail(format!("cannot use libkmod: {e}")),
+        };
+        let o = match out.failed.first() {
+            Some((m, e)) if out.removed.is_empty() => Outcome::fail(format!(
+                "release {name}: could not unload {m}: {}",
+                errno_text(*e)
+            )),
+            _ => Outcome::ok(format!(
+                "release {name}: unloaded {}",
+                out.removed.join(" ")
+            )),
+        };
+        log::info(&o.text);
+        o
+    }
+
+    // ---------------------------------------------------------------
+    // Timers
+
+    fn rearm_sweep(&self) {
+        let delay = self.settings().delay.max(1);
+        self.timers.lock().unwrap().next_sweep = Instant::now() + Duration::from_secs(delay);
+    }
+
+    /// Seconds until the next sweep, None with `keep`.
+    pub fn next_sweep_in(&self) -> Option<f64> {
+        if self.settings().keep {
+            return None;
+        }
+        let t = self.timers.lock().unwrap().next_sweep;
+        Some(t.saturating_duration_since(Instant::now()).as_secs_f64())
+    }
+
+    /// The timer loop: sweeps and delayed releases; returns on stop.
+    pub fn timer_loop(self: &Arc<Self>) {
+        let mut timers = self.timers.lock().unwrap();
+        while !self.stopping() {
+            let now = Instant::now();
+            let due: Vec<String> = timers
+                .delayed
+                .iter()
+                .filter(|(_, t)| **t <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for n in &due {
+                timers.delayed.remove(n);
+            }
+            let sweep_due = timers.next_sweep <= now;
+            if sweep_due {
+                timers.next_sweep = now + Duration::from_secs(self.settings().delay.max(1));
+            }
+            drop(timers);
+            for name in due {
+                let d = Arc::clone(self);
+                log::info(&format!("delayed release of {name} is due"));
+                self.pool.execute(move || {
+                    d.release_module(&name);
+                });
+            }
+            if sweep_due {
+                self.sweep();
+            }
+            timers = self.timers.lock().unwrap();
+            let next = timers
+                .delayed
+                .values()
+                .copied()
+                .chain(std::iter::once(timers.next_sweep))
+                .min()
+                .unwrap_or(now + Duration::from_secs(1));
+            let wait = next
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1));
+            timers = self.timer_cv.wait_timeout(timers, wait).unwrap().0;
+        }
+    }
+
+    /// One idle sweep (unless `keep`, or a load is in progress, as in 1996).
+    pub fn sweep(&self) -> Removal {
+        if self.settings().keep || self.jobs.lock().unwrap().any_of(MsgType::RequestModule) {
+            return Removal::default();
+        }
+        let keep = self.config().keep_modules.clone();
+        let r = self.contexts.with(|sys| {
+            let mut rec = self.record.lock().unwrap();
+            let before = rec.modules.clone();
+            let out = rec.sweep(sys, &keep);
+            if rec.modules != before {
+                if let Err(e) = rec.save() {
+                    log::error(&format!("cannot save the record of loaded modules: {e}"));
+                }
+            }
+            out
+        });
+        let out = r.unwrap_or_default();
+        if !out.removed.is_empty() {
+            self.counters
+                .expired
+                .fetch_add(out.removed.len() as u64, Ordering::Relaxed);
+            log::info(&format!("expired idle modules: {}", out.removed.join(" ")));
+        }
+        for (m, e) in &out.failed {
+            log::warn(&format!(
+                "could not unload idle module {m}: {}",
+                errno_text(*e)
+            ));
+        }
+        out
+    }
+
+    // ---------------------------------------------------------------
+    // Status and control (type 255)
+
+    /// Apply a control word and produce the reply.
+    pub fn control(&self, text: &str) -> Outcome {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut prefix = String::new();
+        match words.as_slice() {
+            [] | ["status"] => {}
+            ["json"] => return Outcome::ok(crate::status::json(self).to_string()),
+            ["policy"] => return Outcome::ok(self.policy.read().unwrap().describe()),
+            ["debug"] => self.set(|s| s.debug = true),
+            ["nodebug"] => self.set(|s| s.debug = false),
+            ["keep"] => self.set(|s| s.keep = true),
+            ["nokeep"] => self.set(|s| s.keep = false),
+            ["flush"] => prefix = format!("flushed {} entries\n", self.flush()),
+            ["mode=enforce"] | ["mode=audit"] => {
+                let mode = if words[0] == "mode=audit" {
+                    Mode::Audit
+                } else {
+                    Mode::Enforce
+                };
+                if let Err(e) = self.policy.write().unwrap().set_mode_live(mode) {
+                    return Outcome::fail(e);
+                }
+                log::notice(&format!("policy {} set live", words[0]));
+            }
+            [w, ..] if *w == "allow" || *w == "deny" => {
+                let rule = match Rule::parse(&words, "live") {
+                    Ok(r) => r,
+                    Err(e) => return Outcome::fail(format!("bad rule: {e}")),
+                };
+                let shown = rule.to_string();
+                if let Err(e) = self.policy.write().unwrap().add_live_rule(rule) {
+                    return Outcome::fail(e);
+                }
+                self.negcache.lock().unwrap().clear();
+                log::notice(&format!("policy rule added live: {shown}"));
+                return Outcome::ok(self.policy.read().unwrap().describe());
+            }
+            [w] if w.starts_with("delay=") => match w[6..].parse::<u64>() {
+                Ok(n) if n > 0 => {
+                    self.set(|s| s.delay = n);
+                    self.rearm_sweep();
+                    self.timer_cv.notify_all();
+                }
+                _ => return Outcome::fail(format!("{w}: delay needs a whole number of seconds > 0")),
+            },
+            _ => {
+                return Outcome::fail(format!(
+                    "unknown control word {text:?}: use status, json, policy, debug, nodebug, \
+                     keep, nokeep, delay=N, flush, mode=enforce|audit, allow|deny request|module PATTERN"
+                ))
+            }
+        }
+        if !words.is_empty() && words != ["status"] {
+            log::info(&format!("control: {text}"));
+        }
+        Outcome::ok(prefix + &crate::status::text(self))
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Settings)) {
+        let mut s = self.settings.lock().unwrap();
+        f(&mut s);
+        log::set_debug(s.debug);
+    }
+
+    /// Drop every waiting message (types the daemon serves); answer those
+    /// whose senders wait, so that nobody hangs.
+    fn flush(&self) -> usize {
+        let q = self.queue();
+        let mut n = 0;
+        while let Ok(Some((mtype, body))) = q.recv_raw(self.filter, true) {
+            n += 1;
+            if let Ok(m) = Message::decode_body(mtype, &body, usize::MAX) {
+                self.reply(&m, 1, b"flushed by the operator (kdstat flush)");
+            }
+        }
+        log::notice(&format!("flushed {n} waiting messages"));
+        n
+    }
+
+    // ---------------------------------------------------------------
+    // Reload
+
+    /// SIGHUP: read the configuration again (keeping the old one on error,
+    /// and the old policy if it is locked), and reopen the module index.
+    pub fn reload(&self, path: &std::path::Path, required: bool) {
+        match Config::load(path, required) {
+            Err(e) => log::error(&format!(
+                "configuration not reloaded, keeping the old one: {e}"
+            )),
+            Ok(new) => {
+                let mut policy = self.policy.write().unwrap();
+                if policy.lock {
+                    log::notice("policy is locked (lock = yes): rules kept until restart");
+                } else {
+                    *policy = new.policy.clone();
+                }
+                drop(policy);
+                *self.config.write().unwrap() = Arc::new(new);
+                log::notice(&format!("configuration reloaded from {}", path.display()));
+            }
+        }
+        self.contexts.clear();
+        self.negcache.lock().unwrap().clear();
+    }
+
+    /// Wait for actions in flight, up to `timeout`.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        self.pool.wait_idle(timeout)
+    }
+
+    // Accessors for status.rs.
+    pub(crate) fn jobs_snapshot(&self) -> Vec<crate::jobs::Job> {
+        self.jobs.lock().unwrap().jobs().cloned().collect()
+    }
+    pub(crate) fn record_snapshot(&self) -> BTreeMap<String, crate::record::Entry> {
+        self.record.lock().unwrap().modules.clone()
+    }
+    pub(crate) fn policy_snapshot(&self) -> Policy {
+        self.policy.read().unwrap().clone()
+    }
+    pub(crate) fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+    pub(crate) fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+    pub(crate) fn workers(&self) -> usize {
+        self.pool.workers()
+    }
+    pub(crate) fn negative_entries(&self) -> usize {
+        self.negcache.lock().unwrap().len()
+    }
+    pub fn tracer(&self) -> Option<&Tracer> {
+        self.tracer.as_ref()
+    }
+}

@@ -1,0 +1,157 @@
+//! A double of the kernel and libkmod for unit tests of the daemon's
+//! logic (merging, timers, expiry).  It never stands in for the real
+//! kernel test, which boots a real kernel (tests/vm).
+
+use crate::kmod::{LoadOutcome, ModuleSystem, Resolution, Usage};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Default)]
+pub struct FakeKernel {
+    /// Module name -> its direct dependencies.
+    tree: BTreeMap<String, Vec<String>>,
+    /// Alias -> module.
+    aliases: HashMap<String, String>,
+    /// Loaded module -> refcount.
+    loaded: BTreeMap<String, u32>,
+    /// Real load actions performed, by requested name.
+    pub loads: Vec<String>,
+    /// How long a load takes.
+    pub load_time: Duration,
+}
+
+impl FakeKernel {
+    pub fn with_tree(tree: &[(&str, &[&str])]) -> FakeKernel {
+        FakeKernel {
+            tree: tree
+                .iter()
+                .map(|(m, d)| (m.to_string(), d.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            ..FakeKernel::default()
+        }
+    }
+
+    pub fn alias(mut self, alias: &str, module: &str) -> FakeKernel {
+        self.aliases.insert(alias.into(), module.into());
+        self
+    }
+
+    pub fn set_refcnt(&mut self, m: &str, n: u32) {
+        if let Some(r) = self.loaded.get_mut(m) {
+            *r = n;
+        }
+    }
+
+    fn target(&self, name: &str) -> Option<String> {
+        if self.tree.contains_key(name) {
+            return Some(name.to_string());
+        }
+        self.aliases.get(name).cloned()
+    }
+
+    /// Dependencies first, then the module (as libkmod orders them).
+    fn order(&self, m: &str, out: &mut Vec<String>) {
+        for d in self.tree.get(m).into_iter().flatten() {
+            self.order(d, out);
+        }
+        if !out.iter().any(|x| x == m) {
+            out.push(m.to_string());
+        }
+    }
+
+    pub fn shared(self) -> SharedFake {
+        SharedFake(Arc::new(Mutex::new(self)))
+    }
+}
+
+impl ModuleSystem for FakeKernel {
+    fn resolve(&mut self, name: &str) -> Result<Resolution, i32> {
+        let Some(t) = self.target(name) else {
+            return Ok(Resolution::default());
+        };
+        let mut all = Vec::new();
+        self.order(&t, &mut all);
+        Ok(Resolution {
+            candidates: vec![t],
+            to_insert: all
+                .into_iter()
+                .filter(|m| !self.loaded.contains_key(m))
+                .collect(),
+            blacklisted: Vec::new(),
+        })
+    }
+
+    fn load(&mut self, name: &str) -> Result<LoadOutcome, i32> {
+        let res = self.resolve(name)?;
+        if !self.load_time.is_zero() {
+            std::thread::sleep(self.load_time);
+        }
+        self.loads.push(name.to_string());
+        for m in &res.to_insert {
+            self.loaded.insert(m.clone(), 0);
+        }
+        Ok(LoadOutcome {
+            inserted: res.to_insert,
+            ..LoadOutcome::default()
+        })
+    }
+
+    fn remove(&mut self, module: &str) -> Result<(), i32> {
+        match self.usage(module) {
+            Usage::NotLoaded => Err(libc::ENOENT),
+            u if u.is_unused() => {
+                self.loaded.remove(module);
+                Ok(())
+            }
+            _ => Err(libc::EWOULDBLOCK),
+        }
+    }
+
+    fn usage(&self, module: &str) -> Usage {
+        let Some(&refcnt) = self.loaded.get(module) else {
+            return Usage::NotLoaded;
+        };
+        let holders: Vec<String> = self
+            .loaded
+            .keys()
+            .filter(|h| {
+                self.tree
+                    .get(*h)
+                    .is_some_and(|d| d.iter().any(|x| x == module))
+            })
+            .cloned()
+            .collect();
+        Usage::Loaded {
+            refcnt,
+            holders,
+            live: true,
+        }
+    }
+}
+
+/// A fake kernel shared by several workers, as the real one is.
+#[derive(Debug, Clone)]
+pub struct SharedFake(pub Arc<Mutex<FakeKernel>>);
+
+impl ModuleSystem for SharedFake {
+    fn resolve(&mut self, name: &str) -> Result<Resolution, i32> {
+        self.0.lock().unwrap().resolve(name)
+    }
+    fn load(&mut self, name: &str) -> Result<LoadOutcome, i32> {
+        // Sleep outside the lock so that concurrent loads overlap in time.
+        let delay = self.0.lock().unwrap().load_time;
+        std::thread::sleep(delay);
+        let mut k = self.0.lock().unwrap();
+        let saved = std::mem::take(&mut k.load_time);
+        let r = k.load(name);
+        k.load_time = saved;
+        r
+    }
+    fn remove(&mut self, module: &str) -> Result<(), i32> {
+        self.0.lock().unwrap().remove(module)
+    }
+    fn usage(&self, module: &str) -> Usage {
+        self.0.lock().unwrap().usage(module)
+    }
+}

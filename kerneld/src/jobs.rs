@@ -1,0 +1,142 @@
+//! Requests being worked on, and the merging of identical ones.
+//!
+//! Identical requests (same type and text) that arrive while one is being
+//! worked on join it: one action, whose result every waiter receives, as
+//! the 1996 daemon's check_pending_load did.
+
+use crate::requester::Requester;
+use kmod_ipc::{Message, MsgType};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+/// One sender waiting for the result.
+#[derive(Debug, Clone)]
+pub struct Waiter {
+    /// The request as received (its id and header shape the reply).
+    pub request: Message,
+    /// Who caused it, when known.
+    pub requester: Option<Requester>,
+    pub arrived: Instant,
+}
+
+/// One action in progress.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: u64,
+    pub kind: MsgType,
+    pub text: Vec<u8>,
+    pub waiters: Vec<Waiter>,
+    pub started: Instant,
+    /// Thread id of the worker on it (the "pid" of the classic status).
+    pub worker: Option<i32>,
+}
+
+/// All jobs in progress.
+#[derive(Debug, Default)]
+pub struct JobTable {
+    next_id: u64,
+    by_key: HashMap<(i64, Vec<u8>), u64>,
+    jobs: BTreeMap<u64, Job>,
+}
+
+impl JobTable {
+    /// Join an identical job, or start a new one.  Returns the new job's id
+    /// when the caller must start the action, `None` when merged.
+    pub fn join_or_create(&mut self, kind: MsgType, text: &[u8], waiter: Waiter) -> Option<u64> {
+        let key = (kind.number(), text.to_vec());
+        if let Some(id) = self.by_key.get(&key) {
+            if let Some(job) = self.jobs.get_mut(id) {
+                job.waiters.push(waiter);
+                return None;
+            }
+        }
+        self.next_id += 1;
+        let id = self.next_id;
+        self.by_key.insert(key, id);
+        self.jobs.insert(
+            id,
+            Job {
+                id,
+                kind,
+                text: text.to_vec(),
+                waiters: vec![waiter],
+                started: Instant::now(),
+                worker: None,
+            },
+        );
+        Some(id)
+    }
+
+    pub fn set_worker(&mut self, id: u64, tid: i32) {
+        if let Some(j) = self.jobs.get_mut(&id) {
+            j.worker = Some(tid);
+        }
+    }
+
+    /// The job is done: remove it and hand back its waiters.  Requests
+    /// arriving after this start a new action.
+    pub fn finish(&mut self, id: u64) -> Vec<Waiter> {
+        match self.jobs.remove(&id) {
+            Some(job) => {
+                self.by_key.remove(&(job.kind.number(), job.text));
+                job.waiters
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether a job of this kind is in progress.
+    pub fn any_of(&self, kind: MsgType) -> bool {
+        self.jobs.values().any(|j| j.kind == kind)
+    }
+
+    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmod_ipc::Header;
+
+    fn waiter(id: i64) -> Waiter {
+        Waiter {
+            request: Message::request(MsgType::RequestModule, id, Header::Old, "dummy"),
+            requester: None,
+            arrived: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn identical_requests_merge_until_finished() {
+        let mut t = JobTable::default();
+        let id = t
+            .join_or_create(MsgType::RequestModule, b"dummy", waiter(1))
+            .unwrap();
+        assert_eq!(
+            t.join_or_create(MsgType::RequestModule, b"dummy", waiter(2)),
+            None
+        );
+        assert!(t
+            .join_or_create(MsgType::RequestModule, b"bridge", waiter(3))
+            .is_some());
+        assert!(t
+            .join_or_create(MsgType::ReleaseModule, b"dummy", waiter(4))
+            .is_some());
+        let w = t.finish(id);
+        assert_eq!(w.iter().map(|w| w.request.id).collect::<Vec<_>>(), [1, 2]);
+        assert!(t
+            .join_or_create(MsgType::RequestModule, b"dummy", waiter(5))
+            .is_some());
+        assert_eq!(t.len(), 3);
+    }
+}

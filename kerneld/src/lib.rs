@@ -1,0 +1,41 @@
+//! kerneld: the daemon that serves the kernel's module requests.
+//!
+//! The binary (`main.rs`) reads the command line and configuration,
+//! creates the queue and starts [`daemon::Daemon`].  Each module has one
+//! job:
+//!
+//! - `cli`, `config`: command line and /etc/kerneld.conf
+//! - `daemon`: receive, merge, dispatch, answer; timers; control words
+//! - `jobs`: requests in progress and their waiters (merging)
+//! - `pool`: worker threads and libkmod contexts
+//! - `kmod`: libkmod (resolve, load, unload) and module state from sysfs
+//! - `record`: what kerneld loaded, and idle expiry
+//! - `policy`, `negcache`, `names`: who may load what; failures remembered;
+//!   validation of names
+//! - `trace`, `requester`: who asked (the module_request tracepoint)
+//! - `programs`: system, route, blanker, pnp and arp requests
+//! - `status`: status text and JSON
+//! - `log`, `errno`: syslog and readable errors
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod errno;
+#[doc(hidden)]
+pub mod fake;
+pub mod jobs;
+pub mod kmod;
+pub mod log;
+pub mod names;
+pub mod negcache;
+pub mod policy;
+pub mod pool;
+pub mod programs;
+pub mod record;
+pub mod requester;
+pub mod status;
+pub mod trace;
+
+/// Capacity the daemon gives its queue: the 16 KiB default holds only a
+/// few hundred requests, too few for a storm of concurrent callers.
+pub const QUEUE_BYTES: u64 = 4 * 1024 * 1024;

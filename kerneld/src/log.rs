@@ -1,0 +1,79 @@
+//! Logging to syslog (facility LOG_DAEMON), and to stderr in the foreground.
+//!
+//! libc's syslog(3) is used directly: it reconnects to /dev/log by itself
+//! and needs no formatter crate.
+
+use std::ffi::CString;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static DEBUG: AtomicBool = AtomicBool::new(false);
+static STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Open the syslog connection; `stderr` also copies lines to stderr.
+pub fn init(stderr: bool) {
+    STDERR.store(stderr, Ordering::Relaxed);
+    static IDENT: &[u8] = b"kerneld\0";
+    // SAFETY: IDENT is a static NUL-terminated string, as openlog keeps it.
+    unsafe {
+        libc::openlog(
+            IDENT.as_ptr() as *const libc::c_char,
+            libc::LOG_PID | libc::LOG_NDELAY,
+            libc::LOG_DAEMON,
+        );
+    }
+}
+
+/// Turn debug logging (every message) on or off.
+pub fn set_debug(on: bool) {
+    DEBUG.store(on, Ordering::Relaxed);
+}
+
+pub fn debug_enabled() -> bool {
+    DEBUG.load(Ordering::Relaxed)
+}
+
+fn emit(priority: libc::c_int, msg: &str) {
+    let clean: String = msg
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if let Ok(c) = CString::new(clean.as_str()) {
+        // SAFETY: "%s" with one valid C string.
+        unsafe {
+            libc::syslog(priority, c"%s".as_ptr(), c.as_ptr());
+        }
+    }
+    if STDERR.load(Ordering::Relaxed) {
+        let level = match priority {
+            libc::LOG_ERR => "error: ",
+            libc::LOG_WARNING => "warning: ",
+            libc::LOG_DEBUG => "debug: ",
+            _ => "",
+        };
+        let _ = writeln!(std::io::stderr(), "kerneld: {level}{clean}");
+    }
+}
+
+pub fn info(msg: &str) {
+    emit(libc::LOG_INFO, msg);
+}
+
+pub fn notice(msg: &str) {
+    emit(libc::LOG_NOTICE, msg);
+}
+
+pub fn warn(msg: &str) {
+    emit(libc::LOG_WARNING, msg);
+}
+
+pub fn error(msg: &str) {
+    emit(libc::LOG_ERR, msg);
+}
+
+/// Logged only when debug is on.
+pub fn debug(msg: &str) {
+    if debug_enabled() {
+        emit(libc::LOG_DEBUG, msg);
+    }
+}

@@ -1,0 +1,170 @@
+//! Answers for failing names, kept briefly, and a per-name rate limit.
+//!
+//! A loop in user space (a program retrying a socket of an unsupported
+//! family) would otherwise make kerneld resolve and try again and again.
+//! Entries are dropped when the module index or modprobe.d changes, since
+//! the answer may then differ.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+struct Answer {
+    status: i64,
+    text: String,
+    until: Instant,
+}
+
+/// The cache.
+#[derive(Debug)]
+pub struct NegativeCache {
+    ttl: Duration,
+    per_minute: u32,
+    answers: HashMap<String, Answer>,
+    attempts: HashMap<String, VecDeque<Instant>>,
+    fingerprint: u64,
+}
+
+impl NegativeCache {
+    pub fn new(ttl: Duration, per_minute: u32) -> NegativeCache {
+        NegativeCache {
+            ttl,
+            per_minute,
+            answers: HashMap::new(),
+            attempts: HashMap::new(),
+            fingerprint: 0,
+        }
+    }
+
+    /// Forget everything if the index fingerprint changed.
+    pub fn check_fingerprint(&mut self, fingerprint: u64) {
+        if fingerprint != self.fingerprint {
+            self.clear();
+            self.fingerprint = fingerprint;
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.answers.clear();
+        self.attempts.clear();
+    }
+
+    /// A remembered failure for `name`, if still fresh; or, when `name`
+    /// was tried too often in the last minute, its last answer (or a
+    /// rate-limit refusal).
+    pub fn lookup(&mut self, name: &str, now: Instant) -> Option<(i64, String)> {
+        if let Some(a) = self.answers.get(name) {
+            if a.until > now {
+                return Some((a.status, format!("{} (cached)", a.text)));
+            }
+        }
+        let tries = self.attempts.entry(name.to_string()).or_default();
+        while tries
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            tries.pop_front();
+        }
+        if self.per_minute > 0 && tries.len() as u32 >= self.per_minute {
+            let last = self
+                .answers
+                .get(name)
+                .map_or_else(|| "failed before".to_string(), |a| a.text.clone());
+            return Some((
+                1,
+                format!(
+                    "{last} (rate limited: {} tries in the last minute)",
+                    tries.len()
+                ),
+            ));
+        }
+        tries.push_back(now);
+        if self.attempts.len() > 4096 {
+            // Bound memory against a flood of distinct names.
+            self.attempts.retain(|_, v| {
+                v.back()
+                    .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
+            });
+        }
+        None
+    }
+
+    /// Remember a failure.
+    pub fn insert(&mut self, name: &str, status: i64, text: &str, now: Instant) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if self.answers.len() > 4096 {
+            self.answers.retain(|_, a| a.until > now);
+        }
+        self.answers.insert(
+            name.to_string(),
+            Answer {
+                status,
+                text: text.to_string(),
+                until: now + self.ttl,
+            },
+        );
+    }
+
+    /// A success clears the name's history.
+    pub fn succeeded(&mut self, name: &str) {
+        self.answers.remove(name);
+        self.attempts.remove(name);
+    }
+
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_answered_from_memory_until_they_expire() {
+        let mut c = NegativeCache::new(Duration::from_secs(5), 0);
+        let t0 = Instant::now();
+        assert_eq!(c.lookup("net-pf-99", t0), None);
+        c.insert("net-pf-99", 1, "not found", t0);
+        let (s, text) = c.lookup("net-pf-99", t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(s, 1);
+        assert!(text.contains("not found (cached)"));
+        assert_eq!(c.lookup("net-pf-99", t0 + Duration::from_secs(6)), None);
+    }
+
+    #[test]
+    fn rate_limit_per_name() {
+        let mut c = NegativeCache::new(Duration::ZERO, 3);
+        let t0 = Instant::now();
+        for i in 0..3 {
+            assert_eq!(c.lookup("x", t0 + Duration::from_millis(i)), None);
+        }
+        let (s, text) = c.lookup("x", t0 + Duration::from_millis(5)).unwrap();
+        assert_eq!(s, 1);
+        assert!(text.contains("rate limited"), "{text}");
+        assert_eq!(c.lookup("y", t0), None, "other names are not limited");
+        assert_eq!(
+            c.lookup("x", t0 + Duration::from_secs(61)),
+            None,
+            "the window slides"
+        );
+    }
+
+    #[test]
+    fn index_change_drops_answers() {
+        let mut c = NegativeCache::new(Duration::from_secs(5), 0);
+        let t0 = Instant::now();
+        c.check_fingerprint(1);
+        c.insert("a", 1, "not found", t0);
+        c.check_fingerprint(1);
+        assert!(c.lookup("a", t0).is_some());
+        c.check_fingerprint(2);
+        assert!(c.lookup("a", t0).is_none());
+    }
+}

@@ -1,0 +1,569 @@
+//! Allow and deny rules: which requests may load which modules.
+//!
+//! A rule is `allow|deny request|module PATTERN... [if CONDITION...]`.
+//! `request` rules match the name the kernel asked for (`net-pf-33`,
+//! `rtnl-link-*`); `module` rules match every module that would be loaded,
+//! dependencies and softdeps included, so a denied module is never loaded
+//! as someone else's dependency.  Patterns are shell globs; in module
+//! patterns `-` and `_` are the same, as in modprobe.
+//!
+//! Conditions restrict a rule to some requesters: `uid=N`, `uid!=N`,
+//! `gid=N`, `comm=GLOB`, `cgroup=GLOB`.  When the requester is unknown (no
+//! tracing), `unknown-requester` says whether to treat it as root or as an
+//! unprivileged user.
+//!
+//! Which rule decides: with `match = first` (the default) the first
+//! matching rule in file order; with `match = specific` the matching rule
+//! whose pattern has the most literal characters (ties: the earlier one).
+//! The request's verdict also covers its modules unless a module rule says
+//! otherwise; a denied module denies the whole request.  Without any
+//! matching rule, `default` (allow) applies.
+
+use crate::requester::Requester;
+use std::ffi::CString;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Enforce decisions, or only log what would be denied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// How the deciding rule is chosen among matching ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MatchOrder {
+    #[default]
+    First,
+    MostSpecific,
+}
+
+/// What a rule matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Request,
+    Module,
+}
+
+/// A requester condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    Uid(u32),
+    NotUid(u32),
+    Gid(u32),
+    Comm(String),
+    Cgroup(String),
+}
+
+/// One allow or deny rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub allow: bool,
+    pub target: Target,
+    pub patterns: Vec<String>,
+    pub conditions: Vec<Condition>,
+    /// Where it came from: `file:line` or `live`.
+    pub origin: String,
+    /// How often it decided.
+    pub hits: AtomicU64,
+}
+
+impl Clone for Rule {
+    fn clone(&self) -> Rule {
+        Rule {
+            allow: self.allow,
+            target: self.target,
+            patterns: self.patterns.clone(),
+            conditions: self.conditions.clone(),
+            origin: self.origin.clone(),
+            hits: AtomicU64::new(self.hits.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {}",
+            if self.allow { "allow" } else { "deny" },
+            match self.target {
+                Target::Request => "request",
+                Target::Module => "module",
+            },
+            self.patterns.join(" ")
+        )?;
+        if !self.conditions.is_empty() {
+            f.write_str(" if")?;
+            for c in &self.conditions {
+                match c {
+                    Condition::Uid(u) => write!(f, " uid={u}")?,
+                    Condition::NotUid(u) => write!(f, " uid!={u}")?,
+                    Condition::Gid(g) => write!(f, " gid={g}")?,
+                    Condition::Comm(p) => write!(f, " comm={p}")?,
+                    Condition::Cgroup(p) => write!(f, " cgroup={p}")?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Rule {
+    /// Parse the words of a rule line (`deny request net-pf-* if uid!=0`).
+    pub fn parse(words: &[&str], origin: &str) -> Result<Rule, String> {
+        let allow = match words.first() {
+            Some(&"allow") => true,
+            Some(&"deny") => false,
+            _ => return Err("a rule starts with `allow` or `deny`".into()),
+        };
+        let target = match words.get(1) {
+            Some(&"request") => Target::Request,
+            Some(&"module") => Target::Module,
+            _ => {
+                return Err(format!(
+                    "`{}` must be followed by `request` or `module`",
+                    words[0]
+                ))
+            }
+        };
+        let rest = &words[2..];
+        let split = rest.iter().position(|w| *w == "if").unwrap_or(rest.len());
+        let patterns: Vec<String> = rest[..split].iter().map(|s| s.to_string()).collect();
+        if patterns.is_empty() {
+            return Err("a rule needs at least one name pattern".into());
+        }
+        for p in &patterns {
+            if p.contains('/') || p.contains('=') {
+                return Err(format!("{p:?} is not a module name pattern"));
+            }
+        }
+        let mut conditions = Vec::new();
+        for w in rest.get(split + 1..).unwrap_or(&[]) {
+            conditions.push(parse_condition(w)?);
+        }
+        if split < rest.len() && conditions.is_empty() {
+            return Err("`if` needs at least one condition".into());
+        }
+        Ok(Rule {
+            allow,
+            target,
+            patterns,
+            conditions,
+            origin: origin.to_string(),
+            hits: AtomicU64::new(0),
+        })
+    }
+
+    fn pattern_match(&self, name: &str) -> Option<usize> {
+        self.patterns
+            .iter()
+            .filter(|p| match self.target {
+                Target::Request => glob(p, name),
+                Target::Module => glob(&p.replace('-', "_"), &name.replace('-', "_")),
+            })
+            .map(|p| specificity(p))
+            .max()
+    }
+
+    fn conditions_hold(&self, who: Option<&Requester>, unknown_is_root: bool) -> bool {
+        self.conditions.iter().all(|c| match who {
+            Some(r) => match c {
+                Condition::Uid(u) => r.uid == *u,
+                Condition::NotUid(u) => r.uid != *u,
+                Condition::Gid(g) => r.gid == *g,
+                Condition::Comm(p) => glob(p, &r.comm),
+                Condition::Cgroup(p) => glob(p, &r.cgroup),
+            },
+            None => {
+                // Unknown requester: judged as root (uid 0) or as a user.
+                let uid = if unknown_is_root { 0 } else { u32::MAX };
+                match c {
+                    Condition::Uid(u) => uid == *u,
+                    Condition::NotUid(u) => uid != *u,
+                    _ => !unknown_is_root,
+                }
+            }
+        })
+    }
+}
+
+fn parse_condition(w: &str) -> Result<Condition, String> {
+    let num = |v: &str| {
+        v.parse::<u32>()
+            .map_err(|_| format!("{w:?}: needs a number"))
+    };
+    if let Some(v) = w.strip_prefix("uid!=") {
+        return Ok(Condition::NotUid(num(v)?));
+    }
+    if let Some(v) = w.strip_prefix("uid=") {
+        return Ok(Condition::Uid(num(v)?));
+    }
+    if let Some(v) = w.strip_prefix("gid=") {
+        return Ok(Condition::Gid(num(v)?));
+    }
+    if let Some(v) = w.strip_prefix("comm=") {
+        return Ok(Condition::Comm(v.to_string()));
+    }
+    if let Some(v) = w.strip_prefix("cgroup=") {
+        return Ok(Condition::Cgroup(v.to_string()));
+    }
+    Err(format!(
+        "unknown condition {w:?} (use uid=N, uid!=N, gid=N, comm=GLOB, cgroup=GLOB)"
+    ))
+}
+
+/// Shell-style glob match (fnmatch(3)).
+pub fn glob(pattern: &str, name: &str) -> bool {
+    let (Ok(p), Ok(n)) = (CString::new(pattern), CString::new(name)) else {
+        return false;
+    };
+    // SAFETY: two valid C strings.
+    unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), 0) == 0 }
+}
+
+/// Literal characters of a pattern: more means more specific.
+fn specificity(p: &str) -> usize {
+    p.chars()
+        .filter(|c| !matches!(c, '*' | '?' | '[' | ']'))
+        .count()
+        + if p.contains(['*', '?', '[']) { 0 } else { 1000 }
+}
+
+/// The outcome for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether loading goes ahead (true also for a would-deny in audit).
+    pub allowed: bool,
+    /// A deny that audit mode let through.
+    pub would_deny: bool,
+    /// The rule that decided (`deny module dccp (/etc/kerneld.conf:12)`),
+    /// or `default`.
+    pub rule: String,
+    /// The module that a module rule denied, if any.
+    pub module: Option<String>,
+}
+
+/// The rules in force.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub rules: Arc<Vec<Rule>>,
+    pub mode: Mode,
+    pub order: MatchOrder,
+    pub default_allow: bool,
+    pub lock: bool,
+    pub unknown_requester_root: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            rules: Arc::new(Vec::new()),
+            mode: Mode::Enforce,
+            order: MatchOrder::First,
+            default_allow: true,
+            lock: false,
+            unknown_requester_root: false,
+        }
+    }
+}
+
+impl Policy {
+    pub fn set_rules(&mut self, rules: Vec<Rule>) {
+        self.rules = Arc::new(rules);
+    }
+
+    /// Whether any rule looks at the requester.
+    pub fn needs_requester(&self) -> bool {
+        self.rules.iter().any(|r| !r.conditions.is_empty())
+    }
+
+    fn deciding_rule(&self, target: Target, name: &str, who: Option<&Requester>) -> Option<&Rule> {
+        let mut matching = self.rules.iter().filter_map(|r| {
+            (r.target == target && r.conditions_hold(who, self.unknown_requester_root))
+                .then(|| r.pattern_match(name).map(|s| (r, s)))
+                .flatten()
+        });
+        match self.order {
+            MatchOrder::First => matching.next().map(|(r, _)| r),
+            MatchOrder::MostSpecific => {
+                let mut best: Option<(&Rule, usize)> = None;
+                for (r, s) in matching {
+                    if best.is_none_or(|(_, bs)| s > bs) {
+                        best = Some((r, s));
+                    }
+                }
+                best.map(|(r, _)| r)
+            }
+        }
+    }
+
+    /// Decide on a request for `requested` that would load `modules`.
+    pub fn decide(&self, requested: &str, modules: &[String], who: Option<&Requester>) -> Decision {
+        let describe = |r: &Rule| format!("{r} ({})", r.origin);
+        let req_rule = self.deciding_rule(Target::Request, requested, who);
+        let mut verdict = req_rule.map_or(self.default_allow, |r| r.allow);
+        let mut rule = req_rule.map_or_else(|| "default".to_string(), describe);
+        let mut module = None;
+        let mut decider = req_rule;
+        if verdict {
+            for m in modules {
+                if let Some(r) = self.deciding_rule(Target::Module, m, who) {
+                    if !r.allow {
+                        verdict = false;
+                        rule = describe(r);
+                        module = Some(m.clone());
+                        decider = Some(r);
+                        break;
+                    }
+                } else if req_rule.is_none() && !self.default_allow {
+                    verdict = false;
+                    rule = "default deny".into();
+                    module = Some(m.clone());
+                    decider = None;
+                    break;
+                }
+            }
+        }
+        if let Some(r) = decider {
+            r.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        let would_deny = !verdict && self.mode == Mode::Audit;
+        Decision {
+            allowed: verdict || would_deny,
+            would_deny,
+            rule,
+            module,
+        }
+    }
+
+    /// Add a rule given live (through kdstat).  Deny rules go first so that
+    /// they win under `match = first`; a locked policy takes only denies.
+    pub fn add_live_rule(&mut self, rule: Rule) -> Result<(), String> {
+        if self.lock && rule.allow {
+            return Err(
+                "policy is locked (lock = yes): rules can only be tightened until kerneld restarts"
+                    .into(),
+            );
+        }
+        let mut rules: Vec<Rule> = self.rules.iter().cloned().collect();
+        if rule.allow {
+            rules.push(rule);
+        } else {
+            rules.insert(0, rule);
+        }
+        self.rules = Arc::new(rules);
+        Ok(())
+    }
+
+    /// Change the mode live; a locked policy may go to enforce only.
+    pub fn set_mode_live(&mut self, mode: Mode) -> Result<(), String> {
+        if self.lock && mode == Mode::Audit && self.mode == Mode::Enforce {
+            return Err(
+                "policy is locked (lock = yes): cannot switch to audit mode until kerneld restarts"
+                    .into(),
+            );
+        }
+        self.mode = mode;
+        Ok(())
+    }
+
+    /// The rules as text, one per line with hit counters (`kdstat policy`).
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "policy: mode={}, match={}, default={}, lock={}, unknown-requester={}\n",
+            match self.mode {
+                Mode::Enforce => "enforce",
+                Mode::Audit => "audit",
+            },
+            match self.order {
+                MatchOrder::First => "first",
+                MatchOrder::MostSpecific => "specific",
+            },
+            if self.default_allow { "allow" } else { "deny" },
+            if self.lock { "yes" } else { "no" },
+            if self.unknown_requester_root {
+                "root"
+            } else {
+                "user"
+            },
+        );
+        if self.rules.is_empty() {
+            s.push_str("no rules\n");
+        }
+        for r in self.rules.iter() {
+            s.push_str(&format!(
+                "{:>8} hits  {r}  ({})\n",
+                r.hits.load(Ordering::Relaxed),
+                r.origin
+            ));
+        }
+        s
+    }
+
+    /// The rules as JSON for `kdstat --json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "mode": match self.mode { Mode::Enforce => "enforce", Mode::Audit => "audit" },
+            "match": match self.order { MatchOrder::First => "first", MatchOrder::MostSpecific => "specific" },
+            "default": if self.default_allow { "allow" } else { "deny" },
+            "lock": self.lock,
+            "rules": self.rules.iter().map(|r| serde_json::json!({
+                "rule": r.to_string(),
+                "origin": r.origin,
+                "hits": r.hits.load(Ordering::Relaxed),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(lines: &[&str]) -> Policy {
+        let mut p = Policy::default();
+        let rules = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                Rule::parse(&w, &format!("test:{}", i + 1)).unwrap()
+            })
+            .collect();
+        p.set_rules(rules);
+        p
+    }
+
+    fn user(uid: u32) -> Requester {
+        Requester {
+            pid: 1234,
+            uid,
+            gid: uid,
+            comm: "sh".into(),
+            cgroup: "/user.slice".into(),
+            ..Requester::default()
+        }
+    }
+
+    #[test]
+    fn first_match_wins_by_default() {
+        let p = policy(&["allow request net-pf-10", "deny request net-pf-*"]);
+        assert!(p.decide("net-pf-10", &[], None).allowed);
+        let d = p.decide("net-pf-33", &[], None);
+        assert!(!d.allowed);
+        assert!(d.rule.contains("deny request net-pf-*"), "{}", d.rule);
+        assert!(d.rule.contains("test:2"));
+        let p = policy(&["deny request net-pf-*", "allow request net-pf-10"]);
+        assert!(!p.decide("net-pf-10", &[], None).allowed);
+    }
+
+    #[test]
+    fn most_specific_wins_when_asked() {
+        let mut p = policy(&["deny request net-pf-*", "allow request net-pf-10"]);
+        p.order = MatchOrder::MostSpecific;
+        assert!(p.decide("net-pf-10", &[], None).allowed);
+        assert!(!p.decide("net-pf-3", &[], None).allowed);
+        let mut p = policy(&["deny request net-*", "allow request net-pf-*"]);
+        p.order = MatchOrder::MostSpecific;
+        assert!(p.decide("net-pf-3", &[], None).allowed);
+    }
+
+    #[test]
+    fn a_denied_module_denies_its_dependants() {
+        let p = policy(&["deny module llc"]);
+        let d = p.decide(
+            "rtnl-link-bridge",
+            &["bridge".into(), "stp".into(), "llc".into()],
+            None,
+        );
+        assert!(!d.allowed);
+        assert_eq!(d.module.as_deref(), Some("llc"));
+        assert!(p.decide("rtnl-link-dummy", &["dummy".into()], None).allowed);
+    }
+
+    #[test]
+    fn module_patterns_treat_dash_and_underscore_alike() {
+        let p = policy(&["deny module can-raw"]);
+        assert!(!p.decide("net-pf-29", &["can_raw".into()], None).allowed);
+    }
+
+    #[test]
+    fn default_deny_with_allowed_request_allows_its_modules() {
+        let mut p = policy(&["allow request rtnl-link-dummy", "deny module evil"]);
+        p.default_allow = false;
+        assert!(p.decide("rtnl-link-dummy", &["dummy".into()], None).allowed);
+        assert!(!p.decide("net-pf-3", &["ax25".into()], None).allowed);
+        assert!(!p.decide("rtnl-link-dummy", &["evil".into()], None).allowed);
+    }
+
+    #[test]
+    fn audit_mode_allows_but_reports() {
+        let mut p = policy(&["deny request net-pf-33"]);
+        p.mode = Mode::Audit;
+        let d = p.decide("net-pf-33", &[], None);
+        assert!(d.allowed);
+        assert!(d.would_deny);
+    }
+
+    #[test]
+    fn requester_conditions() {
+        let p = policy(&["deny request * if uid!=0"]);
+        assert!(!p.decide("net-pf-29", &[], Some(&user(1000))).allowed);
+        assert!(p.decide("net-pf-29", &[], Some(&user(0))).allowed);
+        // Unknown requester: treated as a user by default, as root if set.
+        assert!(!p.decide("net-pf-29", &[], None).allowed);
+        let mut p2 = p.clone();
+        p2.unknown_requester_root = true;
+        assert!(p2.decide("net-pf-29", &[], None).allowed);
+        let p = policy(&["allow request * if comm=systemd-udevd", "deny request *"]);
+        let mut udev = user(0);
+        udev.comm = "systemd-udevd".into();
+        assert!(p.decide("x", &[], Some(&udev)).allowed);
+        assert!(!p.decide("x", &[], Some(&user(0))).allowed);
+        let p = policy(&["deny request * if cgroup=/system.slice/docker-*"]);
+        let mut c = user(0);
+        c.cgroup = "/system.slice/docker-abc.scope".into();
+        assert!(!p.decide("x", &[], Some(&c)).allowed);
+    }
+
+    #[test]
+    fn hits_are_counted() {
+        let p = policy(&["deny request a", "allow request b"]);
+        p.decide("a", &[], None);
+        p.decide("a", &[], None);
+        p.decide("b", &[], None);
+        assert_eq!(p.rules[0].hits.load(Ordering::Relaxed), 2);
+        assert_eq!(p.rules[1].hits.load(Ordering::Relaxed), 1);
+        assert!(p.describe().contains("2 hits  deny request a"));
+    }
+
+    #[test]
+    fn lock_allows_only_tightening() {
+        let mut p = policy(&["deny request a"]);
+        p.lock = true;
+        let allow = Rule::parse(&["allow", "request", "a"], "live").unwrap();
+        assert!(p.add_live_rule(allow).is_err());
+        let deny = Rule::parse(&["deny", "request", "b"], "live").unwrap();
+        assert!(p.add_live_rule(deny).is_ok());
+        assert!(!p.decide("b", &[], None).allowed);
+        assert!(p.set_mode_live(Mode::Audit).is_err());
+        assert_eq!(p.mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn bad_rules_say_why() {
+        let e = |l: &str| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            Rule::parse(&w, "t").unwrap_err()
+        };
+        assert!(e("deny").contains("request"));
+        assert!(e("deny request").contains("pattern"));
+        assert!(e("deny request x if").contains("condition"));
+        assert!(e("deny request x if euid=3").contains("unknown condition"));
+        assert!(e("deny request x if uid=bob").contains("number"));
+    }
+}

@@ -1,0 +1,348 @@
+//! The modules kerneld loaded, and their expiry.
+//!
+//! Today's kernels have no autoclean flag, so kerneld keeps its own record
+//! of what it loaded (and the dependencies it pulled in), in
+//! `<state-dir>/loaded.json` so that it survives a restart.
+//!
+//! A sweep runs every `delay` seconds.  A recorded module that is unused
+//! (refcount 0, no holders) at two consecutive sweeps is unloaded: the
+//! second chance Linux 2.2's autoclean gave, so that a module unused for a
+//! moment is not thrown out.  Unloading a module also unloads the recorded
+//! dependencies that only it held, in the same sweep, as `modprobe -r`
+//! does.  Modules on the keep-list, builtins and modules kerneld did not
+//! load are never touched.
+
+use crate::kmod::{ModuleSystem, Usage};
+use crate::policy::glob;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// One module kerneld loaded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    /// The name that was requested (`rtnl-link-dummy`).
+    pub requested_as: String,
+    /// Other modules loaded with it by the same request.
+    pub dependencies: Vec<String>,
+    /// Unix time of loading.
+    pub loaded_at: u64,
+    /// Consecutive sweeps that found it unused.
+    pub unused_sweeps: u32,
+    /// When a sweep first found it unused (not persisted).
+    #[serde(skip)]
+    pub idle_since: Option<Instant>,
+}
+
+/// What one sweep or release did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// Modules unloaded.
+    pub removed: Vec<String>,
+    /// Modules that could not be unloaded, with the errno.
+    pub failed: Vec<(String, i32)>,
+}
+
+/// The record, kept in memory and on disk.
+#[derive(Debug, Default)]
+pub struct Record {
+    file: Option<PathBuf>,
+    pub modules: BTreeMap<String, Entry>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Module names compare with `-` and `_` alike.
+fn norm(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+impl Record {
+    /// A record kept only in memory (tests).
+    pub fn in_memory() -> Record {
+        Record::default()
+    }
+
+    /// Load `<dir>/loaded.json`; an unreadable or corrupt file is moved
+    /// aside and reported, and the record starts empty.
+    pub fn load(dir: &Path) -> (Record, Option<String>) {
+        let file = dir.join("loaded.json");
+        let mut warning = None;
+        let modules = match std::fs::read(&file) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(m) => m,
+                Err(e) => {
+                    let aside = dir.join("loaded.json.corrupt");
+                    let _ = std::fs::rename(&file, &aside);
+                    warning = Some(format!(
+                        "{} is corrupt ({e}); moved to {}, starting with an empty record",
+                        file.display(),
+                        aside.display()
+                    ));
+                    BTreeMap::new()
+                }
+            },
+            Err(_) => BTreeMap::new(),
+        };
+        (
+            Record {
+                file: Some(file),
+                modules,
+            },
+            warning,
+        )
+    }
+
+    /// Write the record (atomically: temporary file, then rename).
+    pub fn save(&self) -> Result<(), String> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let dir = file.parent().unwrap_or(Path::new("/"));
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let tmp = file.with_extension("json.tmp");
+        let json = serde_json::to_vec_pretty(&self.modules).map_err(|e| e.to_string())?;
+        std::fs::write(&tmp, json).map_err(|e| format!("{}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, file).map_err(|e| format!("{}: {e}", file.display()))
+    }
+
+    /// Note modules inserted for a request.  `candidates` are the modules
+    /// the name resolved to; the rest are their dependencies.
+    pub fn add(&mut self, requested_as: &str, candidates: &[String], inserted: &[String]) {
+        let at = now_unix();
+        for m in inserted {
+            let deps = if candidates.iter().any(|c| norm(c) == norm(m)) {
+                inserted
+                    .iter()
+                    .filter(|d| !candidates.iter().any(|c| norm(c) == norm(d)))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            self.modules.insert(
+                norm(m),
+                Entry {
+                    requested_as: requested_as.to_string(),
+                    dependencies: deps,
+                    loaded_at: at,
+                    unused_sweeps: 0,
+                    idle_since: None,
+                },
+            );
+        }
+    }
+
+    /// Whether kerneld loaded this module.
+    pub fn contains(&self, module: &str) -> bool {
+        self.modules.contains_key(&norm(module))
+    }
+
+    /// A sweep: count unused sweeps, unload modules unused at two in a row
+    /// (unless kept), forget modules that are gone.
+    pub fn sweep(&mut self, sys: &mut dyn ModuleSystem, keep: &[String]) -> Removal {
+        let now = Instant::now();
+        let names: Vec<String> = self.modules.keys().cloned().collect();
+        let mut due = Vec::new();
+        for name in names {
+            let usage = sys.usage(&name);
+            let Some(e) = self.modules.get_mut(&name) else {
+                continue;
+            };
+            match usage {
+                Usage::NotLoaded | Usage::Builtin => {
+                    self.modules.remove(&name);
+                }
+                u if u.is_unused() => {
+                    e.unused_sweeps += 1;
+                    e.idle_since.get_or_insert(now);
+                    if e.unused_sweeps >= 2 && !is_kept(&name, keep) {
+                        due.push(name);
+                    }
+                }
+                _ => {
+                    e.unused_sweeps = 0;
+                    e.idle_since = None;
+                }
+            }
+        }
+        let mut out = Removal::default();
+        for name in due {
+            if self.modules.contains_key(&name) {
+                self.remove_with_deps(sys, &name, keep, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Unload `module` (never forced) and then the recorded modules that
+    /// only it held and that are now unused.  For release requests and
+    /// sweeps alike; a module kerneld did not load is still unloaded when
+    /// asked for by name, but only recorded ones are followed.
+    pub fn remove_with_deps(
+        &mut self,
+        sys: &mut dyn ModuleSystem,
+        module: &str,
+        keep: &[String],
+        out: &mut Removal,
+    ) {
+        let module = norm(module);
+        // Which recorded modules does it hold?  Read before it is gone.
+        let held: Vec<String> = self
+            .modules
+            .keys()
+            .filter(|m| **m != module)
+            .filter(|m| matches!(sys.usage(m), Usage::Loaded { ref holders, .. } if holders.iter().any(|h| norm(h) == module)))
+            .cloned()
+            .collect();
+        match sys.remove(&module) {
+            Ok(()) => {
+                self.modules.remove(&module);
+                out.removed.push(module);
+            }
+            Err(e) => {
+                if let Some(entry) = self.modules.get_mut(&module) {
+                    entry.unused_sweeps = 0;
+                    entry.idle_since = None;
+                }
+                out.failed.push((module, e));
+                return;
+            }
+        }
+        for dep in held {
+            if self.modules.contains_key(&dep)
+                && !is_kept(&dep, keep)
+                && sys.usage(&dep).is_unused()
+            {
+                self.remove_with_deps(sys, &dep, keep, out);
+            }
+        }
+    }
+}
+
+fn is_kept(module: &str, keep: &[String]) -> bool {
+    keep.iter().any(|k| glob(&norm(k), &norm(module)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::FakeKernel;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn unused_module_goes_after_two_sweeps() {
+        let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        k.load("rtnl-link-dummy").unwrap();
+        let mut r = Record::in_memory();
+        r.add("rtnl-link-dummy", &s(&["dummy"]), &s(&["dummy"]));
+        assert!(
+            r.sweep(&mut k, &[]).removed.is_empty(),
+            "first sweep: second chance"
+        );
+        assert_eq!(r.modules["dummy"].unused_sweeps, 1);
+        assert_eq!(r.sweep(&mut k, &[]).removed, ["dummy"]);
+        assert_eq!(k.usage("dummy"), Usage::NotLoaded);
+        assert!(r.modules.is_empty());
+    }
+
+    #[test]
+    fn used_module_stays_and_resets_its_count() {
+        let mut k = FakeKernel::with_tree(&[("tun", &[])]);
+        k.load("tun").unwrap();
+        let mut r = Record::in_memory();
+        r.add("char-major-10-200", &s(&["tun"]), &s(&["tun"]));
+        r.sweep(&mut k, &[]);
+        k.set_refcnt("tun", 1);
+        r.sweep(&mut k, &[]);
+        r.sweep(&mut k, &[]);
+        assert_eq!(r.modules["tun"].unused_sweeps, 0);
+        assert!(matches!(k.usage("tun"), Usage::Loaded { .. }));
+        k.set_refcnt("tun", 0);
+        r.sweep(&mut k, &[]);
+        assert_eq!(r.sweep(&mut k, &[]).removed, ["tun"]);
+    }
+
+    #[test]
+    fn dependencies_go_with_their_holder_in_one_sweep() {
+        let mut k =
+            FakeKernel::with_tree(&[("bridge", &["stp", "llc"]), ("stp", &["llc"]), ("llc", &[])]);
+        let out = k.load("bridge").unwrap();
+        assert_eq!(out.inserted, ["llc", "stp", "bridge"]);
+        let mut r = Record::in_memory();
+        r.add("rtnl-link-bridge", &s(&["bridge"]), &out.inserted);
+        assert_eq!(r.modules["bridge"].dependencies, ["llc", "stp"]);
+        r.sweep(&mut k, &[]);
+        let removed = r.sweep(&mut k, &[]).removed;
+        assert_eq!(removed, ["bridge", "stp", "llc"]);
+        assert!(r.modules.is_empty());
+    }
+
+    #[test]
+    fn keep_list_and_foreign_modules_are_never_unloaded() {
+        let mut k = FakeKernel::with_tree(&[("dummy", &[]), ("can", &[]), ("e1000e", &[])]);
+        k.load("dummy").unwrap();
+        k.load("can").unwrap(); // loaded by hand: not in the record
+        k.load("e1000e").unwrap();
+        let mut r = Record::in_memory();
+        r.add("rtnl-link-dummy", &s(&["dummy"]), &s(&["dummy"]));
+        r.add("e1000e", &s(&["e1000e"]), &s(&["e1000e"]));
+        for _ in 0..4 {
+            r.sweep(&mut k, &s(&["e1000*"]));
+        }
+        assert_eq!(k.usage("dummy"), Usage::NotLoaded);
+        assert!(matches!(k.usage("can"), Usage::Loaded { .. }));
+        assert!(matches!(k.usage("e1000e"), Usage::Loaded { .. }));
+    }
+
+    #[test]
+    fn a_shared_dependency_stays_while_another_holder_needs_it() {
+        let mut k =
+            FakeKernel::with_tree(&[("a", &["common"]), ("b", &["common"]), ("common", &[])]);
+        let out_a = k.load("a").unwrap();
+        let out_b = k.load("b").unwrap();
+        let mut r = Record::in_memory();
+        r.add("a", &s(&["a"]), &out_a.inserted);
+        r.add("b", &s(&["b"]), &out_b.inserted);
+        k.set_refcnt("b", 1);
+        r.sweep(&mut k, &[]);
+        assert_eq!(r.sweep(&mut k, &[]).removed, ["a"]);
+        assert!(matches!(k.usage("common"), Usage::Loaded { .. }));
+        assert!(r.contains("common"));
+    }
+
+    #[test]
+    fn modules_unloaded_by_others_are_forgotten() {
+        let mut k = FakeKernel::with_tree(&[("dummy", &[])]);
+        k.load("dummy").unwrap();
+        let mut r = Record::in_memory();
+        r.add("x", &s(&["dummy"]), &s(&["dummy"]));
+        k.remove("dummy").unwrap();
+        r.sweep(&mut k, &[]);
+        assert!(r.modules.is_empty());
+    }
+
+    #[test]
+    fn record_survives_save_and_load() {
+        let dir = std::env::temp_dir().join(format!("kerneld-record-{}", std::process::id()));
+        let (mut r, w) = Record::load(&dir);
+        assert!(w.is_none());
+        r.add("rtnl-link-bridge", &s(&["bridge"]), &s(&["stp", "bridge"]));
+        r.save().unwrap();
+        let (back, _) = Record::load(&dir);
+        assert_eq!(back.modules, r.modules);
+        std::fs::write(dir.join("loaded.json"), b"{not json").unwrap();
+        let (empty, w) = Record::load(&dir);
+        assert!(empty.modules.is_empty());
+        assert!(w.unwrap().contains("corrupt"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

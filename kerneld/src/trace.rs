@@ -1,0 +1,229 @@
+//! Who asked: following the kernel's `module:module_request` tracepoint.
+//!
+//! The kernel runs the module helper from a kernel worker, so the shim
+//! cannot know which task called request_module().  The tracepoint
+//! `module:module_request` fires in the requesting task itself, with the
+//! requested name, just before the helper is started; that task then waits
+//! for the helper, so it is still there to be looked at in /proc when the
+//! shim's request reaches kerneld.
+//!
+//! tracefs rather than perf_event_open: a private trace instance
+//! (`instances/kerneld`) gives text lines with comm, pid and name, needs no
+//! parsing of the raw sample layout (which changes between kernels), and
+//! does not disturb the global trace buffer or other tracers.  A reader
+//! thread keeps the recent events; a request claims the oldest unclaimed
+//! event for its name, so two users asking at once each get their own, and
+//! an event nobody claims (the module was already loaded and the helper
+//! never asked) simply ages out.
+
+use crate::log;
+use crate::requester::Requester;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Events older than this are dropped unclaimed.
+const EVENT_TTL: Duration = Duration::from_secs(30);
+/// How long a request waits for its event to be read.
+const CLAIM_WAIT: Duration = Duration::from_millis(50);
+
+#[derive(Debug)]
+struct Event {
+    name: String,
+    requester: Requester,
+    seen: Instant,
+}
+
+/// A running tracepoint reader.
+pub struct Tracer {
+    instance: PathBuf,
+    events: Arc<(Mutex<VecDeque<Event>>, Condvar)>,
+}
+
+const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
+
+fn find_tracefs() -> Result<PathBuf, String> {
+    for t in TRACEFS {
+        if Path::new(t).join("instances").is_dir() {
+            return Ok(PathBuf::from(t));
+        }
+    }
+    // Not mounted yet: try to mount it where it belongs.
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: valid C strings; mount(2) fails harmlessly if not possible.
+    let r = unsafe {
+        libc::mount(
+            c"tracefs".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if r == 0 && Path::new(TRACEFS[0]).join("instances").is_dir() {
+        return Ok(PathBuf::from(TRACEFS[0]));
+    }
+    Err("tracefs is not available (no /sys/kernel/tracing)".into())
+}
+
+impl Tracer {
+    /// Set up the trace instance and start the reader thread.
+    pub fn start() -> Result<Tracer, String> {
+        let root = find_tracefs()?;
+        let instance = root.join("instances").join("kerneld");
+        if !instance.is_dir() {
+            std::fs::create_dir(&instance)
+                .map_err(|e| format!("cannot create trace instance {}: {e}", instance.display()))?;
+        }
+        let enable = instance.join("events/module/module_request/enable");
+        if !enable.exists() {
+            let _ = std::fs::remove_dir(&instance);
+            return Err("the kernel has no module:module_request tracepoint".into());
+        }
+        std::fs::write(&enable, "1").map_err(|e| format!("cannot enable the tracepoint: {e}"))?;
+        let pipe = std::fs::File::open(instance.join("trace_pipe"))
+            .map_err(|e| format!("cannot open trace_pipe: {e}"))?;
+        let events: Arc<(Mutex<VecDeque<Event>>, Condvar)> = Arc::default();
+        let ev = Arc::clone(&events);
+        std::thread::Builder::new()
+            .name("kerneld-trace".into())
+            .spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some((pid, comm, name)) = parse_line(&line) {
+                        let requester = read_task(pid, comm);
+                        let (lock, cv) = &*ev;
+                        let mut q = lock.lock().unwrap();
+                        let now = Instant::now();
+                        while q
+                            .front()
+                            .is_some_and(|e| now.duration_since(e.seen) > EVENT_TTL)
+                        {
+                            q.pop_front();
+                        }
+                        q.push_back(Event {
+                            name,
+                            requester,
+                            seen: now,
+                        });
+                        cv.notify_all();
+                    }
+                }
+                log::warn("requester tracing stopped: trace_pipe closed");
+            })
+            .map_err(|e| format!("cannot start the trace reader: {e}"))?;
+        Ok(Tracer { instance, events })
+    }
+
+    /// The requester of a kernel request for `name`: the oldest unclaimed
+    /// event with that name, waiting briefly for the reader to catch up.
+    pub fn claim(&self, name: &str) -> Option<Requester> {
+        let deadline = Instant::now() + CLAIM_WAIT;
+        let (lock, cv) = &*self.events;
+        let mut q = lock.lock().unwrap();
+        loop {
+            if let Some(i) = q.iter().position(|e| e.name == name) {
+                return q.remove(i).map(|e| e.requester);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            q = cv.wait_timeout(q, left).unwrap().0;
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!("module:module_request via {}", self.instance.display())
+    }
+
+    /// Switch the tracepoint off and remove the instance.
+    pub fn stop(&self) {
+        let _ = std::fs::write(
+            self.instance.join("events/module/module_request/enable"),
+            "0",
+        );
+        let _ = std::fs::remove_dir(&self.instance);
+    }
+}
+
+/// `comm-pid [cpu] flags ts: module_request: NAME wait=1 call_site=...`
+fn parse_line(line: &str) -> Option<(u32, String, String)> {
+    let at = line.find(": module_request: ")?;
+    let name = line[at + 18..].split_whitespace().next()?.to_string();
+    let head = line[..line.find(" [")?].trim();
+    let dash = head.rfind('-')?;
+    let pid = head[dash + 1..].parse().ok()?;
+    Some((pid, head[..dash].to_string(), name))
+}
+
+/// Identity of a task, read from /proc while it waits for its module.
+fn read_task(pid: u32, comm: String) -> Requester {
+    let dir = PathBuf::from(format!("/proc/{pid}"));
+    let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+    let field = |key: &str| -> u32 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().nth(1)) // effective id
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let cgroup = std::fs::read_to_string(dir.join("cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("")
+        .to_string();
+    let namespaces = ["mnt", "net", "pid", "user"]
+        .iter()
+        .filter_map(|ns| std::fs::read_link(dir.join("ns").join(ns)).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .collect();
+    let comm = std::fs::read_to_string(dir.join("comm"))
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or(comm);
+    Requester {
+        pid,
+        uid: field("Uid:"),
+        gid: field("Gid:"),
+        comm,
+        cgroup,
+        namespaces,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_lines_parse() {
+        let l = "           ip-812     [000] .....    12.345678: module_request: rtnl-link-dummy wait=1 call_site=__rtnl_newlink+0x5c/0x900";
+        assert_eq!(
+            parse_line(l),
+            Some((812, "ip".into(), "rtnl-link-dummy".into()))
+        );
+        let l =
+            " kworker/u4:1-33 [001] d..1. 1.0: module_request: crypto-crc32c wait=1 call_site=x";
+        assert_eq!(
+            parse_line(l),
+            Some((33, "kworker/u4:1".into(), "crypto-crc32c".into()))
+        );
+        let l = "  my-prog-x-77 [000] ..... 1.0: module_request: net-pf-29 wait=1 call_site=y";
+        assert_eq!(parse_line(l).unwrap().0, 77);
+        assert_eq!(parse_line("garbage"), None);
+        assert_eq!(parse_line(" x-1 [0] 1.0: sched_switch: a"), None);
+    }
+
+    #[test]
+    fn own_task_reads_back() {
+        let me = read_task(std::process::id(), "x".into());
+        assert_eq!(me.pid, std::process::id());
+        // SAFETY: geteuid cannot fail.
+        assert_eq!(me.uid, unsafe { libc::geteuid() });
+        assert!(!me.comm.is_empty());
+    }
+}

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_key, within, QueueGuard};
+use common::{free_key, gettid, wait_blocked_in, within, QueueGuard};
 use kmod_ipc::{
     Client, Error, Header, Message, MsgType, Queue, TypeFilter, DEFAULT_TEXT_MAX, MAX_DAEMON_TYPE,
     REPLY_CONTINUES,
@@ -230,7 +230,12 @@ fn timer_signal_hits_only_its_own_thread() {
     // A bystander blocked in a raw receive: any signal would end it with
     // Interrupted instead of the message.
     let q = g.queue.clone();
-    let bystander = thread::spawn(move || q.recv_raw(TypeFilter::Exactly(7777), false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let bystander = thread::spawn(move || {
+        tx.send(gettid()).unwrap();
+        q.recv_raw(TypeFilter::Exactly(7777), false)
+    });
+    wait_blocked_in(rx.recv().unwrap(), libc::SYS_msgrcv);
     let timers: Vec<_> = [150u64, 300, 450]
         .into_iter()
         .map(|ms| {
@@ -262,10 +267,14 @@ fn removal_wakes_a_waiting_client() {
     for timeout in [None, Some(Duration::from_secs(60))] {
         let g = QueueGuard::create();
         let client = Client::connect(g.key()).unwrap();
-        let waiter = thread::spawn(move || client.wait_reply(4242, timeout));
-        // Give it time to block; if it has not yet, msgrcv on a removed
-        // queue fails with EINVAL, which must read as Removed just the same.
-        thread::sleep(Duration::from_millis(200));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = thread::spawn(move || {
+            tx.send(gettid()).unwrap();
+            client.wait_reply(4242, timeout)
+        });
+        // Removed while blocked in msgrcv: EIDRM.  (Removed before the
+        // call, EINVAL, is a_removed_queue_reads_as_removed.)
+        wait_blocked_in(rx.recv().unwrap(), libc::SYS_msgrcv);
         g.queue.remove().unwrap();
         let r = within(LIMIT, move || waiter.join().unwrap());
         assert!(matches!(r, Err(Error::Removed)), "{timeout:?}: {r:?}");
@@ -301,8 +310,12 @@ fn removal_wakes_a_sender_blocked_on_a_full_queue() {
     let m = Message::request(MsgType::RequestModule, 0, Header::Old, "x".repeat(40));
     g.queue.send(&m, DEFAULT_TEXT_MAX, true).unwrap();
     let q = g.queue.clone();
-    let sender = thread::spawn(move || q.send(&m, DEFAULT_TEXT_MAX, false));
-    thread::sleep(Duration::from_millis(200));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sender = thread::spawn(move || {
+        tx.send(gettid()).unwrap();
+        q.send(&m, DEFAULT_TEXT_MAX, false)
+    });
+    wait_blocked_in(rx.recv().unwrap(), libc::SYS_msgsnd);
     g.queue.remove().unwrap();
     let r = within(LIMIT, move || sender.join().unwrap());
     assert!(matches!(r, Err(Error::Removed)), "{r:?}");

@@ -97,3 +97,28 @@ pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// The calling thread's kernel id.
+pub fn gettid() -> libc::pid_t {
+    // SAFETY: gettid cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Wait until thread `tid` of this process sits blocked in system call
+/// `nr`, so a test hits the "removed while waiting" path and not the
+/// "already gone" one.  Where /proc does not show system calls, falls back
+/// to a pause.
+pub fn wait_blocked_in(tid: libc::pid_t, nr: libc::c_long) {
+    let path = format!("/proc/self/task/{tid}/syscall");
+    if std::fs::read_to_string(&path).is_err() {
+        std::thread::sleep(Duration::from_millis(300));
+        return;
+    }
+    let want = nr.to_string();
+    let blocked = eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&path)
+            .map(|s| s.split_whitespace().next() == Some(want.as_str()))
+            .unwrap_or(false)
+    });
+    assert!(blocked, "thread {tid} never blocked in system call {nr}");
+}

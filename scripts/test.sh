@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# All tests: unit and integration tests (real queues, real binaries, libkmod
+# on a real Debian module tree), then the real-kernel test (a stock Debian
+# kernel booted under QEMU, its request_module() calls served by kerneld).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+# The module trees the tests resolve against, and the kernels they boot.
+tests/vm/fetch-kernel.sh 6.12 >/dev/null
+tests/vm/fetch-kernel.sh 6.1 >/dev/null
+
+cargo build --workspace --bins
+cargo test --workspace
+tests/vm/run --kernel all

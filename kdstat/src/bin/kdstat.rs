@@ -19,8 +19,13 @@ prints the status:
   debug, nodebug    log every request (or stop doing so)
   keep, nokeep      never unload modules automatically (or do again)
   delay=N           unload unused modules after N seconds
-  flush             flush the daemon's cached entries (says how many)
+  flush             drop the requests waiting in the queue (their senders
+                    get an error; says how many)
   policy            print the policy rules in force, with hit counters
+  mode=enforce      enforce the policy; mode=audit only logs would-denies
+  deny request|module PATTERN [if COND...]
+                    add a policy rule live (allow ... likewise; a locked
+                    policy takes only deny rules)
   status            the status (the default)
 
 Settings changed this way last until kerneld restarts; to keep them, put
@@ -73,9 +78,10 @@ Examples:
     after_long_help = AFTER_LONG_HELP
 )]
 struct Args {
-    /// status, debug, nodebug, keep, nokeep, delay=N, flush or policy
+    /// status, debug, nodebug, keep, nokeep, delay=N, flush, policy,
+    /// mode=enforce|audit, or a rule (deny request net-pf-33)
     #[arg(value_name = "WORD", conflicts_with_all = ["json", "watch"])]
-    word: Option<String>,
+    word: Vec<String>,
 
     /// Print the status as one JSON document (fields below, in --help)
     #[arg(long)]
@@ -118,7 +124,7 @@ fn main() {
                 })
         })
     } else {
-        ask(key, args.word.as_deref().unwrap_or(""), args.timeout)
+        ask(key, &args.word.join(" "), args.timeout)
     };
     match result {
         Ok(text) => print_out(&with_newline(&text)),

@@ -19,6 +19,8 @@ pub struct FakeKernel {
     pub loads: Vec<String>,
     /// How long a load takes.
     pub load_time: Duration,
+    /// Network link kinds that exist.
+    pub links: std::collections::HashSet<String>,
 }
 
 impl FakeKernel {
@@ -128,6 +130,10 @@ impl ModuleSystem for FakeKernel {
             live: true,
         }
     }
+
+    fn link_kinds(&self) -> std::collections::HashSet<String> {
+        self.links.clone()
+    }
 }
 
 /// A fake kernel shared by several workers, as the real one is.
@@ -153,5 +159,8 @@ impl ModuleSystem for SharedFake {
     }
     fn usage(&self, module: &str) -> Usage {
         self.0.lock().unwrap().usage(module)
+    }
+    fn link_kinds(&self) -> std::collections::HashSet<String> {
+        self.0.lock().unwrap().links.clone()
     }
 }

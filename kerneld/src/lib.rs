@@ -9,7 +9,7 @@
 //! - `jobs`: requests in progress and their waiters (merging)
 //! - `pool`: worker threads and libkmod contexts
 //! - `kmod`: libkmod (resolve, load, unload) and module state from sysfs
-//! - `record`: what kerneld loaded, and idle expiry
+//! - `record`, `links`: what kerneld loaded, and idle expiry
 //! - `policy`, `negcache`, `names`: who may load what; failures remembered;
 //!   validation of names
 //! - `trace`, `requester`: who asked (the module_request tracepoint)
@@ -25,6 +25,7 @@ pub mod errno;
 pub mod fake;
 pub mod jobs;
 pub mod kmod;
+pub mod links;
 pub mod log;
 pub mod names;
 pub mod negcache;

@@ -13,6 +13,7 @@
 //! load are never touched.
 
 use crate::kmod::{ModuleSystem, Usage};
+use crate::links::serves_live_link;
 use crate::policy::glob;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -147,6 +148,7 @@ impl Record {
     /// (unless kept), forget modules that are gone.
     pub fn sweep(&mut self, sys: &mut dyn ModuleSystem, keep: &[String]) -> Removal {
         let now = Instant::now();
+        let kinds = sys.link_kinds();
         let names: Vec<String> = self.modules.keys().cloned().collect();
         let mut due = Vec::new();
         for name in names {
@@ -158,7 +160,7 @@ impl Record {
                 Usage::NotLoaded | Usage::Builtin => {
                     self.modules.remove(&name);
                 }
-                u if u.is_unused() => {
+                u if u.is_unused() && !serves_live_link(&name, &e.requested_as, &kinds) => {
                     e.unused_sweeps += 1;
                     e.idle_since.get_or_insert(now);
                     if e.unused_sweeps >= 2 && !is_kept(&name, keep) {
@@ -284,6 +286,21 @@ mod tests {
         let removed = r.sweep(&mut k, &[]).removed;
         assert_eq!(removed, ["bridge", "stp", "llc"]);
         assert!(r.modules.is_empty());
+    }
+
+    #[test]
+    fn a_module_serving_a_live_link_stays() {
+        let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        k.load("rtnl-link-dummy").unwrap();
+        k.links.insert("dummy".into());
+        let mut r = Record::in_memory();
+        r.add("rtnl-link-dummy", &s(&["dummy"]), &s(&["dummy"]));
+        for _ in 0..3 {
+            assert!(r.sweep(&mut k, &[]).removed.is_empty());
+        }
+        k.links.clear();
+        r.sweep(&mut k, &[]);
+        assert_eq!(r.sweep(&mut k, &[]).removed, ["dummy"]);
     }
 
     #[test]

@@ -69,7 +69,9 @@ if [[ ! -d "$root/lib/modules" ]]; then
     log "downloading $pkg"
     rm -rf "$pkgdir"
     mkdir -p "$pkgdir/dl"
-    # apt-get download writes into the current directory.
+    # apt-get download writes into the current directory, as user _apt when
+    # it may (else it warns and downloads as root).
+    chown _apt "$pkgdir/dl" 2>/dev/null || true
     (cd "$pkgdir/dl" && apt-get download -q "$pkg" >&2)
     deb=$(find "$pkgdir/dl" -name '*.deb' | head -n 1)
     [[ -n "$deb" ]] || {

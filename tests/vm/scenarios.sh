@@ -473,4 +473,6 @@ case "$mode" in
     *) echo "VMTEST FAIL 0 unknown mode: $mode" ;;
 esac
 
-[ "$failed" = 0 ] || dump_logs
+if [ "$failed" != 0 ] || [ "${KDVM_VERBOSE:-0}" = 1 ]; then
+    dump_logs
+fi

@@ -566,6 +566,9 @@ impl Daemon {
                                     out.commands_run.join(" ")
                                 ));
                             }
+                            for (m, e) in &out.partial_failures {
+                                what.push_str(&format!(" ({})", load_error_text(m, *e)));
+                            }
                             Outcome::ok(format!("{name}: loaded {what}"))
                         }
                     }

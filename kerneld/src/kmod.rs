@@ -50,9 +50,13 @@ pub struct LoadOutcome {
     pub commands_run: Vec<String>,
     /// Modules skipped because of the blacklist.
     pub blacklisted: Vec<String>,
-    /// The first failure: module and negative errno, or install command
-    /// failure as `-EIO`.
+    /// The failure when every candidate failed: module and negative errno
+    /// (install command failure as `-EIO`).
     pub error: Option<(String, i32)>,
+    /// Candidates that failed while another one succeeded (an alias such
+    /// as crypto-crc32c names several modules; one that finds no hardware
+    /// fails with ENODEV).  Like modprobe, the request still succeeds.
+    pub partial_failures: Vec<(String, i32)>,
 }
 
 /// State of a module in the running kernel.
@@ -366,17 +370,21 @@ impl ModuleSystem for Kmod {
         let list = self.lookup(name)?;
         let refs = ModuleRefs(list.modules());
         let mut out = LoadOutcome::default();
+        let mut failures = Vec::new();
+        let mut any_ok = false;
         for &m in &refs.0 {
             let (r, actions) = self.probe(m, PROBE_FLAGS);
             if r > 0 {
                 push_unique(&mut out.blacklisted, module_name(m));
-            } else if r < 0 && out.error.is_none() {
+            } else if r < 0 {
                 // The module that failed is the last one libkmod announced.
                 let culprit = actions
                     .last()
                     .map(|(n, _)| n.clone())
                     .unwrap_or_else(|| module_name(m));
-                out.error = Some((culprit, r));
+                failures.push((culprit, r));
+            } else {
+                any_ok = true;
             }
             for (a, install) in actions {
                 if install {
@@ -385,6 +393,11 @@ impl ModuleSystem for Kmod {
                     push_unique(&mut out.inserted, a);
                 }
             }
+        }
+        if any_ok {
+            out.partial_failures = failures;
+        } else {
+            out.error = failures.into_iter().next();
         }
         Ok(out)
     }

@@ -1,6 +1,8 @@
 //! What kdstat and kdsend share: option parsing and how errors become
 //! messages and exit statuses.
 
+pub mod cli;
+
 use kmod_ipc::{Error, Key};
 use std::io::ErrorKind;
 use std::time::Duration;

@@ -4,108 +4,11 @@
 //! and waits for the answer on reply id 1024 + its pid.
 
 use clap::Parser;
-use kdstat::{parse_interval, parse_key, parse_timeout, with_newline, Failure, Timeout};
+use kdstat::cli::KdstatArgs as Args;
+use kdstat::{with_newline, Failure, Timeout};
 use kmod_ipc::{Client, Key, MsgType, DEFAULT_KEY};
 use std::io::{ErrorKind, Write};
 use std::time::Duration;
-
-const LONG_ABOUT: &str = "\
-Show the status of the running kerneld, or change its settings live.
-
-Without WORD, kdstat prints the status: version, pid, release delay,
-keep/debug flags and the job queue.  A WORD changes the daemon and then
-prints the status:
-
-  debug, nodebug    log every request (or stop doing so)
-  keep, nokeep      never unload modules automatically (or do again)
-  delay=N           unload unused modules after N seconds
-  flush             drop the requests waiting in the queue (their senders
-                    get an error; says how many)
-  policy            print the policy rules in force, with hit counters
-  mode=enforce      enforce the policy; mode=audit only logs would-denies
-  deny request|module PATTERN [if COND...]
-                    add a policy rule live (allow ... likewise; a locked
-                    policy takes only deny rules)
-  status            the status (the default)
-
-Settings changed this way last until kerneld restarts; to keep them, put
-them in kerneld's configuration file.  Any other word is passed to the
-daemon as it is, and its error is reported with exit status 1.";
-
-const AFTER_LONG_HELP: &str = "\
-JSON (--json): one document, with these stable fields:
-  version             string     kerneld version
-  pid                 integer    daemon pid
-  key                 string     queue key, e.g. \"0x6b65726e\"
-  uptime_seconds      number     seconds since the daemon started
-  delay               integer    release delay in seconds
-  keep, debug         boolean    the flags
-  jobs                array      requests in progress, each with
-      type (string), type_number (integer), text (string),
-      requester_pid (integer or null), age_seconds (number),
-      waiters (integer: requests merged into this one)
-  loaded_modules      array      modules kerneld loaded, each with
-      name (string), requested_as (string), dependencies (array of
-      strings), loaded_at (integer, unix seconds), idle_seconds (number
-      or null), unused_sweeps (integer)
-  next_sweep_seconds  number or null   until the next unload sweep
-  counters            object     requests (object: type name -> integer),
-      succeeded, failed, merged, expired, bad_messages (integers)
-  queue               object     messages, bytes, max_bytes (integers)
-  policy              object     the policy in force
-The document is printed as the daemon sent it, after checking it parses.
-
-Exit status:
-  0    success
-  1    kerneld answered with an error (e.g. an unknown word), or other failure
-  2    usage error
-  3    kerneld is not running (no message queue at the key)
-  4    permission denied on the queue (root is needed)
-  124  no reply within the timeout
-
-Examples:
-  kdstat                 print the status
-  kdstat delay=120       unload unused modules after two minutes
-  kdstat --json | jq .counters
-  kdstat --watch 1       refresh every second until Ctrl-C";
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "kdstat",
-    version,
-    about = "Show the status of the running kerneld, or change its settings live",
-    long_about = LONG_ABOUT,
-    after_long_help = AFTER_LONG_HELP
-)]
-struct Args {
-    /// status, debug, nodebug, keep, nokeep, delay=N, flush, policy,
-    /// mode=enforce|audit, or a rule (deny request net-pf-33)
-    #[arg(value_name = "WORD", conflicts_with_all = ["json", "watch"])]
-    word: Vec<String>,
-
-    /// Print the status as one JSON document (fields below, in --help)
-    #[arg(long)]
-    json: bool,
-
-    /// Refresh the status in place every SECONDS (default 2) until Ctrl-C
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        num_args = 0..=1,
-        default_missing_value = "2",
-        value_parser = parse_interval,
-        conflicts_with = "json"
-    )]
-    watch: Option<Duration>,
-
-    /// Queue key, hex (0x6b65726e) or decimal
-    #[arg(long, value_name = "KEY", env = "KERNELD_KEY", value_parser = parse_key)]
-    key: Option<Key>,
-
-    /// Seconds to wait for the answer (0: forever)
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_timeout)]
-    timeout: Timeout,
-}
 
 fn main() {
     let args = Args::parse();

@@ -1,0 +1,178 @@
+//! The command lines of kdstat and kdsend, here rather than in the binaries
+//! so that other tools (the completion generator in `xtask`) can build the
+//! same clap `Command`s.
+
+use crate::{parse_interval, parse_key, parse_timeout, Timeout};
+use clap::Parser;
+use kmod_ipc::{Key, MsgType};
+use std::ffi::OsString;
+use std::time::Duration;
+
+const KDSTAT_LONG_ABOUT: &str = "\
+Show the status of the running kerneld, or change its settings live.
+
+Without WORD, kdstat prints the status: version, pid, release delay,
+keep/debug flags and the job queue.  A WORD changes the daemon and then
+prints the status:
+
+  debug, nodebug    log every request (or stop doing so)
+  keep, nokeep      never unload modules automatically (or do again)
+  delay=N           unload unused modules after N seconds
+  flush             drop the requests waiting in the queue (their senders
+                    get an error; says how many)
+  policy            print the policy rules in force, with hit counters
+  mode=enforce      enforce the policy; mode=audit only logs would-denies
+  deny request|module PATTERN [if COND...]
+                    add a policy rule live (allow ... likewise; a locked
+                    policy takes only deny rules)
+  status            the status (the default)
+
+Settings changed this way last until kerneld restarts; to keep them, put
+them in kerneld's configuration file.  Any other word is passed to the
+daemon as it is, and its error is reported with exit status 1.";
+
+const KDSTAT_AFTER_LONG_HELP: &str = "\
+JSON (--json): one document, with these stable fields:
+  version             string     kerneld version
+  pid                 integer    daemon pid
+  key                 string     queue key, e.g. \"0x6b65726e\"
+  uptime_seconds      number     seconds since the daemon started
+  delay               integer    release delay in seconds
+  keep, debug         boolean    the flags
+  jobs                array      requests in progress, each with
+      type (string), type_number (integer), text (string),
+      requester_pid (integer or null), age_seconds (number),
+      waiters (integer: requests merged into this one)
+  loaded_modules      array      modules kerneld loaded, each with
+      name (string), requested_as (string), dependencies (array of
+      strings), loaded_at (integer, unix seconds), idle_seconds (number
+      or null), unused_sweeps (integer)
+  next_sweep_seconds  number or null   until the next unload sweep
+  counters            object     requests (object: type name -> integer),
+      succeeded, failed, merged, expired, bad_messages (integers)
+  queue               object     messages, bytes, max_bytes (integers)
+  policy              object     the policy in force
+The document is printed as the daemon sent it, after checking it parses.
+
+Exit status:
+  0    success
+  1    kerneld answered with an error (e.g. an unknown word), or other failure
+  2    usage error
+  3    kerneld is not running (no message queue at the key)
+  4    permission denied on the queue (root is needed)
+  124  no reply within the timeout
+
+Examples:
+  kdstat                 print the status
+  kdstat delay=120       unload unused modules after two minutes
+  kdstat --json | jq .counters
+  kdstat --watch 1       refresh every second until Ctrl-C";
+
+/// kdstat's command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kdstat",
+    version,
+    about = "Show the status of the running kerneld, or change its settings live",
+    long_about = KDSTAT_LONG_ABOUT,
+    after_long_help = KDSTAT_AFTER_LONG_HELP
+)]
+pub struct KdstatArgs {
+    /// status, debug, nodebug, keep, nokeep, delay=N, flush, policy,
+    /// mode=enforce|audit, or a rule (deny request net-pf-33)
+    #[arg(value_name = "WORD", conflicts_with_all = ["json", "watch"])]
+    pub word: Vec<String>,
+
+    /// Print the status as one JSON document (fields below, in --help)
+    #[arg(long)]
+    pub json: bool,
+
+    /// Refresh the status in place every SECONDS (default 2) until Ctrl-C
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        num_args = 0..=1,
+        default_missing_value = "2",
+        value_parser = parse_interval,
+        conflicts_with = "json"
+    )]
+    pub watch: Option<Duration>,
+
+    /// Queue key, hex (0x6b65726e) or decimal
+    #[arg(long, value_name = "KEY", env = "KERNELD_KEY", value_parser = parse_key)]
+    pub key: Option<Key>,
+
+    /// Seconds to wait for the answer (0: forever)
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_timeout)]
+    pub timeout: Timeout,
+}
+
+const KDSEND_AFTER_LONG_HELP: &str = "\
+TYPE is a number or a name:
+  1 system           2 request_module (request)   3 release_module (release)
+  4 delayed_release  5 cancel_release             6 request_route (route)
+  7 screenblanker    8 pnp                        255 status (debug)
+  256 arp (kerneld never receives types above 255)
+
+Without -r the message carries id 0, as a kernel request that wants no
+answer, and kdsend returns as soon as it is queued.  With -r it carries
+reply id 1024 + kdsend's pid; kdsend waits for the answer and prints
+`status N` and then the answer's text.
+
+Exit status: 0 sent (and, with -r, answered, whatever the status), 1 other
+failure, 2 usage error, 3 kerneld is not running, 4 permission denied
+(root is needed), 124 no reply within the timeout.
+
+Examples:
+  kdsend 2 ppp             ask kerneld to load the module for \"ppp\"
+  kdsend 4 ppp             ask for ppp to be unloaded after the delay
+  kdsend -r 255 status     what kdstat does: print the status
+  kdsend -r request_module char-major-108";
+
+/// kdsend's command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kdsend",
+    version,
+    about = "Send a kerneld message as the kernel would, and optionally wait for the reply",
+    after_long_help = KDSEND_AFTER_LONG_HELP
+)]
+pub struct KdsendArgs {
+    /// Wait for the reply and print its status and text
+    #[arg(short = 'r', long = "reply")]
+    pub reply: bool,
+
+    /// Message type: a number or a name (list in --help)
+    #[arg(value_name = "TYPE", value_parser = parse_type)]
+    pub mtype: MsgType,
+
+    /// Message text (a module name, a word, a command)
+    #[arg(value_name = "MESSAGE")]
+    pub message: Option<OsString>,
+
+    /// Send the 1995 header (type, id, text) without version and pid
+    #[arg(long)]
+    pub old_header: bool,
+
+    /// Queue key, hex (0x6b65726e) or decimal
+    #[arg(long, value_name = "KEY", env = "KERNELD_KEY", value_parser = parse_key)]
+    pub key: Option<Key>,
+
+    /// Seconds to wait for the reply with -r (0: forever)
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = parse_timeout)]
+    pub timeout: Timeout,
+}
+
+/// Clap parser for kdsend's TYPE: a number from 1, or a name.
+pub fn parse_type(s: &str) -> Result<MsgType, String> {
+    match MsgType::parse(s) {
+        // msgsnd refuses types below 1.
+        Some(t) if t.number() >= 1 => Ok(t),
+        Some(_) => Err("message types start at 1".into()),
+        None => Err(format!(
+            "unknown message type {s:?}: give a number or one of system, request_module, \
+             release_module, delayed_release, cancel_release, request_route, screenblanker, \
+             pnp, status, arp"
+        )),
+    }
+}

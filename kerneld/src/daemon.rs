@@ -71,6 +71,20 @@ impl Outcome {
     }
 }
 
+/// One request_module answered, for `kdstat` (the last [`RECENT_MAX`]).
+#[derive(Debug, Clone)]
+pub struct Recent {
+    pub name: String,
+    pub requester: Option<Requester>,
+    pub status: i64,
+    pub text: String,
+    pub at: Instant,
+    pub millis: f64,
+}
+
+/// How many answered requests the status keeps.
+pub const RECENT_MAX: usize = 32;
+
 #[derive(Debug)]
 struct Timers {
     next_sweep: Instant,
@@ -96,6 +110,7 @@ pub struct Daemon {
     config: RwLock<Arc<Config>>,
     policy: RwLock<Policy>,
     jobs: Mutex<JobTable>,
+    recent: Mutex<std::collections::VecDeque<Recent>>,
     record: Mutex<Record>,
     negcache: Mutex<NegativeCache>,
     pub counters: Counters,
@@ -135,6 +150,7 @@ impl Daemon {
             programs: Programs::new(&cfg),
             config: RwLock::new(cfg),
             jobs: Mutex::new(JobTable::default()),
+            recent: Mutex::new(std::collections::VecDeque::new()),
             record: Mutex::new(p.record),
             counters: Counters::default(),
             contexts: Contexts::new(p.factory),
@@ -481,7 +497,9 @@ impl Daemon {
             if let Some((status, text)) = nc.lookup(name, t0) {
                 self.counters.cached.fetch_add(1, Ordering::Relaxed);
                 log::debug(&format!("request_module{who_text}: {text}"));
-                return Outcome { status, text };
+                let o = Outcome { status, text };
+                self.remember(name, who, &o, t0);
+                return o;
             }
         }
         let policy = self.policy.read().unwrap().clone();
@@ -580,6 +598,7 @@ impl Daemon {
             Err(e) => Outcome::fail(format!("{name}: cannot use libkmod: {e}")),
         };
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
+        self.remember(name, who, &outcome, t0);
         let line = format!("request_module{who_text}: {} ({ms:.1} ms)", outcome.text);
         if outcome.status == 0 {
             self.negcache.lock().unwrap().succeeded(name);
@@ -589,6 +608,21 @@ impl Daemon {
             log::warn(&line);
             keep_failure(outcome)
         }
+    }
+
+    fn remember(&self, name: &str, who: Option<&Requester>, o: &Outcome, t0: Instant) {
+        let mut recent = self.recent.lock().unwrap();
+        if recent.len() >= RECENT_MAX {
+            recent.pop_front();
+        }
+        recent.push_back(Recent {
+            name: name.to_string(),
+            requester: who.cloned(),
+            status: o.status,
+            text: o.text.clone(),
+            at: t0,
+            millis: t0.elapsed().as_secs_f64() * 1000.0,
+        });
     }
 
     /// Type 3: unload now, never forced, with the recorded dependencies
@@ -832,6 +866,9 @@ impl Daemon {
     // Accessors for status.rs.
     pub(crate) fn jobs_snapshot(&self) -> Vec<crate::jobs::Job> {
         self.jobs.lock().unwrap().jobs().cloned().collect()
+    }
+    pub(crate) fn recent_snapshot(&self) -> Vec<Recent> {
+        self.recent.lock().unwrap().iter().cloned().collect()
     }
     pub(crate) fn record_snapshot(&self) -> BTreeMap<String, crate::record::Entry> {
         self.record.lock().unwrap().modules.clone()

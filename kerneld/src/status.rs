@@ -100,6 +100,23 @@ pub fn text(d: &Daemon) -> String {
             out.push_str(")\n");
         }
     }
+    let recent = d.recent_snapshot();
+    if !recent.is_empty() {
+        out.push_str("recent requests:\n");
+        for r in recent.iter().rev().take(10) {
+            let _ = writeln!(
+                out,
+                "  {:>4.0} s ago  {}{}: status {}, {}",
+                r.at.elapsed().as_secs_f64(),
+                r.name,
+                r.requester
+                    .as_ref()
+                    .map_or(String::new(), |q| format!(" from {}", q.describe())),
+                r.status,
+                r.text
+            );
+        }
+    }
     let c = &d.counters;
     let reqs = c.requests.lock().unwrap();
     let by_type: Vec<String> = reqs.iter().map(|(k, v)| format!("{k} {v}")).collect();
@@ -173,6 +190,20 @@ pub fn json(d: &Daemon) -> Value {
             })
         })
         .collect();
+    let recent: Vec<Value> = d
+        .recent_snapshot()
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.name,
+                "requester": r.requester.as_ref().map(|q| q.to_json()),
+                "status": r.status,
+                "text": r.text,
+                "age_seconds": r.at.elapsed().as_secs_f64(),
+                "duration_ms": r.millis,
+            })
+        })
+        .collect();
     let c = &d.counters;
     let q = d.queue();
     let queue = match q.stat() {
@@ -198,6 +229,7 @@ pub fn json(d: &Daemon) -> Value {
         "workers": d.workers(),
         "jobs": jobs,
         "loaded_modules": modules,
+        "recent_requests": recent,
         "next_sweep_seconds": d.next_sweep_in(),
         "counters": {
             "requests": *c.requests.lock().unwrap(),

@@ -426,11 +426,12 @@ impl Daemon {
             requester,
             arrived: Instant::now(),
         };
+        let identity = self.identity_key(waiter.requester.as_ref());
         let new = self
             .jobs
             .lock()
             .unwrap()
-            .join_or_create(kind, &text, waiter);
+            .join_or_create(kind, &text, &identity, waiter);
         match new {
             Some(id) => {
                 let d = Arc::clone(self);
@@ -483,6 +484,21 @@ impl Daemon {
         }
     }
 
+    /// When rules look at the requester, requests (and remembered answers)
+    /// of different requesters must be kept apart; else all are one.
+    fn identity_key(&self, who: Option<&Requester>) -> String {
+        if !self.policy.read().unwrap().needs_requester() {
+            return String::new();
+        }
+        match who {
+            Some(r) => format!(
+                "uid={} gid={} comm={} cgroup={}",
+                r.uid, r.gid, r.comm, r.cgroup
+            ),
+            None => "unknown".into(),
+        }
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config.read().unwrap().clone()
     }
@@ -491,10 +507,16 @@ impl Daemon {
     pub fn request_module(&self, name: &str, who: Option<&Requester>) -> Outcome {
         let t0 = Instant::now();
         let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
+        let identity = self.identity_key(who);
+        let cache_key = if identity.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} for {identity}")
+        };
         {
             let mut nc = self.negcache.lock().unwrap();
             nc.check_fingerprint((self.fingerprint)());
-            if let Some((status, text)) = nc.lookup(name, t0) {
+            if let Some((status, text)) = nc.lookup(&cache_key, t0) {
                 self.counters.cached.fetch_add(1, Ordering::Relaxed);
                 log::debug(&format!("request_module{who_text}: {text}"));
                 let o = Outcome { status, text };
@@ -507,7 +529,7 @@ impl Daemon {
             self.negcache
                 .lock()
                 .unwrap()
-                .insert(name, o.status, &o.text, Instant::now());
+                .insert(&cache_key, o.status, &o.text, Instant::now());
             o
         };
         let result = self.contexts.with(|sys| {
@@ -601,7 +623,7 @@ impl Daemon {
         self.remember(name, who, &outcome, t0);
         let line = format!("request_module{who_text}: {} ({ms:.1} ms)", outcome.text);
         if outcome.status == 0 {
-            self.negcache.lock().unwrap().succeeded(name);
+            self.negcache.lock().unwrap().succeeded(&cache_key);
             log::info(&line);
             outcome
         } else {
@@ -890,5 +912,118 @@ impl Daemon {
     }
     pub fn tracer(&self) -> Option<&Tracer> {
         self.tracer.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::{FakeKernel, SharedFake};
+    use kmod_ipc::{Client, Key};
+
+    /// A daemon on a private queue over the fake kernel.
+    fn daemon(fake: SharedFake, key: i32) -> (Arc<Daemon>, Queue) {
+        let queue = Queue::create_unchecked(Key(key), 0o600).unwrap();
+        let f = fake.clone();
+        let d = Daemon::new(Parts {
+            settings: Settings {
+                delay: 60,
+                keep: false,
+                debug: false,
+            },
+            config: Config::default(),
+            queue: queue.clone(),
+            filter: TypeFilter::UpTo(255),
+            factory: Box::new(move || {
+                Ok(Box::new(f.clone()) as Box<dyn crate::kmod::ModuleSystem + Send>)
+            }),
+            record: Record::in_memory(),
+            fingerprint: Box::new(|| 0),
+            tracer: None,
+        });
+        (d, queue)
+    }
+
+    fn test_key(n: i32) -> i32 {
+        0x4b00_0000 | ((std::process::id() as i32 & 0xfff) << 8) | n
+    }
+
+    #[test]
+    fn identical_requests_share_one_load_and_all_are_answered() {
+        let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        k.load_time = Duration::from_millis(300);
+        let fake = k.shared();
+        let (d, queue) = daemon(fake.clone(), test_key(1));
+        for i in 0..5 {
+            let m = Message::request(
+                MsgType::RequestModule,
+                5000 + i,
+                Header::Old,
+                "rtnl-link-dummy",
+            );
+            let body = m.encode_body(1024).unwrap();
+            d.handle(m.mtype, &body);
+        }
+        let client = Client::connect(Key(test_key(1))).unwrap();
+        for i in 0..5 {
+            let r = client
+                .wait_reply(5000 + i, Some(Duration::from_secs(10)))
+                .unwrap();
+            assert_eq!(r.status, 0, "{}", r.text_lossy());
+            assert!(
+                r.text_lossy().contains("loaded dummy"),
+                "{}",
+                r.text_lossy()
+            );
+        }
+        assert_eq!(fake.0.lock().unwrap().loads, ["rtnl-link-dummy"]);
+        assert_eq!(d.counters.merged.load(Ordering::Relaxed), 4);
+        queue.remove().unwrap();
+    }
+
+    #[test]
+    fn loaded_modules_expire_after_two_idle_sweeps_unless_keep() {
+        let k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        let fake = k.shared();
+        let (d, queue) = daemon(fake.clone(), test_key(2));
+        assert_eq!(d.request_module("rtnl-link-dummy", None).status, 0);
+        d.control("keep");
+        assert!(d.sweep().removed.is_empty());
+        assert!(d.sweep().removed.is_empty());
+        d.control("nokeep");
+        assert!(d.sweep().removed.is_empty(), "second chance");
+        assert_eq!(d.sweep().removed, ["dummy"]);
+        assert_eq!(d.counters.expired.load(Ordering::Relaxed), 1);
+        queue.remove().unwrap();
+    }
+
+    #[test]
+    fn denied_results_are_not_shared_between_requesters() {
+        let k = FakeKernel::with_tree(&[("can", &[])]).alias("net-pf-29", "can");
+        let fake = k.shared();
+        let (d, queue) = daemon(fake, test_key(3));
+        d.control("deny request net-pf-29 if uid!=0");
+        let user = Requester {
+            pid: 10,
+            uid: 1000,
+            gid: 1000,
+            comm: "sh".into(),
+            ..Requester::default()
+        };
+        let root = Requester {
+            pid: 11,
+            comm: "sh".into(),
+            ..Requester::default()
+        };
+        let o = d.request_module("net-pf-29", Some(&user));
+        assert_eq!(o.status, 1);
+        assert!(o.text.contains("denied by policy"), "{}", o.text);
+        let o = d.request_module("net-pf-29", Some(&root));
+        assert_eq!(
+            o.status, 0,
+            "root must not get the user's cached denial: {}",
+            o.text
+        );
+        queue.remove().unwrap();
     }
 }

@@ -29,21 +29,31 @@ pub struct Job {
     pub started: Instant,
     /// Thread id of the worker on it (the "pid" of the classic status).
     pub worker: Option<i32>,
+    /// Who it is for, when the policy depends on the requester: requests
+    /// from different requesters are then not merged.
+    pub identity: String,
 }
 
 /// All jobs in progress.
 #[derive(Debug, Default)]
 pub struct JobTable {
     next_id: u64,
-    by_key: HashMap<(i64, Vec<u8>), u64>,
+    by_key: HashMap<(i64, Vec<u8>, String), u64>,
     jobs: BTreeMap<u64, Job>,
 }
 
 impl JobTable {
-    /// Join an identical job, or start a new one.  Returns the new job's id
-    /// when the caller must start the action, `None` when merged.
-    pub fn join_or_create(&mut self, kind: MsgType, text: &[u8], waiter: Waiter) -> Option<u64> {
-        let key = (kind.number(), text.to_vec());
+    /// Join an identical job (same type, text and identity), or start a
+    /// new one.  Returns the new job's id when the caller must start the
+    /// action, `None` when merged.
+    pub fn join_or_create(
+        &mut self,
+        kind: MsgType,
+        text: &[u8],
+        identity: &str,
+        waiter: Waiter,
+    ) -> Option<u64> {
+        let key = (kind.number(), text.to_vec(), identity.to_string());
         if let Some(id) = self.by_key.get(&key) {
             if let Some(job) = self.jobs.get_mut(id) {
                 job.waiters.push(waiter);
@@ -62,6 +72,7 @@ impl JobTable {
                 waiters: vec![waiter],
                 started: Instant::now(),
                 worker: None,
+                identity: identity.to_string(),
             },
         );
         Some(id)
@@ -78,7 +89,8 @@ impl JobTable {
     pub fn finish(&mut self, id: u64) -> Vec<Waiter> {
         match self.jobs.remove(&id) {
             Some(job) => {
-                self.by_key.remove(&(job.kind.number(), job.text));
+                self.by_key
+                    .remove(&(job.kind.number(), job.text, job.identity));
                 job.waiters
             }
             None => Vec::new(),
@@ -120,23 +132,28 @@ mod tests {
     fn identical_requests_merge_until_finished() {
         let mut t = JobTable::default();
         let id = t
-            .join_or_create(MsgType::RequestModule, b"dummy", waiter(1))
+            .join_or_create(MsgType::RequestModule, b"dummy", "", waiter(1))
             .unwrap();
         assert_eq!(
-            t.join_or_create(MsgType::RequestModule, b"dummy", waiter(2)),
+            t.join_or_create(MsgType::RequestModule, b"dummy", "", waiter(2)),
             None
         );
         assert!(t
-            .join_or_create(MsgType::RequestModule, b"bridge", waiter(3))
+            .join_or_create(MsgType::RequestModule, b"bridge", "", waiter(3))
             .is_some());
         assert!(t
-            .join_or_create(MsgType::ReleaseModule, b"dummy", waiter(4))
+            .join_or_create(MsgType::ReleaseModule, b"dummy", "", waiter(4))
             .is_some());
         let w = t.finish(id);
         assert_eq!(w.iter().map(|w| w.request.id).collect::<Vec<_>>(), [1, 2]);
         assert!(t
-            .join_or_create(MsgType::RequestModule, b"dummy", waiter(5))
+            .join_or_create(MsgType::RequestModule, b"dummy", "", waiter(5))
             .is_some());
         assert_eq!(t.len(), 3);
+        assert!(
+            t.join_or_create(MsgType::RequestModule, b"dummy", "uid=1000", waiter(6))
+                .is_some(),
+            "another requester's request is its own action"
+        );
     }
 }

@@ -28,6 +28,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+/// How long a reply waits for room on a full queue before it is dropped
+/// (its sender has long given up by then).
+pub const REPLY_PATIENCE: Duration = Duration::from_secs(60);
+
+fn queue_full(e: &IpcError) -> bool {
+    matches!(e, IpcError::Sys { source, .. } if source.raw_os_error() == Some(libc::EAGAIN))
+}
+
 /// Settings that kdstat can change live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settings {
@@ -121,7 +129,8 @@ pub struct Daemon {
     filter: TypeFilter,
     timers: Mutex<Timers>,
     timer_cv: Condvar,
-    stopping: AtomicBool,
+    /// Shared with replies still waiting for room on the queue.
+    stopping: Arc<AtomicBool>,
     started: Instant,
     started_at: SystemTime,
     programs: Programs,
@@ -161,7 +170,7 @@ impl Daemon {
                 delayed: HashMap::new(),
             }),
             timer_cv: Condvar::new(),
-            stopping: AtomicBool::new(false),
+            stopping: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             started_at: SystemTime::now(),
             fingerprint: p.fingerprint,
@@ -401,18 +410,59 @@ impl Daemon {
     }
 
     /// Send the answer to `req` if it wants one, in parts if long.
+    ///
+    /// Never blocks: when the queue is full (of requests only kerneld can
+    /// take off it), a blocking send here would stop the receiver for
+    /// good.  What does not fit now is handed to a worker that retries
+    /// until there is room, kerneld stops, or [`REPLY_PATIENCE`] passes.
     pub fn reply(&self, req: &Message, status: i64, text: &[u8]) {
         if req.id <= MAX_DAEMON_TYPE {
             return;
         }
         let q = self.queue();
         let part_max = q.text_max(req.header);
-        for part in req.reply_parts(status, std::process::id(), text, part_max) {
-            if let Err(e) = q.send(&part, usize::MAX, false) {
-                log::error(&format!("cannot send reply to id {}: {e}", req.id));
-                return;
+        let mut parts = req
+            .reply_parts(status, std::process::id(), text, part_max)
+            .into_iter()
+            .peekable();
+        while let Some(part) = parts.peek() {
+            match q.send(part, usize::MAX, true) {
+                Ok(()) => {
+                    parts.next();
+                }
+                Err(e) if queue_full(&e) => break,
+                Err(e) => {
+                    log::error(&format!("cannot send reply to id {}: {e}", req.id));
+                    return;
+                }
             }
         }
+        let rest: Vec<Message> = parts.collect();
+        if rest.is_empty() {
+            return;
+        }
+        let (id, stopping) = (req.id, Arc::clone(&self.stopping));
+        self.pool.execute(move || {
+            let give_up = Instant::now() + REPLY_PATIENCE;
+            for part in &rest {
+                loop {
+                    match q.send(part, usize::MAX, true) {
+                        Ok(()) => break,
+                        Err(e)
+                            if queue_full(&e)
+                                && !stopping.load(Ordering::SeqCst)
+                                && Instant::now() < give_up =>
+                        {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        Err(e) => {
+                            log::error(&format!("cannot send reply to id {id}: {e}"));
+                            return;
+                        }
+                    }
+                }
+            }
+        });
     }
 
     // ---------------------------------------------------------------

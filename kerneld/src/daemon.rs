@@ -636,6 +636,7 @@ impl Daemon {
                     if !out.inserted.is_empty() {
                         let mut rec = self.record.lock().unwrap();
                         rec.add(name, &res.candidates, &out.inserted);
+                        rec.note_own_links(&out.inserted, &sys.links());
                         if let Err(e) = rec.save() {
                             log::error(&format!("cannot save the record of loaded modules: {e}"));
                         }

@@ -19,8 +19,8 @@ pub struct FakeKernel {
     pub loads: Vec<String>,
     /// How long a load takes.
     pub load_time: Duration,
-    /// Network link kinds that exist.
-    pub links: std::collections::HashSet<String>,
+    /// Network links that exist, as (ifindex, kind).
+    pub links: Vec<(i32, String)>,
 }
 
 impl FakeKernel {
@@ -131,7 +131,7 @@ impl ModuleSystem for FakeKernel {
         }
     }
 
-    fn link_kinds(&self) -> std::collections::HashSet<String> {
+    fn links(&self) -> Vec<(i32, String)> {
         self.links.clone()
     }
 }
@@ -160,7 +160,7 @@ impl ModuleSystem for SharedFake {
     fn usage(&self, module: &str) -> Usage {
         self.0.lock().unwrap().usage(module)
     }
-    fn link_kinds(&self) -> std::collections::HashSet<String> {
+    fn links(&self) -> Vec<(i32, String)> {
         self.0.lock().unwrap().links.clone()
     }
 }

@@ -90,9 +90,10 @@ pub trait ModuleSystem {
     fn remove(&mut self, module: &str) -> Result<(), i32>;
     /// The module's state in the kernel.
     fn usage(&self, module: &str) -> Usage;
-    /// Kinds of the network links that exist (see `links.rs`).
-    fn link_kinds(&self) -> std::collections::HashSet<String> {
-        crate::links::link_kinds()
+    /// The network links that have a kind, as (ifindex, kind) (see
+    /// `links.rs`).
+    fn links(&self) -> Vec<(i32, String)> {
+        crate::links::links()
     }
 }
 

@@ -6,9 +6,10 @@
 //! the kernel which link kinds exist (an RTM_GETLINK dump, reading
 //! IFLA_LINKINFO/IFLA_INFO_KIND) and treats a module requested as
 //! `rtnl-link-KIND`, or named KIND, as in use while such a link exists.
-//! Only kerneld's own network namespace is seen.
-
-use std::collections::HashSet;
+//! Links the module made itself while loading (`dummy0`, `ifb0`, `bond0`:
+//! drivers create `numdummies`/`numifbs`/`max_bonds` of them at init) are
+//! noted at load time and do not count: otherwise such a module could never
+//! expire.  Only kerneld's own network namespace is seen.
 
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWLINK: u16 = 16;
@@ -39,10 +40,11 @@ fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-/// The kinds of the links in this network namespace (`dummy`, `bridge`,
-/// `vxlan`, ...); empty if netlink cannot be used.
-pub fn link_kinds() -> HashSet<String> {
-    let mut kinds = HashSet::new();
+/// The links of this network namespace that have a kind (`dummy`,
+/// `bridge`, `vxlan`, ...), as (ifindex, kind); empty if netlink cannot be
+/// used.
+pub fn links() -> Vec<(i32, String)> {
+    let mut kinds = Vec::new();
     // SAFETY: plain socket calls on an fd we own and close.
     unsafe {
         let fd = libc::socket(
@@ -82,12 +84,14 @@ pub fn link_kinds() -> HashSet<String> {
                     break 'outer;
                 }
                 if ty == RTM_NEWLINK && len >= 32 {
+                    // ifinfomsg: family, pad, type (u16), index (i32), ...
+                    let index = i32::from_ne_bytes(msgs[20..24].try_into().unwrap());
                     for (t, p) in attrs(&msgs[32..len]) {
                         if t == IFLA_LINKINFO {
                             for (it, ip) in attrs(p) {
                                 if it == IFLA_INFO_KIND {
                                     let kind = ip.split(|&b| b == 0).next().unwrap_or(&[]);
-                                    kinds.insert(String::from_utf8_lossy(kind).into_owned());
+                                    kinds.push((index, String::from_utf8_lossy(kind).into_owned()));
                                 }
                             }
                         }
@@ -101,11 +105,24 @@ pub fn link_kinds() -> HashSet<String> {
     kinds
 }
 
-/// Whether a module, recorded as requested by `requested_as`, serves a
-/// link kind that exists.
-pub fn serves_live_link(module: &str, requested_as: &str, kinds: &HashSet<String>) -> bool {
-    let kind = requested_as.strip_prefix("rtnl-link-").unwrap_or(module);
-    kinds.contains(kind) || kinds.contains(&module.replace('_', "-"))
+/// Whether a module, recorded as requested by `requested_as`, serves links
+/// of `kind`.
+pub fn serves_kind(module: &str, requested_as: &str, kind: &str) -> bool {
+    let served = requested_as.strip_prefix("rtnl-link-").unwrap_or(module);
+    kind == served || kind == module.replace('_', "-")
+}
+
+/// Whether a module serves a link that exists, other than the links in
+/// `own` (those it made itself while loading).
+pub fn serves_live_link(
+    module: &str,
+    requested_as: &str,
+    links: &[(i32, String)],
+    own: &[i32],
+) -> bool {
+    links
+        .iter()
+        .any(|(i, k)| !own.contains(i) && serves_kind(module, requested_as, k))
 }
 
 #[cfg(test)]
@@ -129,17 +146,18 @@ mod tests {
     #[test]
     fn dump_of_this_namespace_works() {
         // The loopback link has no kind; the call must simply not fail.
-        let kinds = link_kinds();
-        assert!(!kinds.contains(""));
+        assert!(!links().iter().any(|(_, k)| k.is_empty()));
     }
 
     #[test]
     fn modules_match_their_link_kind() {
-        let kinds: HashSet<String> = ["dummy".to_string(), "bridge".to_string()].into();
-        assert!(serves_live_link("dummy", "rtnl-link-dummy", &kinds));
-        assert!(serves_live_link("bridge", "bridge", &kinds));
-        assert!(!serves_live_link("vxlan", "rtnl-link-vxlan", &kinds));
+        let links = vec![(5, "dummy".to_string()), (6, "bridge".to_string())];
+        assert!(serves_live_link("dummy", "rtnl-link-dummy", &links, &[]));
+        assert!(serves_live_link("bridge", "bridge", &links, &[]));
+        assert!(!serves_live_link("vxlan", "rtnl-link-vxlan", &links, &[]));
         // Dependencies loaded for a bridge stay while the bridge exists.
-        assert!(serves_live_link("stp", "rtnl-link-bridge", &kinds));
+        assert!(serves_live_link("stp", "rtnl-link-bridge", &links, &[]));
+        // dummy0, made by the module's own init, does not hold it.
+        assert!(!serves_live_link("dummy", "rtnl-link-dummy", &links, &[5]));
     }
 }

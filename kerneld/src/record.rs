@@ -13,7 +13,7 @@
 //! load are never touched.
 
 use crate::kmod::{ModuleSystem, Usage};
-use crate::links::serves_live_link;
+use crate::links::{serves_kind, serves_live_link};
 use crate::policy::glob;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -34,6 +34,10 @@ pub struct Entry {
     /// When a sweep first found it unused (not persisted).
     #[serde(skip)]
     pub idle_since: Option<Instant>,
+    /// Links (ifindex) the module made itself while loading (`dummy0`);
+    /// they do not keep it in use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub own_links: Vec<i32>,
 }
 
 /// What one sweep or release did.
@@ -134,8 +138,24 @@ impl Record {
                     loaded_at: at,
                     unused_sweeps: 0,
                     idle_since: None,
+                    own_links: Vec::new(),
                 },
             );
+        }
+    }
+
+    /// Right after loading `inserted` (before the requester, still waiting
+    /// for the answer, can create its link): the links that exist now and
+    /// that they serve are their own, made by their init.
+    pub fn note_own_links(&mut self, inserted: &[String], links: &[(i32, String)]) {
+        for m in inserted {
+            if let Some(e) = self.modules.get_mut(&norm(m)) {
+                e.own_links = links
+                    .iter()
+                    .filter(|(_, k)| serves_kind(m, &e.requested_as, k))
+                    .map(|(i, _)| *i)
+                    .collect();
+            }
         }
     }
 
@@ -148,7 +168,7 @@ impl Record {
     /// (unless kept), forget modules that are gone.
     pub fn sweep(&mut self, sys: &mut dyn ModuleSystem, keep: &[String]) -> Removal {
         let now = Instant::now();
-        let kinds = sys.link_kinds();
+        let links = sys.links();
         let names: Vec<String> = self.modules.keys().cloned().collect();
         let mut due = Vec::new();
         for name in names {
@@ -160,7 +180,9 @@ impl Record {
                 Usage::NotLoaded | Usage::Builtin => {
                     self.modules.remove(&name);
                 }
-                u if u.is_unused() && !serves_live_link(&name, &e.requested_as, &kinds) => {
+                u if u.is_unused()
+                    && !serves_live_link(&name, &e.requested_as, &links, &e.own_links) =>
+                {
                     e.unused_sweeps += 1;
                     e.idle_since.get_or_insert(now);
                     if e.unused_sweeps >= 2 && !is_kept(&name, keep) {
@@ -292,13 +314,18 @@ mod tests {
     fn a_module_serving_a_live_link_stays() {
         let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
         k.load("rtnl-link-dummy").unwrap();
-        k.links.insert("dummy".into());
+        // dummy0, made by the module's init, exists when the load returns.
+        k.links.push((2, "dummy".into()));
         let mut r = Record::in_memory();
         r.add("rtnl-link-dummy", &s(&["dummy"]), &s(&["dummy"]));
+        r.note_own_links(&s(&["dummy"]), &k.links.clone());
+        assert_eq!(r.modules["dummy"].own_links, [2]);
+        // The user's d0 comes after.
+        k.links.push((3, "dummy".into()));
         for _ in 0..3 {
             assert!(r.sweep(&mut k, &[]).removed.is_empty());
         }
-        k.links.clear();
+        k.links.retain(|(i, _)| *i != 3);
         r.sweep(&mut k, &[]);
         assert_eq!(r.sweep(&mut k, &[]).removed, ["dummy"]);
     }

@@ -1,0 +1,64 @@
+//! Fuzz the daemon's request handling: any message type and body given to
+//! `Daemon::handle`, over the fake kernel (tests never load real modules),
+//! must be answered or refused without a panic, and leave the daemon
+//! answering status requests.
+#![no_main]
+
+use kerneld::config::Config;
+use kerneld::daemon::{Daemon, Parts, Settings};
+use kerneld::fake::FakeKernel;
+use kerneld::kmod::ModuleSystem;
+use kerneld::record::Record;
+use kmod_ipc::{Key, Queue, TypeFilter};
+use libfuzzer_sys::fuzz_target;
+use std::sync::{Arc, OnceLock};
+
+static DAEMON: OnceLock<(Arc<Daemon>, Queue)> = OnceLock::new();
+
+extern "C" fn remove_queue() {
+    if let Some((_, q)) = DAEMON.get() {
+        let _ = q.remove();
+    }
+}
+
+fn daemon() -> &'static (Arc<Daemon>, Queue) {
+    DAEMON.get_or_init(|| {
+        let key = Key(0x4600_0000 | (std::process::id() as i32 & 0x00ff_ffff));
+        let queue = Queue::create_unchecked(key, 0o600).expect("private queue");
+        // SAFETY: registering a plain extern "C" function.
+        unsafe {
+            libc::atexit(remove_queue);
+        }
+        let fake = FakeKernel::with_tree(&[("dummy", &[]), ("bridge", &["stp", "llc"]), ("stp", &["llc"]), ("llc", &[])])
+            .alias("rtnl-link-dummy", "dummy")
+            .alias("rtnl-link-bridge", "bridge")
+            .shared();
+        let d = Daemon::new(Parts {
+            settings: Settings { delay: 60, keep: false, debug: false },
+            config: Config::default(),
+            queue: queue.clone(),
+            filter: TypeFilter::UpTo(255),
+            factory: Box::new(move || Ok(Box::new(fake.clone()) as Box<dyn ModuleSystem + Send>)),
+            record: Record::in_memory(),
+            fingerprint: Box::new(|| 0),
+            tracer: None,
+        });
+        (d, queue)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let (d, q) = daemon();
+    let (mtype, body) = match data.split_first() {
+        // The first byte picks the type, so every type is reached often.
+        Some((&t, rest)) => (i64::from(t) + if t == 0 { 256 } else { 0 }, rest),
+        None => (2, data),
+    };
+    d.handle(mtype, body);
+    // Keep the queue from filling with replies nobody reads.
+    while let Ok(Some(_)) = q.recv_raw(TypeFilter::Any, true) {}
+    // The daemon still answers its status.
+    let status = d.control("");
+    assert_eq!(status.status, 0);
+    assert!(status.text.starts_with("Version "));
+});

@@ -590,9 +590,13 @@ impl Daemon {
             if res.candidates.is_empty() {
                 return Outcome::fail(format!("{name}: not found"));
             }
+            // Each module once: to_insert repeats the candidates (last).
             let mut closure = res.candidates.clone();
-            closure.extend(res.to_insert.iter().cloned());
-            closure.dedup();
+            for m in &res.to_insert {
+                if !closure.contains(m) {
+                    closure.push(m.clone());
+                }
+            }
             let d = policy.decide(name, &closure, who);
             let verdict = if d.would_deny {
                 "would deny (audit mode)"

@@ -1,0 +1,342 @@
+//! Policy and hardening of the real kerneld: allow/deny rules on requested
+//! names and on every module a request would load (the Debian 6.12 tree
+//! gives real dependencies), audit mode, the negative cache and rate
+//! limit, the lock, and configuration errors.
+//!
+//! Needs the binaries (`cargo build --workspace --bins`) and the Debian
+//! module tree (tests/vm/fetch-kernel.sh).
+
+use kerneld_tests::daemon::{host_has_module_support, Kerneld, LIMIT};
+use kerneld_tests::fake::{bin, run, TempDir};
+use kmod_ipc::{MsgType, Reply};
+use std::process::Command;
+
+fn text(r: &Reply) -> String {
+    r.text_lossy()
+}
+
+fn with_policy(config: &str) -> Kerneld {
+    Kerneld::builder().debian_tree().config(config).start()
+}
+
+fn request(k: &Kerneld, name: &str) -> Reply {
+    k.request(MsgType::RequestModule, name)
+}
+
+/// `name` was refused by `rule` (as shown, with its origin).
+fn assert_denied(k: &Kerneld, name: &str, rule: &str) {
+    let r = request(k, name);
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_eq!(text(&r), format!("{name}: denied by policy: {rule}"));
+}
+
+/// `name` went ahead to loading `module`: on this host that fails with
+/// ENOSYS; a kernel that loads modules may also succeed.
+fn assert_attempted(k: &Kerneld, name: &str, module: &str) {
+    let r = request(k, name);
+    let t = text(&r);
+    assert!(!t.contains("denied"), "{name}: {r:?}");
+    if host_has_module_support() {
+        assert!(
+            r.status == 0 || t.contains(&format!("could not insert {module}")),
+            "{r:?}"
+        );
+    } else {
+        assert_eq!(r.status, 1, "{r:?}");
+        assert!(
+            t.starts_with(&format!("{name}: could not insert {module}: ")),
+            "{r:?}"
+        );
+        assert!(t.contains("no loadable module support"), "{r:?}");
+    }
+}
+
+fn origin(k: &Kerneld, line: usize) -> String {
+    format!("{}:{line}", k.config_path().display())
+}
+
+/// The policy log line for `name`: verdict, the modules in brackets, the
+/// rule.
+fn decision_line(log: &str, name: &str) -> String {
+    let needle = format!(" request_module {name} -> [");
+    log.lines()
+        .find(|l| l.starts_with("kerneld: policy: ") && l.contains(&needle))
+        .unwrap_or_else(|| panic!("no policy decision logged for {name}:\n{log}"))
+        .to_string()
+}
+
+fn bracketed(line: &str) -> Vec<String> {
+    let inner = line
+        .split_once('[')
+        .and_then(|(_, r)| r.split_once(']'))
+        .map(|(m, _)| m)
+        .unwrap_or_else(|| panic!("no module list in {line:?}"));
+    inner.split_whitespace().map(String::from).collect()
+}
+
+#[test]
+fn a_request_rule_denies_matching_names_only() {
+    let k = with_policy("deny request net-pf-*\n");
+    let rule = format!("deny request net-pf-* ({})", origin(&k, 1));
+    assert_denied(&k, "net-pf-31", &rule);
+    assert_denied(&k, "net-pf-5", &rule);
+    assert_attempted(&k, "rtnl-link-dummy", "dummy");
+    let j = k.status_json();
+    assert_eq!(j["counters"]["denied"], 2, "{j}");
+    assert_eq!(j["policy"]["rules"][0]["hits"], 2, "{j}");
+}
+
+#[test]
+fn the_first_matching_rule_decides_by_default() {
+    let k = with_policy("allow request net-pf-29\ndeny request net-pf-*\n");
+    assert_attempted(&k, "net-pf-29", "can");
+    assert_denied(
+        &k,
+        "net-pf-31",
+        &format!("deny request net-pf-* ({})", origin(&k, 2)),
+    );
+    let k = with_policy("deny request net-pf-*\nallow request net-pf-29\n");
+    assert_denied(
+        &k,
+        "net-pf-29",
+        &format!("deny request net-pf-* ({})", origin(&k, 1)),
+    );
+}
+
+#[test]
+fn match_specific_lets_the_most_literal_rule_decide() {
+    let k = with_policy("match = specific\ndeny request net-pf-*\nallow request net-pf-29\n");
+    assert_attempted(&k, "net-pf-29", "can");
+    assert_denied(
+        &k,
+        "net-pf-31",
+        &format!("deny request net-pf-* ({})", origin(&k, 2)),
+    );
+    assert!(text(&k.control("policy")).starts_with("policy: mode=enforce, match=specific"));
+}
+
+#[test]
+fn audit_mode_lets_a_denied_request_proceed_and_logs_it() {
+    let k = with_policy("mode = audit\ndeny request net-pf-29\n");
+    assert_attempted(&k, "net-pf-29", "can");
+    let line = decision_line(&k.log(), "net-pf-29");
+    assert!(
+        line.starts_with(
+            "kerneld: policy: would deny (audit mode) request_module net-pf-29 -> [can"
+        ),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!("by deny request net-pf-29 ({})", origin(&k, 2))),
+        "{line}"
+    );
+    let j = k.status_json();
+    assert_eq!(j["counters"]["denied"], 0, "{j}");
+    assert_eq!(j["policy"]["mode"], "audit", "{j}");
+}
+
+#[test]
+fn a_denied_module_denies_every_request_that_would_load_it() {
+    let k = with_policy("deny module llc\n");
+    let rule = format!("deny module llc ({})", origin(&k, 1));
+    // bridge needs stp, which needs llc.
+    assert_denied(&k, "rtnl-link-bridge", &rule);
+    assert_attempted(&k, "rtnl-link-dummy", "dummy");
+    let log = k.log();
+    let line = decision_line(&log, "rtnl-link-bridge");
+    assert!(
+        line.starts_with("kerneld: policy: deny request_module rtnl-link-bridge -> ["),
+        "{line}"
+    );
+    assert!(line.contains(&format!("by {rule} (module llc)")), "{line}");
+    // Every module of the request, each once, the requested one first.
+    let mut modules = bracketed(&line);
+    assert_eq!(modules[0], "bridge", "{line}");
+    modules.sort();
+    assert_eq!(modules, ["bridge", "llc", "stp"], "{line}");
+    let line = decision_line(&log, "rtnl-link-dummy");
+    assert_eq!(bracketed(&line), ["dummy"], "{line}");
+    assert!(line.contains(" by default "), "{line}");
+}
+
+#[test]
+fn every_decision_is_logged_with_name_modules_and_rule() {
+    let k = with_policy("allow request net-pf-29\ndeny request net-pf-31\n");
+    request(&k, "net-pf-29");
+    request(&k, "net-pf-31");
+    request(&k, "rtnl-link-dummy");
+    let log = k.log();
+    let line = decision_line(&log, "net-pf-29");
+    assert_eq!(
+        line,
+        format!(
+            "kerneld: policy: allow request_module net-pf-29 -> [can] by allow request net-pf-29 ({}) for unknown requester",
+            origin(&k, 1)
+        )
+    );
+    let line = decision_line(&log, "net-pf-31");
+    assert!(
+        line.contains("policy: deny request_module net-pf-31 -> [bluetooth"),
+        "{line}"
+    );
+    assert!(
+        line.ends_with(&format!(
+            "] by deny request net-pf-31 ({}) for unknown requester",
+            origin(&k, 2)
+        )),
+        "{line}"
+    );
+    let modules = bracketed(&line);
+    let mut unique = modules.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), modules.len(), "listed twice: {line}");
+    assert!(modules.contains(&"rfkill".to_string()), "{line}");
+    assert!(decision_line(&log, "rtnl-link-dummy").contains(" by default "));
+}
+
+#[test]
+fn failures_are_answered_from_the_negative_cache() {
+    let k = with_policy("negative-cache = 600\n");
+    let before = k.counter("cached");
+    let r = request(&k, "kdtest-unknown");
+    assert_eq!(
+        (r.status, text(&r)),
+        (1, "kdtest-unknown: not found".into())
+    );
+    let r = request(&k, "kdtest-unknown");
+    assert_eq!(
+        (r.status, text(&r)),
+        (1, "kdtest-unknown: not found (cached)".into())
+    );
+    assert_eq!(k.counter("cached"), before + 1);
+    // Other names are looked up for themselves.
+    let r = request(&k, "kdtest-other");
+    assert_eq!(text(&r), "kdtest-other: not found");
+    // Denials are remembered too.
+    let k = with_policy("negative-cache = 600\ndeny request net-pf-31\n");
+    request(&k, "net-pf-31");
+    let r = request(&k, "net-pf-31");
+    assert!(text(&r).ends_with(" (cached)"), "{r:?}");
+    assert!(text(&r).contains("denied by policy"), "{r:?}");
+    // SIGHUP forgets them.
+    k.sighup();
+    k.wait_log("configuration reloaded from");
+    assert!(!text(&request(&k, "net-pf-31")).contains("cached"));
+}
+
+#[test]
+fn a_name_is_tried_at_most_rate_limit_times_a_minute() {
+    let k = with_policy("negative-cache = 0\nrate-limit = 3\n");
+    for _ in 0..3 {
+        let r = request(&k, "kdtest-again");
+        assert_eq!(text(&r), "kdtest-again: not found");
+    }
+    let r = request(&k, "kdtest-again");
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(text(&r).contains("rate limited"), "{r:?}");
+    let r = request(&k, "kdtest-different");
+    assert_eq!(text(&r), "kdtest-different: not found");
+}
+
+#[test]
+fn live_rules_and_mode_when_not_locked() {
+    let k = with_policy("");
+    assert_attempted(&k, "rtnl-link-dummy", "dummy");
+    let r = k.control("deny request rtnl-link-*");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert!(
+        text(&r).contains("deny request rtnl-link-*  (live)"),
+        "{r:?}"
+    );
+    assert_denied(&k, "rtnl-link-dummy", "deny request rtnl-link-* (live)");
+    let r = k.control("allow request net-pf-29");
+    assert_eq!(r.status, 0, "{r:?}");
+    let r = k.control("mode=audit");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_attempted(&k, "rtnl-link-dummy", "dummy");
+    let r = k.control("deny frobnicate x");
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(text(&r).starts_with("bad rule: "), "{r:?}");
+}
+
+#[test]
+fn a_locked_policy_only_tightens_until_restart() {
+    let k = with_policy("lock = yes\ndeny request net-pf-31\n");
+    let r = k.control("deny request rtnl-link-dummy");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_denied(&k, "rtnl-link-dummy", "deny request rtnl-link-dummy (live)");
+    let r = k.control("allow request net-pf-31");
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(text(&r).contains("policy is locked"), "{r:?}");
+    let r = k.control("mode=audit");
+    assert_eq!(r.status, 1, "{r:?}");
+    assert!(text(&r).contains("cannot switch to audit mode"), "{r:?}");
+    let r = k.control("mode=enforce");
+    assert_eq!(r.status, 0, "{r:?}");
+
+    // A looser configuration on SIGHUP does not loosen the rules.
+    std::fs::write(k.config_path(), "lock = no\n").unwrap();
+    k.sighup();
+    k.wait_log("policy is locked (lock = yes): rules kept until restart");
+    let p = text(&k.control("policy"));
+    assert!(p.contains("lock=yes"), "{p}");
+    assert!(p.contains("deny request rtnl-link-dummy"), "{p}");
+    assert!(p.contains("deny request net-pf-31"), "{p}");
+    assert_denied(
+        &k,
+        "net-pf-31",
+        &format!("deny request net-pf-31 ({})", origin(&k, 2)),
+    );
+}
+
+#[test]
+fn configuration_errors_name_file_and_line() {
+    let dir = TempDir::new();
+    let main = dir.join("kerneld.conf");
+    let sub = dir.join("rules.conf");
+    std::fs::write(&main, "delay = 30\ninclude rules.conf\n").unwrap();
+    std::fs::write(&sub, "deny request net-pf-31\n\ndeny request x if euid=3\n").unwrap();
+    let check = |path: &std::path::Path| {
+        run(
+            Command::new(bin("kerneld"))
+                .arg("--check-config")
+                .arg("--config")
+                .arg(path),
+            LIMIT,
+        )
+    };
+    let out = check(&main);
+    assert_eq!(out.code(), 3, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}:3: unknown condition \"euid=3\"",
+            sub.display()
+        )),
+        "{out:?}"
+    );
+    std::fs::write(&sub, "deny request net-pf-31\nmode = lenient\n").unwrap();
+    let out = check(&main);
+    assert_eq!(out.code(), 3, "{out:?}");
+    assert!(
+        out.stderr
+            .contains(&format!("{}:2: mode must be", sub.display())),
+        "{out:?}"
+    );
+    std::fs::write(&sub, "deny request net-pf-31\nallow module dummy\n").unwrap();
+    let out = check(&main);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(out.stdout.contains("OK (2 policy rules)"), "{out:?}");
+
+    // The daemon refuses to start on the same errors.
+    let ex = Kerneld::builder().config("deny\n").run_to_exit();
+    assert_eq!(ex.outcome.code(), 3, "{:?}", ex.outcome);
+    assert!(
+        ex.outcome.stderr.contains(&format!(
+            "configuration error: {}:1: ",
+            ex.dir.join("kerneld.conf").display()
+        )),
+        "{:?}",
+        ex.outcome
+    );
+}

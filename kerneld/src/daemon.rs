@@ -852,6 +852,8 @@ impl Daemon {
                 if let Err(e) = self.policy.write().unwrap().set_mode_live(mode) {
                     return Outcome::fail(e);
                 }
+                // Denials remembered under the old mode must not outlive it.
+                self.negcache.lock().unwrap().clear();
                 log::notice(&format!("policy {} set live", words[0]));
             }
             [w, ..] if *w == "allow" || *w == "deny" => {
@@ -1079,6 +1081,18 @@ mod tests {
             "root must not get the user's cached denial: {}",
             o.text
         );
+        queue.remove().unwrap();
+    }
+    #[test]
+    fn audit_mode_set_live_is_not_answered_by_a_remembered_denial() {
+        let k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        let (d, queue) = daemon(k.shared(), test_key(4));
+        d.control("deny request rtnl-link-dummy");
+        assert_eq!(d.request_module("rtnl-link-dummy", None).status, 1);
+        assert_eq!(d.control("mode=audit").status, 0);
+        let o = d.request_module("rtnl-link-dummy", None);
+        assert_eq!(o.status, 0, "{}", o.text);
+        assert!(o.text.contains("loaded dummy"), "{}", o.text);
         queue.remove().unwrap();
     }
 }

@@ -269,6 +269,25 @@ fn a_locked_policy_only_tightens_until_restart() {
     let r = k.control("allow request net-pf-31");
     assert_eq!(r.status, 1, "{r:?}");
     assert!(text(&r).contains("policy is locked"), "{r:?}");
+    // The same through kdstat, whose words make one control message.
+    let kdstat = |words: &[&str]| {
+        run(
+            Command::new(bin("kdstat"))
+                .args(["--key", &k.key_arg(), "--timeout", "30"])
+                .args(words),
+            LIMIT,
+        )
+    };
+    let out = kdstat(&["deny", "request", "kdtest-x"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(
+        out.stdout.contains("deny request kdtest-x  (live)"),
+        "{out:?}"
+    );
+    let out = kdstat(&["allow", "request", "kdtest-y"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(out.stderr.contains("policy is locked"), "{out:?}");
+    assert!(!text(&k.control("policy")).contains("kdtest-y"));
     let r = k.control("mode=audit");
     assert_eq!(r.status, 1, "{r:?}");
     assert!(text(&r).contains("cannot switch to audit mode"), "{r:?}");

@@ -11,6 +11,7 @@ use crate::fake::{bin, run, unused_key, Outcome, TempDir};
 use kmod_ipc::{Client, Error, Key, MsgType, Queue, Reply};
 use std::ffi::OsString;
 use std::fs::OpenOptions;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -34,7 +35,25 @@ pub fn debian_tree() -> &'static Path {
     static TREE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let tree = TREE.get_or_init(|| {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/fetch-kernel.sh");
+        // One download at a time across test processes running at once:
+        // the script unpacks into a shared cache.
+        let lock_path = std::env::temp_dir().join("kerneld-tests-fetch-kernel.lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| format!("{}: {e}", lock_path.display()))?;
+        // SAFETY: flock on an fd we own; released when `lock` closes.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(format!(
+                "flock {}: {}",
+                lock_path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
         let out = run(Command::new(&script).arg("6.12"), Duration::from_secs(900));
+        drop(lock);
         if !out.status.success() {
             return Err(format!(
                 "{} 6.12 failed ({}):\n{}",

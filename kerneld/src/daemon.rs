@@ -9,7 +9,7 @@
 use crate::config::Config;
 use crate::errno::errno_text;
 use crate::jobs::{JobTable, Waiter};
-use crate::kmod::load_error_text;
+use crate::kmod::{load_error_text, Usage};
 use crate::log;
 use crate::names;
 use crate::negcache::NegativeCache;
@@ -707,16 +707,28 @@ impl Daemon {
     pub fn release_module(&self, name: &str) -> Outcome {
         let keep = self.config().keep_modules.clone();
         let r = self.contexts.with(|sys| {
+            // delete_module() answers ENOENT for these, whose errno text
+            // speaks of loading ("unknown symbol"): say what it is.
+            match sys.usage(name) {
+                Usage::NotLoaded => return Err(format!("{name} is not loaded")),
+                Usage::Builtin => return Err(format!("{name} is built into the kernel")),
+                Usage::Loaded { .. } => {}
+            }
             let mut rec = self.record.lock().unwrap();
             let mut out = Removal::default();
             rec.remove_with_deps(sys, name, &keep, &mut out);
             if let Err(e) = rec.save() {
                 log::error(&format!("cannot save the record of loaded modules: {e}"));
             }
-            out
+            Ok(out)
         });
         let out = match r {
-            Ok(o) => o,
+            Ok(Ok(o)) => o,
+            Ok(Err(why)) => {
+                let o = Outcome::fail(format!("release {name}: {why}"));
+                log::info(&o.text);
+                return o;
+            }
             Err(e) => return Outcome::fail(format!("cannot use libkmod: {e}")),
         };
         let o = match out.failed.first() {

@@ -132,10 +132,12 @@ mknod -m 666 "$stage/dev/null" c 1 3
 cat >"$stage/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh
 user:x:1000:1000:user:/home/user:/bin/sh
+user2:x:1001:1001:second user:/home/user:/bin/sh
 EOF
 cat >"$stage/etc/group" <<'EOF'
 root:x:0:
 user:x:1000:
+user2:x:1001:
 EOF
 chown 1000:1000 "$stage/home/user"
 

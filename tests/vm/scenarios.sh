@@ -75,6 +75,37 @@ klog_has() {
     cat /tmp/kerneld*.log "$SYSLOG" 2>/dev/null | grep -q -e "$1"
 }
 
+# The running daemon's own log (stderr of --foreground), extended regex.
+log_has() {
+    grep -E -q -e "$1" "$KLOG" 2>/dev/null
+}
+log_line() {
+    grep -E -e "$1" "$KLOG" 2>/dev/null | tail -n 1
+}
+
+# Unload modules (in the order given) that are loaded; true if all are gone.
+unload() {
+    for _m in "$@"; do
+        loaded "$_m" && /sbin/rmmod "$_m" 2>/dev/null
+    done
+    none_loaded "$@"
+}
+
+# The requester objects of the recent requests for NAME in kdstat --json,
+# one per line, oldest first. serde_json prints an object's keys in one
+# order whatever it is, and "name" is always right before "requester".
+json_requesters() {
+    timeout 10 kdstat --json 2>/dev/null | tr '{' '\n' |
+        awk -v n="\"name\":\"$1\",\"requester\":" 'p { print; p = 0 } index($0, n) { p = 1 }'
+}
+# json_has LINE FIELD VALUE: "FIELD":VALUE is in the object on LINE.
+json_has() {
+    case "$1" in
+        *"\"$2\":$3,"* | *"\"$2\":$3}"*) return 0 ;;
+    esac
+    return 1
+}
+
 kernel_healthy() {
     ! dmesg | grep -E -q 'BUG:|Oops|WARNING:|blocked for more than|Call Trace'
 }
@@ -100,8 +131,10 @@ EOF
 KPID=
 # start_kerneld LOG WORDS...: start the daemon attached, wait until kdstat
 # answers (up to 10 s).
+KLOG=/tmp/kerneld.log
 start_kerneld() {
     _log=$1
+    KLOG=$1
     shift
     kerneld --foreground "$@" </dev/null >>"$_log" 2>&1 &
     KPID=$!
@@ -306,6 +339,16 @@ kerneld_scenarios() {
     # 8 ------------------------------------------------------------------
     scenario_restart
 
+    # 9-11: policy ---------------------------------------------------------
+    scenario_deny_request
+    scenario_audit
+    scenario_deny_dependency
+
+    # 12-14: the requester --------------------------------------------------
+    scenario_requester
+    scenario_deny_users
+    scenario_two_users
+
     stop_kerneld TERM
     run 10 kerneld-modprobe --unregister
     note "kerneld-modprobe --unregister: exit $rc, helper now '$(cat /proc/sys/kernel/modprobe)'"
@@ -464,6 +507,180 @@ scenario_restart() {
     grep -q rtnl-link-dummy /tmp/kerneld3.log "$SYSLOG" ||
         note "restarted kerneld's log does not mention rtnl-link-dummy"
     pass 8 "$d (fallback $_fb ms, fail $_ff ms)"
+}
+
+# ---------------------------------------------------------------------------
+# Policy (9-11) and requesters (12-14). The helper is the shim with
+# shim-fallback = modprobe, as shipped: a denial must not be bypassed by the
+# fallback, which is only for a missing daemon.
+
+# restart_kerneld LOG CONF-LINE...: a new kerneld on a fresh kerneld.conf.
+restart_kerneld() {
+    _rlog=$1
+    shift
+    stop_kerneld TERM
+    wait_until 10 no_queue || note "queue still there 10 s after SIGTERM"
+    write_conf modprobe
+    for _l in "$@"; do echo "$_l"; done >>/etc/kerneld.conf
+    echo /sbin/kerneld-modprobe >/proc/sys/kernel/modprobe
+    _t_start=$(ms)
+    start_kerneld "$_rlog" debug delay=60
+}
+
+# 9: a deny rule on the requested name, from kerneld.conf.
+scenario_deny_request() {
+    d="deny request rtnl-link-dummy (kerneld.conf): ip link add fails, dummy stays unloaded"
+    unload dummy || { fail 9 "$d" "cannot unload dummy first: $(/sbin/rmmod dummy 2>&1)"; return; }
+    restart_kerneld /tmp/kerneld4.log "deny request rtnl-link-dummy" ||
+        { fail 9 "$d" "kerneld with the rule not ready"; return; }
+    run 60 ip link add d5 type dummy
+    if [ "$rc" = 0 ]; then
+        fail 9 "$d" "ip link add succeeded (dummy loaded: $(loaded_of dummy))"
+        ip link del d5 2>/dev/null
+        return
+    fi
+    _t=$dt
+    loaded dummy && { fail 9 "$d" "ip link add failed ($out) but dummy got loaded"; return; }
+    [ ! -e /sys/class/net/d5 ] || { fail 9 "$d" "d5 exists"; return; }
+    log_has 'policy: deny request_module rtnl-link-dummy .*by deny request rtnl-link-dummy \(/etc/kerneld.conf:[0-9]+\)' ||
+        { fail 9 "$d" "no 'policy: deny request_module rtnl-link-dummy ... by deny request rtnl-link-dummy (/etc/kerneld.conf:N)' in $KLOG"; return; }
+    pass 9 "$d (refused after $_t ms: $out)"
+}
+
+# 10: audit mode, set live: the same request loads, the deny is logged.
+scenario_audit() {
+    d="audit mode (kdstat mode=audit): ip link add loads dummy, kerneld logs the would-deny"
+    run 10 kdstat mode=audit
+    [ "$rc" = 0 ] || { fail 10 "$d" "kdstat mode=audit: exit $rc: $out"; return; }
+    run 60 ip link add d5 type dummy
+    { [ "$rc" = 0 ] && loaded dummy && [ -d /sys/class/net/d5 ]; } ||
+        { fail 10 "$d" "ip link add d5 type dummy: exit $rc after $dt ms: $out (dummy loaded: $(loaded_of dummy))"; return; }
+    _t=$dt
+    log_has 'policy: would deny \(audit mode\) request_module rtnl-link-dummy .*by deny request rtnl-link-dummy' ||
+        { fail 10 "$d" "no 'policy: would deny (audit mode) request_module rtnl-link-dummy' in $KLOG"; return; }
+    ip link del d5
+    pass 10 "$d ($_t ms)"
+}
+
+# 11: a module rule on a dependency blocks the module that needs it.
+scenario_deny_dependency() {
+    d="deny module llc (live): ip link add bridge fails, bridge, stp, llc stay unloaded"
+    run 10 kdstat mode=enforce
+    [ "$rc" = 0 ] || { fail 11 "$d" "kdstat mode=enforce: exit $rc: $out"; return; }
+    unload bridge stp llc || { fail 11 "$d" "cannot unload first: $(loaded_of bridge stp llc)"; return; }
+    run 10 kdstat deny module llc
+    [ "$rc" = 0 ] || { fail 11 "$d" "kdstat deny module llc: exit $rc: $out"; return; }
+    run 60 ip link add b0 type bridge
+    if [ "$rc" = 0 ]; then
+        fail 11 "$d" "ip link add b0 type bridge succeeded (loaded: $(loaded_of bridge stp llc))"
+        ip link del b0 2>/dev/null
+        return
+    fi
+    _t=$dt
+    none_loaded bridge stp llc || { fail 11 "$d" "loaded anyway: $(loaded_of bridge stp llc)"; return; }
+    log_has 'policy: deny request_module rtnl-link-bridge -> \[[^]]*llc[^]]*\] by deny module llc \(live\) \(module llc\)' ||
+        { fail 11 "$d" "no 'policy: deny request_module rtnl-link-bridge -> [...llc...] by deny module llc (live) (module llc)' in $KLOG"; return; }
+    pass 11 "$d (refused after $_t ms)"
+}
+
+# 12: the requester of a kernel request, traced: uid, gid, comm, cgroup,
+# in the log, kdstat and kdstat --json.
+scenario_requester() {
+    d="uid 1000's AF_CAN socket: kerneld's log, kdstat and kdstat --json name uid 1000 and trigger"
+    _tu=$(log_line 'requester tracing unavailable')
+    [ -z "$_tu" ] || { fail 12 "$d" "$_tu"; return; }
+    restart_kerneld /tmp/kerneld5.log || { fail 12 "$d" "kerneld not ready"; return; }
+    unload can_raw can || { fail 12 "$d" "cannot unload first: $(loaded_of can_raw can)"; return; }
+    run 60 trigger -u 1000 socket 29 3 1
+    { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||
+        { fail 12 "$d" "trigger -u 1000 socket 29 3 1: exit $rc: $out (loaded: $(loaded_of can can_raw))"; return; }
+    _l=$(log_line 'request_module for pid [0-9]+ uid 1000 gid 1000 \(trigger\)( cgroup [^:]*)?: net-pf-29: loaded can')
+    [ -n "$_l" ] || { fail 12 "$d" "no 'request_module for pid P uid 1000 gid 1000 (trigger) ...: net-pf-29: loaded can' in $KLOG"; return; }
+    _pid=$(echo "$_l" | sed -E 's/.*request_module for pid ([0-9]+) .*/\1/')
+    _k=$(timeout 10 kdstat 2>&1)
+    echo "$_k" | grep -E -q "net-pf-29 from pid $_pid uid 1000 gid 1000 \(trigger\)" ||
+        { fail 12 "$d" "kdstat has no 'net-pf-29 from pid $_pid uid 1000 gid 1000 (trigger)': $(echo "$_k" | tr '\n' '|')"; return; }
+    _j=$(json_requesters net-pf-29 | tail -n 1)
+    for _f in "uid 1000" "gid 1000" "pid $_pid" 'comm "trigger"'; do
+        json_has "$_j" "${_f% *}" "${_f#* }" ||
+            { fail 12 "$d" "kdstat --json: recent_requests[net-pf-29].requester lacks \"${_f% *}\":${_f#* }: {$_j"; return; }
+    done
+    _cg=$(echo "$_j" | sed -n -E 's/.*"cgroup":"([^"]*)".*/\1/p')
+    if [ -f /sys/fs/cgroup/cgroup.procs ] && [ "$_cg" != /user.slice/user-1000.slice ]; then
+        fail 12 "$d" "kdstat --json: requester cgroup is '$_cg', not /user.slice/user-1000.slice: {$_j"
+        return
+    fi
+    pass 12 "$d (pid $_pid, cgroup $_cg)"
+}
+
+# 13: a rule on the requester: users may not autoload CAN, root may.
+scenario_deny_users() {
+    d="deny request net-pf-29* if uid!=0: uid 1000's AF_CAN socket fails, root's loads can"
+    unload can_raw can || { fail 13 "$d" "cannot unload first: $(loaded_of can_raw can)"; return; }
+    run 10 kdstat deny request 'net-pf-29*' if 'uid!=0'
+    [ "$rc" = 0 ] || { fail 13 "$d" "kdstat deny request net-pf-29* if uid!=0: exit $rc: $out"; return; }
+    run 60 trigger -u 1000 socket 29 3 1
+    [ "$rc" != 0 ] || { fail 13 "$d" "uid 1000's socket was created (loaded: $(loaded_of can can_raw))"; return; }
+    _u="$out"
+    loaded can && { fail 13 "$d" "uid 1000 was refused ($_u) but can got loaded"; return; }
+    log_has 'policy: deny request_module net-pf-29 .*by deny request net-pf-29\* if uid!=0 \(live\) for pid [0-9]+ uid 1000 ' ||
+        { fail 13 "$d" "no 'policy: deny request_module net-pf-29 ... by deny request net-pf-29* if uid!=0 (live) for pid P uid 1000' in $KLOG"; return; }
+    run 60 trigger socket 29 3 1
+    { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||
+        { fail 13 "$d" "root's identical socket: exit $rc: $out (loaded: $(loaded_of can can_raw))"; return; }
+    log_has 'request_module for pid [0-9]+ uid 0 gid 0 \(trigger\)( cgroup [^:]*)?: net-pf-29: loaded can' ||
+        { fail 13 "$d" "no 'request_module for pid P uid 0 gid 0 (trigger): net-pf-29: loaded can' in $KLOG"; return; }
+    pass 13 "$d (uid 1000: $_u)"
+}
+
+# attributed PID UID NAME MODULE: the log and kdstat --json give the request
+# for NAME (which loaded MODULE) to task PID of UID; else fail 14.
+attributed() {
+    log_has "request_module for pid $1 uid $2 gid $2 \\(trigger\\)( cgroup [^:]*)?: $3: loaded $4" ||
+        { fail 14 "$d" "no 'request_module for pid $1 uid $2 gid $2 (trigger) ...: $3: loaded $4' in $KLOG"; return 1; }
+    _j=$(json_requesters "$3" | tail -n 1)
+    { json_has "$_j" pid "$1" && json_has "$_j" uid "$2" && json_has "$_j" comm '"trigger"'; } ||
+        { fail 14 "$d" "kdstat --json: $3 not attributed to pid $1 uid $2: {$_j"; return 1; }
+}
+
+# 14: two users at the same moment, different modules: each request is
+# attributed to its own task.
+scenario_two_users() {
+    d="uid 1000 (AF_CAN) and uid 1001 (AF_ALG) at once: each request is attributed to its own pid and uid"
+    # Back to the file's policy (no rules): SIGHUP drops the live ones.
+    write_conf modprobe
+    kill -HUP "$KPID"
+    wait_until 10 log_has 'configuration reloaded' || { fail 14 "$d" "no 'configuration reloaded' after SIGHUP"; return; }
+    unload can_raw can af_alg || { fail 14 "$d" "cannot unload first: $(loaded_of can_raw can af_alg)"; return; }
+    rm -f /tmp/go
+    mkfifo /tmp/go
+    # Both block opening the FIFO until it is opened for writing.
+    (
+        read -r _ </tmp/go
+        exec trigger -u 1000 socket 29 3 1
+    ) >/tmp/u1000.out 2>&1 &
+    _p1=$!
+    (
+        read -r _ </tmp/go
+        exec trigger -u 1001 socket 38 5 0
+    ) >/tmp/u1001.out 2>&1 &
+    _p2=$!
+    sleep 0.5
+    echo go >/tmp/go
+    wait_until 60 dead "$_p1"
+    wait "$_p1"
+    _r1=$?
+    wait_until 60 dead "$_p2"
+    wait "$_p2"
+    _r2=$?
+    { [ "$_r1" = 0 ] && [ "$_r2" = 0 ]; } ||
+        { fail 14 "$d" "uid 1000: exit $_r1 $(cat /tmp/u1000.out); uid 1001: exit $_r2 $(cat /tmp/u1001.out)"; return; }
+    _miss=$(not_loaded_of can can_raw af_alg)
+    [ -z "$_miss" ] || { fail 14 "$d" "not loaded: $_miss"; return; }
+    attributed "$_p1" 1000 net-pf-29 can &&
+        attributed "$_p1" 1000 can-proto-1 can_raw &&
+        attributed "$_p2" 1001 net-pf-38 af_alg || return
+    pass 14 "$d (pid $_p1 uid 1000 net-pf-29, can-proto-1; pid $_p2 uid 1001 net-pf-38)"
 }
 
 # ---------------------------------------------------------------------------

@@ -7,6 +7,9 @@
  *       (optionally drop to UID first) create a socket; exit 0 if it was
  *       created, else print the error and exit 1.  With HOLD_SECONDS keep it
  *       open that long, so the protocol module stays in use.
+ *   -u UID: like a login session, first join the cgroup
+ *       /user.slice/user-UID.slice when cgroup2 is mounted on /sys/fs/cgroup
+ *       (best effort), then take gid UID and uid UID.
  *   trigger [-u UID] hold PATH SECONDS
  *       open PATH read-write and keep it open.  For a tun device also
  *       attach a tap interface "kdtun0", so the module is really in use.
@@ -25,6 +28,7 @@
 #include <grp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,8 +54,28 @@ static long num(const char *s)
 	return v;
 }
 
+/* Best effort: a requester's cgroup is part of what kerneld reports. */
+static void join_user_cgroup(long uid)
+{
+	char dir[96], procs[128];
+	FILE *f;
+
+	if (access("/sys/fs/cgroup/cgroup.procs", W_OK) != 0)
+		return;
+	mkdir("/sys/fs/cgroup/user.slice", 0755);
+	snprintf(dir, sizeof(dir), "/sys/fs/cgroup/user.slice/user-%ld.slice", uid);
+	mkdir(dir, 0755);
+	snprintf(procs, sizeof(procs), "%s/cgroup.procs", dir);
+	f = fopen(procs, "w");
+	if (f) {
+		fprintf(f, "%d\n", (int)getpid());
+		fclose(f);
+	}
+}
+
 static void drop_to(long uid)
 {
+	join_user_cgroup(uid);
 	/* Group first: after setuid we could no longer change it. */
 	if (setgroups(0, NULL) != 0 || setgid((gid_t)uid) != 0 ||
 	    setuid((uid_t)uid) != 0) {

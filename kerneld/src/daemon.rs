@@ -90,6 +90,9 @@ pub struct Recent {
     pub millis: f64,
 }
 
+/// Replies left unread this long are discarded (clients wait 5 to 30 s).
+pub const UNREAD_REPLY_AGE: Duration = Duration::from_secs(120);
+
 /// How many answered requests the status keeps.
 pub const RECENT_MAX: usize = 32;
 
@@ -118,6 +121,8 @@ pub struct Daemon {
     config: RwLock<Arc<Config>>,
     policy: RwLock<Policy>,
     jobs: Mutex<JobTable>,
+    /// When a reply was last sent on each reply id (for `purge_unread`).
+    replied: Mutex<HashMap<i64, Instant>>,
     recent: Mutex<std::collections::VecDeque<Recent>>,
     record: Mutex<Record>,
     negcache: Mutex<NegativeCache>,
@@ -159,6 +164,7 @@ impl Daemon {
             programs: Programs::new(&cfg),
             config: RwLock::new(cfg),
             jobs: Mutex::new(JobTable::default()),
+            replied: Mutex::new(HashMap::new()),
             recent: Mutex::new(std::collections::VecDeque::new()),
             record: Mutex::new(p.record),
             counters: Counters::default(),
@@ -419,6 +425,7 @@ impl Daemon {
         if req.id <= MAX_DAEMON_TYPE {
             return;
         }
+        self.replied.lock().unwrap().insert(req.id, Instant::now());
         let q = self.queue();
         let part_max = q.text_max(req.header);
         let mut parts = req
@@ -791,6 +798,7 @@ impl Daemon {
             if sweep_due {
                 self.sweep();
             }
+            self.purge_unread(UNREAD_REPLY_AGE);
             timers = self.timers.lock().unwrap();
             let next = timers
                 .delayed
@@ -804,6 +812,41 @@ impl Daemon {
                 .min(Duration::from_secs(1));
             timers = self.timer_cv.wait_timeout(timers, wait).unwrap().0;
         }
+    }
+
+    /// Remove replies nobody read: a client that timed out or was killed
+    /// leaves its reply on the queue for ever, and a few dozen of those
+    /// fill the 16 KiB a queue holds by default, after which nobody can
+    /// send.  Only ids that got no reply for `age` are purged, so a client
+    /// still asking on the same id (kdstat --watch) is never robbed.
+    pub fn purge_unread(&self, age: Duration) -> usize {
+        let now = Instant::now();
+        let old: Vec<i64> = {
+            let mut replied = self.replied.lock().unwrap();
+            let old: Vec<i64> = replied
+                .iter()
+                .filter(|(_, t)| now.duration_since(**t) >= age)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &old {
+                replied.remove(id);
+            }
+            old
+        };
+        let q = self.queue();
+        let mut purged = 0;
+        for id in old {
+            while let Ok(Some(_)) = q.recv_raw(TypeFilter::Exactly(id), true) {
+                purged += 1;
+            }
+        }
+        if purged > 0 {
+            log::notice(&format!(
+                "discarded {purged} replies that nobody read for {} s (their clients are gone)",
+                age.as_secs()
+            ));
+        }
+        purged
     }
 
     /// One idle sweep (unless `keep`, or a load is in progress, as in 1996).
@@ -1063,6 +1106,22 @@ mod tests {
         assert!(d.sweep().removed.is_empty(), "second chance");
         assert_eq!(d.sweep().removed, ["dummy"]);
         assert_eq!(d.counters.expired.load(Ordering::Relaxed), 1);
+        queue.remove().unwrap();
+    }
+
+    #[test]
+    fn replies_nobody_reads_are_purged_but_fresh_ones_stay() {
+        let k = FakeKernel::with_tree(&[]);
+        let (d, queue) = daemon(k.shared(), test_key(4));
+        let req = Message::request(MsgType::Status, 7777, Header::Old, "");
+        d.reply(&req, 0, b"old");
+        assert_eq!(
+            d.purge_unread(Duration::from_secs(60)),
+            0,
+            "too young to purge"
+        );
+        assert_eq!(d.purge_unread(Duration::ZERO), 1);
+        assert_eq!(queue.stat().unwrap().messages, 0);
         queue.remove().unwrap();
     }
 

@@ -225,7 +225,7 @@ fn usage_errors_are_exit_2() {
         &["--json", "keep"],
         &["--watch", "0"],
         &["--timeout", "soon"],
-        &["keep", "debug"],
+        &["--json", "--watch"],
     ] {
         let out = kdstat(&fake, args);
         assert_eq!(out.code(), 2, "{args:?}: {out:?}");

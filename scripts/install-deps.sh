@@ -10,6 +10,9 @@ packages=(
     qemu-system-x86 busybox-static kmod xz-utils zstd cpio
     # manual page checks
     mandoc man-db
+    # the Debian package: dpkg-shlibdeps (dpkg-dev), the check of the
+    # installed unit (systemd-analyze verify)
+    dpkg-dev systemd
 )
 
 missing=()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # All tests: unit and integration tests (real queues, real binaries, libkmod
-# on a real Debian module tree), then the real-kernel test (a stock Debian
-# kernel booted under QEMU, its request_module() calls served by kerneld).
+# on a real Debian module tree), the Debian package (built, installed with
+# apt, removed), then the real-kernel test (a stock Debian kernel booted
+# under QEMU, its request_module() calls served by kerneld).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,4 +13,5 @@ tests/vm/fetch-kernel.sh 6.1 >/dev/null
 
 cargo build --workspace --bins
 cargo test --workspace
+dist/test-deb.sh
 tests/vm/run --kernel all

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build the Debian package and try it as a user would: install it with apt
+# on this machine (for real: run it on a throwaway machine, as CI does),
+# check the programs, pages, unit and configuration, then remove it and
+# check that the kernel's module helper is not left pointing at a removed
+# program.  Exits non-zero on the first failure.  Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() {
+    echo "test-deb: FAIL: $*" >&2
+    exit 1
+}
+[[ $(id -u) -eq 0 ]] || fail "must run as root (it installs the package)"
+
+deb=$(dist/build-deb.sh | tail -n 1)
+[[ -f "$deb" ]] || fail "build-deb.sh made no package"
+version=$(dpkg-deb -f "$deb" Version)
+echo "test-deb: $deb ($(du -k "$deb" | cut -f1) KiB)"
+
+# A kerneld package installed before is the administrator's: the test
+# upgrades it in place but leaves it installed.
+if dpkg-query -W -f='${Status}' kerneld 2>/dev/null | grep -q 'ok installed'; then
+    echo "test-deb: kerneld is installed already; it will be left installed" >&2
+    remove_after=no
+else
+    remove_after=yes
+fi
+cleanup() {
+    if [[ $remove_after == yes ]] &&
+        dpkg-query -W -f='${Status}' kerneld 2>/dev/null | grep -q 'ok installed'; then
+        apt-get remove -y -qq kerneld >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -qq "./$deb" >/dev/null || fail "apt-get install ./$deb"
+dpkg-query -W -f='${Status} ${Version}\n' kerneld | grep -qx "install ok installed $version" ||
+    fail "kerneld $version is not installed: $(dpkg-query -W -f='${Status} ${Version}' kerneld)"
+
+# Programs, on the PATH, of this version.
+[[ "$(kerneld --version)" == "kerneld $version" ]] || fail "kerneld --version: $(kerneld --version)"
+for p in kerneld-modprobe kdstat kdsend; do
+    "$p" --version | grep -q "$version" || fail "$p --version"
+done
+[[ "$(command -v kerneld)" == /usr/sbin/kerneld ]] || fail "kerneld is $(command -v kerneld)"
+# The shipped configuration is installed, valid, and a conffile.
+kerneld --check-config >/dev/null || fail "kerneld --check-config on the installed /etc/kerneld.conf"
+kerneld --check-config --config /etc/kerneld/rare-protocols.conf >/dev/null ||
+    fail "kerneld --check-config on /etc/kerneld/rare-protocols.conf"
+conffiles=$(dpkg-query -W -f='${Conffiles}' kerneld)
+for f in /etc/kerneld.conf /etc/kerneld/rare-protocols.conf; do
+    grep -q " $f " <<<"$conffiles" || fail "$f is not a conffile"
+done
+
+# Pages where man finds them.
+for page in "8 kerneld" "8 kerneld-modprobe" "8 kdstat" "8 kdsend" "5 kerneld.conf" "7 kerneld"; do
+    read -r sect name <<<"$page"
+    # shellcheck disable=SC2086 # two words on purpose
+    path=$(man -w $sect "$name") || fail "man -w $sect $name"
+    [[ "$path" == "/usr/share/man/man$sect/$name.$sect.gz" ]] || fail "man -w $sect $name: $path"
+done
+man -w kerneld >/dev/null || fail "man -w kerneld"
+
+# The unit, and completions.
+unit=/lib/systemd/system/kerneld.service
+[[ -f $unit ]] || fail "$unit missing"
+if command -v systemd-analyze >/dev/null; then
+    systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
+fi
+for f in /usr/share/bash-completion/completions/kdstat /usr/share/zsh/vendor-completions/_kerneld \
+    /usr/share/fish/vendor_completions.d/kdsend.fish; do
+    [[ -s $f ]] || fail "$f missing or empty"
+done
+
+if [[ $remove_after == no ]]; then
+    echo "test-deb: ok: kerneld $version installs and works (removal not tried: it was installed before)"
+    exit 0
+fi
+
+# Removal: the programs go, the configuration stays (until purge), and the
+# kernel is not left running a helper that no longer exists.
+apt-get remove -y -qq kerneld >/dev/null || fail "apt-get remove kerneld"
+[[ ! -e /usr/sbin/kerneld && ! -e /usr/sbin/kerneld-modprobe ]] || fail "programs left after removal"
+[[ -f /etc/kerneld.conf ]] || fail "/etc/kerneld.conf removed before purge"
+if [[ -r /proc/sys/kernel/modprobe ]]; then
+    [[ "$(cat /proc/sys/kernel/modprobe)" != /usr/sbin/kerneld-modprobe ]] ||
+        fail "/proc/sys/kernel/modprobe still names the removed shim"
+fi
+dpkg --purge kerneld >/dev/null || fail "dpkg --purge kerneld"
+[[ ! -e /etc/kerneld.conf && ! -e /etc/kerneld ]] || fail "configuration left after purge"
+echo "test-deb: ok: kerneld $version installs, works, and removes cleanly"

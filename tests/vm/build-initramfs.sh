@@ -9,7 +9,9 @@
 # binaries from ${KERNELD_BIN_DIR:-<repo>/target/debug} (each one optional,
 # so the modprobe baseline works before they exist), the static helper
 # trigger, the shared libraries all of them need, and the modules of
-# modules.list with their dependencies at their package paths.
+# modules.list with their dependencies at their package paths. With
+# KERNELD_VM_SCRIPT=FILE, FILE becomes /script.sh (init runs it instead of
+# the scenarios when the kernel command line says kdvm_script=1).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -78,6 +80,9 @@ add_bin kdsend bin
 cc -static -O2 -Wall -o "$stage/bin/trigger" "$here/trigger.c"
 install -m 0755 "$here/init" "$stage/init"
 install -m 0755 "$here/scenarios.sh" "$stage/scenarios.sh"
+if [[ -n "${KERNELD_VM_SCRIPT:-}" ]]; then
+    install -m 0755 "$KERNELD_VM_SCRIPT" "$stage/script.sh"
+fi
 
 # --- shared libraries ------------------------------------------------------
 # ldd prints the transitive closure, so one pass over every ELF suffices.

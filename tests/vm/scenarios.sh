@@ -654,19 +654,24 @@ scenario_two_users() {
     unload can_raw can af_alg || { fail 14 "$d" "cannot unload first: $(loaded_of can_raw can af_alg)"; return; }
     rm -f /tmp/go
     mkfifo /tmp/go
-    # Both block opening the FIFO until it is opened for writing.
+    # Held open read-write here, the FIFO never blocks an open; both wait
+    # in read until the two lines arrive at once (however late they came).
+    exec 3<>/tmp/go
     (
+        exec 3>&-
         read -r _ </tmp/go
         exec trigger -u 1000 socket 29 3 1
     ) >/tmp/u1000.out 2>&1 &
     _p1=$!
     (
+        exec 3>&-
         read -r _ </tmp/go
         exec trigger -u 1001 socket 38 5 0
     ) >/tmp/u1001.out 2>&1 &
     _p2=$!
     sleep 0.5
-    echo go >/tmp/go
+    printf 'go\ngo\n' >&3
+    exec 3>&-
     wait_until 60 dead "$_p1"
     wait "$_p1"
     _r1=$?

@@ -119,7 +119,7 @@ impl Config {
                 line: i + 1,
                 problem,
             };
-            let line = raw.split('#').next().unwrap_or("").trim();
+            let line = strip_comment(raw).trim();
             if line.is_empty() {
                 continue;
             }
@@ -237,13 +237,30 @@ impl Config {
                 }
             }
             "shim-timeout" => {
-                parse_num(key, value)?;
+                if !value.parse::<f64>().is_ok_and(|t| t > 0.0 && t.is_finite()) {
+                    return Err(format!(
+                        "shim-timeout needs a number of seconds > 0, not {value:?}"
+                    ));
+                }
             }
             "shim-modprobe" => {}
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())
     }
+}
+
+/// `#` starts a comment at the start of a line or after white space, as
+/// kerneld-modprobe reads it too; elsewhere (`/opt/a#b`) it is a character.
+fn strip_comment(line: &str) -> &str {
+    let mut prev_space = true;
+    for (i, c) in line.char_indices() {
+        if c == '#' && prev_space {
+            return &line[..i];
+        }
+        prev_space = c.is_whitespace();
+    }
+    line
 }
 
 fn parse_num(key: &str, value: &str) -> Result<u64, String> {
@@ -287,6 +304,13 @@ mod tests {
         assert_eq!(c.system_commands, ["/bin/date -u"]);
         assert_eq!(c.policy.mode, Mode::Audit);
         assert_eq!(c.negative_cache, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn comments_and_fractional_shim_timeout() {
+        let c = parse("route-program = /opt/a#b # the program\nshim-timeout = 2.5\n").unwrap();
+        assert_eq!(c.route_program, Path::new("/opt/a#b"));
+        assert!(parse("shim-timeout = -1\n").is_err());
     }
 
     #[test]

@@ -10,9 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static STDERR: AtomicBool = AtomicBool::new(false);
 
-/// Open the syslog connection; `stderr` also copies lines to stderr.
+/// Open the syslog connection; `stderr` also copies lines to stderr,
+/// unless stderr already goes to the journal (systemd sets
+/// JOURNAL_STREAM), where every line would otherwise appear twice.
 pub fn init(stderr: bool) {
-    STDERR.store(stderr, Ordering::Relaxed);
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    STDERR.store(stderr && !journal, Ordering::Relaxed);
     static IDENT: &[u8] = b"kerneld\0";
     // SAFETY: IDENT is a static NUL-terminated string, as openlog keeps it.
     unsafe {

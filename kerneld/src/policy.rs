@@ -179,12 +179,15 @@ impl Rule {
                 Condition::Cgroup(p) => glob(p, &r.cgroup),
             },
             None => {
-                // Unknown requester: judged as root (uid 0) or as a user.
+                // Unknown requester: judged as root (uid 0) or as an
+                // unprivileged user.  Other conditions cannot be judged:
+                // as a user, deny rules apply and allow rules do not (fail
+                // closed); as root, the other way round.
                 let uid = if unknown_is_root { 0 } else { u32::MAX };
                 match c {
                     Condition::Uid(u) => uid == *u,
                     Condition::NotUid(u) => uid != *u,
-                    _ => !unknown_is_root,
+                    _ => self.allow == unknown_is_root,
                 }
             }
         })
@@ -305,26 +308,31 @@ impl Policy {
     pub fn decide(&self, requested: &str, modules: &[String], who: Option<&Requester>) -> Decision {
         let describe = |r: &Rule| format!("{r} ({})", r.origin);
         let req_rule = self.deciding_rule(Target::Request, requested, who);
-        let mut verdict = req_rule.map_or(self.default_allow, |r| r.allow);
+        // A module without a rule of its own follows the request's rule,
+        // or the default.
+        let fallback = req_rule.map_or(self.default_allow, |r| r.allow);
+        let mut verdict = fallback;
         let mut rule = req_rule.map_or_else(|| "default".to_string(), describe);
         let mut module = None;
         let mut decider = req_rule;
-        if verdict {
+        if req_rule.is_none_or(|r| r.allow) {
             for m in modules {
-                if let Some(r) = self.deciding_rule(Target::Module, m, who) {
-                    if !r.allow {
-                        verdict = false;
-                        rule = describe(r);
-                        module = Some(m.clone());
-                        decider = Some(r);
-                        break;
-                    }
-                } else if req_rule.is_none() && !self.default_allow {
+                let (allow, by) = match self.deciding_rule(Target::Module, m, who) {
+                    Some(r) => (r.allow, Some(r)),
+                    None => (fallback, None),
+                };
+                if !allow {
                     verdict = false;
-                    rule = "default deny".into();
+                    rule = by.map_or_else(|| "default".to_string(), describe);
                     module = Some(m.clone());
-                    decider = None;
+                    decider = by;
                     break;
+                }
+                if by.is_some() && req_rule.is_none() {
+                    // An allowed module speaks for a request no rule named.
+                    verdict = true;
+                    rule = by.map_or_else(|| "default".to_string(), describe);
+                    decider = by;
                 }
             }
         }
@@ -498,6 +506,34 @@ mod tests {
         assert!(p.decide("rtnl-link-dummy", &["dummy".into()], None).allowed);
         assert!(!p.decide("net-pf-3", &["ax25".into()], None).allowed);
         assert!(!p.decide("rtnl-link-dummy", &["evil".into()], None).allowed);
+    }
+
+    #[test]
+    fn default_deny_with_allowed_modules() {
+        let mut p = policy(&["allow module dummy"]);
+        p.default_allow = false;
+        assert!(p.decide("rtnl-link-dummy", &["dummy".into()], None).allowed);
+        let d = p.decide("rtnl-link-bridge", &["bridge".into(), "stp".into()], None);
+        assert!(!d.allowed);
+        assert_eq!(d.rule, "default");
+        assert!(
+            !p.decide("net-pf-3", &[], None).allowed,
+            "nothing resolves: default"
+        );
+    }
+
+    #[test]
+    fn unknown_requester_fails_closed_for_other_conditions() {
+        let p = policy(&["allow request * if comm=systemd-udevd", "deny request *"]);
+        assert!(
+            !p.decide("x", &[], None).allowed,
+            "allow rule must not apply to an unknown requester"
+        );
+        let mut p2 = p.clone();
+        p2.unknown_requester_root = true;
+        assert!(p2.decide("x", &[], None).allowed);
+        let p = policy(&["deny request * if comm=sh"]);
+        assert!(!p.decide("x", &[], None).allowed);
     }
 
     #[test]

@@ -425,7 +425,15 @@ impl Daemon {
         if req.id <= MAX_DAEMON_TYPE {
             return;
         }
-        self.replied.lock().unwrap().insert(req.id, Instant::now());
+        {
+            let mut replied = self.replied.lock().unwrap();
+            if replied.len() >= 65536 {
+                // A flood of distinct ids: forget the bookkeeping rather
+                // than grow without bound; purging is only housekeeping.
+                replied.clear();
+            }
+            replied.insert(req.id, Instant::now());
+        }
         let q = self.queue();
         let part_max = q.text_max(req.header);
         let mut parts = req

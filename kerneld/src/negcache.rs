@@ -15,6 +15,9 @@ struct Answer {
     until: Instant,
 }
 
+/// Size at which a map is first pruned (see [`NegativeCache::lookup`]).
+const PRUNE_AT: usize = 4096;
+
 /// The cache.
 #[derive(Debug)]
 pub struct NegativeCache {
@@ -23,6 +26,11 @@ pub struct NegativeCache {
     answers: HashMap<String, Answer>,
     attempts: HashMap<String, VecDeque<Instant>>,
     fingerprint: u64,
+    /// Prune `attempts` / `answers` when they grow beyond these sizes.
+    /// After a prune the bound is twice what stayed: a flood of distinct
+    /// names then costs one pass per doubling, not one per request.
+    attempts_prune_at: usize,
+    answers_prune_at: usize,
 }
 
 impl NegativeCache {
@@ -33,6 +41,8 @@ impl NegativeCache {
             answers: HashMap::new(),
             attempts: HashMap::new(),
             fingerprint: 0,
+            attempts_prune_at: PRUNE_AT,
+            answers_prune_at: PRUNE_AT,
         }
     }
 
@@ -58,6 +68,10 @@ impl NegativeCache {
                 return Some((a.status, format!("{} (cached)", a.text)));
             }
         }
+        if self.per_minute == 0 {
+            // No rate limit: the attempts would never be read.
+            return None;
+        }
         let tries = self.attempts.entry(name.to_string()).or_default();
         while tries
             .front()
@@ -65,7 +79,7 @@ impl NegativeCache {
         {
             tries.pop_front();
         }
-        if self.per_minute > 0 && tries.len() as u32 >= self.per_minute {
+        if tries.len() as u32 >= self.per_minute {
             let last = self
                 .answers
                 .get(name)
@@ -79,12 +93,13 @@ impl NegativeCache {
             ));
         }
         tries.push_back(now);
-        if self.attempts.len() > 4096 {
+        if self.attempts.len() > self.attempts_prune_at {
             // Bound memory against a flood of distinct names.
             self.attempts.retain(|_, v| {
                 v.back()
                     .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
             });
+            self.attempts_prune_at = PRUNE_AT.max(2 * self.attempts.len());
         }
         None
     }
@@ -94,8 +109,9 @@ impl NegativeCache {
         if self.ttl.is_zero() {
             return;
         }
-        if self.answers.len() > 4096 {
+        if self.answers.len() > self.answers_prune_at {
             self.answers.retain(|_, a| a.until > now);
+            self.answers_prune_at = PRUNE_AT.max(2 * self.answers.len());
         }
         self.answers.insert(
             name.to_string(),
@@ -154,6 +170,29 @@ mod tests {
             None,
             "the window slides"
         );
+    }
+
+    #[test]
+    fn a_flood_of_names_stays_bounded() {
+        let mut c = NegativeCache::new(Duration::from_secs(5), 30);
+        let t0 = Instant::now();
+        for i in 0..3 * PRUNE_AT {
+            let name = format!("n{i}");
+            assert_eq!(c.lookup(&name, t0), None);
+            c.insert(&name, 1, "not found", t0);
+        }
+        // A minute later the old names are pruned on the next growth.
+        let t1 = t0 + Duration::from_secs(61);
+        for i in 0..5 * PRUNE_AT {
+            let name = format!("m{i}");
+            assert_eq!(c.lookup(&name, t1), None);
+            c.insert(&name, 1, "not found", t1);
+        }
+        assert!(c.attempts.len() <= 2 * 5 * PRUNE_AT + 1);
+        assert!(c.attempts.keys().all(|k| k.starts_with('m')));
+        assert!(c.answers.keys().all(|k| k.starts_with('m')));
+        // Recent answers are still there.
+        assert!(c.lookup("m0", t1).unwrap().1.contains("(cached)"));
     }
 
     #[test]

@@ -54,7 +54,10 @@ fn emit(priority: libc::c_int, msg: &str) {
             libc::LOG_DEBUG => "debug: ",
             _ => "",
         };
-        let _ = writeln!(std::io::stderr(), "kerneld: {level}{clean}");
+        // One write per line: unbuffered stderr would make one system
+        // call per piece, and lines of several threads could interleave.
+        let line = format!("kerneld: {level}{clean}\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }
 }
 

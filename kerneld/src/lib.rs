@@ -36,6 +36,7 @@ pub mod record;
 pub mod requester;
 pub mod status;
 pub mod trace;
+pub mod watch;
 
 /// Capacity the daemon gives its queue: the 16 KiB default holds only a
 /// few hundred requests, too few for a storm of concurrent callers.

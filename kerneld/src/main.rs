@@ -8,6 +8,7 @@ use kerneld::kmod::{Kmod, KmodConfig, ModuleSystem};
 use kerneld::record::Record;
 use kerneld::status::VERSION;
 use kerneld::trace::Tracer;
+use kerneld::watch::Watched;
 use kerneld::{log, QUEUE_BYTES};
 use kmod_ipc::{Error as IpcError, Key, Queue};
 use std::hash::{Hash, Hasher};
@@ -162,7 +163,12 @@ fn main() -> ExitCode {
             Kmod::new(&factory_config).map(|k| Box::new(k) as Box<dyn ModuleSystem + Send>)
         }),
         record,
-        fingerprint: Box::new(move || index_fingerprint(&fingerprint_config)),
+        fingerprint: {
+            let (files, dirs) = fingerprint_paths(&fingerprint_config);
+            let (f, d) = (files.clone(), dirs.clone());
+            let watched = Watched::new(files, dirs, move || index_fingerprint(&f, &d));
+            Box::new(move || watched.get())
+        },
         tracer,
     });
     log::notice(&format!(
@@ -384,29 +390,22 @@ fn notify_ready() {
     };
 }
 
-/// A value that changes whenever the module index or modprobe.d changes
-/// (depmod renames new index files into place; editors and package
-/// managers touch the .conf files).
-fn index_fingerprint(cfg: &KmodConfig) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+/// What the index fingerprint reads: index files, and modprobe.d
+/// directories whose entries count too.
+fn fingerprint_paths(cfg: &KmodConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let module_dir = cfg
         .module_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("/lib/modules").join(kerneld::kmod::release()));
-    let stamp = |p: &Path, h: &mut std::collections::hash_map::DefaultHasher| {
-        use std::os::unix::fs::MetadataExt;
-        if let Ok(m) = std::fs::metadata(p) {
-            (m.ino(), m.mtime(), m.mtime_nsec(), m.size()).hash(h);
-        }
-    };
-    for f in [
+    let files = [
         "modules.dep.bin",
         "modules.alias.bin",
         "modules.softdep",
         "modules.builtin.bin",
-    ] {
-        stamp(&module_dir.join(f), &mut h);
-    }
+    ]
+    .iter()
+    .map(|f| module_dir.join(f))
+    .collect();
     let dirs: Vec<PathBuf> = if cfg.config_dirs.is_empty() {
         [
             "/etc/modprobe.d",
@@ -421,9 +420,27 @@ fn index_fingerprint(cfg: &KmodConfig) -> u64 {
     } else {
         cfg.config_dirs.clone()
     };
+    (files, dirs)
+}
+
+/// A value that changes whenever the module index or modprobe.d changes
+/// (depmod renames new index files into place; editors and package
+/// managers touch the .conf files).  Computed again only when inotify
+/// reports a change to one of these paths (see `kerneld::watch`).
+fn index_fingerprint(files: &[PathBuf], dirs: &[PathBuf]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let stamp = |p: &Path, h: &mut std::collections::hash_map::DefaultHasher| {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(p) {
+            (m.ino(), m.mtime(), m.mtime_nsec(), m.size()).hash(h);
+        }
+    };
+    for f in files {
+        stamp(f, &mut h);
+    }
     for d in dirs {
-        stamp(&d, &mut h);
-        if let Ok(rd) = std::fs::read_dir(&d) {
+        stamp(d, &mut h);
+        if let Ok(rd) = std::fs::read_dir(d) {
             for e in rd.flatten() {
                 stamp(&e.path(), &mut h);
             }

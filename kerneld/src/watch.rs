@@ -1,0 +1,264 @@
+//! A fingerprint of files, recomputed only when inotify says they changed.
+//!
+//! kerneld drops its negative cache when the module index or modprobe.d
+//! changes, and tells by a fingerprint of stat() results.  Computing it
+//! takes some thirty system calls (the index files, every modprobe.d
+//! directory and entry), too many to pay on every request.  [`Watched`]
+//! computes it, watches every path it reads, and computes it again only
+//! after an event: while nothing changes, a request costs one non-blocking
+//! read(2) of the inotify descriptor.
+//!
+//! Every path is watched, files through symbolic links too (inotify
+//! follows them, as stat() does); the parent directory of each file sees
+//! it replaced by rename, as depmod does; a path that does not exist is
+//! watched through its nearest existing ancestor, so that its creation is
+//! seen.  Any event at all means "recompute"; the fingerprint decides
+//! whether it really changed.  Without inotify (no instance or watch left)
+//! the fingerprint is computed every time, as before.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const MASK: u32 = libc::IN_ATTRIB
+    | libc::IN_CLOSE_WRITE
+    | libc::IN_MODIFY
+    | libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF;
+
+/// A fingerprint of `files` and of `dirs` with their entries.
+pub struct Watched {
+    files: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
+    compute: Box<dyn Fn() -> u64 + Send + Sync>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// The watches in force; None: compute every time.
+    inotify: Option<OwnedFd>,
+    /// The fingerprint when the watches were set.
+    value: u64,
+}
+
+impl Watched {
+    /// `compute` must read only `files`, `dirs` and the entries of `dirs`.
+    pub fn new(
+        files: Vec<PathBuf>,
+        dirs: Vec<PathBuf>,
+        compute: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Watched {
+        Watched {
+            files,
+            dirs,
+            compute: Box::new(compute),
+            state: Mutex::new(State {
+                inotify: None,
+                value: 0,
+            }),
+        }
+    }
+
+    /// The fingerprint as of now.
+    pub fn get(&self) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        if let Some(fd) = &st.inotify {
+            if !changed(fd) {
+                return st.value;
+            }
+        }
+        // First call, an event, or no inotify.  Watch first, then read:
+        // a change made in between is both read and reported.
+        st.inotify = self.arm();
+        st.value = (self.compute)();
+        st.value
+    }
+
+    /// A fresh inotify instance watching every path; None if any watch
+    /// cannot be set.
+    fn arm(&self) -> Option<OwnedFd> {
+        // SAFETY: inotify_init1 has no memory arguments; the fd is ours.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: fd is a new descriptor owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        for f in &self.files {
+            watch(&fd, f)?;
+            watch(&fd, f.parent().unwrap_or(Path::new("/")))?;
+        }
+        for d in &self.dirs {
+            watch(&fd, d)?;
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    watch(&fd, &e.path())?;
+                }
+            }
+        }
+        Some(fd)
+    }
+}
+
+/// Watch `path`, or its nearest existing ancestor if it does not exist.
+fn watch(fd: &OwnedFd, path: &Path) -> Option<()> {
+    let mut p = path;
+    loop {
+        let c = CString::new(p.as_os_str().as_bytes()).ok()?;
+        // SAFETY: valid fd and C string.
+        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), MASK) } >= 0 {
+            return Some(());
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => p = p.parent()?,
+            _ => return None,
+        }
+    }
+}
+
+/// Whether any event arrived (read them all); an error counts as a change.
+fn changed(fd: &OwnedFd) -> bool {
+    let mut buf = [0u8; 4096];
+    let mut any = false;
+    loop {
+        // SAFETY: reading into a buffer we own, of its length.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            any = true;
+            continue;
+        }
+        return match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN) if n < 0 => any,
+            Some(libc::EINTR) if n < 0 => continue,
+            _ => true,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    fn stamp_all(files: &[PathBuf], dirs: &[PathBuf]) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut stamp = |p: &Path| {
+            if let Ok(m) = std::fs::metadata(p) {
+                (m.ino(), m.mtime(), m.mtime_nsec(), m.size()).hash(&mut h);
+            }
+        };
+        files.iter().for_each(|f| stamp(f));
+        for d in dirs {
+            stamp(d);
+            if let Ok(rd) = std::fs::read_dir(d) {
+                let mut v: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+                v.sort();
+                v.iter().for_each(|p| stamp(p));
+            }
+        }
+        h.finish()
+    }
+
+    struct Fixture {
+        root: PathBuf,
+        w: Watched,
+        computed: Arc<AtomicUsize>,
+    }
+
+    fn fixture(tag: &str) -> Fixture {
+        let root = std::env::temp_dir().join(format!("kerneld-watch-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("modules")).unwrap();
+        std::fs::create_dir_all(root.join("etc/modprobe.d")).unwrap();
+        std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+        std::fs::write(root.join("modules/modules.dep.bin"), "1").unwrap();
+        std::fs::write(root.join("elsewhere/real.conf"), "blacklist a\n").unwrap();
+        std::os::unix::fs::symlink(
+            root.join("elsewhere/real.conf"),
+            root.join("etc/modprobe.d/link.conf"),
+        )
+        .unwrap();
+        let files = vec![
+            root.join("modules/modules.dep.bin"),
+            root.join("modules/modules.alias.bin"),
+        ];
+        let dirs = vec![root.join("etc/modprobe.d"), root.join("run/modprobe.d")];
+        let computed = Arc::new(AtomicUsize::new(0));
+        let (f2, d2, c2) = (files.clone(), dirs.clone(), computed.clone());
+        let w = Watched::new(files, dirs, move || {
+            c2.fetch_add(1, Ordering::SeqCst);
+            stamp_all(&f2, &d2)
+        });
+        Fixture { root, w, computed }
+    }
+
+    /// Every kind of change is seen by the next get(), which then agrees
+    /// with a fresh computation; nothing is recomputed while nothing
+    /// changes.
+    #[test]
+    fn changes_are_seen_and_quiet_is_cheap() {
+        let f = fixture("changes");
+        let r = &f.root;
+        let fresh = |w: &Watched| -> bool { w.get() == (w.compute)() };
+        let v0 = f.w.get();
+        for _ in 0..5 {
+            assert_eq!(f.w.get(), v0);
+        }
+        assert_eq!(
+            f.computed.load(Ordering::SeqCst),
+            1,
+            "quiet: no recomputation"
+        );
+
+        let mut last = v0;
+        let mut step = |what: &str, change: &dyn Fn()| {
+            let before = f.computed.load(Ordering::SeqCst);
+            change();
+            let v = f.w.get();
+            assert!(
+                f.computed.load(Ordering::SeqCst) > before,
+                "{what}: not recomputed"
+            );
+            assert_ne!(v, last, "{what}: fingerprint unchanged");
+            assert!(fresh(&f.w), "{what}: stale fingerprint");
+            last = v;
+        };
+        let write = |p: &str, text: &str| std::fs::write(r.join(p), text).unwrap();
+        step("rewrite in place", &|| {
+            write("modules/modules.dep.bin", "22")
+        });
+        step("rename over (depmod)", &|| {
+            write("modules/tmp", "333");
+            std::fs::rename(r.join("modules/tmp"), r.join("modules/modules.dep.bin")).unwrap();
+        });
+        step("missing file appears", &|| {
+            write("modules/modules.alias.bin", "x")
+        });
+        step("new .conf", &|| write("etc/modprobe.d/new.conf", "x"));
+        step("edit through a symlink", &|| {
+            write("elsewhere/real.conf", "blacklist ab\n")
+        });
+        step("missing directory appears", &|| {
+            std::fs::create_dir_all(r.join("run/modprobe.d")).unwrap()
+        });
+        step("file in the new directory", &|| {
+            write("run/modprobe.d/z.conf", "x")
+        });
+        step("conf removed", &|| {
+            std::fs::remove_file(r.join("etc/modprobe.d/new.conf")).unwrap()
+        });
+        step("directory removed", &|| {
+            std::fs::remove_dir_all(r.join("run")).unwrap()
+        });
+        let _ = std::fs::remove_dir_all(r);
+    }
+}

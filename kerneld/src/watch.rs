@@ -124,11 +124,15 @@ fn watch(fd: &OwnedFd, path: &Path) -> Option<()> {
 
 /// Whether any event arrived (read them all); an error counts as a change.
 fn changed(fd: &OwnedFd) -> bool {
-    let mut buf = [0u8; 4096];
+    // Never read: only whether something arrived matters, so the buffer
+    // is not initialised (zeroing 4 KiB on every request would cost more
+    // than the read itself).
+    let mut buf = std::mem::MaybeUninit::<[u8; 4096]>::uninit();
     let mut any = false;
     loop {
-        // SAFETY: reading into a buffer we own, of its length.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        // SAFETY: the kernel writes at most 4096 bytes into the buffer;
+        // nothing reads them.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 4096) };
         if n > 0 {
             any = true;
             continue;

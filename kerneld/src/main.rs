@@ -286,6 +286,11 @@ fn block_signals() -> libc::sigset_t {
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        // A shell that started us in the background may have left SIGINT
+        // and SIGQUIT ignored; programs we start (the screen blanker is
+        // stopped with SIGQUIT) must get the default actions back.
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGQUIT, libc::SIG_DFL);
         set
     }
 }

@@ -163,6 +163,15 @@ impl Programs {
                     unsafe {
                         libc::kill(c.id() as libc::pid_t, libc::SIGQUIT);
                     }
+                    // A blanker that ignores SIGQUIT is killed after 2 s,
+                    // so that a worker never waits for ever.
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+                    while matches!(c.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    if matches!(c.try_wait(), Ok(None)) {
+                        let _ = c.kill();
+                    }
                     let _ = c.wait();
                     Outcome::ok("screen blanker stopped")
                 }

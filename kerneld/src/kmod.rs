@@ -101,6 +101,8 @@ pub trait ModuleSystem {
 pub struct Kmod {
     ctx: *mut sys::kmod_ctx,
     config: KmodConfig,
+    /// `watch::generation()` when last validated (see `revalidate`).
+    validated: u64,
 }
 
 // SAFETY: the context is only ever used by one thread at a time (it moves
@@ -209,6 +211,8 @@ const PROBE_FLAGS: u32 = sys::kmod_probe_KMOD_PROBE_APPLY_BLACKLIST_ALIAS_ONLY;
 impl Kmod {
     /// A new context with its indexes loaded.
     pub fn new(config: &KmodConfig) -> Result<Kmod, String> {
+        // Taken before loading: a change made meanwhile moves it on.
+        let generation = crate::watch::generation();
         let dir = match &config.module_dir {
             Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|e| e.to_string())?),
             None => None,
@@ -250,6 +254,7 @@ impl Kmod {
         Ok(Kmod {
             ctx,
             config: config.clone(),
+            validated: generation,
         })
     }
 
@@ -267,7 +272,15 @@ impl Kmod {
 
     /// Pick up a rewritten index or changed modprobe.d (depmod, package
     /// upgrades) before serving a request.
+    /// Skipped while inotify reports no change since the last time
+    /// (`kerneld::watch::generation`), which saves libkmod's stat() of
+    /// every index and configuration file on each request.
     pub fn revalidate(&mut self) {
+        let generation = crate::watch::generation();
+        if generation != 0 && generation == self.validated {
+            return;
+        }
+        self.validated = generation;
         // SAFETY: ctx is valid.
         let r = unsafe { sys::kmod_validate_resources(self.ctx) } as u32;
         if r == sys::kmod_resources_KMOD_RESOURCES_MUST_RELOAD {
@@ -279,6 +292,7 @@ impl Kmod {
         } else if r == sys::kmod_resources_KMOD_RESOURCES_MUST_RECREATE {
             if let Ok(fresh) = Kmod::new(&self.config) {
                 *self = fresh;
+                self.validated = generation;
             }
         }
     }

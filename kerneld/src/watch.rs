@@ -15,12 +15,30 @@
 //! seen.  Any event at all means "recompute"; the fingerprint decides
 //! whether it really changed.  Without inotify (no instance or watch left)
 //! the fingerprint is computed every time, as before.
+//!
+//! [`generation`] tells libkmod contexts (`kmod.rs`) the same thing: it
+//! changes whenever the fingerprint had to be recomputed, so a context
+//! validated at the current generation need not stat its index and
+//! configuration files again.  The daemon watches every path libkmod
+//! checks (the module directory through the index files' parent, every
+//! modprobe.d directory and entry); 0 means "not known", and contexts
+//! then always validate.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Changes each time a [`Watched`] recomputes; 0 when nothing is watched
+/// with inotify (so no caller may take "unchanged" for granted).
+pub fn generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
 
 const MASK: u32 = libc::IN_ATTRIB
     | libc::IN_CLOSE_WRITE
@@ -77,6 +95,11 @@ impl Watched {
         // a change made in between is both read and reported.
         st.inotify = self.arm();
         st.value = (self.compute)();
+        let g = match st.inotify {
+            Some(_) => NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        GENERATION.store(g, Ordering::Release);
         st.value
     }
 
@@ -214,9 +237,12 @@ mod tests {
         let r = &f.root;
         let fresh = |w: &Watched| -> bool { w.get() == (w.compute)() };
         let v0 = f.w.get();
+        let g0 = generation();
+        assert_ne!(g0, 0);
         for _ in 0..5 {
             assert_eq!(f.w.get(), v0);
         }
+        assert_eq!(generation(), g0, "quiet: same generation");
         assert_eq!(
             f.computed.load(Ordering::SeqCst),
             1,
@@ -226,8 +252,10 @@ mod tests {
         let mut last = v0;
         let mut step = |what: &str, change: &dyn Fn()| {
             let before = f.computed.load(Ordering::SeqCst);
+            let g = generation();
             change();
             let v = f.w.get();
+            assert_ne!(generation(), g, "{what}: same generation");
             assert!(
                 f.computed.load(Ordering::SeqCst) > before,
                 "{what}: not recomputed"

@@ -1,0 +1,249 @@
+//! Section 5, the kernel path in a QEMU guest (TCG: only ratios mean
+//! anything).  bench/vm/run.sh boots the test harness's guest with
+//! bench/vm/guest.sh, which times request_module() calls served in turn by
+//! the stock modprobe and by kerneld-modprobe + kerneld.
+
+use crate::proc;
+use crate::sections::Section;
+use crate::stats::{Ratio, Summary};
+use crate::table::{num, verdict, Table};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// What the guest printed.
+#[derive(Debug, Default)]
+pub struct Guest {
+    /// (measure, helper) -> samples in ns, in round order.
+    pub samples: BTreeMap<(String, String), Vec<u64>>,
+    pub info: Vec<(String, String)>,
+    pub errors: Vec<String>,
+    pub finished: bool,
+}
+
+/// Parse the guest's VMBENCH lines.
+pub fn parse(text: &str) -> Guest {
+    let mut g = Guest::default();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("VMBENCH ") else {
+            continue;
+        };
+        let mut w = rest.split_whitespace();
+        match w.next() {
+            Some("S") => {
+                let (Some(m), Some(h)) = (w.next(), w.next()) else {
+                    continue;
+                };
+                if h.starts_with("warm") {
+                    continue;
+                }
+                g.samples
+                    .entry((m.to_string(), h.to_string()))
+                    .or_default()
+                    .extend(w.filter_map(|x| x.parse::<u64>().ok()));
+            }
+            Some("INFO") => {
+                let k = w.next().unwrap_or("").to_string();
+                g.info.push((k, w.collect::<Vec<_>>().join(" ")));
+            }
+            Some("E") => g.errors.push(w.collect::<Vec<_>>().join(" ")),
+            Some("END") => g.finished = true,
+            _ => {}
+        }
+    }
+    g
+}
+
+pub fn run(repo: &Path, bin_dir: &Path, rounds: usize, per: usize, static_shim: bool) -> Section {
+    let script = repo.join("bench/vm/run.sh");
+    eprintln!("kerneld-bench: 5. booting the VM ({rounds} rounds of {per}); this takes a few minutes under TCG");
+    let mut child = match Command::new("bash")
+        .arg(&script)
+        .args([
+            "--rounds",
+            &rounds.to_string(),
+            "--per-round",
+            &per.to_string(),
+        ])
+        .args(static_shim.then_some("--static-shim"))
+        .env("KERNELD_BIN_DIR", bin_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return failed(&format!("cannot run {}: {e}", script.display())),
+    };
+    let out = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        text
+    });
+    // The guest makes no round trips here: keep the watchdog quiet.
+    let status = loop {
+        proc::progress();
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) => std::thread::sleep(Duration::from_millis(500)),
+            Err(e) => return failed(&format!("waiting for the VM: {e}")),
+        }
+    };
+    let text = reader.join().unwrap_or_default();
+    let g = parse(&text);
+    if !status.success() || !g.finished {
+        let mut s = failed(&format!("the VM bench did not finish ({status})"));
+        s.json["errors"] = json!(g.errors);
+        return s;
+    }
+    section(&g)
+}
+
+fn failed(why: &str) -> Section {
+    eprintln!("kerneld-bench: {why}");
+    Section {
+        title: "5. The kernel path in a VM".into(),
+        table: String::new(),
+        notes: vec![format!("not measured: {why}")],
+        json: json!({ "error": why }),
+    }
+}
+
+pub fn section(g: &Guest) -> Section {
+    let has_static = g.samples.keys().any(|(_, h)| h == "kerneld-static");
+    let mut head = vec![
+        "in the guest (TCG)",
+        "stock modprobe median ms (p99)",
+        "kerneld median ms (p99)",
+        "kerneld / stock (pairwise)",
+        "goal",
+    ];
+    if has_static {
+        head.extend([
+            "kerneld, static shim, median ms (p99)",
+            "static / stock (pairwise)",
+        ]);
+    }
+    let mut t = Table::new(&head);
+    let mut rows = Vec::new();
+    let ms = |s: &Summary| format!("{} ({})", num(s.median / 1e6), num(s.p99 / 1e6));
+    for (measure, label, goal) in [
+        ("unknown", "request_module() of an unknown name", Some(0.5)),
+        (
+            "dummy-cycle",
+            "load/unload cycle of dummy (link add, del, rmmod)",
+            Some(1.0),
+        ),
+        ("dummy-load", "… of which the load (link add)", None),
+    ] {
+        let get = |h: &str| {
+            g.samples
+                .get(&(measure.to_string(), h.to_string()))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (stock, kd, st) = (get("stock"), get("kerneld"), get("kerneld-static"));
+        if stock.is_empty() || kd.is_empty() {
+            continue;
+        }
+        let (ss, sk) = (Summary::of(&stock), Summary::of(&kd));
+        let r = Ratio::of(&stock, &kd);
+        let met = goal.map(|g| r.pairwise_median <= g);
+        let mut row = vec![
+            label.to_string(),
+            ms(&ss),
+            ms(&sk),
+            format!(
+                "**{}** (of medians {})",
+                num(r.pairwise_median),
+                num(r.of_medians)
+            ),
+            match (goal, met) {
+                (Some(gl), Some(m)) => format!("≤ {gl}: {}", verdict(m)),
+                _ => "(for information)".into(),
+            },
+        ];
+        let mut doc = json!({
+            "measure": measure,
+            "what": label,
+            "stock_modprobe": ss.json_us(),
+            "kerneld": sk.json_us(),
+            "ratio_kerneld_over_stock": r.json(),
+            "goal_max_ratio": goal,
+            "goal_met": met,
+        });
+        if has_static && !st.is_empty() {
+            let sst = Summary::of(&st);
+            let rs = Ratio::of(&stock, &st);
+            row.push(ms(&sst));
+            row.push(format!(
+                "{} (of medians {})",
+                num(rs.pairwise_median),
+                num(rs.of_medians)
+            ));
+            doc["kerneld_static_shim"] = sst.json_us();
+            doc["ratio_static_shim_over_stock"] = rs.json();
+        }
+        t.row(row);
+        rows.push(doc);
+    }
+    let info: Value = g
+        .info
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let mut notes = vec![format!(
+        "same guest, same boot (QEMU TCG, 1 vCPU): each round sets /proc/sys/kernel/modprobe to each helper in turn (the first one rotates) and times every call in the guest (CLOCK_MONOTONIC around the netlink request that makes the kernel call request_module()); guest: {}, {}, {}",
+        info["kernel"].as_str().unwrap_or("?"),
+        info["kmod"].as_str().unwrap_or("?"),
+        info["kerneld"].as_str().unwrap_or("?"),
+    )];
+    notes.push(format!(
+        "kerneld counted {} request_module ({} succeeded, {} failed, {} cached); shim-fallback = fail, so every kerneld figure was served by kerneld",
+        info["kerneld-request_module"].as_str().unwrap_or("?"),
+        info["kerneld-succeeded"].as_str().unwrap_or("?"),
+        info["kerneld-failed"].as_str().unwrap_or("?"),
+        info["kerneld-cached"].as_str().unwrap_or("?"),
+    ));
+    if has_static {
+        notes.push("static shim: the same kerneld-modprobe source linked with `-C target-feature=+crt-static -C relocation-model=static` (bench/vm/run.sh --static-shim); TCG translates the code of every exec of a position-independent binary and its shared libraries anew (ASLR puts them elsewhere each time), which a static non-PIE binary avoids".into());
+    }
+    if !g.errors.is_empty() {
+        notes.push(format!(
+            "{} errors in the guest: {}",
+            g.errors.len(),
+            g.errors.join("; ")
+        ));
+    }
+    Section {
+        title: "5. The kernel path: request_module() in a QEMU guest".into(),
+        table: t.render(),
+        notes,
+        json: json!({ "rows": rows, "guest": info, "errors": g.errors }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_guest_lines() {
+        let g = parse(
+            "VMBENCH INFO kernel 6.12\nVMBENCH S unknown stock 10 20\nVMBENCH S unknown warm-stock 1\n\
+             VMBENCH S unknown stock 30\nVMBENCH E dummy kerneld: oops\nnoise\nVMBENCH END\n",
+        );
+        assert_eq!(g.samples[&("unknown".into(), "stock".into())], [10, 20, 30]);
+        assert_eq!(g.samples.len(), 1);
+        assert_eq!(g.errors, ["dummy kerneld: oops"]);
+        assert_eq!(g.info, [("kernel".to_string(), "6.12".to_string())]);
+        assert!(g.finished);
+    }
+}

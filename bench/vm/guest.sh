@@ -1,0 +1,96 @@
+#!/bin/sh
+# shellcheck shell=dash
+# The guest side of the kerneld benchmark, run by the test harness's /init
+# in place of /scenarios.sh (bench/vm/run.sh lays it over the harness's
+# initramfs).  The same kernel, in the same boot, is served alternately by
+# the stock /sbin/modprobe (Debian's kmod) and by kerneld-modprobe +
+# kerneld (and, when bench/vm/run.sh --static-shim put it there, by a
+# static non-PIE build of kerneld-modprobe + kerneld), round after round,
+# so all see the same guest:
+#
+#   unknown  N request_module() calls for names nothing provides
+#   dummy    N load/unload cycles of dummy (link add, link del, rmmod)
+#
+# kdvmbench (bench/vm/kdvmbench.c) makes the calls and times each one.
+# Output: VMBENCH lines on the console, parsed by kerneld-bench.
+# Options on the kernel command line: kdvm_bench=ROUNDS,PER_ROUND.
+
+rounds=10
+per=10
+read -r cmdline </proc/cmdline
+for word in $cmdline; do
+    case "$word" in
+        kdvm_bench=*,*)
+            v=${word#kdvm_bench=}
+            rounds=${v%,*}
+            per=${v#*,}
+            ;;
+    esac
+done
+
+info() { echo "VMBENCH INFO $*"; }
+
+# Without kerneld the shim must fail, not quietly run modprobe: a measure
+# of "kerneld" that was modprobe after all would be worthless.
+printf 'shim-fallback = fail\nshim-timeout = 30\n' >/etc/kerneld.conf
+kerneld --foreground keep </dev/null >/tmp/kerneld.log 2>&1 &
+kpid=$!
+i=0
+until timeout 5 kdstat >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ "$i" -gt 100 ]; then
+        echo "VMBENCH E setup kerneld not ready after 20 s: $(tr '\n' ' ' </tmp/kerneld.log)"
+        echo "VMBENCH END"
+        exit 0
+    fi
+    sleep 0.2
+done
+info kernel "$(uname -r)"
+info kerneld "$(kerneld --version 2>&1)"
+info kmod "$(/sbin/modprobe --version 2>&1 | head -n 1)"
+info rounds "$rounds" per-round "$per"
+
+helpers="stock:/sbin/modprobe kerneld:/sbin/kerneld-modprobe"
+[ -x /sbin/kerneld-modprobe-static ] &&
+    helpers="$helpers kerneld-static:/sbin/kerneld-modprobe-static"
+info helpers "$helpers"
+use() { echo "$1" >/proc/sys/kernel/modprobe; }
+
+# One round for a helper: unknown names (unique to the round and helper,
+# so no negative cache answers them), then dummy cycles.
+round() { # LABEL HELPER ROUND N
+    use "$2"
+    kdvmbench unknown "$4" "kdnx$3$1" "$1"
+    kdvmbench dummy "$4" "$1"
+}
+
+# Warm-up (page cache, first exec of each helper), not reported.
+for h in $helpers; do
+    round "warm-${h%%:*}" "${h#*:}" 0 2 >/dev/null
+done
+
+# Each round, every helper in turn; which one goes first rotates.
+n=$(echo "$helpers" | wc -w)
+r=1
+while [ "$r" -le "$rounds" ]; do
+    k=$(((r - 1) % n))
+    i=0
+    head=
+    tail=
+    for h in $helpers; do
+        if [ "$i" -lt "$k" ]; then tail="$tail $h"; else head="$head $h"; fi
+        i=$((i + 1))
+    done
+    for h in $head $tail; do
+        round "${h%%:*}" "${h#*:}" "$r" "$per"
+    done
+    r=$((r + 1))
+done
+use /sbin/modprobe
+
+json=$(timeout 10 kdstat --json 2>/dev/null)
+for c in request_module succeeded failed cached; do
+    info "kerneld-$c" "$(echo "$json" | grep -o "\"$c\":[0-9]*" | head -n 1 | cut -d: -f2)"
+done
+kill "$kpid" 2>/dev/null
+echo "VMBENCH END"

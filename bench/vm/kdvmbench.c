@@ -1,0 +1,208 @@
+/*
+ * kdvmbench: the guest side of the kerneld benchmark (bench/vm/guest.sh).
+ * Makes the kernel call request_module() without any exec of our own in
+ * the loop, and times each call with CLOCK_MONOTONIC:
+ *
+ *   kdvmbench unknown N PREFIX LABEL
+ *       N times RTM_NEWLINK of kind PREFIX<i> (no such kind): the kernel asks
+ *       for rtnl-link-PREFIX<i>, which nothing provides; each must fail
+ *       with EOPNOTSUPP.
+ *   kdvmbench dummy N LABEL
+ *       N load/unload cycles: RTM_NEWLINK "kdb0" of kind dummy (the kernel
+ *       asks for rtnl-link-dummy and the helper loads dummy), RTM_DELLINK,
+ *       delete_module("dummy").
+ *
+ * Prints one line per measure, which the host parses:
+ *   VMBENCH S <measure> LABEL <ns> <ns> ...
+ *   VMBENCH E <measure> LABEL <what went wrong>
+ * Built static by bench/vm/run.sh.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAXN 1000
+
+static int nl;
+static unsigned seq;
+
+static long long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+struct req {
+	struct nlmsghdr n;
+	struct ifinfomsg i;
+	char buf[512];
+};
+
+static struct rtattr *add_attr(struct nlmsghdr *n, int type, const void *data, int len)
+{
+	struct rtattr *a = (struct rtattr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
+
+	a->rta_type = type;
+	a->rta_len = RTA_LENGTH(len);
+	if (len)
+		memcpy(RTA_DATA(a), data, len);
+	n->nlmsg_len = NLMSG_ALIGN(n->nlmsg_len) + RTA_ALIGN(a->rta_len);
+	return a;
+}
+
+/* Send a request and return 0 or the negative errno of its ack. */
+static int talk(struct req *r)
+{
+	char buf[4096];
+	struct nlmsghdr *h;
+	ssize_t len;
+
+	r->n.nlmsg_seq = ++seq;
+	r->n.nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+	if (send(nl, r, r->n.nlmsg_len, 0) < 0)
+		return -errno;
+	for (;;) {
+		len = recv(nl, buf, sizeof(buf), 0);
+		if (len < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)len); h = NLMSG_NEXT(h, len)) {
+			if (h->nlmsg_seq != seq)
+				continue;
+			if (h->nlmsg_type == NLMSG_ERROR)
+				return ((struct nlmsgerr *)NLMSG_DATA(h))->error;
+		}
+	}
+}
+
+static int newlink(const char *ifname, const char *kind)
+{
+	struct req r;
+	struct rtattr *info;
+
+	memset(&r, 0, sizeof(r));
+	r.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+	r.n.nlmsg_type = RTM_NEWLINK;
+	r.n.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+	r.i.ifi_family = AF_UNSPEC;
+	add_attr(&r.n, IFLA_IFNAME, ifname, strlen(ifname) + 1);
+	info = add_attr(&r.n, IFLA_LINKINFO, NULL, 0);
+	add_attr(&r.n, IFLA_INFO_KIND, kind, strlen(kind));
+	info->rta_len = (char *)&r + r.n.nlmsg_len - (char *)info;
+	return talk(&r);
+}
+
+static int dellink(const char *ifname)
+{
+	struct req r;
+
+	memset(&r, 0, sizeof(r));
+	r.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+	r.n.nlmsg_type = RTM_DELLINK;
+	r.i.ifi_family = AF_UNSPEC;
+	add_attr(&r.n, IFLA_IFNAME, ifname, strlen(ifname) + 1);
+	return talk(&r);
+}
+
+static void print_samples(const char *measure, const char *label, long long *v, int n)
+{
+	int i;
+
+	printf("VMBENCH S %s %s", measure, label);
+	for (i = 0; i < n; i++)
+		printf(" %lld", v[i]);
+	printf("\n");
+	fflush(stdout);
+}
+
+static void usage(void)
+{
+	fputs("usage: kdvmbench unknown N PREFIX LABEL | kdvmbench dummy N LABEL\n", stderr);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	static long long a[MAXN], b[MAXN];
+	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
+	int n, i, r, bad = 0;
+
+	if (argc < 4)
+		usage();
+	n = atoi(argv[2]);
+	if (n < 1 || n > MAXN)
+		usage();
+	nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+	if (nl < 0 || bind(nl, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		perror("kdvmbench: netlink");
+		return 1;
+	}
+	if (strcmp(argv[1], "unknown") == 0 && argc == 5) {
+		char kind[64];
+
+		for (i = 0; i < n; i++) {
+			long long t0;
+
+			snprintf(kind, sizeof(kind), "%s%d", argv[3], i);
+			t0 = now_ns();
+			r = newlink("kdbx0", kind);
+			a[i] = now_ns() - t0;
+			if (r != -EOPNOTSUPP) {
+				printf("VMBENCH E unknown %s %s: got %s instead of EOPNOTSUPP\n",
+				       argv[4], kind, r ? strerror(-r) : "success");
+				bad++;
+				if (r == 0)
+					dellink("kdbx0");
+			}
+		}
+		print_samples("unknown", argv[4], a, n);
+	} else if (strcmp(argv[1], "dummy") == 0 && argc == 4) {
+		for (i = 0; i < n; i++) {
+			long long t0 = now_ns(), t1;
+			int tries = 0;
+
+			r = newlink("kdb0", "dummy");
+			t1 = now_ns();
+			if (r != 0) {
+				printf("VMBENCH E dummy %s: link add: %s\n", argv[3], strerror(-r));
+				bad++;
+				continue;
+			}
+			r = dellink("kdb0");
+			if (r != 0) {
+				printf("VMBENCH E dummy %s: link del: %s\n", argv[3], strerror(-r));
+				bad++;
+			}
+			while (syscall(SYS_delete_module, "dummy", O_NONBLOCK) != 0) {
+				if ((errno != EAGAIN && errno != EBUSY) || ++tries > 1000) {
+					printf("VMBENCH E dummy %s: delete_module: %s\n", argv[3], strerror(errno));
+					bad++;
+					break;
+				}
+				usleep(1000);
+			}
+			a[i] = t1 - t0;
+			b[i] = now_ns() - t0;
+		}
+		print_samples("dummy-load", argv[3], a, n);
+		print_samples("dummy-cycle", argv[3], b, n);
+	} else {
+		usage();
+	}
+	return bad ? 1 : 0;
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Boot the real-kernel test guest (tests/vm) with the benchmark in place of
+# its scenarios, and print the guest's VMBENCH lines on stdout.
+#
+# Usage: bench/vm/run.sh [--series 6.12|6.1] [--rounds R] [--per-round N]
+#                        [--static-shim] [--guest SCRIPT]
+#   --static-shim  also measure kerneld with a kerneld-modprobe linked
+#                  statically and not position-independent (built here
+#                  into target/bench-static-shim): under TCG every exec of
+#                  relocatable code is translated anew, see bench/README.md
+#   --guest        run SCRIPT in the guest instead of bench/vm/guest.sh
+#                  (for experiments; it finds /bin/kdvmbench and the
+#                  harness's tools)
+#
+# The harness's own tools are used unchanged: fetch-kernel.sh for the
+# Debian kernel, build-initramfs.sh for the guest (kmod, busybox, the
+# project's binaries from KERNELD_BIN_DIR, default target/release).  A
+# second cpio archive is appended to that initramfs; the kernel unpacks
+# both in order, so its /scenarios.sh (bench/vm/guest.sh) and
+# /bin/kdvmbench replace or add to the first.  /init runs it as usual.
+#
+# Environment: KERNELD_BIN_DIR, KERNELD_VM_CACHE as for tests/vm/run;
+# KERNELD_VM_TIMEOUT (seconds for the boot, default 900).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+
+series=6.12
+rounds=10
+per=10
+guest=$here/guest.sh
+static_shim=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --series)
+            series=${2:?}
+            shift 2
+            ;;
+        --rounds)
+            rounds=${2:?}
+            shift 2
+            ;;
+        --per-round)
+            per=${2:?}
+            shift 2
+            ;;
+        --static-shim)
+            static_shim=1
+            shift
+            ;;
+        --guest)
+            guest=${2:?}
+            shift 2
+            ;;
+        -h | --help)
+            sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "bench/vm/run.sh: unknown argument $1" >&2
+            exit 2
+            ;;
+    esac
+done
+
+export KERNELD_BIN_DIR=${KERNELD_BIN_DIR:-$repo/target/release}
+for b in kerneld kerneld-modprobe kdstat; do
+    [[ -x "$KERNELD_BIN_DIR/$b" ]] || {
+        echo "bench/vm/run.sh: $KERNELD_BIN_DIR/$b not built (cargo build --release)" >&2
+        exit 1
+    }
+done
+
+read -r root kver vmlinuz < <("$repo/tests/vm/fetch-kernel.sh" "$series")
+work=$(mktemp -d "${TMPDIR:-/tmp}/kerneld-vmbench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+
+"$repo/tests/vm/build-initramfs.sh" "$root" "$kver" "$work/base.gz"
+
+mkdir -p "$work/overlay/bin" "$work/overlay/sbin"
+install -m 0755 "$guest" "$work/overlay/scenarios.sh"
+cc -static -O2 -Wall -o "$work/overlay/bin/kdvmbench" "$here/kdvmbench.c"
+files=(scenarios.sh bin/kdvmbench)
+if [[ $static_shim == 1 ]]; then
+    echo "vm-bench: building a static, non-PIE kerneld-modprobe (target/bench-static-shim)" >&2
+    (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+        cargo build --release --quiet -p kerneld-modprobe --target x86_64-unknown-linux-gnu \
+        --target-dir "$repo/target/bench-static-shim")
+    install -m 0755 "$repo/target/bench-static-shim/x86_64-unknown-linux-gnu/release/kerneld-modprobe" \
+        "$work/overlay/sbin/kerneld-modprobe-static"
+    files+=(sbin/kerneld-modprobe-static)
+fi
+(cd "$work/overlay" && printf '%s\n' "${files[@]}" | cpio --quiet -o -H newc) |
+    gzip -6 >"$work/overlay.gz"
+cat "$work/base.gz" "$work/overlay.gz" >"$work/initramfs.gz"
+
+echo "vm-bench: booting $kver under QEMU (TCG): $rounds rounds of $per requests per helper and measure" >&2
+rc=0
+t0=$SECONDS
+timeout "${KERNELD_VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -m 512 -smp 1 -nographic \
+    -no-reboot -net none -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
+    -append "console=ttyS0 panic=-1 quiet kdvm_mode=bench kdvm_bench=$rounds,$per" \
+    </dev/null >"$work/console.log" 2>&1 || rc=$?
+echo "vm-bench: guest ran $((SECONDS - t0)) s" >&2
+tr -d '\r' <"$work/console.log" | grep -a '^VMBENCH' || true
+if ! tr -d '\r' <"$work/console.log" | grep -q -a '^VMBENCH END'; then
+    echo "vm-bench: the guest did not finish (qemu exit $rc); end of the console log:" >&2
+    tr -d '\r' <"$work/console.log" | tail -n 60 >&2
+    exit 1
+fi

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Benchmarks: kerneld against exec'ing modprobe and against the bare SysV
+# queue, throughput, a storm of identical requests, the kernel path in a
+# QEMU guest, memory and size; one run measures everything, prints the
+# tables and writes bench/results/latest.json and latest.md.
+#
+# Usage: scripts/bench.sh [kerneld-bench options]   (as root)
+#   --quick     fewer repetitions, a smoke test of the whole run
+#   --no-vm     leave out the VM section
+#   --help      every option of kerneld-bench
+#
+# Benchmarks are not tests: nothing here fails on a slow figure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+# The Debian module tree both kerneld and modprobe resolve against, and
+# the kernel the VM section boots.
+tests/vm/fetch-kernel.sh 6.12 >/dev/null
+# Release builds: the bench starts kerneld and the shim, the VM section
+# puts kerneld, kerneld-modprobe, kdstat and kdsend in the guest.
+cargo build --release -p kerneld -p kerneld-modprobe -p kdstat -p kerneld-bench
+exec target/release/kerneld-bench "$@"

@@ -5,10 +5,32 @@
 
 use std::ffi::CString;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static STDERR: AtomicBool = AtomicBool::new(false);
+
+/// Whether a syslog daemon listens on /dev/log, and when (milliseconds
+/// since start) that was last checked.  While /dev/log is missing (no
+/// syslog daemon: containers, small embedded systems, early boot) glibc's
+/// syslog() tries to connect again on every line, a cost on every request;
+/// so kerneld looks for /dev/log at most once a second and skips syslog()
+/// meanwhile.
+static SYSLOG_UP: AtomicBool = AtomicBool::new(true);
+static SYSLOG_CHECKED_MS: AtomicU64 = AtomicU64::new(0);
+
+fn syslog_up() -> bool {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    let last = SYSLOG_CHECKED_MS.load(Ordering::Relaxed);
+    if last == 0 || now.saturating_sub(last) >= 1000 {
+        SYSLOG_CHECKED_MS.store(now, Ordering::Relaxed);
+        SYSLOG_UP.store(std::path::Path::new("/dev/log").exists(), Ordering::Relaxed);
+    }
+    SYSLOG_UP.load(Ordering::Relaxed)
+}
 
 /// Open the syslog connection; `stderr` also copies lines to stderr,
 /// unless stderr already goes to the journal (systemd sets
@@ -41,10 +63,12 @@ fn emit(priority: libc::c_int, msg: &str) {
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
         .collect();
-    if let Ok(c) = CString::new(clean.as_str()) {
-        // SAFETY: "%s" with one valid C string.
-        unsafe {
-            libc::syslog(priority, c"%s".as_ptr(), c.as_ptr());
+    if syslog_up() {
+        if let Ok(c) = CString::new(clean.as_str()) {
+            // SAFETY: "%s" with one valid C string.
+            unsafe {
+                libc::syslog(priority, c"%s".as_ptr(), c.as_ptr());
+            }
         }
     }
     if STDERR.load(Ordering::Relaxed) {

@@ -114,6 +114,9 @@ impl Pool {
     }
 }
 
+/// Idle contexts kept after a burst of concurrent actions.
+const IDLE_CONTEXTS: usize = 8;
+
 /// Builds a module system (a libkmod context, or a double).
 pub type Factory = Box<dyn Fn() -> Result<Box<dyn ModuleSystem + Send>, String> + Send + Sync>;
 
@@ -139,7 +142,12 @@ impl Contexts {
             None => (self.factory)()?,
         };
         let r = f(ctx.as_mut());
-        self.free.lock().unwrap().push(ctx);
+        let mut free = self.free.lock().unwrap();
+        // Keep a few for the next requests; a burst of concurrent actions
+        // needed more, but their memory goes back once it is over.
+        if free.len() < IDLE_CONTEXTS {
+            free.push(ctx);
+        }
         Ok(r)
     }
 

@@ -1041,8 +1041,24 @@ mod tests {
     use crate::fake::{FakeKernel, SharedFake};
     use kmod_ipc::{Client, Key};
 
+    /// Removes the test's queue even when the test fails.
+    struct Removed(Queue);
+
+    impl Drop for Removed {
+        fn drop(&mut self) {
+            let _ = self.0.remove();
+        }
+    }
+
+    impl std::ops::Deref for Removed {
+        type Target = Queue;
+        fn deref(&self) -> &Queue {
+            &self.0
+        }
+    }
+
     /// A daemon on a private queue over the fake kernel.
-    fn daemon(fake: SharedFake, key: i32) -> (Arc<Daemon>, Queue) {
+    fn daemon(fake: SharedFake, key: i32) -> (Arc<Daemon>, Removed) {
         let queue = Queue::create_unchecked(Key(key), 0o600).unwrap();
         let f = fake.clone();
         let d = Daemon::new(Parts {
@@ -1061,7 +1077,7 @@ mod tests {
             fingerprint: Box::new(|| 0),
             tracer: None,
         });
-        (d, queue)
+        (d, Removed(queue))
     }
 
     fn test_key(n: i32) -> i32 {
@@ -1073,7 +1089,7 @@ mod tests {
         let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
         k.load_time = Duration::from_millis(300);
         let fake = k.shared();
-        let (d, queue) = daemon(fake.clone(), test_key(1));
+        let (d, _queue) = daemon(fake.clone(), test_key(1));
         for i in 0..5 {
             let m = Message::request(
                 MsgType::RequestModule,
@@ -1098,14 +1114,13 @@ mod tests {
         }
         assert_eq!(fake.0.lock().unwrap().loads, ["rtnl-link-dummy"]);
         assert_eq!(d.counters.merged.load(Ordering::Relaxed), 4);
-        queue.remove().unwrap();
     }
 
     #[test]
     fn loaded_modules_expire_after_two_idle_sweeps_unless_keep() {
         let k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
         let fake = k.shared();
-        let (d, queue) = daemon(fake.clone(), test_key(2));
+        let (d, _queue) = daemon(fake.clone(), test_key(2));
         assert_eq!(d.request_module("rtnl-link-dummy", None).status, 0);
         d.control("keep");
         assert!(d.sweep().removed.is_empty());
@@ -1114,7 +1129,6 @@ mod tests {
         assert!(d.sweep().removed.is_empty(), "second chance");
         assert_eq!(d.sweep().removed, ["dummy"]);
         assert_eq!(d.counters.expired.load(Ordering::Relaxed), 1);
-        queue.remove().unwrap();
     }
 
     #[test]
@@ -1130,14 +1144,13 @@ mod tests {
         );
         assert_eq!(d.purge_unread(Duration::ZERO), 1);
         assert_eq!(queue.stat().unwrap().messages, 0);
-        queue.remove().unwrap();
     }
 
     #[test]
     fn denied_results_are_not_shared_between_requesters() {
         let k = FakeKernel::with_tree(&[("can", &[])]).alias("net-pf-29", "can");
         let fake = k.shared();
-        let (d, queue) = daemon(fake, test_key(3));
+        let (d, _queue) = daemon(fake, test_key(3));
         d.control("deny request net-pf-29 if uid!=0");
         let user = Requester {
             pid: 10,
@@ -1160,7 +1173,6 @@ mod tests {
             "root must not get the user's cached denial: {}",
             o.text
         );
-        queue.remove().unwrap();
     }
     #[test]
     fn audit_mode_set_live_is_not_answered_by_a_remembered_denial() {
@@ -1172,6 +1184,5 @@ mod tests {
         let o = d.request_module("rtnl-link-dummy", None);
         assert_eq!(o.status, 0, "{}", o.text);
         assert!(o.text.contains("loaded dummy"), "{}", o.text);
-        queue.remove().unwrap();
     }
 }

@@ -1174,10 +1174,11 @@ mod tests {
             o.text
         );
     }
+
     #[test]
     fn audit_mode_set_live_is_not_answered_by_a_remembered_denial() {
         let k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
-        let (d, queue) = daemon(k.shared(), test_key(4));
+        let (d, _queue) = daemon(k.shared(), test_key(5));
         d.control("deny request rtnl-link-dummy");
         assert_eq!(d.request_module("rtnl-link-dummy", None).status, 1);
         assert_eq!(d.control("mode=audit").status, 0);

@@ -295,6 +295,21 @@ impl Daemon {
                 if msg.msg_type() == MsgType::RequestModule {
                     self.rearm_sweep();
                     self.timers.lock().unwrap().delayed.remove(&name);
+                    // Quick answers skip the hop to a worker, unless the
+                    // same request is in progress (then it joins that).
+                    let identity = self.identity_key(requester.as_ref());
+                    let busy = self.jobs.lock().unwrap().in_progress(
+                        MsgType::RequestModule,
+                        &msg.text,
+                        &identity,
+                    );
+                    if !busy {
+                        if let Some(o) = self.request_module_inline(&name, requester.as_ref()) {
+                            self.count_outcome(&o);
+                            self.reply(&msg, o.status, o.text.as_bytes());
+                            return;
+                        }
+                    }
                 }
                 self.submit(msg, requester);
             }
@@ -337,6 +352,14 @@ impl Daemon {
                 log::warn(&format!("unknown message type {n} (id {})", msg.id));
                 self.reply(&msg, 1, format!("unknown message type {n}").as_bytes());
             }
+        }
+    }
+
+    fn count_outcome(&self, o: &Outcome) {
+        if o.status == 0 {
+            self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -538,11 +561,7 @@ impl Daemon {
             log::error(&format!("internal error while serving {kind} '{text_s}'"));
             Outcome::fail("internal error in kerneld (see its log)")
         });
-        if outcome.status == 0 {
-            self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        }
+        self.count_outcome(&outcome);
         let waiters = self.jobs.lock().unwrap().finish(id);
         for w in waiters {
             self.reply(&w.request, outcome.status, outcome.text.as_bytes());
@@ -572,31 +591,11 @@ impl Daemon {
     pub fn request_module(&self, name: &str, who: Option<&Requester>) -> Outcome {
         let t0 = Instant::now();
         let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
-        let identity = self.identity_key(who);
-        let cache_key = if identity.is_empty() {
-            name.to_string()
-        } else {
-            format!("{name} for {identity}")
-        };
-        {
-            let mut nc = self.negcache.lock().unwrap();
-            nc.check_fingerprint((self.fingerprint)());
-            if let Some((status, text)) = nc.lookup(&cache_key, t0) {
-                self.counters.cached.fetch_add(1, Ordering::Relaxed);
-                log::debug(&format!("request_module{who_text}: {text}"));
-                let o = Outcome { status, text };
-                self.remember(name, who, &o, t0);
-                return o;
-            }
+        let cache_key = self.cache_key(name, who);
+        if let Some(o) = self.cached_answer(name, who, &cache_key, t0) {
+            return o;
         }
         let policy = self.policy.read().unwrap().clone();
-        let keep_failure = |o: Outcome| {
-            self.negcache
-                .lock()
-                .unwrap()
-                .insert(&cache_key, o.status, &o.text, Instant::now());
-            o
-        };
         let result = self.contexts.with(|sys| {
             let res = match sys.resolve(name) {
                 Ok(r) => r,
@@ -689,17 +688,86 @@ impl Daemon {
             Ok(o) => o,
             Err(e) => Outcome::fail(format!("{name}: cannot use libkmod: {e}")),
         };
+        self.finish_request(name, who, &cache_key, outcome, t0)
+    }
+
+    /// Type 2 answered on the receiving thread, without a worker: a
+    /// remembered failure, or a name that resolves to no module (the most
+    /// common request the kernel makes in vain).  `None`: a worker must
+    /// decide and load.
+    fn request_module_inline(&self, name: &str, who: Option<&Requester>) -> Option<Outcome> {
+        let t0 = Instant::now();
+        let cache_key = self.cache_key(name, who);
+        if let Some(o) = self.cached_answer(name, who, &cache_key, t0) {
+            return Some(o);
+        }
+        let unknown = self
+            .contexts
+            .with(|sys| sys.resolves(name) == Ok(false))
+            .unwrap_or(false);
+        unknown.then(|| {
+            let o = Outcome::fail(format!("{name}: not found"));
+            self.finish_request(name, who, &cache_key, o, t0)
+        })
+    }
+
+    /// The negative cache's key: the name, and the requester when rules
+    /// look at it.
+    fn cache_key(&self, name: &str, who: Option<&Requester>) -> String {
+        let identity = self.identity_key(who);
+        if identity.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name} for {identity}")
+        }
+    }
+
+    /// A remembered failure for this name, if still fresh.
+    fn cached_answer(
+        &self,
+        name: &str,
+        who: Option<&Requester>,
+        cache_key: &str,
+        t0: Instant,
+    ) -> Option<Outcome> {
+        let mut nc = self.negcache.lock().unwrap();
+        nc.check_fingerprint((self.fingerprint)());
+        let (status, text) = nc.lookup(cache_key, t0)?;
+        drop(nc);
+        self.counters.cached.fetch_add(1, Ordering::Relaxed);
+        let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
+        log::debug(&format!("request_module{who_text}: {text}"));
+        let o = Outcome { status, text };
+        self.remember(name, who, &o, t0);
+        Some(o)
+    }
+
+    /// Log, remember and (for failures) cache the outcome of a request.
+    fn finish_request(
+        &self,
+        name: &str,
+        who: Option<&Requester>,
+        cache_key: &str,
+        outcome: Outcome,
+        t0: Instant,
+    ) -> Outcome {
+        let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         self.remember(name, who, &outcome, t0);
         let line = format!("request_module{who_text}: {} ({ms:.1} ms)", outcome.text);
         if outcome.status == 0 {
-            self.negcache.lock().unwrap().succeeded(&cache_key);
+            self.negcache.lock().unwrap().succeeded(cache_key);
             log::info(&line);
-            outcome
         } else {
             log::warn(&line);
-            keep_failure(outcome)
+            self.negcache.lock().unwrap().insert(
+                cache_key,
+                outcome.status,
+                &outcome.text,
+                Instant::now(),
+            );
         }
+        outcome
     }
 
     fn remember(&self, name: &str, who: Option<&Requester>, o: &Outcome, t0: Instant) {
@@ -1114,6 +1182,30 @@ mod tests {
         }
         assert_eq!(fake.0.lock().unwrap().loads, ["rtnl-link-dummy"]);
         assert_eq!(d.counters.merged.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn unknown_names_are_answered_without_a_worker_and_loads_use_one() {
+        let k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        let (d, _queue) = daemon(k.shared(), test_key(6));
+        let client = Client::connect(Key(test_key(6))).unwrap();
+        for (i, name) in ["nosuch", "nosuch", "rtnl-link-dummy"].iter().enumerate() {
+            let id = 6000 + i as i64;
+            let m = Message::request(MsgType::RequestModule, id, Header::Old, *name);
+            d.handle(m.mtype, &m.encode_body(1024).unwrap());
+            let r = client
+                .wait_reply(id, Some(Duration::from_secs(10)))
+                .unwrap();
+            let want = if i < 2 { 1 } else { 0 };
+            assert_eq!(r.status, want, "{name}: {}", r.text_lossy());
+            if i < 2 {
+                assert_eq!(d.workers(), 0, "an unknown name needs no worker");
+            }
+        }
+        assert!(d.workers() >= 1, "a load goes to a worker");
+        assert_eq!(d.counters.cached.load(Ordering::Relaxed), 1);
+        assert_eq!(d.counters.failed.load(Ordering::Relaxed), 2);
+        assert_eq!(d.counters.succeeded.load(Ordering::Relaxed), 1);
     }
 
     #[test]

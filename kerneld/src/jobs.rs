@@ -97,6 +97,12 @@ impl JobTable {
         }
     }
 
+    /// Whether this exact request is in progress (a new one would join it).
+    pub fn in_progress(&self, kind: MsgType, text: &[u8], identity: &str) -> bool {
+        self.by_key
+            .contains_key(&(kind.number(), text.to_vec(), identity.to_string()))
+    }
+
     /// Whether a job of this kind is in progress.
     pub fn any_of(&self, kind: MsgType) -> bool {
         self.jobs.values().any(|j| j.kind == kind)

@@ -590,100 +590,17 @@ impl Daemon {
     /// Type 2: what `modprobe -q NAME` does, with policy in front.
     pub fn request_module(&self, name: &str, who: Option<&Requester>) -> Outcome {
         let t0 = Instant::now();
-        let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
         let cache_key = self.cache_key(name, who);
         if let Some(o) = self.cached_answer(name, who, &cache_key, t0) {
             return o;
         }
         let policy = self.policy.read().unwrap().clone();
-        let result = self.contexts.with(|sys| {
-            let res = match sys.resolve(name) {
-                Ok(r) => r,
-                Err(e) => return Outcome::fail(format!("lookup failed: {}", errno_text(-e))),
-            };
-            if res.candidates.is_empty() {
-                return Outcome::fail(format!("{name}: not found"));
-            }
-            // Each module once: to_insert repeats the candidates (last).
-            let mut closure = res.candidates.clone();
-            for m in &res.to_insert {
-                if !closure.contains(m) {
-                    closure.push(m.clone());
-                }
-            }
-            let d = policy.decide(name, &closure, who);
-            let verdict = if d.would_deny {
-                "would deny (audit mode)"
-            } else if d.allowed {
-                "allow"
-            } else {
-                "deny"
-            };
-            if d.would_deny || !d.allowed || !policy.rules.is_empty() {
-                log::notice(&format!(
-                    "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
-                    closure.join(" "),
-                    d.rule,
-                    d.module
-                        .as_ref()
-                        .map_or(String::new(), |m| format!(" (module {m})")),
-                    if who.is_some() {
-                        who_text.clone()
-                    } else {
-                        " for unknown requester".into()
-                    }
-                ));
-            }
-            if !d.allowed {
-                self.counters.denied.fetch_add(1, Ordering::Relaxed);
-                return Outcome::fail(format!("{name}: denied by policy: {}", d.rule));
-            }
-            if res.to_insert.is_empty() {
-                if !res.blacklisted.is_empty() {
-                    // modprobe -q exits 0 for a blacklisted alias; so do we.
-                    return Outcome::ok(format!(
-                        "{name}: blacklisted ({}), nothing loaded",
-                        res.blacklisted.join(" ")
-                    ));
-                }
-                return Outcome::ok(format!("{name}: already loaded"));
-            }
-            match sys.load(name) {
-                Err(e) => Outcome::fail(format!("{name}: lookup failed: {}", errno_text(-e))),
-                Ok(out) => {
-                    if !out.inserted.is_empty() {
-                        let mut rec = self.record.lock().unwrap();
-                        rec.add(name, &res.candidates, &out.inserted);
-                        rec.note_own_links(&out.inserted, &sys.links());
-                        if let Err(e) = rec.save() {
-                            log::error(&format!("cannot save the record of loaded modules: {e}"));
-                        }
-                    }
-                    match out.error {
-                        Some((m, e)) => {
-                            Outcome::fail(format!("{name}: {}", load_error_text(&m, e)))
-                        }
-                        None if out.inserted.is_empty() && out.commands_run.is_empty() => {
-                            Outcome::ok(format!("{name}: already loaded"))
-                        }
-                        None => {
-                            let mut what = out.inserted.join(" ");
-                            if !out.commands_run.is_empty() {
-                                what.push_str(&format!(
-                                    "{}install command for {}",
-                                    if what.is_empty() { "" } else { ", " },
-                                    out.commands_run.join(" ")
-                                ));
-                            }
-                            for (m, e) in &out.partial_failures {
-                                what.push_str(&format!(" ({})", load_error_text(m, *e)));
-                            }
-                            Outcome::ok(format!("{name}: loaded {what}"))
-                        }
-                    }
-                }
-            }
-        });
+        let result = self
+            .contexts
+            .with(|sys| match self.plan(sys, name, who, &policy, true) {
+                Ok(answer) => answer,
+                Err(res) => self.load(sys, name, &res),
+            });
         let outcome = match result {
             Ok(o) => o,
             Err(e) => Outcome::fail(format!("{name}: cannot use libkmod: {e}")),
@@ -691,24 +608,136 @@ impl Daemon {
         self.finish_request(name, who, &cache_key, outcome, t0)
     }
 
-    /// Type 2 answered on the receiving thread, without a worker: a
-    /// remembered failure, or a name that resolves to no module (the most
-    /// common request the kernel makes in vain).  `None`: a worker must
-    /// decide and load.
+    /// Type 2 answered on the receiving thread, without the hop to a
+    /// worker: everything that needs no loading (a remembered failure, a
+    /// name that resolves to no module, a denial, a blacklisted alias, a
+    /// module already loaded).  `None`: a worker must load.
     fn request_module_inline(&self, name: &str, who: Option<&Requester>) -> Option<Outcome> {
         let t0 = Instant::now();
         let cache_key = self.cache_key(name, who);
         if let Some(o) = self.cached_answer(name, who, &cache_key, t0) {
             return Some(o);
         }
-        let unknown = self
+        let policy = self.policy.read().unwrap().clone();
+        let answer = self
             .contexts
-            .with(|sys| sys.resolves(name) == Ok(false))
-            .unwrap_or(false);
-        unknown.then(|| {
-            let o = Outcome::fail(format!("{name}: not found"));
-            self.finish_request(name, who, &cache_key, o, t0)
-        })
+            .with(|sys| self.plan(sys, name, who, &policy, false).ok())
+            .ok()??;
+        Some(self.finish_request(name, who, &cache_key, answer, t0))
+    }
+
+    /// Resolve `name` and decide on it.  `Ok`: the final answer, nothing
+    /// to load; `Err`: allowed, and these modules are to be loaded.  The
+    /// policy line is logged with a final answer, and for a load only when
+    /// `log_loads` (the worker that loads logs it; the receiving thread,
+    /// which hands loads over, does not, so it is logged once).
+    fn plan(
+        &self,
+        sys: &mut dyn crate::kmod::ModuleSystem,
+        name: &str,
+        who: Option<&Requester>,
+        policy: &Policy,
+        log_loads: bool,
+    ) -> Result<Outcome, crate::kmod::Resolution> {
+        let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
+        let res = match sys.resolve(name) {
+            Ok(r) => r,
+            Err(e) => return Ok(Outcome::fail(format!("lookup failed: {}", errno_text(-e)))),
+        };
+        if res.candidates.is_empty() {
+            return Ok(Outcome::fail(format!("{name}: not found")));
+        }
+        // Each module once: to_insert repeats the candidates (last).
+        let mut closure = res.candidates.clone();
+        for m in &res.to_insert {
+            if !closure.contains(m) {
+                closure.push(m.clone());
+            }
+        }
+        let d = policy.decide(name, &closure, who);
+        let verdict = if d.would_deny {
+            "would deny (audit mode)"
+        } else if d.allowed {
+            "allow"
+        } else {
+            "deny"
+        };
+        let final_answer = !d.allowed || res.to_insert.is_empty();
+        if (final_answer || log_loads) && (d.would_deny || !d.allowed || !policy.rules.is_empty()) {
+            log::notice(&format!(
+                "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
+                closure.join(" "),
+                d.rule,
+                d.module
+                    .as_ref()
+                    .map_or(String::new(), |m| format!(" (module {m})")),
+                if who.is_some() {
+                    who_text.clone()
+                } else {
+                    " for unknown requester".into()
+                }
+            ));
+        }
+        if !d.allowed {
+            self.counters.denied.fetch_add(1, Ordering::Relaxed);
+            return Ok(Outcome::fail(format!(
+                "{name}: denied by policy: {}",
+                d.rule
+            )));
+        }
+        if res.to_insert.is_empty() {
+            if !res.blacklisted.is_empty() {
+                // modprobe -q exits 0 for a blacklisted alias; so do we.
+                return Ok(Outcome::ok(format!(
+                    "{name}: blacklisted ({}), nothing loaded",
+                    res.blacklisted.join(" ")
+                )));
+            }
+            return Ok(Outcome::ok(format!("{name}: already loaded")));
+        }
+        Err(res)
+    }
+
+    /// Load what `plan` allowed, and record what was inserted.
+    fn load(
+        &self,
+        sys: &mut dyn crate::kmod::ModuleSystem,
+        name: &str,
+        res: &crate::kmod::Resolution,
+    ) -> Outcome {
+        match sys.load(name) {
+            Err(e) => Outcome::fail(format!("{name}: lookup failed: {}", errno_text(-e))),
+            Ok(out) => {
+                if !out.inserted.is_empty() {
+                    let mut rec = self.record.lock().unwrap();
+                    rec.add(name, &res.candidates, &out.inserted);
+                    rec.note_own_links(&out.inserted, &sys.links());
+                    if let Err(e) = rec.save() {
+                        log::error(&format!("cannot save the record of loaded modules: {e}"));
+                    }
+                }
+                match out.error {
+                    Some((m, e)) => Outcome::fail(format!("{name}: {}", load_error_text(&m, e))),
+                    None if out.inserted.is_empty() && out.commands_run.is_empty() => {
+                        Outcome::ok(format!("{name}: already loaded"))
+                    }
+                    None => {
+                        let mut what = out.inserted.join(" ");
+                        if !out.commands_run.is_empty() {
+                            what.push_str(&format!(
+                                "{}install command for {}",
+                                if what.is_empty() { "" } else { ", " },
+                                out.commands_run.join(" ")
+                            ));
+                        }
+                        for (m, e) in &out.partial_failures {
+                            what.push_str(&format!(" ({})", load_error_text(m, *e)));
+                        }
+                        Outcome::ok(format!("{name}: loaded {what}"))
+                    }
+                }
+            }
+        }
     }
 
     /// The negative cache's key: the name, and the requester when rules

@@ -84,11 +84,6 @@ impl Usage {
 pub trait ModuleSystem {
     /// What `name` resolves to; `Err` is a negative errno.
     fn resolve(&mut self, name: &str) -> Result<Resolution, i32>;
-    /// Whether `name` resolves to any module at all (cheaper than
-    /// `resolve`: no dry run).
-    fn resolves(&mut self, name: &str) -> Result<bool, i32> {
-        self.resolve(name).map(|r| !r.candidates.is_empty())
-    }
     /// Load `name` as `modprobe -q name` does.
     fn load(&mut self, name: &str) -> Result<LoadOutcome, i32>;
     /// Unload one module, never forced, never waiting; `Err` is an errno.
@@ -383,11 +378,6 @@ impl ModuleSystem for Kmod {
             }
         }
         Ok(res)
-    }
-
-    fn resolves(&mut self, name: &str) -> Result<bool, i32> {
-        self.revalidate();
-        Ok(!self.lookup(name)?.0.is_null())
     }
 
     fn load(&mut self, name: &str) -> Result<LoadOutcome, i32> {

@@ -143,6 +143,11 @@ pub struct Daemon {
     tracer: Option<Tracer>,
 }
 
+/// ` for pid P uid U ...` after a request's name in log lines, or nothing.
+fn for_whom(who: Option<&Requester>) -> String {
+    who.map_or(String::new(), |r| format!(" for {}", r.describe()))
+}
+
 fn tid() -> i32 {
     // SAFETY: gettid cannot fail.
     unsafe { libc::gettid() }
@@ -283,6 +288,7 @@ impl Daemon {
         }
         self.count_request(msg.msg_type());
         let requester = self.requester_of(&msg);
+        let identity = self.identity_key(requester.as_ref());
         match msg.msg_type() {
             MsgType::Status => {
                 let out = self.control(&msg.text_lossy());
@@ -297,21 +303,22 @@ impl Daemon {
                     self.timers.lock().unwrap().delayed.remove(&name);
                     // Quick answers skip the hop to a worker, unless the
                     // same request is in progress (then it joins that).
-                    let identity = self.identity_key(requester.as_ref());
                     let busy = self.jobs.lock().unwrap().in_progress(
                         MsgType::RequestModule,
                         &msg.text,
                         &identity,
                     );
                     if !busy {
-                        if let Some(o) = self.request_module_inline(&name, requester.as_ref()) {
+                        if let Some(o) =
+                            self.request_module_inline(&name, requester.as_ref(), &identity)
+                        {
                             self.count_outcome(&o);
                             self.reply(&msg, o.status, o.text.as_bytes());
                             return;
                         }
                     }
                 }
-                self.submit(msg, requester);
+                self.submit(msg, requester, identity);
             }
             MsgType::DelayedRelease => {
                 let Some(name) = self.checked_name(&msg) else {
@@ -346,7 +353,7 @@ impl Daemon {
             | MsgType::RequestRoute
             | MsgType::Blanker
             | MsgType::Pnp
-            | MsgType::Arp => self.submit(msg, requester),
+            | MsgType::Arp => self.submit(msg, requester, identity),
             MsgType::Unknown(n) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 log::warn(&format!("unknown message type {n} (id {})", msg.id));
@@ -506,7 +513,9 @@ impl Daemon {
     // ---------------------------------------------------------------
     // Actions
 
-    fn submit(self: &Arc<Self>, msg: Message, requester: Option<Requester>) {
+    /// Start an action for `msg`, or join the identical one in progress.
+    /// `identity` is `identity_key` of the requester.
+    fn submit(self: &Arc<Self>, msg: Message, requester: Option<Requester>, identity: String) {
         let kind = msg.msg_type();
         let text = msg.text.clone();
         let waiter = Waiter {
@@ -514,7 +523,6 @@ impl Daemon {
             requester,
             arrived: Instant::now(),
         };
-        let identity = self.identity_key(waiter.requester.as_ref());
         let new = self
             .jobs
             .lock()
@@ -590,7 +598,7 @@ impl Daemon {
     /// Type 2: what `modprobe -q NAME` does, with policy in front.
     pub fn request_module(&self, name: &str, who: Option<&Requester>) -> Outcome {
         let t0 = Instant::now();
-        let cache_key = self.cache_key(name, who);
+        let cache_key = Self::cache_key(name, &self.identity_key(who));
         if let Some(o) = self.cached_answer(name, who, &cache_key, t0) {
             return o;
         }
@@ -612,9 +620,14 @@ impl Daemon {
     /// worker: everything that needs no loading (a remembered failure, a
     /// name that resolves to no module, a denial, a blacklisted alias, a
     /// module already loaded).  `None`: a worker must load.
-    fn request_module_inline(&self, name: &str, who: Option<&Requester>) -> Option<Outcome> {
+    fn request_module_inline(
+        &self,
+        name: &str,
+        who: Option<&Requester>,
+        identity: &str,
+    ) -> Option<Outcome> {
         let t0 = Instant::now();
-        let cache_key = self.cache_key(name, who);
+        let cache_key = Self::cache_key(name, identity);
         if let Some(o) = self.cached_answer(name, who, &cache_key, t0) {
             return Some(o);
         }
@@ -639,7 +652,7 @@ impl Daemon {
         policy: &Policy,
         log_loads: bool,
     ) -> Result<Outcome, crate::kmod::Resolution> {
-        let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
+        let who_text = for_whom(who);
         let res = match sys.resolve(name) {
             Ok(r) => r,
             Err(e) => return Ok(Outcome::fail(format!("lookup failed: {}", errno_text(-e)))),
@@ -742,8 +755,7 @@ impl Daemon {
 
     /// The negative cache's key: the name, and the requester when rules
     /// look at it.
-    fn cache_key(&self, name: &str, who: Option<&Requester>) -> String {
-        let identity = self.identity_key(who);
+    fn cache_key(name: &str, identity: &str) -> String {
         if identity.is_empty() {
             name.to_string()
         } else {
@@ -764,7 +776,7 @@ impl Daemon {
         let (status, text) = nc.lookup(cache_key, t0)?;
         drop(nc);
         self.counters.cached.fetch_add(1, Ordering::Relaxed);
-        let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
+        let who_text = for_whom(who);
         log::debug(&format!("request_module{who_text}: {text}"));
         let o = Outcome { status, text };
         self.remember(name, who, &o, t0);
@@ -780,7 +792,7 @@ impl Daemon {
         outcome: Outcome,
         t0: Instant,
     ) -> Outcome {
-        let who_text = who.map_or(String::new(), |r| format!(" for {}", r.describe()));
+        let who_text = for_whom(who);
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         self.remember(name, who, &outcome, t0);
         let line = format!("request_module{who_text}: {} ({ms:.1} ms)", outcome.text);

@@ -1,2 +1,3 @@
 pub mod daemon;
 pub mod fake;
+pub mod layout;

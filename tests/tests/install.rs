@@ -4,6 +4,7 @@
 //! release build is needed.
 
 use kerneld_tests::fake::{bin, run, Outcome, TempDir, LIMIT};
+use kerneld_tests::layout::MAN_PAGES;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -104,14 +105,7 @@ fn expected(prefix: &str, unitdir: &str, zshdir: &str) -> Vec<(String, u32, Opti
             None,
         ),
     ];
-    for page in [
-        "kerneld.8",
-        "kerneld-modprobe.8",
-        "kdstat.8",
-        "kdsend.8",
-        "kerneld.conf.5",
-        "kerneld.7",
-    ] {
+    for page in MAN_PAGES {
         let sect = page.rsplit_once('.').unwrap().1;
         v.push((
             format!("{prefix}/share/man/man{sect}/{page}"),

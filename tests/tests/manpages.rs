@@ -9,19 +9,10 @@
 //! the workspace binaries (`cargo build --workspace --bins`).
 
 use kerneld_tests::fake::{bin, run, TempDir, LIMIT};
+use kerneld_tests::layout::MAN_PAGES;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Every page, as man/NAME.SECTION.
-const PAGES: [&str; 6] = [
-    "kerneld.8",
-    "kerneld-modprobe.8",
-    "kdstat.8",
-    "kdsend.8",
-    "kerneld.conf.5",
-    "kerneld.7",
-];
 
 /// Programs and their pages.
 const PROGRAMS: [(&str, &str); 4] = [
@@ -189,7 +180,7 @@ fn help(program: &str) -> String {
 
 #[test]
 fn pages_pass_mandoc_lint() {
-    for page in PAGES {
+    for page in MAN_PAGES {
         let out = run(
             Command::new(tool("mandoc"))
                 .args(["-T", "lint", "-W", "warning"])
@@ -207,7 +198,7 @@ fn pages_pass_mandoc_lint() {
 
 #[test]
 fn pages_format_with_man_without_warnings() {
-    for page in PAGES {
+    for page in MAN_PAGES {
         let out = run(
             Command::new(tool("man"))
                 .args(["--warnings", "-E", "UTF-8", "-l"])
@@ -235,7 +226,7 @@ fn pages_format_with_man_without_warnings() {
 #[test]
 fn pages_carry_the_workspace_version_and_their_own_name() {
     let version = env!("CARGO_PKG_VERSION");
-    for page in PAGES {
+    for page in MAN_PAGES {
         let src = source(page);
         let th = src
             .lines()
@@ -260,7 +251,7 @@ fn cross_references_to_our_pages_resolve() {
         "kdsend",
         "kerneld.conf",
     ];
-    for page in PAGES {
+    for page in MAN_PAGES {
         for line in source(page).lines().filter(|l| l.starts_with(".BR ")) {
             let args = macro_args(&line[4..]);
             for pair in args.windows(2) {

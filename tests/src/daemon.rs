@@ -438,6 +438,33 @@ impl Kerneld {
         assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
     }
 
+    /// SIGSTOP, and wait until every thread has stopped: until then a
+    /// thread still blocked in msgrcv is handed new messages directly by
+    /// the kernel, so they would never wait in the queue.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+        let tasks = format!("/proc/{}/task", self.pid());
+        let all_stopped = || {
+            std::fs::read_dir(&tasks).is_ok_and(|rd| {
+                rd.flatten().all(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|st| {
+                            st.rsplit_once(')').map(|(_, r)| {
+                                r.trim_start().starts_with('t') || r.trim_start().starts_with('T')
+                            })
+                        })
+                        .unwrap_or(true)
+                })
+            })
+        };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !all_stopped() {
+            assert!(std::time::Instant::now() < end, "kerneld did not stop");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     pub fn sigterm(&self) {
         self.signal(libc::SIGTERM);
     }

@@ -722,7 +722,7 @@ fn a_queue_full_of_requests_does_not_deadlock_the_daemon() {
     // Stop the daemon and fill its queue with status requests: each
     // answer is far larger than a request, so there is no room for the
     // first one until the daemon has taken more requests off the queue.
-    k.signal(libc::SIGSTOP);
+    k.pause();
     let request = Message::request(MsgType::Status, id, Header::new_with_pid(1), "");
     let mut n = 0;
     loop {

@@ -100,7 +100,7 @@ fn kdstat_flush_drops_waiting_messages_and_says_how_many() {
     // Stop the daemon so that messages wait: the flush first, then four
     // more of the same type (the daemon takes the lowest type first, and
     // messages of one type in order).
-    k.signal(libc::SIGSTOP);
+    k.pause();
     let child = spawn(
         Command::new(bin("kdstat"))
             .args(["--key", &k.key_arg(), "--timeout", "30", "flush"])

@@ -57,9 +57,14 @@ pub struct QueueStat {
 /// The kernel's largest message body (`/proc/sys/kernel/msgmax`, 8192 if
 /// unreadable).
 pub fn msgmax() -> usize {
-    std::fs::read_to_string("/proc/sys/kernel/msgmax")
+    // One read into a small buffer: every client opens a queue, and
+    // fs::read_to_string's size query and probing cost more than the read.
+    use std::io::Read;
+    let mut buf = [0u8; 32];
+    std::fs::File::open("/proc/sys/kernel/msgmax")
+        .and_then(|mut f| f.read(&mut buf))
         .ok()
-        .and_then(|s| s.trim().parse().ok())
+        .and_then(|n| std::str::from_utf8(&buf[..n]).ok()?.trim().parse().ok())
         .unwrap_or(8192)
 }
 

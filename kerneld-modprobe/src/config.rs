@@ -4,6 +4,7 @@
 //! `shim-modprobe` and `shim-timeout` and ignores every other line, so the
 //! daemon may grow its format freely.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -55,8 +56,8 @@ pub fn path() -> PathBuf {
 /// problem goes to `warn` (the log) with the default kept.
 pub fn load(warn: &mut dyn FnMut(String)) -> Config {
     let path = path();
-    match std::fs::read(&path) {
-        Ok(bytes) => parse(&String::from_utf8_lossy(&bytes), &path, warn),
+    match read(&path) {
+        Ok(bytes) => parse(&bytes, &path, warn),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
         Err(e) => {
             warn(format!("{}: {e}; using the defaults", path.display()));
@@ -65,52 +66,85 @@ pub fn load(warn: &mut dyn FnMut(String)) -> Config {
     }
 }
 
-/// Parse the text of the file (`path` only names it in warnings).
-pub fn parse(text: &str, path: &std::path::Path, warn: &mut dyn FnMut(String)) -> Config {
+/// The whole file, read plainly: `std::fs::read` first asks statx for the
+/// size and then probes for the end, code every request would execute (and
+/// under emulation translate) for a file of a few hundred bytes.
+fn read(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = Vec::with_capacity(4096);
+    loop {
+        if bytes.len() == bytes.capacity() {
+            bytes.reserve(bytes.capacity());
+        }
+        let start = bytes.len();
+        bytes.resize(bytes.capacity(), 0);
+        match file.read(&mut bytes[start..]) {
+            Ok(0) => {
+                bytes.truncate(start);
+                return Ok(bytes);
+            }
+            Ok(n) => bytes.truncate(start + n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(start),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Parse the shim's lines of `text` (read from `path`, named in warnings).
+///
+/// Byte by byte rather than with `str` searching and float parsing: it runs
+/// at every request_module(), and every line of code it executes is start-up
+/// time (under emulation, translated afresh at each exec).
+pub fn parse(text: &[u8], path: &std::path::Path, warn: &mut dyn FnMut(String)) -> Config {
     let mut config = Config::default();
-    for (n, raw) in text.lines().enumerate() {
-        let line = strip_comment(raw).trim();
-        // Our lines are those whose first word is one of our keys.
-        let word_end = line
-            .find(|c: char| c == '=' || c.is_whitespace())
-            .unwrap_or(line.len());
-        let key = &line[..word_end];
-        if !matches!(key, "shim-fallback" | "shim-modprobe" | "shim-timeout") {
+    for (n, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let line = strip_comment(raw).trim_ascii();
+        // Every other line belongs to kerneld.
+        let Some(setting) = line.strip_prefix(b"shim-") else {
+            continue;
+        };
+        let name_end = setting
+            .iter()
+            .position(|&b| b == b'=' || b.is_ascii_whitespace())
+            .unwrap_or(setting.len());
+        let (name, rest) = setting.split_at(name_end);
+        if !matches!(name, b"fallback" | b"modprobe" | b"timeout") {
             continue;
         }
         let mut bad = |why: &str| {
             warn(format!(
-                "{}:{}: {why} in {line:?}; using the default",
+                "{}:{}: {why} in {:?}; using the default",
                 path.display(),
-                n + 1
+                n + 1,
+                String::from_utf8_lossy(line)
             ))
         };
-        let Some(value) = line[word_end..].trim_start().strip_prefix('=') else {
+        let Some(value) = rest.trim_ascii_start().strip_prefix(b"=") else {
             bad("expected `key = value`");
             continue;
         };
-        let value = value.trim();
-        match key {
-            "shim-fallback" => match value {
-                "modprobe" => config.fallback = Fallback::Modprobe,
-                "fail" => config.fallback = Fallback::Fail,
+        let value = value.trim_ascii();
+        match name {
+            b"fallback" => match value {
+                b"modprobe" => config.fallback = Fallback::Modprobe,
+                b"fail" => config.fallback = Fallback::Fail,
                 _ => {
                     bad("shim-fallback must be `modprobe` or `fail`");
                     config.fallback = Fallback::Modprobe;
                 }
             },
-            "shim-modprobe" => {
-                if value.starts_with('/') {
-                    config.modprobe = PathBuf::from(value);
+            b"modprobe" => {
+                if value.starts_with(b"/") {
+                    config.modprobe = PathBuf::from(std::ffi::OsStr::from_bytes(value));
                 } else {
                     bad("shim-modprobe must be an absolute path");
                     config.modprobe = PathBuf::from(DEFAULT_MODPROBE);
                 }
             }
-            _ => match value.parse::<f64>() {
-                // The upper bound keeps Duration::from_secs_f64 from panicking.
-                Ok(s) if s > 0.0 && s <= 1e6 => config.timeout = Duration::from_secs_f64(s),
-                _ => {
+            _ => match seconds(value) {
+                Some(t) => config.timeout = t,
+                None => {
                     bad("shim-timeout must be a number of seconds above 0");
                     config.timeout = DEFAULT_TIMEOUT;
                 }
@@ -120,15 +154,39 @@ pub fn parse(text: &str, path: &std::path::Path, warn: &mut dyn FnMut(String)) -
     config
 }
 
-/// Cut a comment: a line starting with `#`, or `#` after whitespace (a
-/// `#` inside a word, as in a path, stays).
-fn strip_comment(line: &str) -> &str {
-    if line.trim_start().starts_with('#') {
-        return "";
+/// `SECONDS[.FRACTION]`, above 0 and at most 10^6 seconds.
+fn seconds(value: &[u8]) -> Option<Duration> {
+    let (whole, fraction) = match value.iter().position(|&b| b == b'.') {
+        Some(dot) => (&value[..dot], &value[dot + 1..]),
+        None => (value, &b""[..]),
+    };
+    let digits = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
+    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
+        return None;
     }
-    let bytes = line.as_bytes();
-    for (i, &b) in bytes.iter().enumerate() {
-        if b == b'#' && i > 0 && bytes[i - 1].is_ascii_whitespace() {
+    let whole = &whole[whole.iter().take_while(|&&d| d == b'0').count()..];
+    if whole.len() > 7 {
+        return None;
+    }
+    let secs = whole
+        .iter()
+        .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+    // Nanoseconds from the first nine digits of the fraction.
+    let nanos = (0..9).fold(0u32, |acc, i| {
+        acc * 10 + fraction.get(i).map_or(0, |&d| u32::from(d - b'0'))
+    });
+    let t = Duration::new(secs, nanos);
+    (t > Duration::ZERO && t <= Duration::from_secs(1_000_000)).then_some(t)
+}
+
+/// The line without its comment: `#` at the start of the line or after
+/// whitespace (a `#` inside a word, as in a path, is kept).
+fn strip_comment(line: &[u8]) -> &[u8] {
+    if line.trim_ascii_start().starts_with(b"#") {
+        return b"";
+    }
+    for i in 1..line.len() {
+        if line[i] == b'#' && line[i - 1].is_ascii_whitespace() {
             return &line[..i];
         }
     }
@@ -141,14 +199,14 @@ mod tests {
     use std::path::Path;
 
     fn parse_ok(text: &str) -> Config {
-        parse(text, Path::new("t"), &mut |w| {
+        parse(text.as_bytes(), Path::new("t"), &mut |w| {
             panic!("unexpected warning {w}")
         })
     }
 
     fn parse_warnings(text: &str) -> (Config, Vec<String>) {
         let mut w = Vec::new();
-        let c = parse(text, Path::new("t"), &mut |s| w.push(s));
+        let c = parse(text.as_bytes(), Path::new("t"), &mut |s| w.push(s));
         (c, w)
     }
 
@@ -168,6 +226,33 @@ mod tests {
         assert_eq!(c.fallback, Fallback::Fail);
         assert_eq!(c.modprobe, PathBuf::from("/opt/x#y/modprobe"));
         assert_eq!(c.timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn seconds_are_decimal_numbers_above_zero() {
+        let ms = |v: &str| seconds(v.as_bytes()).map(|d| d.as_millis());
+        assert_eq!(ms("2.5"), Some(2500));
+        assert_eq!(ms(".25"), Some(250));
+        assert_eq!(ms("5."), Some(5000));
+        assert_eq!(ms("000000030"), Some(30_000));
+        assert_eq!(ms("1000000"), Some(1_000_000_000));
+        assert_eq!(seconds(b"0.000000001"), Some(Duration::from_nanos(1)));
+        for bad in [
+            "",
+            ".",
+            "0",
+            "0.0",
+            "1000000.5",
+            "10000000",
+            "1e3",
+            "-1",
+            "+1",
+            "1.2.3",
+            "nan",
+            "5 s",
+        ] {
+            assert_eq!(seconds(bad.as_bytes()), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::ffi::CString;
 use std::io::Write;
 use std::sync::OnceLock;
 
-pub use libc::{LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING};
+pub use libc::{LOG_ERR, LOG_INFO, LOG_WARNING};
 
 /// Environment variable of the test hook.
 const LOG_FILE_ENV: &str = "KERNELD_SHIM_LOG";

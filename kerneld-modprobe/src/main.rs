@@ -16,6 +16,17 @@
 //! Without kerneld (no queue, or the queue removed while waiting) the shim
 //! falls back as configured in /etc/kerneld.conf (`KERNELD_CONFIG`):
 //! exec the real modprobe with the same arguments, or fail.
+//!
+//! Start-up is most of its cost, so it skips what a one-shot helper does
+//! not need: `no_main` leaves out the Rust runtime's set-up (which reads
+//! /proc/self/maps to place a stack guard), and `_exit` the C library's exit
+//! handlers.  The release build links it as a static PIE (see
+//! `scripts/build-release.sh`): no dynamic loader, and still loaded at a
+//! random address.  It does not log kerneld's refusals: kerneld logs every
+//! decision itself.
+
+// The unit tests bring their own main.
+#![cfg_attr(not(test), no_main)]
 
 mod config;
 mod log;
@@ -24,6 +35,7 @@ mod register;
 use config::{Config, Fallback};
 use kmod_ipc::{Client, Error, Key, MsgType, Queue, KERNELD_MINSEQ};
 use std::ffi::{OsStr, OsString};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 
@@ -98,17 +110,15 @@ fn classify(args: &[OsString]) -> Invocation<'_> {
     }
 }
 
-fn main() {
+/// The C entry point (`no_main`): std still reads argv for `args_os`.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let args = argv.get(1..).unwrap_or_default();
     let code = match classify(args) {
-        Invocation::Help => {
-            print!("{HELP}");
-            0
-        }
+        Invocation::Help => print_out(HELP),
         Invocation::Version => {
-            println!("kerneld-modprobe {}", env!("CARGO_PKG_VERSION"));
-            0
+            print_out(&format!("kerneld-modprobe {}\n", env!("CARGO_PKG_VERSION")))
         }
         Invocation::Register => report(register::register()),
         Invocation::Unregister => report(register::unregister()),
@@ -125,16 +135,26 @@ fn main() {
             fallback(&config, args, &why)
         }
     };
-    std::process::exit(code);
+    // _exit skips the C library's exit handlers: the request path has
+    // nothing to flush, and the paths that print flushed stdout themselves.
+    // SAFETY: _exit ends the process; nothing is left to run.
+    unsafe { libc::_exit(code) }
+}
+
+/// Write `text` to stdout and flush it: without the Rust runtime
+/// (`no_main`) nothing flushes it at exit.  0, or 1 if stdout is closed.
+fn print_out(text: &str) -> i32 {
+    let mut out = std::io::stdout();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
 }
 
 /// Tell the human who ran --register or --unregister what happened.
 fn report(result: Result<String, String>) -> i32 {
     match result {
-        Ok(done) => {
-            println!("kerneld-modprobe: {done}");
-            0
-        }
+        Ok(done) => print_out(&format!("kerneld-modprobe: {done}\n")),
         Err(e) => {
             eprintln!("kerneld-modprobe: {e}");
             1
@@ -164,17 +184,8 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
         Some(config.timeout),
     ) {
         Ok(r) if r.status == 0 => 0,
-        Ok(r) => {
-            log::log(
-                log::LOG_NOTICE,
-                &format!(
-                    "kerneld did not load {shown:?} (status {}): {}",
-                    r.status,
-                    r.text_lossy().trim_end()
-                ),
-            );
-            1
-        }
+        // kerneld has logged why.
+        Ok(_) => 1,
         Err(Error::Removed) => fallback(config, args, "kerneld stopped while loading"),
         Err(e @ Error::Timeout(_)) => {
             log::log(log::LOG_WARNING, &format!("request for {shown:?}: {e}"));

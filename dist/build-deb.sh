@@ -20,7 +20,7 @@ out=target/debian
 stage=$out/kerneld_${version}_$arch
 deb=$stage.deb
 
-cargo build --release --bins -p kerneld -p kerneld-modprobe -p kdstat
+scripts/build-release.sh
 built=$(target/release/kerneld --version)
 [[ "$built" == "kerneld $version" ]] || {
     echo "build-deb: target/release/kerneld says '$built', Cargo.toml $version" >&2

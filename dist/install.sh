@@ -9,7 +9,7 @@
 #   PREFIX      where programs, pages and completions go (default /usr/local)
 #   DESTDIR     staging root prepended to every path (default: none)
 #   TARGET_DIR  where the built programs are (default target/release, built
-#               with `cargo build --release` if missing there)
+#               with scripts/build-release.sh if missing there)
 #   UNITDIR     systemd unit directory (default /lib/systemd/system for
 #               PREFIX=/usr, else PREFIX/lib/systemd/system)
 #
@@ -88,8 +88,8 @@ if [[ -z "${TARGET_DIR:-}" ]]; then
     TARGET_DIR=$repo/target/release
     for p in "${programs[@]}"; do
         if [[ ! -x "$TARGET_DIR/$p" ]]; then
-            echo "install.sh: building the programs (cargo build --release)" >&2
-            (cd "$repo" && cargo build --release --bins -p kerneld -p kerneld-modprobe -p kdstat)
+            echo "install.sh: building the programs (scripts/build-release.sh)" >&2
+            "$repo/scripts/build-release.sh"
             break
         fi
     done

@@ -17,7 +17,9 @@ scripts/install-deps.sh
 # The Debian module tree both kerneld and modprobe resolve against, and
 # the kernel the VM section boots.
 tests/vm/fetch-kernel.sh 6.12 >/dev/null
-# Release builds: the bench starts kerneld and the shim, the VM section
-# puts kerneld, kerneld-modprobe, kdstat and kdsend in the guest.
-cargo build --release -p kerneld -p kerneld-modprobe -p kdstat -p kerneld-bench
+# Release builds, as installed (the shim a static PIE): the bench starts
+# kerneld and the shim, the VM section puts kerneld, kerneld-modprobe,
+# kdstat and kdsend in the guest.
+scripts/build-release.sh
+cargo build --release -p kerneld-bench
 exec target/release/kerneld-bench "$@"

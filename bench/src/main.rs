@@ -41,7 +41,8 @@ Usage: kerneld-bench [OPTIONS]
   --storm-runs N       storms (default 3)
   --vm-rounds N        rounds per helper in the VM (default 10)
   --vm-per-round N     requests per round and measure (default 10)
-  --no-static-shim     in the VM, leave out kerneld with a static non-PIE shim
+  --no-shim-variants   in the VM, leave out kerneld with the shim built as a
+                       dynamic PIE and as a static non-PIE (for comparison)
   --keep-work          keep the temporary directory (daemon logs)
 ";
 
@@ -62,7 +63,7 @@ struct Opts {
     vm_per_round: usize,
     keep_work: bool,
     quick: bool,
-    no_static_shim: bool,
+    no_shim_variants: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Opts, String> {
@@ -83,7 +84,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         vm_per_round: 10,
         keep_work: false,
         quick: false,
-        no_static_shim: false,
+        no_shim_variants: false,
     };
     if args.iter().any(|a| a == "--quick") {
         o.quick = true;
@@ -109,7 +110,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--no-vm" => o.no_vm = true,
             "--write" => o.write = true,
             "--keep-work" => o.keep_work = true,
-            "--no-static-shim" => o.no_static_shim = true,
+            "--no-shim-variants" => o.no_shim_variants = true,
             "--only" => o.only = Some(val(a)?.split(',').map(|s| s.trim().to_string()).collect()),
             "--bin-dir" => o.bin_dir = Some(val(a)?.into()),
             "--module-root" => o.module_root = Some(val(a)?.into()),
@@ -349,7 +350,7 @@ fn main() {
             &bin_dir,
             o.vm_rounds,
             o.vm_per_round,
-            !o.no_static_shim,
+            !o.no_shim_variants,
         ));
     }
     if o.runs("memory") {

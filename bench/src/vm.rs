@@ -57,7 +57,7 @@ pub fn parse(text: &str) -> Guest {
     g
 }
 
-pub fn run(repo: &Path, bin_dir: &Path, rounds: usize, per: usize, static_shim: bool) -> Section {
+pub fn run(repo: &Path, bin_dir: &Path, rounds: usize, per: usize, shim_variants: bool) -> Section {
     let script = repo.join("bench/vm/run.sh");
     eprintln!("kerneld-bench: 5. booting the VM ({rounds} rounds of {per}); this takes a few minutes under TCG");
     let mut child = match Command::new("bash")
@@ -68,7 +68,7 @@ pub fn run(repo: &Path, bin_dir: &Path, rounds: usize, per: usize, static_shim: 
             "--per-round",
             &per.to_string(),
         ])
-        .args(static_shim.then_some("--static-shim"))
+        .args(shim_variants.then_some("--shim-variants"))
         .env("KERNELD_BIN_DIR", bin_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -115,21 +115,42 @@ fn failed(why: &str) -> Section {
     }
 }
 
+/// Other builds of the shim the guest may have measured (bench/vm/run.sh
+/// --shim-variants): helper label, column title, JSON name, note.
+const SHIM_VARIANTS: [(&str, &str, &str, &str); 2] = [
+    (
+        "kerneld-dynamic",
+        "dynamic PIE shim",
+        "dynamic_pie_shim",
+        "dynamic PIE shim: the plain `cargo build --release` of kerneld-modprobe (ld.so, libc.so.6 and libgcc_s mapped and linked at every exec)",
+    ),
+    (
+        "kerneld-static",
+        "static non-PIE shim",
+        "static_non_pie_shim",
+        "static non-PIE shim: linked `-C target-feature=+crt-static -C relocation-model=static`, without ASLR; TCG translates the code of every exec of position-independent code anew (ASLR puts it elsewhere each time), which a fixed address avoids",
+    ),
+];
+
 pub fn section(g: &Guest) -> Section {
-    let has_static = g.samples.keys().any(|(_, h)| h == "kerneld-static");
-    let mut head = vec![
+    let variants: Vec<_> = SHIM_VARIANTS
+        .iter()
+        .filter(|(h, ..)| g.samples.keys().any(|(_, got)| got == h))
+        .collect();
+    let mut head: Vec<String> = [
         "in the guest (TCG)",
         "stock modprobe median ms (p99)",
         "kerneld median ms (p99)",
         "kerneld / stock (pairwise)",
         "goal",
-    ];
-    if has_static {
-        head.extend([
-            "kerneld, static shim, median ms (p99)",
-            "static / stock (pairwise)",
-        ]);
+    ]
+    .map(String::from)
+    .to_vec();
+    for (_, title, ..) in &variants {
+        head.push(format!("kerneld, {title}, median ms (p99)"));
+        head.push(format!("{title} / stock (pairwise)"));
     }
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
     let mut t = Table::new(&head);
     let mut rows = Vec::new();
     let ms = |s: &Summary| format!("{} ({})", num(s.median / 1e6), num(s.p99 / 1e6));
@@ -148,7 +169,7 @@ pub fn section(g: &Guest) -> Section {
                 .cloned()
                 .unwrap_or_default()
         };
-        let (stock, kd, st) = (get("stock"), get("kerneld"), get("kerneld-static"));
+        let (stock, kd) = (get("stock"), get("kerneld"));
         if stock.is_empty() || kd.is_empty() {
             continue;
         }
@@ -178,17 +199,21 @@ pub fn section(g: &Guest) -> Section {
             "goal_max_ratio": goal,
             "goal_met": met,
         });
-        if has_static && !st.is_empty() {
-            let sst = Summary::of(&st);
-            let rs = Ratio::of(&stock, &st);
-            row.push(ms(&sst));
+        for (helper, _, name, _) in &variants {
+            let v = get(helper);
+            if v.is_empty() {
+                row.extend(["".into(), "".into()]);
+                continue;
+            }
+            let (sv, rv) = (Summary::of(&v), Ratio::of(&stock, &v));
+            row.push(ms(&sv));
             row.push(format!(
                 "{} (of medians {})",
-                num(rs.pairwise_median),
-                num(rs.of_medians)
+                num(rv.pairwise_median),
+                num(rv.of_medians)
             ));
-            doc["kerneld_static_shim"] = sst.json_us();
-            doc["ratio_static_shim_over_stock"] = rs.json();
+            doc[format!("kerneld_{name}")] = sv.json_us();
+            doc[format!("ratio_{name}_over_stock")] = rv.json();
         }
         t.row(row);
         rows.push(doc);
@@ -212,8 +237,9 @@ pub fn section(g: &Guest) -> Section {
         info["kerneld-failed"].as_str().unwrap_or("?"),
         info["kerneld-cached"].as_str().unwrap_or("?"),
     ));
-    if has_static {
-        notes.push("static shim: the same kerneld-modprobe source linked with `-C target-feature=+crt-static -C relocation-model=static` (bench/vm/run.sh --static-shim); TCG translates the code of every exec of a position-independent binary and its shared libraries anew (ASLR puts them elsewhere each time), which a static non-PIE binary avoids".into());
+    notes.push("kerneld: the shim as installed (scripts/build-release.sh), a static PIE: no dynamic loader, loaded at a random address".into());
+    for (.., note) in &variants {
+        notes.push(note.to_string());
     }
     if !g.errors.is_empty() {
         notes.push(format!(

@@ -4,9 +4,9 @@
 # in place of /scenarios.sh (bench/vm/run.sh lays it over the harness's
 # initramfs).  The same kernel, in the same boot, is served alternately by
 # the stock /sbin/modprobe (Debian's kmod) and by kerneld-modprobe +
-# kerneld (and, when bench/vm/run.sh --static-shim put it there, by a
-# static non-PIE build of kerneld-modprobe + kerneld), round after round,
-# so all see the same guest:
+# kerneld (and, when bench/vm/run.sh --shim-variants put them there, by a
+# dynamic PIE and a static non-PIE build of kerneld-modprobe + kerneld),
+# round after round, so all see the same guest:
 #
 #   unknown  N request_module() calls for names nothing provides
 #   dummy    N load/unload cycles of dummy (link add, link del, rmmod)
@@ -51,8 +51,10 @@ info kmod "$(/sbin/modprobe --version 2>&1 | head -n 1)"
 info rounds "$rounds" per-round "$per"
 
 helpers="stock:/sbin/modprobe kerneld:/sbin/kerneld-modprobe"
-[ -x /sbin/kerneld-modprobe-static ] &&
-    helpers="$helpers kerneld-static:/sbin/kerneld-modprobe-static"
+for v in dynamic static; do
+    [ -x "/sbin/kerneld-modprobe-$v" ] &&
+        helpers="$helpers kerneld-$v:/sbin/kerneld-modprobe-$v"
+done
 info helpers "$helpers"
 use() { echo "$1" >/proc/sys/kernel/modprobe; }
 

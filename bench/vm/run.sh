@@ -3,11 +3,13 @@
 # its scenarios, and print the guest's VMBENCH lines on stdout.
 #
 # Usage: bench/vm/run.sh [--series 6.12|6.1] [--rounds R] [--per-round N]
-#                        [--static-shim] [--guest SCRIPT]
-#   --static-shim  also measure kerneld with a kerneld-modprobe linked
-#                  statically and not position-independent (built here
-#                  into target/bench-static-shim): under TCG every exec of
-#                  relocatable code is translated anew, see bench/README.md
+#                        [--shim-variants] [--guest SCRIPT]
+#   --shim-variants  also measure kerneld with two other builds of
+#                  kerneld-modprobe, for comparison with the installed static
+#                  PIE: the plain dynamic PIE of `cargo build`, and a static
+#                  non-PIE (built here into target/bench-shim-variants).
+#                  Under TCG every exec of position-independent code is
+#                  translated anew, see bench/README.md
 #   --guest        run SCRIPT in the guest instead of bench/vm/guest.sh
 #                  (for experiments; it finds /bin/kdvmbench and the
 #                  harness's tools)
@@ -30,7 +32,7 @@ series=6.12
 rounds=10
 per=10
 guest=$here/guest.sh
-static_shim=0
+shim_variants=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --series)
@@ -45,8 +47,8 @@ while [[ $# -gt 0 ]]; do
             per=${2:?}
             shift 2
             ;;
-        --static-shim)
-            static_shim=1
+        --shim-variants)
+            shim_variants=1
             shift
             ;;
         --guest)
@@ -67,7 +69,7 @@ done
 export KERNELD_BIN_DIR=${KERNELD_BIN_DIR:-$repo/target/release}
 for b in kerneld kerneld-modprobe kdstat; do
     [[ -x "$KERNELD_BIN_DIR/$b" ]] || {
-        echo "bench/vm/run.sh: $KERNELD_BIN_DIR/$b not built (cargo build --release)" >&2
+        echo "bench/vm/run.sh: $KERNELD_BIN_DIR/$b not built (scripts/build-release.sh)" >&2
         exit 1
     }
 done
@@ -82,14 +84,15 @@ mkdir -p "$work/overlay/bin" "$work/overlay/sbin"
 install -m 0755 "$guest" "$work/overlay/scenarios.sh"
 cc -static -O2 -Wall -o "$work/overlay/bin/kdvmbench" "$here/kdvmbench.c"
 files=(scenarios.sh bin/kdvmbench)
-if [[ $static_shim == 1 ]]; then
-    echo "vm-bench: building a static, non-PIE kerneld-modprobe (target/bench-static-shim)" >&2
-    (cd "$repo" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
-        cargo build --release --quiet -p kerneld-modprobe --target x86_64-unknown-linux-gnu \
-        --target-dir "$repo/target/bench-static-shim")
-    install -m 0755 "$repo/target/bench-static-shim/x86_64-unknown-linux-gnu/release/kerneld-modprobe" \
-        "$work/overlay/sbin/kerneld-modprobe-static"
-    files+=(sbin/kerneld-modprobe-static)
+if [[ $shim_variants == 1 ]]; then
+    echo "vm-bench: building a dynamic PIE and a static non-PIE kerneld-modprobe (target/bench-shim-variants)" >&2
+    variants=$repo/target/bench-shim-variants
+    (cd "$repo" && cargo build --release --quiet -p kerneld-modprobe --target-dir "$variants/dynamic")
+    (cd "$repo" && cargo rustc --release --quiet -p kerneld-modprobe --bin kerneld-modprobe \
+        --target-dir "$variants/static" -- -C target-feature=+crt-static -C relocation-model=static)
+    install -m 0755 "$variants/dynamic/release/kerneld-modprobe" "$work/overlay/sbin/kerneld-modprobe-dynamic"
+    install -m 0755 "$variants/static/release/kerneld-modprobe" "$work/overlay/sbin/kerneld-modprobe-static"
+    files+=(sbin/kerneld-modprobe-dynamic sbin/kerneld-modprobe-static)
 fi
 (cd "$work/overlay" && printf '%s\n' "${files[@]}" | cpio --quiet -o -H newc) |
     gzip -6 >"$work/overlay.gz"

@@ -74,6 +74,31 @@ for f in /usr/share/bash-completion/completions/kdstat /usr/share/zsh/vendor-com
     [[ -s $f ]] || fail "$f missing or empty"
 done
 
+# The installed programs together: the shim (a static PIE) asks the
+# installed kerneld, on a private queue key, for a name no module provides.
+# The module tree is the Debian one the tests fetched (this machine's own
+# kernel may have none).
+[[ "$(readelf -l /usr/sbin/kerneld-modprobe | grep -c INTERP)" == 0 ]] ||
+    fail "/usr/sbin/kerneld-modprobe is not statically linked"
+read -r root kver _ < <(tests/vm/fetch-kernel.sh 6.12)
+scratch=$(mktemp -d)
+export KERNELD_KEY=0x6b64$((RANDOM % 9000 + 1000))
+printf 'shim-fallback = fail\n' >"$scratch/kerneld.conf"
+kerneld --foreground --config "$scratch/kerneld.conf" --state-dir "$scratch/state" \
+    --module-dir "$root/lib/modules/$kver" keep >"$scratch/kerneld.log" 2>&1 &
+kerneld_pid=$!
+for _ in $(seq 50); do kdstat >/dev/null 2>&1 && break; sleep 0.1; done
+rc=0
+KERNELD_CONFIG=$scratch/kerneld.conf /usr/sbin/kerneld-modprobe -q -- test-deb-no-such-module || rc=$?
+recent=$(kdstat --json 2>/dev/null || true)
+kill "$kerneld_pid" 2>/dev/null || true
+wait "$kerneld_pid" || true
+unset KERNELD_KEY
+[[ $rc == 1 ]] || fail "kerneld-modprobe for an unknown name exited $rc, not 1: $(cat "$scratch/kerneld.log")"
+grep -q test-deb-no-such-module <<<"$recent" ||
+    fail "kerneld did not receive the shim's request: $(cat "$scratch/kerneld.log")"
+rm -rf "$scratch"
+
 if [[ $remove_after == no ]]; then
     echo "test-deb: ok: kerneld $version installs and works (removal not tried: it was installed before)"
     exit 0

@@ -94,6 +94,7 @@ pub fn unique_reply_id() -> i64 {
 enum ModuleDir {
     Empty,
     Debian,
+    Path(PathBuf),
 }
 
 /// Settings of a [`Kerneld`] before it starts.
@@ -123,6 +124,12 @@ impl Builder {
     /// Use the Debian module tree instead of an empty module directory.
     pub fn debian_tree(mut self) -> Builder {
         self.module_dir = ModuleDir::Debian;
+        self
+    }
+
+    /// Use this module directory (ROOT/lib/modules/VERSION).
+    pub fn module_dir(mut self, dir: &Path) -> Builder {
+        self.module_dir = ModuleDir::Path(dir.to_path_buf());
         self
     }
 
@@ -162,6 +169,7 @@ impl Builder {
             .expect("write modprobe.d");
         let module_dir = match self.module_dir {
             ModuleDir::Debian => debian_tree().to_path_buf(),
+            ModuleDir::Path(d) => d,
             ModuleDir::Empty => {
                 let d = dir.join("modules");
                 std::fs::create_dir(&d).expect("create module dir");

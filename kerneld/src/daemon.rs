@@ -23,7 +23,9 @@ use kmod_ipc::{
     Error as IpcError, Header, Key, Message, MsgType, Queue, TypeFilter, DEFAULT_TEXT_MAX,
     KERNELD_MINSEQ, MAX_DAEMON_TYPE,
 };
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -122,7 +124,7 @@ pub struct Daemon {
     policy: RwLock<Policy>,
     jobs: Mutex<JobTable>,
     /// When a reply was last sent on each reply id (for `purge_unread`).
-    replied: Mutex<HashMap<i64, Instant>>,
+    replied: Mutex<HashMap<i64, Instant, IdHashState>>,
     recent: Mutex<std::collections::VecDeque<Recent>>,
     record: Mutex<Record>,
     negcache: Mutex<NegativeCache>,
@@ -138,14 +140,102 @@ pub struct Daemon {
     stopping: Arc<AtomicBool>,
     started: Instant,
     started_at: SystemTime,
+    /// kerneld's pid for reply headers, read once: getpid() is a system
+    /// call on every reply otherwise.  Daemon::new runs after the fork.
+    pid: u32,
     programs: Programs,
     fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
     tracer: Option<Tracer>,
 }
 
+/// Hashing for the reply ids in `Daemon::replied`, which takes one insert
+/// per reply: a single folded multiply with random keys.  The default
+/// SipHash is more code than the rest of that bookkeeping; the ids come
+/// from clients, so the keys are still random (chosen per process).
+#[derive(Clone)]
+struct IdHashState(u64, u64);
+
+impl IdHashState {
+    fn new() -> IdHashState {
+        let seed = std::collections::hash_map::RandomState::new();
+        IdHashState(seed.hash_one(1u8), seed.hash_one(2u8) | 1)
+    }
+}
+
+impl BuildHasher for IdHashState {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher {
+            keys: (self.0, self.1),
+            hash: 0,
+        }
+    }
+}
+
+struct IdHasher {
+    keys: (u64, u64),
+    hash: u64,
+}
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by i64 keys; correct for any input all the same.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_ne_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        let m = u128::from(x ^ self.keys.0 ^ self.hash) * u128::from(self.keys.1);
+        self.hash = (m as u64) ^ ((m >> 64) as u64);
+    }
+    fn write_i64(&mut self, x: i64) {
+        self.write_u64(x as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
 /// ` for pid P uid U ...` after a request's name in log lines, or nothing.
 fn for_whom(who: Option<&Requester>) -> String {
     who.map_or(String::new(), |r| format!(" for {}", r.describe()))
+}
+
+/// Append `d` in milliseconds with one decimal (what `{:.1}` prints for the
+/// same value as a float, up to the rounding of exact ties), from integers.
+fn push_millis(s: &mut String, d: Duration) {
+    // u64 nanoseconds (584 years) spare the 128-bit division of as_nanos().
+    let nanos = d
+        .as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()));
+    let tenths = (nanos / 50_000).div_ceil(2);
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = tenths / 10;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("?"));
+    s.push('.');
+    s.push(char::from(b'0' + (tenths % 10) as u8));
+}
+
+/// The pieces joined, for the texts of quick answers: format! runs the
+/// formatting machinery, more code than the answer is otherwise made of.
+fn concat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + 32);
+    for p in parts {
+        s.push_str(p);
+    }
+    s
 }
 
 fn tid() -> i32 {
@@ -169,7 +259,7 @@ impl Daemon {
             programs: Programs::new(&cfg),
             config: RwLock::new(cfg),
             jobs: Mutex::new(JobTable::default()),
-            replied: Mutex::new(HashMap::new()),
+            replied: Mutex::new(HashMap::with_hasher(IdHashState::new())),
             recent: Mutex::new(std::collections::VecDeque::new()),
             record: Mutex::new(p.record),
             counters: Counters::default(),
@@ -184,6 +274,7 @@ impl Daemon {
             stopping: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
             started_at: SystemTime::now(),
+            pid: std::process::id(),
             fingerprint: p.fingerprint,
             tracer: p.tracer,
         })
@@ -299,8 +390,7 @@ impl Daemon {
                     return;
                 };
                 if msg.msg_type() == MsgType::RequestModule {
-                    self.rearm_sweep();
-                    self.timers.lock().unwrap().delayed.remove(&name);
+                    self.rearm_sweep_and_cancel(&name);
                     // Quick answers skip the hop to a worker, unless the
                     // same request is in progress (then it joins that).
                     let busy = self.jobs.lock().unwrap().in_progress(
@@ -372,16 +462,18 @@ impl Daemon {
 
     fn count_request(&self, t: MsgType) {
         let name = match t {
-            MsgType::Unknown(_) => "unknown".to_string(),
-            t => t.name().to_string(),
+            MsgType::Unknown(_) => "unknown",
+            t => t.name(),
         };
-        *self
-            .counters
-            .requests
-            .lock()
-            .unwrap()
-            .entry(name)
-            .or_default() += 1;
+        // Looked up by &str first: the key is allocated once per type, not
+        // on every request.
+        let mut requests = self.counters.requests.lock().unwrap();
+        match requests.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                requests.insert(name.to_string(), 1);
+            }
+        }
     }
 
     /// Who asked: the traced task for a kernel request through the shim,
@@ -466,8 +558,18 @@ impl Daemon {
         }
         let q = self.queue();
         let part_max = q.text_max(req.header);
+        if text.len() <= part_max {
+            // Nearly every answer is one part: no list of parts to build.
+            let msg = req.reply(status, self.pid, text);
+            match q.send(&msg, usize::MAX, true) {
+                Ok(()) => {}
+                Err(e) if queue_full(&e) => self.send_later(q, req.id, vec![msg]),
+                Err(e) => log::error(&format!("cannot send reply to id {}: {e}", req.id)),
+            }
+            return;
+        }
         let mut parts = req
-            .reply_parts(status, std::process::id(), text, part_max)
+            .reply_parts(status, self.pid, text, part_max)
             .into_iter()
             .peekable();
         while let Some(part) = parts.peek() {
@@ -483,10 +585,15 @@ impl Daemon {
             }
         }
         let rest: Vec<Message> = parts.collect();
-        if rest.is_empty() {
-            return;
+        if !rest.is_empty() {
+            self.send_later(q, req.id, rest);
         }
-        let (id, stopping) = (req.id, Arc::clone(&self.stopping));
+    }
+
+    /// Hand what did not fit on the queue to a worker that retries (see
+    /// [`Daemon::reply`]).
+    fn send_later(&self, q: Queue, id: i64, rest: Vec<Message>) {
+        let stopping = Arc::clone(&self.stopping);
         self.pool.execute(move || {
             let give_up = Instant::now() + REPLY_PATIENCE;
             for part in &rest {
@@ -658,7 +765,7 @@ impl Daemon {
             Err(e) => return Ok(Outcome::fail(format!("lookup failed: {}", errno_text(-e)))),
         };
         if res.candidates.is_empty() {
-            return Ok(Outcome::fail(format!("{name}: not found")));
+            return Ok(Outcome::fail(concat(&[name, ": not found"])));
         }
         // Each module once: to_insert repeats the candidates (last).
         let mut closure = res.candidates.clone();
@@ -701,10 +808,15 @@ impl Daemon {
         if res.to_insert.is_empty() {
             if !res.blacklisted.is_empty() {
                 // modprobe -q exits 0 for a blacklisted alias; so do we.
-                return Ok(Outcome::ok(format!(
-                    "{name}: blacklisted ({}), nothing loaded",
-                    res.blacklisted.join(" ")
-                )));
+                let mut text = concat(&[name, ": blacklisted ("]);
+                for (i, m) in res.blacklisted.iter().enumerate() {
+                    if i > 0 {
+                        text.push(' ');
+                    }
+                    text.push_str(m);
+                }
+                text.push_str("), nothing loaded");
+                return Ok(Outcome::ok(text));
             }
             return Ok(Outcome::ok(format!("{name}: already loaded")));
         }
@@ -755,11 +867,11 @@ impl Daemon {
 
     /// The negative cache's key: the name, and the requester when rules
     /// look at it.
-    fn cache_key(name: &str, identity: &str) -> String {
+    fn cache_key<'a>(name: &'a str, identity: &str) -> Cow<'a, str> {
         if identity.is_empty() {
-            name.to_string()
+            Cow::Borrowed(name)
         } else {
-            format!("{name} for {identity}")
+            Cow::Owned(format!("{name} for {identity}"))
         }
     }
 
@@ -779,7 +891,7 @@ impl Daemon {
         let who_text = for_whom(who);
         log::debug(&format!("request_module{who_text}: {text}"));
         let o = Outcome { status, text };
-        self.remember(name, who, &o, t0);
+        self.remember(name, who, &o, t0, t0.elapsed());
         Some(o)
     }
 
@@ -792,38 +904,73 @@ impl Daemon {
         outcome: Outcome,
         t0: Instant,
     ) -> Outcome {
+        let took = t0.elapsed();
+        self.remember(name, who, &outcome, t0, took);
+        // Built by hand: format! with {:.1} of a float brings in the float
+        // formatting code, a large piece of code that a request otherwise
+        // never runs (it counts when the request finds kerneld cold).
         let who_text = for_whom(who);
-        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        self.remember(name, who, &outcome, t0);
-        let line = format!("request_module{who_text}: {} ({ms:.1} ms)", outcome.text);
+        let mut line = String::with_capacity(40 + who_text.len() + outcome.text.len());
+        line.push_str("request_module");
+        line.push_str(&who_text);
+        line.push_str(": ");
+        line.push_str(&outcome.text);
+        line.push_str(" (");
+        push_millis(&mut line, took);
+        line.push_str(" ms)");
         if outcome.status == 0 {
             self.negcache.lock().unwrap().succeeded(cache_key);
             log::info(&line);
         } else {
             log::warn(&line);
-            self.negcache.lock().unwrap().insert(
-                cache_key,
-                outcome.status,
-                &outcome.text,
-                Instant::now(),
-            );
+            let mut nc = self.negcache.lock().unwrap();
+            if nc.remembers_failures() {
+                nc.insert(cache_key, outcome.status, &outcome.text, Instant::now());
+            }
         }
         outcome
     }
 
-    fn remember(&self, name: &str, who: Option<&Requester>, o: &Outcome, t0: Instant) {
+    /// Add an answered request to the status's ring of recent ones.
+    fn remember(
+        &self,
+        name: &str,
+        who: Option<&Requester>,
+        o: &Outcome,
+        t0: Instant,
+        took: Duration,
+    ) {
         let mut recent = self.recent.lock().unwrap();
-        if recent.len() >= RECENT_MAX {
-            recent.pop_front();
-        }
-        recent.push_back(Recent {
-            name: name.to_string(),
-            requester: who.cloned(),
-            status: o.status,
-            text: o.text.clone(),
-            at: t0,
-            millis: t0.elapsed().as_secs_f64() * 1000.0,
-        });
+        let millis = took.as_secs_f64() * 1000.0;
+        // Once the ring is full, the oldest entry's strings are reused: no
+        // allocation and no free on each request.
+        let entry = if recent.len() >= RECENT_MAX {
+            recent.pop_front()
+        } else {
+            None
+        };
+        let entry = match entry {
+            Some(mut e) => {
+                e.name.clear();
+                e.name.push_str(name);
+                e.text.clear();
+                e.text.push_str(&o.text);
+                e.requester = who.cloned();
+                e.status = o.status;
+                e.at = t0;
+                e.millis = millis;
+                e
+            }
+            None => Recent {
+                name: name.to_string(),
+                requester: who.cloned(),
+                status: o.status,
+                text: o.text.clone(),
+                at: t0,
+                millis,
+            },
+        };
+        recent.push_back(entry);
     }
 
     /// Type 3: unload now, never forced, with the recorded dependencies
@@ -875,6 +1022,19 @@ impl Daemon {
     fn rearm_sweep(&self) {
         let delay = self.settings().delay.max(1);
         self.timers.lock().unwrap().next_sweep = Instant::now() + Duration::from_secs(delay);
+    }
+
+    /// A request for `name`: the next sweep waits a full delay again, and a
+    /// delayed release of `name` is off.
+    fn rearm_sweep_and_cancel(&self, name: &str) {
+        let delay = self.settings().delay.max(1);
+        let mut timers = self.timers.lock().unwrap();
+        timers.next_sweep = Instant::now() + Duration::from_secs(delay);
+        // Hashing the name is the costly part, and there is rarely any
+        // delayed release to cancel.
+        if !timers.delayed.is_empty() {
+            timers.delayed.remove(name);
+        }
     }
 
     /// Seconds until the next sweep, None with `keep`.
@@ -1191,6 +1351,39 @@ mod tests {
 
     fn test_key(n: i32) -> i32 {
         0x4b00_0000 | ((std::process::id() as i32 & 0xfff) << 8) | n
+    }
+
+    #[test]
+    fn millis_are_written_with_one_decimal_as_the_float_format_would() {
+        for (nanos, want) in [
+            (0u64, "0.0"),
+            (49_999, "0.0"),
+            (50_001, "0.1"),
+            (1_234_567, "1.2"),
+            (9_960_000, "10.0"),
+            (123_456_789_000, "123456.8"),
+        ] {
+            let mut s = String::new();
+            push_millis(&mut s, Duration::from_nanos(nanos));
+            assert_eq!(s, want, "{nanos} ns");
+            let float = format!("{:.1}", Duration::from_nanos(nanos).as_secs_f64() * 1000.0);
+            assert_eq!(s, float, "{nanos} ns");
+        }
+        let mut s = String::new();
+        push_millis(&mut s, Duration::MAX);
+        assert!(s.ends_with(|c: char| c.is_ascii_digit()), "{s}");
+    }
+
+    #[test]
+    fn reply_ids_hash_apart() {
+        let state = IdHashState::new();
+        let mut m: HashMap<i64, u32, IdHashState> = HashMap::with_hasher(state.clone());
+        for id in 256..2256 {
+            m.insert(id, id as u32);
+        }
+        assert_eq!(m.len(), 2000);
+        assert_eq!(m.get(&1000), Some(&1000));
+        assert_ne!(state.hash_one(300i64), state.hash_one(301i64));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! libc's syslog(3) is used directly: it reconnects to /dev/log by itself
 //! and needs no formatter crate.
 
+use std::borrow::Cow;
 use std::ffi::CString;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -58,13 +58,60 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
+/// `msg` with control characters (which could end the line early or forge
+/// another) replaced by '?'.  Most lines have none and are used as they
+/// are: a byte scan decides, and only a line with a byte that may begin a
+/// control character (C0, DEL, or 0xC2 for the C1 range) is copied.
+fn clean(msg: &str) -> Cow<'_, str> {
+    if !msg.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        return Cow::Borrowed(msg);
+    }
+    Cow::Owned(
+        msg.chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
+    )
+}
+
+/// Write `parts` to stderr as one line with one system call, so that lines
+/// of several threads never interleave and nothing is allocated or copied
+/// for the common case.
+fn write_stderr(parts: &[&str]) {
+    let mut iov = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; 4];
+    let n = parts.len().min(iov.len());
+    let mut total = 0;
+    for (v, p) in iov.iter_mut().zip(&parts[..n]) {
+        v.iov_base = p.as_ptr() as *mut libc::c_void;
+        v.iov_len = p.len();
+        total += p.len();
+    }
+    // SAFETY: every iovec points into a live &str of the given length.
+    let written = unsafe { libc::writev(2, iov.as_ptr(), n as libc::c_int) };
+    if written >= 0 && written as usize == total {
+        return;
+    }
+    // Rare (interrupted, partial, or stderr closed): finish from a copy,
+    // as write_all would.
+    let line = parts[..n].concat();
+    let mut rest = &line.as_bytes()[written.max(0) as usize..];
+    while !rest.is_empty() {
+        // SAFETY: rest is a live byte slice.
+        let w = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
+        if w > 0 {
+            rest = &rest[w as usize..];
+        } else if w == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
 fn emit(priority: libc::c_int, msg: &str) {
-    let clean: String = msg
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
+    let clean = clean(msg);
     if syslog_up() {
-        if let Ok(c) = CString::new(clean.as_str()) {
+        if let Ok(c) = CString::new(&*clean) {
             // SAFETY: "%s" with one valid C string.
             unsafe {
                 libc::syslog(priority, c"%s".as_ptr(), c.as_ptr());
@@ -78,10 +125,7 @@ fn emit(priority: libc::c_int, msg: &str) {
             libc::LOG_DEBUG => "debug: ",
             _ => "",
         };
-        // One write per line: unbuffered stderr would make one system
-        // call per piece, and lines of several threads could interleave.
-        let line = format!("kerneld: {level}{clean}\n");
-        let _ = std::io::stderr().write_all(line.as_bytes());
+        write_stderr(&["kerneld: ", level, &clean, "\n"]);
     }
 }
 
@@ -105,5 +149,21 @@ pub fn error(msg: &str) {
 pub fn debug(msg: &str) {
     if debug_enabled() {
         emit(libc::LOG_DEBUG, msg);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_replaced_and_clean_lines_are_not_copied() {
+        assert!(matches!(
+            clean("request_module: x: not found"),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(clean("a\nb\x7fc\u{85}d"), "a?b?c?d");
+        // 0xC2 also begins printable characters: kept as they are.
+        assert_eq!(clean("caf\u{e9} \u{a0}x"), "caf\u{e9} \u{a0}x");
     }
 }

@@ -104,6 +104,14 @@ impl NegativeCache {
         None
     }
 
+    /// Whether failures are remembered at all (`negative-cache` > 0), so
+    /// a caller can skip what it would compute only for [`insert`].
+    ///
+    /// [`insert`]: NegativeCache::insert
+    pub fn remembers_failures(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
     /// Remember a failure.
     pub fn insert(&mut self, name: &str, status: i64, text: &str, now: Instant) {
         if self.ttl.is_zero() {
@@ -125,8 +133,14 @@ impl NegativeCache {
 
     /// A success clears the name's history.
     pub fn succeeded(&mut self, name: &str) {
-        self.answers.remove(name);
-        self.attempts.remove(name);
+        // Removing hashes the name even from an empty map; with the cache
+        // or the rate limit off, or nothing failed lately, they are empty.
+        if !self.answers.is_empty() {
+            self.answers.remove(name);
+        }
+        if !self.attempts.is_empty() {
+            self.attempts.remove(name);
+        }
     }
 
     pub fn len(&self) -> usize {

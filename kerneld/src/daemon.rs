@@ -228,6 +228,24 @@ fn push_millis(s: &mut String, d: Duration) {
     s.push(char::from(b'0' + (tenths % 10) as u8));
 }
 
+/// The log line of a request, written by whoever settled it once it may be
+/// (see `Daemon::handle`).  None: nothing to log.
+#[derive(Default)]
+struct LogLine {
+    warn: bool,
+    line: Option<String>,
+}
+
+impl LogLine {
+    fn emit(self) {
+        match (self.line, self.warn) {
+            (Some(l), true) => log::warn(&l),
+            (Some(l), false) => log::info(&l),
+            (None, _) => {}
+        }
+    }
+}
+
 /// The pieces joined, for the texts of quick answers: format! runs the
 /// formatting machinery, more code than the answer is otherwise made of.
 fn concat(parts: &[&str]) -> String {
@@ -399,11 +417,17 @@ impl Daemon {
                         &identity,
                     );
                     if !busy {
-                        if let Some(o) =
+                        if let Some((o, line)) =
                             self.request_module_inline(&name, requester.as_ref(), &identity)
                         {
                             self.count_outcome(&o);
                             self.reply(&msg, o.status, o.text.as_bytes());
+                            // The request's line is written once the
+                            // requester has its answer: the write(2) is
+                            // the costliest step of a quick answer, and
+                            // nothing in the answer depends on it.  The
+                            // next message is read only after it.
+                            line.emit();
                             return;
                         }
                     }
@@ -720,7 +744,9 @@ impl Daemon {
             Ok(o) => o,
             Err(e) => Outcome::fail(format!("{name}: cannot use libkmod: {e}")),
         };
-        self.finish_request(name, who, &cache_key, outcome, t0)
+        let (outcome, line) = self.settle(name, who, &cache_key, outcome, t0);
+        line.emit();
+        outcome
     }
 
     /// Type 2 answered on the receiving thread, without the hop to a
@@ -732,18 +758,18 @@ impl Daemon {
         name: &str,
         who: Option<&Requester>,
         identity: &str,
-    ) -> Option<Outcome> {
+    ) -> Option<(Outcome, LogLine)> {
         let t0 = Instant::now();
         let cache_key = Self::cache_key(name, identity);
         if let Some(o) = self.cached_answer(name, who, &cache_key, t0) {
-            return Some(o);
+            return Some((o, LogLine::default()));
         }
         let policy = self.policy.read().unwrap().clone();
         let answer = self
             .contexts
             .with(|sys| self.plan(sys, name, who, &policy, false).ok())
             .ok()??;
-        Some(self.finish_request(name, who, &cache_key, answer, t0))
+        Some(self.settle(name, who, &cache_key, answer, t0))
     }
 
     /// Resolve `name` and decide on it.  `Ok`: the final answer, nothing
@@ -767,43 +793,49 @@ impl Daemon {
         if res.candidates.is_empty() {
             return Ok(Outcome::fail(concat(&[name, ": not found"])));
         }
-        // Each module once: to_insert repeats the candidates (last).
-        let mut closure = res.candidates.clone();
-        for m in &res.to_insert {
-            if !closure.contains(m) {
-                closure.push(m.clone());
-            }
-        }
-        let d = policy.decide(name, &closure, who);
-        let verdict = if d.would_deny {
-            "would deny (audit mode)"
-        } else if d.allowed {
-            "allow"
-        } else {
-            "deny"
-        };
-        let final_answer = !d.allowed || res.to_insert.is_empty();
-        if (final_answer || log_loads) && (d.would_deny || !d.allowed || !policy.rules.is_empty()) {
-            log::notice(&format!(
-                "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
-                closure.join(" "),
-                d.rule,
-                d.module
-                    .as_ref()
-                    .map_or(String::new(), |m| format!(" (module {m})")),
-                if who.is_some() {
-                    who_text.clone()
-                } else {
-                    " for unknown requester".into()
+        // Without rules and with the default allow there is nothing to
+        // decide and nothing to log: the closure is not even listed.
+        if !policy.allows_all() {
+            // Each module once: to_insert repeats the candidates (last).
+            let mut closure = res.candidates.clone();
+            for m in &res.to_insert {
+                if !closure.contains(m) {
+                    closure.push(m.clone());
                 }
-            ));
-        }
-        if !d.allowed {
-            self.counters.denied.fetch_add(1, Ordering::Relaxed);
-            return Ok(Outcome::fail(format!(
-                "{name}: denied by policy: {}",
-                d.rule
-            )));
+            }
+            let d = policy.decide(name, &closure, who);
+            let verdict = if d.would_deny {
+                "would deny (audit mode)"
+            } else if d.allowed {
+                "allow"
+            } else {
+                "deny"
+            };
+            let final_answer = !d.allowed || res.to_insert.is_empty();
+            if (final_answer || log_loads)
+                && (d.would_deny || !d.allowed || !policy.rules.is_empty())
+            {
+                log::notice(&format!(
+                    "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
+                    closure.join(" "),
+                    d.rule,
+                    d.module
+                        .as_ref()
+                        .map_or(String::new(), |m| format!(" (module {m})")),
+                    if who.is_some() {
+                        who_text.clone()
+                    } else {
+                        " for unknown requester".into()
+                    }
+                ));
+            }
+            if !d.allowed {
+                self.counters.denied.fetch_add(1, Ordering::Relaxed);
+                return Ok(Outcome::fail(format!(
+                    "{name}: denied by policy: {}",
+                    d.rule
+                )));
+            }
         }
         if res.to_insert.is_empty() {
             if !res.blacklisted.is_empty() {
@@ -895,15 +927,16 @@ impl Daemon {
         Some(o)
     }
 
-    /// Log, remember and (for failures) cache the outcome of a request.
-    fn finish_request(
+    /// Remember and (for failures) cache the outcome of a request; its log
+    /// line is for the caller to emit.
+    fn settle(
         &self,
         name: &str,
         who: Option<&Requester>,
         cache_key: &str,
         outcome: Outcome,
         t0: Instant,
-    ) -> Outcome {
+    ) -> (Outcome, LogLine) {
         let took = t0.elapsed();
         self.remember(name, who, &outcome, t0, took);
         // Built by hand: format! with {:.1} of a float brings in the float
@@ -918,17 +951,22 @@ impl Daemon {
         line.push_str(" (");
         push_millis(&mut line, took);
         line.push_str(" ms)");
-        if outcome.status == 0 {
+        let warn = outcome.status != 0;
+        if !warn {
             self.negcache.lock().unwrap().succeeded(cache_key);
-            log::info(&line);
         } else {
-            log::warn(&line);
             let mut nc = self.negcache.lock().unwrap();
             if nc.remembers_failures() {
                 nc.insert(cache_key, outcome.status, &outcome.text, Instant::now());
             }
         }
-        outcome
+        (
+            outcome,
+            LogLine {
+                warn,
+                line: Some(line),
+            },
+        )
     }
 
     /// Add an answered request to the status's ring of recent ones.

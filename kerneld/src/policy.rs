@@ -280,6 +280,12 @@ impl Policy {
     }
 
     /// Whether any rule looks at the requester.
+    /// No rules and the default allows: every request is allowed by
+    /// "default" and [`Policy::decide`] would log nothing, count nothing.
+    pub fn allows_all(&self) -> bool {
+        self.rules.is_empty() && self.default_allow
+    }
+
     pub fn needs_requester(&self) -> bool {
         self.rules.iter().any(|r| !r.conditions.is_empty())
     }

@@ -256,6 +256,18 @@ pub fn decision(
             false,
             false,
         ),
+        // What the VM sees for a module already loaded: the name resolves
+        // and nothing is inserted.  Here the module is built into the
+        // Debian kernel (modules.builtin), the one kind of "already in the
+        // kernel" this kernel without module support can show.
+        case(
+            "name that resolves to a module already in the kernel (`crypto-sha256-generic`: built-in sha256_generic)",
+            "crypto-sha256-generic",
+            fair,
+            None,
+            false,
+            false,
+        ),
         case(
             "unknown name, negative cache (default config)",
             unknown,

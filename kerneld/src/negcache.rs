@@ -15,8 +15,32 @@ struct Answer {
     until: Instant,
 }
 
-/// Size at which a map is first pruned (see [`NegativeCache::lookup`]).
+/// Size at which a map is first pruned (see [`bound`]).
 const PRUNE_AT: usize = 4096;
+/// Most names either map holds.  Names come from whoever can make the
+/// kernel ask (an unprivileged AF_ALG bind names any crypto algorithm), and
+/// thousands a second of distinct ones must not grow kerneld without bound:
+/// beyond this the map sheds entries, expired ones first.  Real loops
+/// retry a handful of names.
+const MAX_NAMES: usize = 8192;
+
+/// Make room in `map` before a new name goes in: drop the entries `stale`
+/// says are over, then, if still more than three quarters full, arbitrary
+/// ones (it is a cache).  Returns the size at which to call it again:
+/// twice what stayed, so a flood costs one pass per doubling (or per
+/// quarter of [`MAX_NAMES`]), not one per request.
+fn bound<V>(map: &mut HashMap<String, V>, stale: impl Fn(&V) -> bool) -> usize {
+    map.retain(|_, v| !stale(v));
+    let mut excess = map.len().saturating_sub(MAX_NAMES / 4 * 3);
+    if excess > 0 {
+        map.retain(|_, _| {
+            let keep = excess == 0;
+            excess = excess.saturating_sub(1);
+            keep
+        });
+    }
+    PRUNE_AT.max(2 * map.len()).min(MAX_NAMES)
+}
 
 /// The cache.
 #[derive(Debug)]
@@ -26,9 +50,7 @@ pub struct NegativeCache {
     answers: HashMap<String, Answer>,
     attempts: HashMap<String, VecDeque<Instant>>,
     fingerprint: u64,
-    /// Prune `attempts` / `answers` when they grow beyond these sizes.
-    /// After a prune the bound is twice what stayed: a flood of distinct
-    /// names then costs one pass per doubling, not one per request.
+    /// Call [`bound`] on `attempts` / `answers` when they reach these sizes.
     attempts_prune_at: usize,
     answers_prune_at: usize,
 }
@@ -72,6 +94,12 @@ impl NegativeCache {
             // No rate limit: the attempts would never be read.
             return None;
         }
+        if !self.attempts.contains_key(name) && self.attempts.len() >= self.attempts_prune_at {
+            self.attempts_prune_at = bound(&mut self.attempts, |v| {
+                v.back()
+                    .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60))
+            });
+        }
         let tries = self.attempts.entry(name.to_string()).or_default();
         while tries
             .front()
@@ -93,14 +121,6 @@ impl NegativeCache {
             ));
         }
         tries.push_back(now);
-        if self.attempts.len() > self.attempts_prune_at {
-            // Bound memory against a flood of distinct names.
-            self.attempts.retain(|_, v| {
-                v.back()
-                    .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60))
-            });
-            self.attempts_prune_at = PRUNE_AT.max(2 * self.attempts.len());
-        }
         None
     }
 
@@ -117,9 +137,8 @@ impl NegativeCache {
         if self.ttl.is_zero() {
             return;
         }
-        if self.answers.len() > self.answers_prune_at {
-            self.answers.retain(|_, a| a.until > now);
-            self.answers_prune_at = PRUNE_AT.max(2 * self.answers.len());
+        if !self.answers.contains_key(name) && self.answers.len() >= self.answers_prune_at {
+            self.answers_prune_at = bound(&mut self.answers, |a| a.until <= now);
         }
         self.answers.insert(
             name.to_string(),
@@ -190,23 +209,32 @@ mod tests {
     fn a_flood_of_names_stays_bounded() {
         let mut c = NegativeCache::new(Duration::from_secs(5), 30);
         let t0 = Instant::now();
-        for i in 0..3 * PRUNE_AT {
+        for i in 0..PRUNE_AT {
             let name = format!("n{i}");
             assert_eq!(c.lookup(&name, t0), None);
             c.insert(&name, 1, "not found", t0);
         }
-        // A minute later the old names are pruned on the next growth.
+        // A minute later the old names go first, on the next growth.
         let t1 = t0 + Duration::from_secs(61);
-        for i in 0..5 * PRUNE_AT {
+        for i in 0..PRUNE_AT / 2 {
             let name = format!("m{i}");
             assert_eq!(c.lookup(&name, t1), None);
             c.insert(&name, 1, "not found", t1);
         }
-        assert!(c.attempts.len() <= 2 * 5 * PRUNE_AT + 1);
         assert!(c.attempts.keys().all(|k| k.starts_with('m')));
         assert!(c.answers.keys().all(|k| k.starts_with('m')));
-        // Recent answers are still there.
         assert!(c.lookup("m0", t1).unwrap().1.contains("(cached)"));
+        // Far more live names than fit: the maps stay within MAX_NAMES and
+        // the newest answers are kept.
+        for i in 0..4 * MAX_NAMES {
+            let name = format!("f{i}");
+            assert_eq!(c.lookup(&name, t1), None);
+            c.insert(&name, 1, "not found", t1);
+            assert!(c.attempts.len() <= MAX_NAMES && c.answers.len() <= MAX_NAMES);
+        }
+        let last = format!("f{}", 4 * MAX_NAMES - 1);
+        assert!(c.lookup(&last, t1).unwrap().1.contains("(cached)"));
+        assert!(c.answers.len() >= MAX_NAMES / 2, "{}", c.answers.len());
     }
 
     #[test]

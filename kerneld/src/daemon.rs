@@ -793,6 +793,15 @@ impl Daemon {
         if res.candidates.is_empty() {
             return Ok(Outcome::fail(concat(&[name, ": not found"])));
         }
+        // A kernel that takes no modules at all would refuse the first
+        // insertion: the answer is known now, without libkmod reading (and
+        // decompressing) the module for nothing.  Install commands may do
+        // anything, so a load with one goes ahead.
+        let refused = if !res.to_insert.is_empty() && res.commands.is_empty() {
+            sys.insertion_refused()
+        } else {
+            None
+        };
         // Without rules and with the default allow there is nothing to
         // decide and nothing to log: the closure is not even listed.
         if !policy.allows_all() {
@@ -811,7 +820,7 @@ impl Daemon {
             } else {
                 "deny"
             };
-            let final_answer = !d.allowed || res.to_insert.is_empty();
+            let final_answer = !d.allowed || res.to_insert.is_empty() || refused.is_some();
             if (final_answer || log_loads)
                 && (d.would_deny || !d.allowed || !policy.rules.is_empty())
             {
@@ -851,6 +860,13 @@ impl Daemon {
                 return Ok(Outcome::ok(text));
             }
             return Ok(Outcome::ok(format!("{name}: already loaded")));
+        }
+        if let Some(err) = refused {
+            return Ok(Outcome::fail(concat(&[
+                name,
+                ": ",
+                &load_error_text(&res.to_insert[0], err),
+            ])));
         }
         Err(res)
     }
@@ -1478,6 +1494,31 @@ mod tests {
         assert_eq!(d.counters.cached.load(Ordering::Relaxed), 1);
         assert_eq!(d.counters.failed.load(Ordering::Relaxed), 2);
         assert_eq!(d.counters.succeeded.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_kernel_that_takes_no_modules_is_answered_without_a_load() {
+        let mut k =
+            FakeKernel::with_tree(&[("llc", &[]), ("stp", &["llc"])]).alias("rtnl-link-stp", "stp");
+        k.refuse_insertions = Some(-libc::EPERM);
+        let fake = k.shared();
+        let (d, _queue) = daemon(fake.clone(), test_key(7));
+        let o = d.request_module("rtnl-link-stp", None);
+        assert_eq!(o.status, 1);
+        // The first module of the load order is the one the kernel would
+        // have refused.
+        assert_eq!(
+            o.text,
+            format!("rtnl-link-stp: {}", load_error_text("llc", -libc::EPERM))
+        );
+        assert!(o.text.contains("modules_disabled"), "{}", o.text);
+        assert!(fake.0.lock().unwrap().loads.is_empty(), "a load was tried");
+        // Once the kernel takes modules again, the load goes ahead (by
+        // the module's own name: the alias's refusal is in the negative
+        // cache for a few seconds).
+        fake.0.lock().unwrap().refuse_insertions = None;
+        assert_eq!(d.request_module("stp", None).status, 0);
+        assert_eq!(fake.0.lock().unwrap().loads, ["stp"]);
     }
 
     #[test]

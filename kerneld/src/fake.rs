@@ -21,6 +21,9 @@ pub struct FakeKernel {
     pub load_time: Duration,
     /// Network links that exist, as (ifindex, kind).
     pub links: Vec<(i32, String)>,
+    /// Refuse every insertion with this negative errno (a kernel without
+    /// module support, or with kernel.modules_disabled=1).
+    pub refuse_insertions: Option<i32>,
 }
 
 impl FakeKernel {
@@ -81,6 +84,7 @@ impl ModuleSystem for FakeKernel {
                 .filter(|m| !self.loaded.contains_key(m))
                 .collect(),
             blacklisted: Vec::new(),
+            commands: Vec::new(),
         })
     }
 
@@ -134,6 +138,10 @@ impl ModuleSystem for FakeKernel {
     fn links(&self) -> Vec<(i32, String)> {
         self.links.clone()
     }
+
+    fn insertion_refused(&self) -> Option<i32> {
+        self.refuse_insertions
+    }
 }
 
 /// A fake kernel shared by several workers, as the real one is.
@@ -162,5 +170,8 @@ impl ModuleSystem for SharedFake {
     }
     fn links(&self) -> Vec<(i32, String)> {
         self.0.lock().unwrap().links.clone()
+    }
+    fn insertion_refused(&self) -> Option<i32> {
+        self.0.lock().unwrap().refuse_insertions
     }
 }

@@ -39,6 +39,9 @@ pub struct Resolution {
     /// Candidates (or their dependencies) skipped by the modprobe.d
     /// blacklist, which applies to alias lookups as with `modprobe`.
     pub blacklisted: Vec<String>,
+    /// Modules of `to_insert` that an install command of modprobe.d
+    /// handles instead of an insertion.
+    pub commands: Vec<String>,
 }
 
 /// Result of loading a requested name.
@@ -94,6 +97,38 @@ pub trait ModuleSystem {
     /// `links.rs`).
     fn links(&self) -> Vec<(i32, String)> {
         crate::links::links()
+    }
+    /// The negative errno with which the kernel refuses every insertion
+    /// right now, if it does (see [`insertion_refused`]).
+    fn insertion_refused(&self) -> Option<i32> {
+        insertion_refused()
+    }
+}
+
+/// Whether the running kernel refuses every module insertion, and why:
+/// `-ENOSYS` without loadable module support, `-EPERM` with
+/// kernel.modules_disabled=1 or without CAP_SYS_MODULE.  Asked with
+/// init_module(2) of an empty image: the kernel checks support and
+/// permission first, so a kernel that would take modules answers ENOEXEC.
+/// (Not finit_module: kernels before 3.8 lack it but load modules.)
+/// Asked again each time, since modules_disabled can be set at any moment.
+pub fn insertion_refused() -> Option<i32> {
+    // SAFETY: an image of length 0 is refused before anything is read
+    // from it; nothing in the kernel changes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_init_module,
+            ptr::null::<c_void>(),
+            0usize,
+            c"".as_ptr(),
+        )
+    };
+    if r == 0 {
+        return None;
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(e @ (libc::ENOSYS | libc::EPERM)) => Some(-e),
+        _ => None,
     }
 }
 
@@ -378,7 +413,10 @@ impl ModuleSystem for Kmod {
             if r > 0 {
                 push_unique(&mut res.blacklisted, module_name(m));
             }
-            for (a, _) in actions {
+            for (a, install) in actions {
+                if install {
+                    push_unique(&mut res.commands, a.clone());
+                }
                 push_unique(&mut res.to_insert, a);
             }
         }

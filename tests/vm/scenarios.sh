@@ -349,6 +349,9 @@ kerneld_scenarios() {
     scenario_deny_users
     scenario_two_users
 
+    # 15: last, since the setting holds until reboot ----------------------
+    scenario_modules_disabled
+
     stop_kerneld TERM
     run 10 kerneld-modprobe --unregister
     note "kerneld-modprobe --unregister: exit $rc, helper now '$(cat /proc/sys/kernel/modprobe)'"
@@ -686,6 +689,25 @@ scenario_two_users() {
         attributed "$_p1" 1000 can-proto-1 can_raw &&
         attributed "$_p2" 1001 net-pf-38 af_alg || return
     pass 14 "$d (pid $_p1 uid 1000 net-pf-29, can-proto-1; pid $_p2 uid 1001 net-pf-38)"
+}
+
+# 15: kernel.modules_disabled=1 (it cannot be undone until reboot, so this
+# runs last): the kernel still asks, kerneld refuses at once and says why.
+scenario_modules_disabled() {
+    d="kernel.modules_disabled=1: ip link add fails, kerneld answers with the reason, dummy stays out"
+    unload dummy || { fail 15 "$d" "cannot unload dummy first: $(/sbin/rmmod dummy 2>&1)"; return; }
+    echo 1 >/proc/sys/kernel/modules_disabled ||
+        { fail 15 "$d" "cannot set kernel.modules_disabled"; return; }
+    run 60 ip link add d6 type dummy
+    if [ "$rc" = 0 ]; then
+        fail 15 "$d" "ip link add succeeded (dummy loaded: $(loaded_of dummy))"
+        ip link del d6 2>/dev/null
+        return
+    fi
+    loaded dummy && { fail 15 "$d" "dummy got loaded"; return; }
+    wait_until 10 log_has 'rtnl-link-dummy: could not insert dummy: not permitted \(kernel\.modules_disabled=1' ||
+        { fail 15 "$d" "no 'rtnl-link-dummy: could not insert dummy: not permitted (kernel.modules_disabled=1' in $KLOG: $(log_line rtnl-link-dummy)"; return; }
+    pass 15 "$d (refused after $dt ms)"
 }
 
 # ---------------------------------------------------------------------------

@@ -21,18 +21,23 @@ use crate::requester::Requester;
 use crate::trace::Tracer;
 use kmod_ipc::{
     Error as IpcError, Header, Key, Message, MsgType, Queue, TypeFilter, DEFAULT_TEXT_MAX,
-    KERNELD_MINSEQ, MAX_DAEMON_TYPE,
+    HEADER_NEW_LEN, KERNELD_MINSEQ, MAX_DAEMON_TYPE,
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a reply waits for room on a full queue before it is dropped
 /// (its sender has long given up by then).
 pub const REPLY_PATIENCE: Duration = Duration::from_secs(60);
+
+/// At most this many bytes of replies wait for room on a full queue (as
+/// much as kerneld asks the queue itself to hold).  Readers that far behind
+/// lose replies, rather than kerneld growing without bound.
+pub const DEFERRED_MAX_BYTES: usize = 4 << 20;
 
 fn queue_full(e: &IpcError) -> bool {
     matches!(e, IpcError::Sys { source, .. } if source.raw_os_error() == Some(libc::EAGAIN))
@@ -143,6 +148,10 @@ pub struct Daemon {
     /// kerneld's pid for reply headers, read once: getpid() is a system
     /// call on every reply otherwise.  Daemon::new runs after the fork.
     pid: u32,
+    /// Bytes of replies waiting in `send_later`, and replies dropped since
+    /// start because [`DEFERRED_MAX_BYTES`] were waiting already.
+    deferred_bytes: Arc<AtomicUsize>,
+    dropped_replies: AtomicU64,
     programs: Programs,
     fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
     tracer: Option<Tracer>,
@@ -293,6 +302,8 @@ impl Daemon {
             started: Instant::now(),
             started_at: SystemTime::now(),
             pid: std::process::id(),
+            deferred_bytes: Arc::default(),
+            dropped_replies: AtomicU64::new(0),
             fingerprint: p.fingerprint,
             tracer: p.tracer,
         })
@@ -615,10 +626,34 @@ impl Daemon {
     }
 
     /// Hand what did not fit on the queue to a worker that retries (see
-    /// [`Daemon::reply`]).
+    /// [`Daemon::reply`]), unless [`DEFERRED_MAX_BYTES`] wait already.
     fn send_later(&self, q: Queue, id: i64, rest: Vec<Message>) {
+        let bytes: usize = rest.iter().map(|m| 8 + HEADER_NEW_LEN + m.text.len()).sum();
+        let waiting = self.deferred_bytes.fetch_add(bytes, Ordering::SeqCst);
+        if waiting + bytes > DEFERRED_MAX_BYTES {
+            self.deferred_bytes.fetch_sub(bytes, Ordering::SeqCst);
+            let n = self.dropped_replies.fetch_add(1, Ordering::Relaxed) + 1;
+            // Logged at the 1st, 2nd, 4th, 8th... drop: a flood must not
+            // become a flood of log lines.
+            if n.is_power_of_two() {
+                log::warn(&format!(
+                    "reply to id {id} dropped: {waiting} bytes of replies already wait for \
+                     room on the queue, whose readers are not reading ({n} dropped since start)"
+                ));
+            }
+            return;
+        }
+        /// Gives the bytes back however the task ends.
+        struct Release(Arc<AtomicUsize>, usize);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                self.0.fetch_sub(self.1, Ordering::SeqCst);
+            }
+        }
+        let release = Release(Arc::clone(&self.deferred_bytes), bytes);
         let stopping = Arc::clone(&self.stopping);
         self.pool.execute(move || {
+            let _release = release;
             let give_up = Instant::now() + REPLY_PATIENCE;
             for part in &rest {
                 loop {
@@ -1549,6 +1584,23 @@ mod tests {
         );
         assert_eq!(d.purge_unread(Duration::ZERO), 1);
         assert_eq!(queue.stat().unwrap().messages, 0);
+    }
+
+    #[test]
+    fn replies_waiting_for_room_are_bounded() {
+        let k = FakeKernel::with_tree(&[]);
+        let (d, queue) = daemon(k.shared(), test_key(8));
+        // A queue with room for nothing: every reply waits.
+        queue.set_max_bytes(1).unwrap();
+        let text = vec![b'x'; 100 * 1024];
+        for i in 0..60 {
+            let req = Message::request(MsgType::Status, 8000 + i, Header::Old, "");
+            d.reply(&req, 0, &text);
+            assert!(d.deferred_bytes.load(Ordering::SeqCst) <= DEFERRED_MAX_BYTES);
+        }
+        // 60 replies of 100 KiB: the ones beyond 4 MiB were dropped.
+        let dropped = d.dropped_replies.load(Ordering::Relaxed);
+        assert!((19..=21).contains(&dropped), "{dropped} dropped");
     }
 
     #[test]

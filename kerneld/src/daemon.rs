@@ -34,6 +34,10 @@ use std::time::{Duration, Instant, SystemTime};
 /// (its sender has long given up by then).
 pub const REPLY_PATIENCE: Duration = Duration::from_secs(60);
 
+/// Delayed releases pending at most: each names a module, and there are
+/// not that many modules; more would only grow kerneld.
+pub const DELAYED_MAX: usize = 4096;
+
 /// At most this many bytes of replies wait for room on a full queue (as
 /// much as kerneld asks the queue itself to hold).  Readers that far behind
 /// lose replies, rather than kerneld growing without bound.
@@ -450,11 +454,19 @@ impl Daemon {
                     return;
                 };
                 let delay = self.settings().delay;
-                self.timers
-                    .lock()
-                    .unwrap()
-                    .delayed
-                    .insert(name.clone(), Instant::now() + Duration::from_secs(delay));
+                {
+                    let mut timers = self.timers.lock().unwrap();
+                    if timers.delayed.len() >= DELAYED_MAX && !timers.delayed.contains_key(&name) {
+                        drop(timers);
+                        let why = format!("{DELAYED_MAX} delayed releases are pending already");
+                        log::warn(&format!("delayed release of {name} refused: {why}"));
+                        self.reply(&msg, 1, format!("{name}: {why}").as_bytes());
+                        return;
+                    }
+                    timers
+                        .delayed
+                        .insert(name.clone(), Instant::now() + Duration::from_secs(delay));
+                }
                 self.timer_cv.notify_all();
                 self.reply(
                     &msg,
@@ -1584,6 +1596,38 @@ mod tests {
         );
         assert_eq!(d.purge_unread(Duration::ZERO), 1);
         assert_eq!(queue.stat().unwrap().messages, 0);
+    }
+
+    #[test]
+    fn delayed_releases_are_bounded() {
+        let k = FakeKernel::with_tree(&[]);
+        let (d, _queue) = daemon(k.shared(), test_key(9));
+        let client = Client::connect(Key(test_key(9))).unwrap();
+        let ask = |i: i64, name: &str| {
+            let id = 9000 + i;
+            let m = Message::request(MsgType::DelayedRelease, id, Header::Old, name);
+            d.handle(m.mtype, &m.encode_body(1024).unwrap());
+            client
+                .wait_reply(id, Some(Duration::from_secs(10)))
+                .unwrap()
+        };
+        for i in 0..DELAYED_MAX {
+            d.timers
+                .lock()
+                .unwrap()
+                .delayed
+                .insert(format!("m{i}"), Instant::now() + Duration::from_secs(60));
+        }
+        let r = ask(0, "one-too-many");
+        assert_eq!(r.status, 1, "{}", r.text_lossy());
+        assert!(
+            r.text_lossy().contains("pending already"),
+            "{}",
+            r.text_lossy()
+        );
+        // A name already pending is rescheduled all the same.
+        assert_eq!(ask(1, "m7").status, 0);
+        assert_eq!(d.timers.lock().unwrap().delayed.len(), DELAYED_MAX);
     }
 
     #[test]

@@ -194,12 +194,7 @@ fn module_name(m: *const sys::kmod_module) -> String {
         if p.is_null() {
             return String::new();
         }
-        // Module names are ASCII: the lossy conversion is only a fallback.
-        let c = CStr::from_ptr(p);
-        match c.to_str() {
-            Ok(s) => s.to_owned(),
-            Err(_) => c.to_string_lossy().into_owned(),
-        }
+        CStr::from_ptr(p).to_string_lossy().into_owned()
     }
 }
 

@@ -279,13 +279,13 @@ impl Policy {
         self.rules = Arc::new(rules);
     }
 
-    /// Whether any rule looks at the requester.
     /// No rules and the default allows: every request is allowed by
     /// "default" and [`Policy::decide`] would log nothing, count nothing.
     pub fn allows_all(&self) -> bool {
         self.rules.is_empty() && self.default_allow
     }
 
+    /// Whether any rule looks at the requester.
     pub fn needs_requester(&self) -> bool {
         self.rules.iter().any(|r| !r.conditions.is_empty())
     }

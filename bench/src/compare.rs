@@ -94,7 +94,7 @@ pub fn run(old: &Path, new: &Path, module_dir: &Path, work: &Path, conf_dir: &Pa
             "rtnl-link-dummy",
         ),
         (
-            "name that resolves (ENOSYS)",
+            "name that resolves (insertion refused: ENOSYS)",
             0,
             MsgType::RequestModule,
             "rtnl-link-dummy",

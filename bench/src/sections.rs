@@ -249,7 +249,7 @@ pub fn decision(
             false,
         ),
         case(
-            "name that resolves (insertion fails: ENOSYS here)",
+            "name that resolves, insertion refused (no module support here)",
             "rtnl-link-dummy",
             fair,
             None,
@@ -277,12 +277,12 @@ pub fn decision(
             false,
         ),
     ];
-    // kerneld really attempts the insertion (decompressing dummy.ko.xz
-    // first) where `modprobe -n` stops short of it; without module
-    // support in this kernel modprobe can try it too, harmlessly.
+    // Without module support in this kernel, modprobe can try the
+    // insertion too, harmlessly (reading and decompressing dummy.ko.xz
+    // first); kerneld refuses it as soon as the name is resolved.
     if !Path::new("/proc/modules").exists() {
         cases.push(case(
-            "name that resolves, against modprobe without -n (both attempt the insertion)",
+            "name that resolves, against modprobe without -n (which attempts the insertion)",
             "rtnl-link-dummy",
             fair,
             None,

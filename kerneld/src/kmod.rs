@@ -361,6 +361,36 @@ impl Kmod {
         (r, ACTIONS.with(|a| std::mem::take(&mut *a.borrow_mut())))
     }
 
+    /// The modules of `list` (found for `name`), if `name` is an alias and
+    /// the modprobe.d blacklist names every one of them.  The blacklist
+    /// applies to alias lookups only (KMOD_PROBE_APPLY_BLACKLIST_ALIAS_ONLY):
+    /// a module asked for by its own name is never blacklisted.
+    fn all_blacklisted(
+        &self,
+        name: &str,
+        list: &ModuleList,
+        modules: &[*mut sys::kmod_module],
+    ) -> Option<Vec<String>> {
+        let names: Vec<String> = modules.iter().map(|&m| module_name(m)).collect();
+        // libkmod compares module names with '-' read as '_'.
+        let own_name = name.replace('-', "_");
+        if names.is_empty() || names.contains(&own_name) {
+            return None;
+        }
+        let mut allowed: *mut sys::kmod_list = ptr::null_mut();
+        // SAFETY: valid ctx and list; `allowed` is a new list we release.
+        let r = unsafe {
+            sys::kmod_module_apply_filter(
+                self.ctx,
+                sys::kmod_filter_KMOD_FILTER_BLACKLIST,
+                list.0,
+                &mut allowed,
+            )
+        };
+        let allowed = ModuleList(allowed);
+        (r == 0 && allowed.0.is_null()).then_some(names)
+    }
+
     fn state_of(&self, module: &str) -> Option<u32> {
         let cname = CString::new(module).ok()?;
         let mut m: *mut sys::kmod_module = ptr::null_mut();
@@ -402,6 +432,15 @@ impl ModuleSystem for Kmod {
         let list = self.lookup(name)?;
         let refs = ModuleRefs(list.modules());
         let mut res = Resolution::default();
+        if let Some(all) = self.all_blacklisted(name, &list, &refs.0) {
+            // An alias whose every module is blacklisted loads nothing, as
+            // modprobe's probe would conclude, with status 0 either way;
+            // without the dry run, which first asks sysfs whether each
+            // module is loaded (and would then say "already loaded").
+            res.candidates = all.clone();
+            res.blacklisted = all;
+            return Ok(res);
+        }
         for &m in &refs.0 {
             push_unique(&mut res.candidates, module_name(m));
             let (r, actions) = self.probe(m, PROBE_FLAGS | sys::kmod_probe_KMOD_PROBE_DRY_RUN);

@@ -49,7 +49,8 @@ JSON (--json): one document, with these stable fields:
       or null), unused_sweeps (integer)
   next_sweep_seconds  number or null   until the next unload sweep
   counters            object     requests (object: type name -> integer),
-      succeeded, failed, merged, expired, bad_messages (integers)
+      succeeded, failed, merged, expired, cached, denied, bad_messages,
+      replies_dropped, negative_cache_entries (integers)
   queue               object     messages, bytes, max_bytes (integers)
   policy              object     the policy in force
 The document is printed as the daemon sent it, after checking it parses.

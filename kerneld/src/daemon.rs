@@ -66,6 +66,9 @@ pub struct Counters {
     pub bad_messages: AtomicU64,
     pub cached: AtomicU64,
     pub denied: AtomicU64,
+    /// Answers dropped because [`DEFERRED_MAX_BYTES`] waited for room on
+    /// the queue already.
+    pub replies_dropped: AtomicU64,
 }
 
 /// The result of one action, sent to every waiter.
@@ -152,10 +155,8 @@ pub struct Daemon {
     /// kerneld's pid for reply headers, read once: getpid() is a system
     /// call on every reply otherwise.  Daemon::new runs after the fork.
     pid: u32,
-    /// Bytes of replies waiting in `send_later`, and replies dropped since
-    /// start because [`DEFERRED_MAX_BYTES`] were waiting already.
+    /// Bytes of replies waiting in `send_later`.
     deferred_bytes: Arc<AtomicUsize>,
-    dropped_replies: AtomicU64,
     programs: Programs,
     fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
     tracer: Option<Tracer>,
@@ -307,7 +308,6 @@ impl Daemon {
             started_at: SystemTime::now(),
             pid: std::process::id(),
             deferred_bytes: Arc::default(),
-            dropped_replies: AtomicU64::new(0),
             fingerprint: p.fingerprint,
             tracer: p.tracer,
         })
@@ -644,7 +644,11 @@ impl Daemon {
         let waiting = self.deferred_bytes.fetch_add(bytes, Ordering::SeqCst);
         if waiting + bytes > DEFERRED_MAX_BYTES {
             self.deferred_bytes.fetch_sub(bytes, Ordering::SeqCst);
-            let n = self.dropped_replies.fetch_add(1, Ordering::Relaxed) + 1;
+            let n = self
+                .counters
+                .replies_dropped
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
             // Logged at the 1st, 2nd, 4th, 8th... drop: a flood must not
             // become a flood of log lines.
             if n.is_power_of_two() {
@@ -1643,7 +1647,7 @@ mod tests {
             assert!(d.deferred_bytes.load(Ordering::SeqCst) <= DEFERRED_MAX_BYTES);
         }
         // 60 replies of 100 KiB: the ones beyond 4 MiB were dropped.
-        let dropped = d.dropped_replies.load(Ordering::Relaxed);
+        let dropped = d.counters.replies_dropped.load(Ordering::Relaxed);
         assert!((19..=21).contains(&dropped), "{dropped} dropped");
     }
 

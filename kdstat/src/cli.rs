@@ -50,7 +50,7 @@ JSON (--json): one document, with these stable fields:
   next_sweep_seconds  number or null   until the next unload sweep
   counters            object     requests (object: type name -> integer),
       succeeded, failed, merged, expired, cached, denied, bad_messages,
-      replies_dropped, negative_cache_entries (integers)
+      replies_dropped, waiters_refused, negative_cache_entries (integers)
   queue               object     messages, bytes, max_bytes (integers)
   policy              object     the policy in force
 The document is printed as the daemon sent it, after checking it parses.

@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use crate::errno::errno_text;
-use crate::jobs::{JobTable, Waiter};
+use crate::jobs::{JobTable, Waiter, MAX_WAITERS};
 use crate::kmod::{load_error_text, Usage};
 use crate::log;
 use crate::names;
@@ -69,6 +69,9 @@ pub struct Counters {
     /// Answers dropped because [`DEFERRED_MAX_BYTES`] waited for room on
     /// the queue already.
     pub replies_dropped: AtomicU64,
+    /// Requests refused because [`MAX_WAITERS`] waited for the identical
+    /// action already.
+    pub refused_waiters: AtomicU64,
 }
 
 /// The result of one action, sent to every waiter.
@@ -705,11 +708,28 @@ impl Daemon {
             requester,
             arrived: Instant::now(),
         };
-        let new = self
-            .jobs
-            .lock()
-            .unwrap()
-            .join_or_create(kind, &text, &identity, waiter);
+        let mut jobs = self.jobs.lock().unwrap();
+        if jobs.waiters_of(kind, &text, &identity) >= MAX_WAITERS {
+            drop(jobs);
+            let why = format!("{MAX_WAITERS} identical requests wait for the action in progress");
+            let n = self
+                .counters
+                .refused_waiters
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            // Logged at the 1st, 2nd, 4th... refusal: a caller retrying
+            // against a hung action must not flood the log.
+            if n.is_power_of_two() {
+                log::warn(&format!(
+                    "{kind} '{}' refused: {why} ({n} refused since start)",
+                    String::from_utf8_lossy(&text)
+                ));
+            }
+            self.reply(&waiter.request, 1, why.as_bytes());
+            return;
+        }
+        let new = jobs.join_or_create(kind, &text, &identity, waiter);
+        drop(jobs);
         match new {
             Some(id) => {
                 let d = Arc::clone(self);
@@ -1600,6 +1620,36 @@ mod tests {
         );
         assert_eq!(d.purge_unread(Duration::ZERO), 1);
         assert_eq!(queue.stat().unwrap().messages, 0);
+    }
+
+    #[test]
+    fn an_action_gathers_at_most_max_waiters() {
+        let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        k.load_time = Duration::from_secs(2);
+        let (d, _queue) = daemon(k.shared(), test_key(10));
+        let client = Client::connect(Key(test_key(10))).unwrap();
+        let send = |id: i64| {
+            let m = Message::request(MsgType::RequestModule, id, Header::Old, "rtnl-link-dummy");
+            d.handle(m.mtype, &m.encode_body(1024).unwrap());
+        };
+        for _ in 0..MAX_WAITERS {
+            send(10_000);
+        }
+        send(10_001);
+        let r = client
+            .wait_reply(10_001, Some(Duration::from_secs(1)))
+            .expect("the request beyond MAX_WAITERS is answered at once");
+        assert_eq!(r.status, 1, "{}", r.text_lossy());
+        assert!(
+            r.text_lossy().contains("identical requests wait"),
+            "{}",
+            r.text_lossy()
+        );
+        assert_eq!(d.counters.refused_waiters.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            d.counters.merged.load(Ordering::Relaxed),
+            MAX_WAITERS as u64 - 1
+        );
     }
 
     #[test]

@@ -9,6 +9,10 @@ use kmod_ipc::{Message, MsgType};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+/// Senders one action may gather at most.  A hung install command would
+/// otherwise collect every retry of its caller for as long as it hangs.
+pub const MAX_WAITERS: usize = 4096;
+
 /// One sender waiting for the result.
 #[derive(Debug, Clone)]
 pub struct Waiter {
@@ -105,6 +109,18 @@ impl JobTable {
         }
         self.by_key
             .contains_key(&(kind.number(), text.to_vec(), identity.to_string()))
+    }
+
+    /// How many senders wait for the job identical to this request (0:
+    /// none in progress).
+    pub fn waiters_of(&self, kind: MsgType, text: &[u8], identity: &str) -> usize {
+        if self.by_key.is_empty() {
+            return 0;
+        }
+        self.by_key
+            .get(&(kind.number(), text.to_vec(), identity.to_string()))
+            .and_then(|id| self.jobs.get(id))
+            .map_or(0, |j| j.waiters.len())
     }
 
     /// Whether a job of this kind is in progress.

@@ -242,6 +242,7 @@ pub fn json(d: &Daemon) -> Value {
             "denied": c.denied.load(Ordering::Relaxed),
             "bad_messages": c.bad_messages.load(Ordering::Relaxed),
             "replies_dropped": c.replies_dropped.load(Ordering::Relaxed),
+            "waiters_refused": c.refused_waiters.load(Ordering::Relaxed),
             "negative_cache_entries": d.negative_entries(),
         },
         "queue": queue,

@@ -647,19 +647,12 @@ impl Daemon {
         let waiting = self.deferred_bytes.fetch_add(bytes, Ordering::SeqCst);
         if waiting + bytes > DEFERRED_MAX_BYTES {
             self.deferred_bytes.fetch_sub(bytes, Ordering::SeqCst);
-            let n = self
-                .counters
-                .replies_dropped
-                .fetch_add(1, Ordering::Relaxed)
-                + 1;
-            // Logged at the 1st, 2nd, 4th, 8th... drop: a flood must not
-            // become a flood of log lines.
-            if n.is_power_of_two() {
-                log::warn(&format!(
+            log::warn_sampled(&self.counters.replies_dropped, |n| {
+                format!(
                     "reply to id {id} dropped: {waiting} bytes of replies already wait for \
                      room on the queue, whose readers are not reading ({n} dropped since start)"
-                ));
-            }
+                )
+            });
             return;
         }
         /// Gives the bytes back however the task ends.
@@ -712,19 +705,12 @@ impl Daemon {
         if jobs.waiters_of(kind, &text, &identity) >= MAX_WAITERS {
             drop(jobs);
             let why = format!("{MAX_WAITERS} identical requests wait for the action in progress");
-            let n = self
-                .counters
-                .refused_waiters
-                .fetch_add(1, Ordering::Relaxed)
-                + 1;
-            // Logged at the 1st, 2nd, 4th... refusal: a caller retrying
-            // against a hung action must not flood the log.
-            if n.is_power_of_two() {
-                log::warn(&format!(
+            log::warn_sampled(&self.counters.refused_waiters, |n| {
+                format!(
                     "{kind} '{}' refused: {why} ({n} refused since start)",
                     String::from_utf8_lossy(&text)
-                ));
-            }
+                )
+            });
             self.reply(&waiter.request, 1, why.as_bytes());
             return;
         }

@@ -152,6 +152,16 @@ pub fn debug(msg: &str) {
     }
 }
 
+/// Count one more occurrence in `count` and log a warning for the 1st,
+/// 2nd, 4th, 8th... of them: a flood of the same event must not become a
+/// flood of log lines.  `line` gets the count so far.
+pub fn warn_sampled(count: &AtomicU64, line: impl FnOnce(u64) -> String) {
+    let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_power_of_two() {
+        warn(&line(n));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -106,6 +106,17 @@ json_has() {
     return 1
 }
 
+# refused_link_add N LINK: `ip link add LINK type dummy` must fail (the
+# kernel's request for dummy refused); fails scenario N ($d) otherwise.
+# Leaves run's $out, $rc and $dt.
+refused_link_add() {
+    run 60 ip link add "$2" type dummy
+    [ "$rc" != 0 ] && return 0
+    fail "$1" "$d" "ip link add succeeded (dummy loaded: $(loaded_of dummy))"
+    ip link del "$2" 2>/dev/null
+    return 1
+}
+
 kernel_healthy() {
     ! dmesg | grep -E -q 'BUG:|Oops|WARNING:|blocked for more than|Call Trace'
 }
@@ -536,12 +547,7 @@ scenario_deny_request() {
     unload dummy || { fail 9 "$d" "cannot unload dummy first: $(/sbin/rmmod dummy 2>&1)"; return; }
     restart_kerneld /tmp/kerneld4.log "deny request rtnl-link-dummy" ||
         { fail 9 "$d" "kerneld with the rule not ready"; return; }
-    run 60 ip link add d5 type dummy
-    if [ "$rc" = 0 ]; then
-        fail 9 "$d" "ip link add succeeded (dummy loaded: $(loaded_of dummy))"
-        ip link del d5 2>/dev/null
-        return
-    fi
+    refused_link_add 9 d5 || return
     _t=$dt
     loaded dummy && { fail 9 "$d" "ip link add failed ($out) but dummy got loaded"; return; }
     [ ! -e /sys/class/net/d5 ] || { fail 9 "$d" "d5 exists"; return; }
@@ -698,12 +704,7 @@ scenario_modules_disabled() {
     unload dummy || { fail 15 "$d" "cannot unload dummy first: $(/sbin/rmmod dummy 2>&1)"; return; }
     echo 1 >/proc/sys/kernel/modules_disabled ||
         { fail 15 "$d" "cannot set kernel.modules_disabled"; return; }
-    run 60 ip link add d6 type dummy
-    if [ "$rc" = 0 ]; then
-        fail 15 "$d" "ip link add succeeded (dummy loaded: $(loaded_of dummy))"
-        ip link del d6 2>/dev/null
-        return
-    fi
+    refused_link_add 15 d6 || return
     loaded dummy && { fail 15 "$d" "dummy got loaded"; return; }
     wait_until 10 log_has 'rtnl-link-dummy: could not insert dummy: not permitted \(kernel\.modules_disabled=1' ||
         { fail 15 "$d" "no 'rtnl-link-dummy: could not insert dummy: not permitted (kernel.modules_disabled=1' in $KLOG: $(log_line rtnl-link-dummy)"; return; }

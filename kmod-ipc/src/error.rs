@@ -9,9 +9,10 @@ pub enum DecodeError {
     /// Shorter than the fixed header.
     #[error("message truncated: {len} bytes, shorter than its header")]
     Truncated { len: usize },
-    /// No NUL ends the text.
-    #[error("message text of {len} bytes is not NUL-terminated")]
-    Unterminated { len: usize },
+    /// Longer than the receive buffer of `max` body bytes: cut on receipt
+    /// (see [`Queue::with_body_max`](crate::Queue::with_body_max)).
+    #[error("message longer than the receive buffer of {max} bytes")]
+    Cut { max: usize },
     /// Text longer than allowed.
     #[error("message text of {len} bytes exceeds the limit of {max}")]
     TextTooLong { len: usize, max: usize },
@@ -41,6 +42,20 @@ pub enum Error {
         uid: u32,
         mode: u32,
         want_uid: u32,
+    },
+    /// A foreign queue came back at the key after each of `attempts`
+    /// removals ([`Queue::claim`](crate::Queue::claim)): a process is
+    /// recreating it in a loop.
+    #[error(
+        "the message queue at key {key} was taken again (last by uid {uid}, id {qid}) each of the \
+         {attempts} times it was removed: a process is recreating it in a loop. Find it (`ipcs -q -c` \
+         shows the owner; `ps -u {uid}`), stop it, then start kerneld again"
+    )]
+    Retaken {
+        key: Key,
+        attempts: u32,
+        uid: u32,
+        qid: i32,
     },
     /// The queue was removed while we used it.
     #[error("the kerneld message queue was removed (kerneld stopped)")]

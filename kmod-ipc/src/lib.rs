@@ -17,16 +17,16 @@
 //! offset size field                  offset size field
 //!      0    8 long  mtype                 0    8 long  mtype
 //!      8    8 long  id                    8    8 long  id
-//!     16    n char  text[] + NUL         16    2 short version (= 2)
+//!     16    n char  text[]               16    2 short version (= 2)
 //!                                        18    2 short pid
-//!                                        20    n char  text[] + NUL
+//!                                        20    n char  text[]
 //! ```
 //!
 //! `msgsz` (what `msgsnd` is given) counts everything after `mtype`: 8 for
-//! `id`, 4 more for `version`/`pid` in the new format, then the text and its
-//! terminating NUL.  A received message is read as *new* when its body is at
-//! least 12 bytes long and the `version` field is 2, else as *old*, exactly
-//! as the 1996 daemon decided.  A reply mirrors the format of its request.
+//! `id`, 4 more for `version`/`pid` in the new format, then the text.  A
+//! received message is read as *new* when its body is at least 12 bytes
+//! long and the `version` field is 2, else as *old*, exactly as the 1996
+//! daemon decided.  A reply mirrors the format of its request.
 //!
 //! The `pid` field is a C `short`: today's pids (up to 4194304) do not fit,
 //! so it carries the pid truncated to 16 bits.  Programs in this workspace
@@ -54,11 +54,25 @@
 //!
 //! # Text
 //!
-//! Text is NUL-terminated on the wire.  It is at most [`DEFAULT_TEXT_MAX`]
-//! (1024) bytes by default, as in 1995, and never more than the kernel's
-//! `msgmax` allows.  Module names are bytes, not necessarily UTF-8.
-//! Decoding never panics: any byte string yields a [`Message`] or a
-//! [`DecodeError`].
+//! The text is the bytes after the header up to the first NUL, or up to
+//! the end of the body when there is none.  The 1995 senders put no NUL
+//! on the wire: the Linux 2.0 kernel sent `strlen(name)` bytes, kdsend
+//! `KDHDR + strlen(text)`, and kdstat's status request was the bare
+//! header; the 1995 daemon terminated the text itself.  A sender may add
+//! the NUL; it is not required.  Bytes after a NUL are not text (a 1995
+//! daemon never read them).
+//!
+//! Everything this crate encodes, requests and replies alike, carries the
+//! text followed by one NUL, which `msgsz` counts: a 1995 receiver, which
+//! terminated what it got, and a C reader that takes the text as a string
+//! both read it correctly.
+//!
+//! Text is at most [`DEFAULT_TEXT_MAX`] (1024) bytes by default, as in
+//! 1995, and never more than the kernel's `msgmax` allows.  Module names
+//! are bytes, not necessarily UTF-8.  Decoding never panics: any byte
+//! string yields a [`Message`] or a [`DecodeError`]; only a body shorter
+//! than the old header ([`DecodeError::Truncated`]) or text over the limit
+//! ([`DecodeError::TextTooLong`]) is malformed.
 //!
 //! # The queue
 //!
@@ -73,8 +87,14 @@ mod client;
 mod error;
 mod key;
 mod msg;
+pub mod origin;
 mod queue;
 mod timer;
+/// The wire format's constants and byte-slice functions, `core` only:
+/// the kernel module of kernel/module/ `include!`s this file.
+pub mod wire {
+    include!("wire.rs");
+}
 
 pub use client::{Client, Reply};
 pub use error::{DecodeError, Error};
@@ -83,5 +103,5 @@ pub use msg::{
     Header, Message, MsgType, DEFAULT_TEXT_MAX, HEADER_NEW_LEN, HEADER_OLD_LEN, KERNELD_MINSEQ,
     MAX_DAEMON_TYPE, NEW_PROTOCOL_VERSION, REPLY_CONTINUES, TOOL_ID_BASE,
 };
-pub use queue::{msgmax, Queue, QueueStat, TypeFilter};
+pub use queue::{msgmax, Claimed, Foreign, How, Queue, QueueStat, TypeFilter, CLAIM_ATTEMPTS};
 pub use timer::{install_interrupt_handler, interrupt_signal, interrupt_thread, Alarm};

@@ -189,7 +189,8 @@ pub struct Message {
     pub id: i64,
     /// Header format.
     pub header: Header,
-    /// Text without its terminating NUL; may hold any byte but NUL.
+    /// The text, without a NUL: what came before the first NUL, or the whole
+    /// rest of the body when the sender sent none.
     pub text: Vec<u8>,
 }
 
@@ -258,7 +259,8 @@ impl Message {
         String::from_utf8_lossy(&self.text).into_owned()
     }
 
-    /// Size of the body (`msgsz`): header, text and its NUL.
+    /// Size of the body (`msgsz`) as this crate encodes it: header, text
+    /// and the NUL it adds.
     pub fn body_len(&self) -> usize {
         self.header.len() + self.text.len() + 1
     }
@@ -295,9 +297,13 @@ impl Message {
         Ok(buf)
     }
 
-    /// Decode a body received with type `mtype`.  Text ends at the first
-    /// NUL; a body without one is [`DecodeError::Unterminated`]; text longer
-    /// than `text_max` is [`DecodeError::TextTooLong`].
+    /// Decode a body received with type `mtype`.  The text is the bytes
+    /// after the header up to the first NUL or the end of the body: the
+    /// 1995 senders sent `strlen(text)` bytes with no NUL, and a receiver
+    /// terminates the text itself.  Bytes after a NUL are not text (a 1995
+    /// daemon never saw them either).  A body shorter than the old header
+    /// is [`DecodeError::Truncated`]; text longer than `text_max` is
+    /// [`DecodeError::TextTooLong`].
     pub fn decode_body(mtype: i64, body: &[u8], text_max: usize) -> Result<Message, DecodeError> {
         let Some(id_bytes) = body.get(..8) else {
             return Err(DecodeError::Truncated { len: body.len() });
@@ -310,20 +316,15 @@ impl Message {
             _ => Header::Old,
         };
         let rest = &body[header.len()..];
-        let Some(nul) = rest.iter().position(|&b| b == 0) else {
-            return Err(DecodeError::Unterminated { len: rest.len() });
-        };
-        if nul > text_max {
-            return Err(DecodeError::TextTooLong {
-                len: nul,
-                max: text_max,
-            });
+        let len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        if len > text_max {
+            return Err(DecodeError::TextTooLong { len, max: text_max });
         }
         Ok(Message {
             mtype,
             id,
             header,
-            text: rest[..nul].to_vec(),
+            text: rest[..len].to_vec(),
         })
     }
 
@@ -428,8 +429,8 @@ mod tests {
         let mut body = 0i64.to_ne_bytes().to_vec();
         body.extend_from_slice(b"abc");
         assert_eq!(
-            Message::decode_body(2, &body, 1024),
-            Err(DecodeError::Unterminated { len: 3 })
+            Message::decode_body(2, &body, 2),
+            Err(DecodeError::TextTooLong { len: 3, max: 2 })
         );
         body.push(0);
         assert_eq!(
@@ -439,6 +440,41 @@ mod tests {
         let m = Message::decode_body(2, &body, 3).unwrap();
         assert_eq!(m.text, b"abc");
         assert_eq!(m.header, Header::Old);
+    }
+
+    #[test]
+    fn text_without_nul_is_the_rest_of_the_body() {
+        // What Linux 2.0's request_module("ppp") sent: 8 + strlen bytes.
+        let mut body = 0x7fff_0001i64.to_ne_bytes().to_vec();
+        body.extend_from_slice(b"ppp");
+        let m = Message::decode_body(2, &body, 1024).unwrap();
+        assert_eq!(
+            (m.id, m.header, m.text.as_slice()),
+            (0x7fff_0001, Header::Old, &b"ppp"[..])
+        );
+        // The 1995 kdstat's status request: the bare header.
+        let bare = Message::decode_body(255, &1100i64.to_ne_bytes(), 1024).unwrap();
+        assert!(bare.text.is_empty());
+        // New header, no NUL; and a bare new header.
+        let mut body = 4242i64.to_ne_bytes().to_vec();
+        body.extend_from_slice(&2i16.to_ne_bytes());
+        body.extend_from_slice(&77i16.to_ne_bytes());
+        let bare = Message::decode_body(255, &body, 1024).unwrap();
+        assert_eq!((bare.header, bare.text.len()), (Header::New { pid: 77 }, 0));
+        body.extend_from_slice(b"net-pf-10");
+        let m = Message::decode_body(2, &body, 1024).unwrap();
+        assert_eq!(m.text, b"net-pf-10");
+    }
+
+    #[test]
+    fn text_ends_at_the_first_nul() {
+        let mut body = 5i64.to_ne_bytes().to_vec();
+        body.extend_from_slice(b"ppp\0junk");
+        let m = Message::decode_body(2, &body, 3).unwrap();
+        assert_eq!(
+            m.text, b"ppp",
+            "what follows a NUL is no text, nor counted against the limit"
+        );
     }
 
     #[test]

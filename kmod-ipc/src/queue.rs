@@ -5,6 +5,9 @@ use crate::key::Key;
 use crate::msg::Message;
 use std::io;
 
+mod claim;
+pub use claim::{Claimed, Foreign, How, CLAIM_ATTEMPTS};
+
 // The wire format writes `mtype` and `id` as i64 where C has `long`: the
 // two agree only where `long` is 8 bytes (x86_64 and other LP64 targets).
 const _: () = assert!(std::mem::size_of::<libc::c_long>() == 8);
@@ -96,12 +99,13 @@ impl Queue {
         })
     }
 
-    /// Create the queue at `key` with mode 0600, as only the daemon does, or
+    /// Create the queue at `key` with mode 0600, or
     /// take over an existing one if it is safe: owned and created by our
     /// effective uid, with no permission bits for group or others.  A queue
     /// left by a killed daemon is reused, so requests waiting in it are
     /// served.  Anything else is [`Error::Squatted`]: whoever owns the queue
-    /// could read the kernel's requests and answer for the daemon.
+    /// could read the kernel's requests and answer for the daemon.  The
+    /// daemon itself uses [`Queue::claim`], which removes such a queue.
     pub fn create(key: Key) -> Result<Queue, Error> {
         // SAFETY: msgget has no memory arguments.
         let qid = unsafe { libc::msgget(key.0, libc::IPC_CREAT | 0o600) };
@@ -219,9 +223,11 @@ impl Queue {
     }
 
     /// Receive one message body.  Returns `Ok(None)` when `nowait` and no
-    /// message matches, `Err(Error::Interrupted)` on `EINTR`.  Bodies
-    /// longer than msgmax are cut (`MSG_NOERROR`) rather than left to jam
-    /// the queue.
+    /// message matches, `Err(Error::Interrupted)` on `EINTR`.  A body
+    /// longer than [`Queue::body_max`] is cut (`MSG_NOERROR`) rather than
+    /// left to jam the queue, and comes back with `body_max + 1` bytes, so
+    /// that a caller can tell it from one that fit ([`Queue::recv`] reports
+    /// it as [`DecodeError::Cut`]).
     pub fn recv_raw(
         &self,
         filter: TypeFilter,
@@ -229,17 +235,20 @@ impl Queue {
     ) -> Result<Option<(i64, Vec<u8>)>, Error> {
         // Not zeroed: msgrcv writes what is kept, and zeroing msgmax bytes
         // (8 KiB) cost more than the rest of a receive.
-        let mut buf: Vec<u8> = Vec::with_capacity(8 + self.body_max);
+        // One byte more than body_max tells a cut body from one that fits
+        // (no message exceeds msgmax, so at msgmax the byte stays unused).
+        let size = self.body_max + 1;
+        let mut buf: Vec<u8> = Vec::with_capacity(8 + size);
         let mut flags = libc::MSG_NOERROR;
         if nowait {
             flags |= libc::IPC_NOWAIT;
         }
-        // SAFETY: buf has room (capacity) for mtype and body_max body bytes.
+        // SAFETY: buf has room (capacity) for mtype and `size` body bytes.
         let n = unsafe {
             libc::msgrcv(
                 self.qid,
                 buf.as_mut_ptr() as *mut libc::c_void,
-                self.body_max,
+                size,
                 filter.msgtyp(),
                 flags,
             )
@@ -258,7 +267,7 @@ impl Queue {
                 }),
             };
         }
-        // SAFETY: msgrcv wrote mtype (8 bytes) and n <= body_max body bytes.
+        // SAFETY: msgrcv wrote mtype (8 bytes) and n <= size body bytes.
         unsafe { buf.set_len(8 + n as usize) };
         let mtype = i64::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
         buf.drain(..8);
@@ -274,9 +283,14 @@ impl Queue {
         text_max: usize,
         nowait: bool,
     ) -> Result<Option<(i64, Result<Message, DecodeError>)>, Error> {
-        Ok(self
-            .recv_raw(filter, nowait)?
-            .map(|(mtype, body)| (mtype, Message::decode_body(mtype, &body, text_max))))
+        Ok(self.recv_raw(filter, nowait)?.map(|(mtype, body)| {
+            let decoded = if body.len() > self.body_max {
+                Err(DecodeError::Cut { max: self.body_max })
+            } else {
+                Message::decode_body(mtype, &body, text_max)
+            };
+            (mtype, decoded)
+        }))
     }
 
     /// Remove the queue (`IPC_RMID`); blocked receivers get `EIDRM`.

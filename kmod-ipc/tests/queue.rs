@@ -455,13 +455,17 @@ fn an_oversized_message_does_not_jam_the_queue() {
     let ok = Message::request(MsgType::RequestModule, 0, Header::Old, "ppp");
     g.queue.send(&ok, DEFAULT_TEXT_MAX, false).unwrap();
 
-    // The big one is cut to the buffer (no NUL survives): a typed error,
+    // The big one is cut to the buffer: a typed error,
     // and it leaves the queue instead of blocking it with E2BIG forever.
     let (t, body) = small
         .recv_raw(TypeFilter::UpTo(255), true)
         .unwrap()
         .unwrap();
-    assert_eq!((t, body.len()), (2, 64));
+    assert_eq!(
+        (t, body.len()),
+        (2, 65),
+        "one byte past the buffer marks the cut"
+    );
     let (_, decoded) = small
         .recv(TypeFilter::UpTo(255), DEFAULT_TEXT_MAX, true)
         .unwrap()
@@ -469,7 +473,7 @@ fn an_oversized_message_does_not_jam_the_queue() {
     assert_eq!(decoded.unwrap(), ok);
     assert_eq!(g.queue.stat().unwrap().messages, 0);
 
-    // The same through recv: the cut message decodes as Unterminated.
+    // The same through recv: the cut message is reported as cut.
     g.queue.send(&big, DEFAULT_TEXT_MAX, false).unwrap();
     let (_, decoded) = small
         .recv(TypeFilter::Any, DEFAULT_TEXT_MAX, true)
@@ -477,7 +481,7 @@ fn an_oversized_message_does_not_jam_the_queue() {
         .unwrap();
     assert!(matches!(
         decoded,
-        Err(kmod_ipc::DecodeError::Unterminated { len: 56 })
+        Err(kmod_ipc::DecodeError::Cut { max: 64 })
     ));
     // with_body_max never goes above msgmax.
     let huge = g.queue.clone().with_body_max(usize::MAX);

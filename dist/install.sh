@@ -133,8 +133,9 @@ put_config() {
 
 put 755 "$TARGET_DIR/kerneld" "$PREFIX/sbin/kerneld"
 put 755 "$TARGET_DIR/kerneld-modprobe" "$PREFIX/sbin/kerneld-modprobe"
-put 755 "$TARGET_DIR/kdstat" "$PREFIX/bin/kdstat"
-put 755 "$TARGET_DIR/kdsend" "$PREFIX/bin/kdsend"
+# kdstat and kdsend need root (the queue is root's): sbin, as Debian does.
+put 755 "$TARGET_DIR/kdstat" "$PREFIX/sbin/kdstat"
+put 755 "$TARGET_DIR/kdsend" "$PREFIX/sbin/kdsend"
 
 for page in "$repo"/man/*.[1-8]; do
     name=$(basename "$page")

@@ -69,12 +69,12 @@ fn expected(prefix: &str, unitdir: &str, zshdir: &str) -> Vec<(String, u32, Opti
             Some(t.join("kerneld-modprobe")),
         ),
         (
-            format!("{prefix}/bin/kdstat"),
+            format!("{prefix}/sbin/kdstat"),
             0o755,
             Some(t.join("kdstat")),
         ),
         (
-            format!("{prefix}/bin/kdsend"),
+            format!("{prefix}/sbin/kdsend"),
             0o755,
             Some(t.join("kdsend")),
         ),
@@ -165,9 +165,10 @@ fn check_tree(dest: &Path, prefix: &str, unitdir: &str, zshdir: &str, not_ours: 
             .any(|l| l == format!("ExecStart={prefix}/sbin/kerneld --foreground --register")),
         "{unit}"
     );
-    // The installed programs run.
+    // The installed programs run; kdstat and kdsend need root, so they
+    // are in sbin with kerneld.
     let out = run(
-        Command::new(dest.join(&prefix[1..]).join("bin/kdstat")).arg("--version"),
+        Command::new(dest.join(&prefix[1..]).join("sbin/kdstat")).arg("--version"),
         LIMIT,
     );
     assert_eq!(out.code(), 0, "{out:?}");

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install what building and testing kerneld needs on Debian 12 (as root).
-# Safe to run again: apt does nothing for packages already present.
+# Safe to run again: apt does nothing for packages already present, and
+# nothing is downloaded when all are.  apt's own output shows the
+# progress: the package lists fetched, what will be installed and the
+# download size, each package as it is fetched and unpacked.
 set -euo pipefail
 
 packages=(
@@ -10,24 +13,32 @@ packages=(
     qemu-system-x86 busybox-static kmod xz-utils zstd cpio
     # manual page checks
     mandoc man-db
-    # the Debian package: dpkg-shlibdeps (dpkg-dev), the check of the
+    # the Debian package: dpkg-buildpackage and dpkg-shlibdeps (dpkg-dev),
+    # debhelper (dh, dh_installsystemd), lintian, and the check of the
     # installed unit (systemd-analyze verify)
-    dpkg-dev systemd
+    dpkg-dev debhelper lintian systemd
 )
 
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
-if [[ ${#missing[@]} -gt 0 ]]; then
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all ${#packages[@]} packages present" >&2
+else
     if [[ $(id -u) -ne 0 ]]; then
         echo "install-deps: missing ${missing[*]}; run as root (sudo $0)" >&2
         exit 4
     fi
-    echo "install-deps: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    echo "install-deps: 1/2: apt-get update (the package lists)" >&2
+    apt-get update >&2
+    echo "install-deps: 2/2: installing ${#missing[@]} packages and what they need:" \
+        "${missing[*]}" >&2
+    # -q: apt's lines (Get:, Unpacking, Setting up) without the progress
+    # bar, which would fill a log with carriage returns.
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+    echo "install-deps: done" >&2
 fi
 command -v cargo >/dev/null || {
     echo "install-deps: cargo not found; install Rust (rustup) first" >&2

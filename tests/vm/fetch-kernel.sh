@@ -54,7 +54,7 @@ pkg=$(find_pkg || true)
 if [[ -z "$pkg" ]]; then
     # A fresh machine may have empty package lists: refresh once and retry.
     log "no linux-image-$series.*-amd64-unsigned in apt lists, running apt-get update"
-    apt-get update -qq >&2 || log "apt-get update failed"
+    apt-get update >&2 || log "apt-get update failed"
     pkg=$(find_pkg || true)
 fi
 if [[ -z "$pkg" ]]; then
@@ -66,13 +66,15 @@ mkdir -p "$dir"
 pkgdir="$dir/$pkg"
 root="$pkgdir/root"
 if [[ ! -d "$root/lib/modules" ]]; then
-    log "downloading $pkg"
+    size=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Size: //p' | head -n 1)
+    log "downloading $pkg${size:+ ($((size / 1048576)) MiB)}"
     rm -rf "$pkgdir"
     mkdir -p "$pkgdir/dl"
     # apt-get download writes into the current directory, as user _apt when
     # it may (else it warns and downloads as root).
     chown _apt "$pkgdir/dl" 2>/dev/null || true
-    (cd "$pkgdir/dl" && apt-get download -q "$pkg" >&2)
+    # apt shows its progress on a terminal, and its Get: line in any case.
+    (cd "$pkgdir/dl" && apt-get download "$pkg" >&2)
     deb=$(find "$pkgdir/dl" -name '*.deb' | head -n 1)
     [[ -n "$deb" ]] || {
         echo "fetch-kernel: apt-get download $pkg produced no .deb" >&2
@@ -80,6 +82,7 @@ if [[ ! -d "$root/lib/modules" ]]; then
     }
     # Unpack into a temporary name so an interrupted run is never taken for
     # a complete one.
+    log "unpacking $(basename "$deb")"
     dpkg -x "$deb" "$pkgdir/root.tmp"
     mv "$pkgdir/root.tmp" "$root"
     rm -rf "$pkgdir/dl"

@@ -11,8 +11,8 @@
 #             still running ('poweroff -f' leaves)
 #
 # As root on Debian 12: installs what is missing (scripts/install-deps.sh),
-# fetches the kernel package (tests/vm/fetch-kernel.sh), builds the
-# workspace (cargo build --workspace --bins).
+# fetches the kernel package (tests/vm/fetch-kernel.sh), builds the four
+# programs the guest runs (kerneld, kerneld-modprobe, kdstat, kdsend).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -42,8 +42,10 @@ echo "demo: checking the packages it needs" >&2
 scripts/install-deps.sh
 echo "demo: Debian's 6.12 kernel package (downloaded once, then cached)" >&2
 tests/vm/fetch-kernel.sh 6.12 >/dev/null
-echo "demo: building kerneld" >&2
-cargo build --workspace --bins
+echo "demo: building kerneld, kerneld-modprobe, kdstat and kdsend" >&2
+cargo build --bins -p kerneld -p kerneld-modprobe -p kdstat
+# The guest takes them from the debug build (CARGO_TARGET_DIR honoured).
+export KERNELD_BIN_DIR=${KERNELD_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}
 
 args=(--kernel 6.12 --kerneld --demo)
 [[ $shell == 0 ]] || args+=(--interactive)

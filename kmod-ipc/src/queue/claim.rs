@@ -134,6 +134,79 @@ fn errno() -> Option<i32> {
     io::Error::last_os_error().raw_os_error()
 }
 
+/// `IPC_RMID` on `qid`; the errno if it failed.
+fn remove(qid: i32) -> Result<(), Option<i32>> {
+    // SAFETY: IPC_RMID takes no buffer.
+    if unsafe { libc::msgctl(qid, libc::IPC_RMID, std::ptr::null_mut()) } != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// How many threads race a looping squatter for the key.
+const RACERS: usize = 4;
+
+/// The CPUs we may run on, except the one this thread runs on now.
+fn other_cpus() -> Vec<usize> {
+    use nix::sched::{sched_getaffinity, sched_getcpu, CpuSet};
+    let here = sched_getcpu().ok();
+    let Ok(mine) = sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return Vec::new();
+    };
+    (0..CpuSet::count())
+        .filter(|&c| Some(c) != here && mine.is_set(c).unwrap_or(false))
+        .collect()
+}
+
+/// Remove `qid` while other threads keep trying to create our queue at
+/// `key`.  A squatter looping on msgget is already waiting for the kernel's
+/// lock of the queue ids when the removal releases it, so a creation begun
+/// only after the removal returned would come second every time.  Racers
+/// that are running at that moment get their chance: they are kept off
+/// the CPU of the removing thread, so that they share the others with the
+/// squatter.  The result of the removal, and the id of our queue if a
+/// racer created it.
+fn remove_racing(key: Key, qid: i32) -> (Result<(), Option<i32>>, Option<i32>) {
+    use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+    let stop = AtomicBool::new(false);
+    let won = AtomicI32::new(-1);
+    let cpus = other_cpus();
+    let removed = std::thread::scope(|s| {
+        for i in 0..RACERS {
+            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let (stop, won) = (&stop, &won);
+            s.spawn(move || {
+                if let Some(cpu) = cpu {
+                    let mut set = nix::sched::CpuSet::new();
+                    if set.set(cpu).is_ok() {
+                        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+                    }
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: msgget has no memory arguments.
+                    let q =
+                        unsafe { libc::msgget(key.0, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+                    if q >= 0 {
+                        won.store(q, Ordering::SeqCst);
+                        stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    if errno() != Some(libc::EEXIST) {
+                        return;
+                    }
+                }
+            });
+        }
+        let removed = remove(qid);
+        // Time for the racers' next attempts once the key is free.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        stop.store(true, Ordering::Relaxed);
+        removed
+    });
+    let q = won.load(Ordering::SeqCst);
+    (removed, (q >= 0).then_some(q))
+}
+
 impl Queue {
     /// The daemon's way to get its queue: create it (mode 0600) with
     /// `IPC_CREAT | IPC_EXCL`; take over the queue at the key if it is our
@@ -145,7 +218,7 @@ impl Queue {
     /// (we are not root), [`Error::Retaken`] when one came back after each
     /// removal, [`Error::PermissionDenied`] when we may not even look.
     pub fn claim(key: Key) -> Result<Claimed, Error> {
-        Queue::claim_with(key, CLAIM_ATTEMPTS, &mut || {})
+        Queue::claim_inner(key, CLAIM_ATTEMPTS, true, &mut || {})
     }
 
     /// [`Queue::claim`] with `between` run after each removal, before the
@@ -154,6 +227,15 @@ impl Queue {
     pub fn claim_with(
         key: Key,
         attempts: u32,
+        between: &mut dyn FnMut(),
+    ) -> Result<Claimed, Error> {
+        Queue::claim_inner(key, attempts, false, between)
+    }
+
+    fn claim_inner(
+        key: Key,
+        attempts: u32,
+        race: bool,
         between: &mut dyn FnMut(),
     ) -> Result<Claimed, Error> {
         // SAFETY: geteuid cannot fail.
@@ -210,9 +292,13 @@ impl Queue {
                 });
             }
             let foreign = Foreign::from_ds(qid, &ds);
-            // SAFETY: IPC_RMID takes no buffer.
-            if unsafe { libc::msgctl(qid, libc::IPC_RMID, std::ptr::null_mut()) } != 0 {
-                match errno() {
+            let (rmid, ours) = if race {
+                remove_racing(key, qid)
+            } else {
+                (remove(qid), None)
+            };
+            if let Err(errno) = rmid {
+                match errno {
                     Some(libc::EINVAL) | Some(libc::EIDRM) => continue,
                     Some(libc::EPERM) | Some(libc::EACCES) => {
                         return Err(Error::Squatted {
@@ -223,10 +309,22 @@ impl Queue {
                             want_uid: euid,
                         })
                     }
-                    _ => return Err(Error::sys("msgctl(IPC_RMID)")),
+                    _ => {
+                        return Err(Error::Sys {
+                            call: "msgctl(IPC_RMID)",
+                            source: io::Error::from_raw_os_error(errno.unwrap_or(libc::EIO)),
+                        })
+                    }
                 }
             }
             removed.push(foreign);
+            if let Some(qid) = ours {
+                return Ok(Claimed {
+                    queue: queue(qid),
+                    how: How::Created,
+                    removed,
+                });
+            }
             between();
         }
         let last = removed.last().cloned();

@@ -1,5 +1,8 @@
 //! kerneld: start-up, daemonizing, signals and shutdown.
 
+mod helper;
+mod instance;
+
 use clap::Parser;
 use kerneld::cli::{filter_for, Cli};
 use kerneld::config::{self, Config};
@@ -10,8 +13,15 @@ use kerneld::status::VERSION;
 use kerneld::trace::Tracer;
 use kerneld::watch::Watched;
 use kerneld::{log, QUEUE_BYTES};
-use kmod_ipc::{Error as IpcError, Key, Queue};
+use kmod_ipc::{Error as IpcError, How, Key, Queue};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::signal::{SigHandler, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
 use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,8 +33,19 @@ const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 3;
 const EXIT_PERMISSION: u8 = 4;
 
+/// What the daemon writes on the start-up pipe when it is ready; log lines
+/// never hold a NUL.
+const READY: &[u8] = b"\0ready\n";
+
 fn fail(code: u8, msg: &str) -> ExitCode {
     eprintln!("kerneld: {msg}");
+    ExitCode::from(code)
+}
+
+/// After `log::init`: log the error (syslog, and the terminal until
+/// kerneld is ready) and give the exit status.
+fn die(code: u8, msg: &str) -> ExitCode {
+    log::error(msg);
     ExitCode::from(code)
 }
 
@@ -38,15 +59,20 @@ fn main() -> ExitCode {
         Err(e) => return fail(EXIT_CONFIG, &format!("configuration error: {e}")),
     };
     if cli.check_config {
-        println!(
-            "{}: OK ({} policy rules)",
-            cli.config.display(),
-            cfg.policy.rules.len()
-        );
+        match &cfg.path {
+            Some(p) => println!(
+                "{}: OK ({} policy rules)",
+                p.display(),
+                cfg.policy.rules.len()
+            ),
+            None => println!(
+                "{}: not present: defaults (no policy rules; every request is allowed)",
+                cli.config.display()
+            ),
+        }
         return ExitCode::SUCCESS;
     }
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !nix::unistd::geteuid().is_root() {
         return fail(
             EXIT_PERMISSION,
             "must be run as root: it loads kernel modules and owns the kernel's request queue",
@@ -74,27 +100,113 @@ fn main() -> ExitCode {
             &format!("cannot create state directory {}: {e}", state_dir.display()),
         );
     }
+
+    // Detach now: the daemon reports every start-up problem through a pipe
+    // that the parent copies to the terminal, and the parent's exit status
+    // is the daemon's until it is ready.
+    let mut startup = if cli.foreground {
+        println!(
+            "Starting kerneld, version {VERSION} (pid {})",
+            std::process::id()
+        );
+        None
+    } else {
+        match daemonize() {
+            Ok(Detached::Parent(code)) => return code,
+            Ok(Detached::Child(pipe)) => Some(pipe),
+            Err(e) => return fail(EXIT_RUNTIME, &format!("cannot fork: {e}")),
+        }
+    };
+    log::init(true);
+    let code = serve(cli, cfg, settings, key, state_dir, required, &mut startup);
+    // A start-up that failed: the parent gets the status from waitpid.
+    drop(startup);
+    code
+}
+
+/// Run the daemon, from locking its state directory to its stop.
+fn serve(
+    cli: Cli,
+    cfg: Config,
+    settings: Settings,
+    key: Key,
+    state_dir: PathBuf,
+    required: bool,
+    startup: &mut Option<OwnedFd>,
+) -> ExitCode {
+    let words = cli.words();
+    let filter = filter_for(words.msg_type);
+    let me = std::process::id();
     let _lock = match lock_state_dir(&state_dir) {
         Ok(f) => f,
-        Err(e) => return fail(EXIT_RUNTIME, &e),
+        Err(e) => return die(EXIT_RUNTIME, &e),
     };
 
-    let queue = match Queue::create(key) {
-        Ok(q) => q,
-        Err(e @ IpcError::PermissionDenied { .. }) => return fail(EXIT_PERMISSION, &e.to_string()),
-        Err(e) => return fail(EXIT_RUNTIME, &e.to_string()),
+    // One kerneld per key and message type; the queue is claimed under
+    // the key's lock, so that no other instance starts or stops meanwhile.
+    let key_lock = match instance::KeyLock::acquire(key) {
+        Ok(l) => l,
+        Err(e) => return die(EXIT_RUNTIME, &e),
     };
-    let queue_note = queue.set_max_bytes(QUEUE_BYTES).err().map(|e| {
-        format!("could not raise the queue's capacity to {QUEUE_BYTES} bytes ({e}); bursts of requests may wait for room")
-    });
+    if let Some(other) = key_lock.conflict(filter, me) {
+        return die(
+            EXIT_RUNTIME,
+            &format!(
+                "another kerneld, {}, serves key {key} with message types that overlap {}; \
+                 stop it first (kill {}), or give this one another --key or a type=N of its own",
+                other.describe(),
+                instance::filter_word(filter),
+                other.pid
+            ),
+        );
+    }
+    let claimed = match Queue::claim(key) {
+        Ok(c) => c,
+        Err(e @ IpcError::PermissionDenied { .. }) => return die(EXIT_PERMISSION, &e.to_string()),
+        Err(e) => return die(EXIT_RUNTIME, &e.to_string()),
+    };
+    for f in &claimed.removed {
+        log::warn(&format!(
+            "removed a message queue at key {key} that was not kerneld's: {}",
+            f.describe()
+        ));
+    }
+    if let How::Reused { messages } = claimed.how {
+        log::notice(&format!(
+            "took over kerneld's own queue at key {key} (id {}, {messages} messages waiting)",
+            claimed.queue.id()
+        ));
+    }
+    let queue = claimed.queue;
+    let registration = match key_lock.join(me, filter, &state_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            if key_lock.others(me).is_empty() {
+                let _ = queue.remove();
+            }
+            return die(EXIT_RUNTIME, &e);
+        }
+    };
+    key_lock.release(false);
+    let mut stopper = Stopper {
+        key,
+        queue: queue.clone(),
+        registration: Some(registration),
+        pid_file: None,
+        registered: None,
+    };
 
+    if let Err(e) = queue.set_max_bytes(QUEUE_BYTES) {
+        log::warn(&format!(
+            "could not raise the queue's capacity to {QUEUE_BYTES} bytes ({e}); bursts of requests may wait for room"
+        ));
+    }
     let kmod_config = KmodConfig {
         module_dir: cli.module_dir.clone(),
         config_dirs: cli.modprobe_d.clone(),
     };
-    let mut warnings = Vec::new();
     if !Kmod::index_present(&kmod_config) {
-        warnings.push(format!(
+        log::warn(&format!(
             "no module index in {}: every request will be answered 'not found' until depmod runs",
             kmod_config.module_dir.as_deref().map_or_else(
                 || format!("/lib/modules/{}", kerneld::kmod::release()),
@@ -103,35 +215,11 @@ fn main() -> ExitCode {
         ));
     }
     if !Path::new("/proc/modules").exists() {
-        warnings.push(
-            "this kernel has no loadable module support (no /proc/modules): loads will fail".into(),
-        );
+        log::warn("this kernel has no loadable module support (no /proc/modules): loads will fail");
     }
-
-    // Everything that can fail on the terminal has been checked: detach.
-    if !cli.foreground {
-        match daemonize() {
-            Ok(Some(child)) => {
-                println!("Starting kerneld, version {VERSION} (pid {child})");
-                return ExitCode::SUCCESS;
-            }
-            Ok(None) => {}
-            Err(e) => return fail(EXIT_RUNTIME, &format!("cannot fork: {e}")),
-        }
-    } else {
-        println!(
-            "Starting kerneld, version {VERSION} (pid {})",
-            std::process::id()
-        );
-    }
-    log::init(cli.foreground);
-    let _ = std::fs::write(
-        state_dir.join("kerneld.pid"),
-        format!("{}\n", std::process::id()),
-    );
-    warnings.extend(queue_note);
-    for w in &warnings {
-        log::warn(w);
+    match write_pid_file(&state_dir) {
+        Ok(p) => stopper.pid_file = Some(p),
+        Err(e) => log::warn(&e),
     }
 
     let signals = block_signals();
@@ -153,7 +241,6 @@ fn main() -> ExitCode {
     let fingerprint_config = kmod_config.clone();
     let factory_config = kmod_config.clone();
     let qid = queue.id();
-    let filter = filter_for(words.msg_type);
     let daemon = Daemon::new(Parts {
         settings,
         config: cfg,
@@ -172,20 +259,36 @@ fn main() -> ExitCode {
         tracer,
     });
     log::notice(&format!(
-        "started, version {VERSION}, pid={}, qid={qid}, key {key}, delay={}, {}keep, {}debug, state in {}",
-        std::process::id(),
+        "started, version {VERSION}, pid={me}, qid={qid}, key {key}, {}, delay={}, {}keep, {}debug, state in {}",
+        instance::filter_word(filter),
         settings.delay,
         if settings.keep { "" } else { "no" },
         if settings.debug { "" } else { "no" },
         state_dir.display()
     ));
 
-    let shim = cli.shim.clone().or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .map(|p| p.with_file_name("kerneld-modprobe"))
-    });
-    let registered = cli.register && register_shim(shim.as_deref(), &state_dir, true);
+    if cli.register {
+        let shim = cli.shim.clone().or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .map(|p| p.with_file_name("kerneld-modprobe"))
+        });
+        match helper::register(shim.as_deref(), &state_dir) {
+            Ok((reg, report)) => {
+                log::notice(&report);
+                stopper.registered = Some(reg);
+            }
+            Err(e) => {
+                log::error(&e);
+                if let Some(t) = daemon.tracer() {
+                    t.stop();
+                }
+                stopper.finish();
+                log::notice("stopped: --register failed");
+                return ExitCode::from(EXIT_RUNTIME);
+            }
+        }
+    }
 
     let d = Arc::clone(&daemon);
     std::thread::Builder::new()
@@ -201,6 +304,9 @@ fn main() -> ExitCode {
         required,
     );
     notify_ready();
+    if let Some(pipe) = startup.take() {
+        ready(pipe);
+    }
 
     daemon.receive_loop();
     receiver_done.store(true, Ordering::SeqCst);
@@ -209,22 +315,87 @@ fn main() -> ExitCode {
     if !daemon.drain(Duration::from_secs(30)) {
         log::warn("requests still in flight after 30 s; stopping anyway");
     }
-    if let Err(e) = daemon.queue().remove() {
-        log::warn(&format!("could not remove the queue: {e}"));
-    }
     if let Some(t) = daemon.tracer() {
         t.stop();
     }
-    if registered {
-        register_shim(shim.as_deref(), &state_dir, false);
-    }
+    // The receiver may have created the queue again meanwhile.
+    stopper.queue = daemon.queue();
+    stopper.finish();
     log::notice("stopped");
     ExitCode::SUCCESS
 }
 
+/// What a stop undoes, also after a failed start.
+struct Stopper {
+    key: Key,
+    queue: Queue,
+    registration: Option<instance::Instance>,
+    pid_file: Option<PathBuf>,
+    registered: Option<helper::Registered>,
+}
+
+impl Stopper {
+    fn finish(&mut self) {
+        if let Some(reg) = self.registered.take() {
+            match helper::restore(&reg) {
+                Ok(line) => log::notice(&line),
+                Err(e) => log::error(&format!(
+                    "could not put the previous module helper back: {e}; write it to \
+                     /proc/sys/kernel/modprobe by hand (usually /sbin/modprobe)"
+                )),
+            }
+        }
+        // The queue goes only with the last instance serving it.
+        match instance::KeyLock::acquire(self.key) {
+            Ok(lock) => {
+                let me = std::process::id();
+                let others = lock.others(me);
+                if others.is_empty() {
+                    if let Err(e) = self.queue.remove() {
+                        if !matches!(e, IpcError::Removed) {
+                            log::warn(&format!("could not remove the queue: {e}"));
+                        }
+                    }
+                } else {
+                    let names: Vec<String> = others.iter().map(|o| o.describe()).collect();
+                    log::notice(&format!(
+                        "leaving the queue at key {} to the kerneld that still serve it: {}",
+                        self.key,
+                        names.join(", ")
+                    ));
+                }
+                if let Some(r) = self.registration.take() {
+                    r.leave();
+                }
+                lock.release(others.is_empty());
+            }
+            Err(e) => log::warn(&format!("{e}; leaving the queue in place")),
+        }
+        if let Some(p) = self.pid_file.take() {
+            let ours = std::fs::read_to_string(&p)
+                .is_ok_and(|s| s.trim() == std::process::id().to_string());
+            if ours {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+/// Write `kerneld.pid` atomically (a temporary file renamed into place).
+fn write_pid_file(dir: &Path) -> Result<PathBuf, String> {
+    let path = dir.join("kerneld.pid");
+    let tmp = dir.join(format!(".kerneld.pid.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write {}: {e}", path.display())
+        })?;
+    Ok(path)
+}
+
 /// One kerneld per state directory: it owns the record there.
-fn lock_state_dir(dir: &Path) -> Result<std::fs::File, String> {
-    use std::os::fd::AsRawFd;
+fn lock_state_dir(dir: &Path) -> Result<Flock<std::fs::File>, String> {
     let path = dir.join("kerneld.lock");
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -233,99 +404,288 @@ fn lock_state_dir(dir: &Path) -> Result<std::fs::File, String> {
         .write(true)
         .open(&path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e != Errno::EWOULDBLOCK {
+            return format!("cannot lock {}: {e}", path.display());
+        }
         let pid = std::fs::read_to_string(dir.join("kerneld.pid")).unwrap_or_default();
-        return Err(format!(
+        format!(
             "another kerneld (pid {}) is running with state directory {}",
             pid.trim(),
             dir.display()
-        ));
-    }
-    Ok(f)
+        )
+    })
 }
 
-/// Fork; the parent gets `Some(child pid)`, the child `None`, detached
-/// from the terminal with stdio on /dev/null.
-fn daemonize() -> std::io::Result<Option<i32>> {
+enum Detached {
+    /// In the parent: the exit status to return.
+    Parent(ExitCode),
+    /// In the daemon: the write end of the start-up pipe.
+    Child(OwnedFd),
+}
+
+/// Fork.  The daemon continues detached (new session, stdin and stdout on
+/// /dev/null) with its stderr on a pipe to the parent until it is ready.
+/// The parent copies what comes through to its own stderr and exits 0 once
+/// the daemon says it is ready, or with the daemon's exit status if it
+/// ends first.
+fn daemonize() -> Result<Detached, String> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: no threads exist yet, so fork is safe; the child only
     // continues single-threaded start-up.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(std::io::Error::last_os_error());
+    match unsafe { nix::unistd::fork() }.map_err(|e| e.to_string())? {
+        ForkResult::Parent { child } => {
+            drop(w);
+            Ok(Detached::Parent(wait_for_daemon(r, child)))
+        }
+        ForkResult::Child => {
+            drop(r);
+            let _ = nix::unistd::setsid();
+            let _ = nix::unistd::chdir("/");
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+            }
+            // fd 2 is a copy without O_CLOEXEC: programs run meanwhile
+            // (the shim's --register) report there too.
+            nix::unistd::dup2_stderr(&w).map_err(|e| format!("dup2: {e}"))?;
+            Ok(Detached::Child(w))
+        }
     }
-    if pid > 0 {
-        return Ok(Some(pid));
-    }
-    // SAFETY: plain system calls on our own process and fds.
-    unsafe {
-        libc::setsid();
-        libc::chdir(c"/".as_ptr());
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            libc::dup2(null, 0);
-            libc::dup2(null, 1);
-            libc::dup2(null, 2);
-            if null > 2 {
-                libc::close(null);
+}
+
+/// Whether the parent shows a line of the daemon's start-up output:
+/// problems (errors, warnings, anything not a log line, such as a panic),
+/// not the notices a start logs anyway.
+fn shown_at_startup(line: &[u8]) -> bool {
+    !line.starts_with(b"kerneld: ")
+        || line.starts_with(b"kerneld: error: ")
+        || line.starts_with(b"kerneld: warning: ")
+}
+
+/// In the parent: relay the daemon's start-up problems; the exit status.
+fn wait_for_daemon(pipe: OwnedFd, child: Pid) -> ExitCode {
+    let mut pipe = std::fs::File::from(pipe);
+    let mut buf = [0u8; 4096];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut err = std::io::stderr();
+    let marker = &READY[..READY.len() - 1];
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if &line[..end] == marker {
+                println!("Starting kerneld, version {VERSION} (pid {child})");
+                return ExitCode::SUCCESS;
+            }
+            if shown_at_startup(&line) {
+                let _ = err.write_all(&line);
             }
         }
     }
-    Ok(None)
-}
-
-/// Block the signals the signal thread waits for, before any thread
-/// starts, so that every thread inherits the mask.
-fn block_signals() -> libc::sigset_t {
-    // SAFETY: sigset manipulation on a local set.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, s);
+    if !pending.is_empty() && shown_at_startup(&pending) {
+        let _ = err.write_all(&pending);
+        let _ = err.write_all(b"\n");
+    }
+    // The daemon ended before it was ready.
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                let code = u8::try_from(code).unwrap_or(EXIT_RUNTIME);
+                return ExitCode::from(if code == 0 { EXIT_RUNTIME } else { code });
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return fail(
+                    EXIT_RUNTIME,
+                    &format!("the daemon (pid {child}) was killed by {sig} while starting"),
+                )
+            }
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return fail(EXIT_RUNTIME, &format!("waiting for the daemon: {e}")),
         }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        // A shell that started us in the background may have left SIGINT
-        // and SIGQUIT ignored; programs we start (the screen blanker is
-        // stopped with SIGQUIT) must get the default actions back.
-        libc::signal(libc::SIGINT, libc::SIG_DFL);
-        libc::signal(libc::SIGQUIT, libc::SIG_DFL);
-        set
     }
 }
 
+/// In the daemon: tell the parent it is ready, and leave the terminal.
+fn ready(pipe: OwnedFd) {
+    let _ = nix::unistd::write(&pipe, READY);
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    drop(pipe);
+    log::init(false);
+}
+
+/// The signals the signal thread waits for: every one an administrator
+/// may send out of habit (see kerneld(8), SIGNALS).
+const HANDLED: [Signal; 7] = [
+    Signal::SIGHUP,
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTERM,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+];
+
+/// Block the signals the signal thread waits for, before any thread
+/// starts, so that every thread inherits the mask.
+fn block_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in HANDLED {
+        set.add(s);
+    }
+    let _ = set.thread_block();
+    // SAFETY: setting dispositions to SIG_IGN/SIG_DFL runs no handler code.
+    unsafe {
+        let _ = nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn);
+        // A shell that started us in the background may have left SIGINT
+        // and SIGQUIT ignored; programs we start (the screen blanker is
+        // stopped with SIGQUIT) must get the default actions back.
+        let _ = nix::sys::signal::signal(Signal::SIGINT, SigHandler::SigDfl);
+        let _ = nix::sys::signal::signal(Signal::SIGQUIT, SigHandler::SigDfl);
+    }
+    set
+}
+
+/// SIGHUP: log each setting of the new file that differs from the running
+/// configuration but is read at start only, with the live way to change it.
+fn log_start_only_changes(old: &Config, new: &Config) {
+    let show = |v: Option<String>| v.unwrap_or_else(|| "unset".into());
+    let mut changes: Vec<(&str, String, String, String)> = Vec::new();
+    if old.delay != new.delay {
+        let n = new.delay.unwrap_or(60);
+        changes.push((
+            "delay",
+            show(old.delay.map(|d| d.to_string())),
+            show(new.delay.map(|d| d.to_string())),
+            format!("`kdstat delay={n}` changes it now"),
+        ));
+    }
+    if old.keep != new.keep {
+        let word = if new.keep.unwrap_or(false) {
+            "keep"
+        } else {
+            "nokeep"
+        };
+        changes.push((
+            "keep",
+            show(old.keep.map(yes_no)),
+            show(new.keep.map(yes_no)),
+            format!("`kdstat {word}` changes it now"),
+        ));
+    }
+    if old.debug != new.debug {
+        let word = if new.debug.unwrap_or(false) {
+            "debug"
+        } else {
+            "nodebug"
+        };
+        changes.push((
+            "debug",
+            show(old.debug.map(yes_no)),
+            show(new.debug.map(yes_no)),
+            format!("`kdstat {word}` changes it now"),
+        ));
+    }
+    let restart = || "it takes effect when kerneld restarts".to_string();
+    if old.max_workers != new.max_workers {
+        changes.push((
+            "max-workers",
+            old.max_workers.to_string(),
+            new.max_workers.to_string(),
+            restart(),
+        ));
+    }
+    if old.state_dir != new.state_dir {
+        changes.push((
+            "state-dir",
+            show(old.state_dir.as_ref().map(|p| p.display().to_string())),
+            show(new.state_dir.as_ref().map(|p| p.display().to_string())),
+            restart(),
+        ));
+    }
+    if old.negative_cache != new.negative_cache {
+        changes.push((
+            "negative-cache",
+            old.negative_cache.as_secs().to_string(),
+            new.negative_cache.as_secs().to_string(),
+            restart(),
+        ));
+    }
+    if old.rate_limit_per_minute != new.rate_limit_per_minute {
+        changes.push((
+            "rate-limit",
+            old.rate_limit_per_minute.to_string(),
+            new.rate_limit_per_minute.to_string(),
+            restart(),
+        ));
+    }
+    for (name, from, to, how) in changes {
+        log::warn(&format!(
+            "SIGHUP: {name} changed from {from} to {to} in the file, but {name} is read at start \
+             only and stays as it is; {how}"
+        ));
+    }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
 fn spawn_signal_thread(
-    set: libc::sigset_t,
+    set: SigSet,
     daemon: Arc<Daemon>,
     receiver_done: Arc<AtomicBool>,
     config: PathBuf,
     required: bool,
 ) {
-    // SAFETY: pthread_self of the main thread, which runs the receiver.
-    let main_thread = unsafe { libc::pthread_self() };
+    let main_thread = nix::sys::pthread::pthread_self();
     std::thread::Builder::new()
         .name("kerneld-signals".into())
         .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: waiting on a valid, blocked set.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+            let Ok(sig) = set.wait() else {
                 continue;
-            }
+            };
             match sig {
-                libc::SIGHUP => {
+                Signal::SIGHUP => {
                     log::notice("SIGHUP: reloading the configuration and the module index");
+                    if let Ok(new) = Config::load(&config, required) {
+                        log_start_only_changes(&daemon.config(), &new);
+                    }
                     daemon.reload(&config, required);
                 }
-                _ => {
+                Signal::SIGUSR1 => {
+                    for line in kerneld::status::text(&daemon).lines() {
+                        log::notice(&format!("SIGUSR1: {line}"));
+                    }
+                }
+                Signal::SIGUSR2 => {
+                    let word = if daemon.settings().debug {
+                        "nodebug"
+                    } else {
+                        "debug"
+                    };
+                    daemon.control(word);
                     log::notice(&format!(
-                        "{}: stopping",
-                        if sig == libc::SIGTERM {
-                            "SIGTERM"
-                        } else {
-                            "SIGINT"
-                        }
+                        "SIGUSR2: debug logging {}",
+                        if word == "debug" { "on" } else { "off" }
                     ));
+                }
+                Signal::SIGALRM => log::notice("SIGALRM ignored"),
+                _ => {
+                    log::notice(&format!("{sig}: stopping"));
                     daemon.stop();
                     // Break the receiver out of msgrcv; repeat in case the
                     // signal lands just before it blocks again.
@@ -338,39 +698,6 @@ fn spawn_signal_thread(
             }
         })
         .expect("spawn the signal thread");
-}
-
-/// Register (or unregister) the shim with the kernel by running
-/// `kerneld-modprobe --register`, which keeps the previous helper.
-fn register_shim(shim: Option<&Path>, state_dir: &Path, on: bool) -> bool {
-    let Some(shim) = shim else {
-        log::error("--register: cannot find kerneld-modprobe; give --shim PATH");
-        return false;
-    };
-    let r = std::process::Command::new(shim)
-        .arg(if on { "--register" } else { "--unregister" })
-        .env("KERNELD_STATE_DIR", state_dir)
-        .stdin(std::process::Stdio::null())
-        .output();
-    match r {
-        Ok(o) if o.status.success() => {
-            log::notice(String::from_utf8_lossy(&o.stdout).trim());
-            true
-        }
-        Ok(o) => {
-            log::error(&format!(
-                "{} {}: {}",
-                shim.display(),
-                if on { "--register" } else { "--unregister" },
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-            false
-        }
-        Err(e) => {
-            log::error(&format!("cannot run {}: {e}", shim.display()));
-            false
-        }
-    }
 }
 
 /// Tell systemd (Type=notify) that the queue is ready.
@@ -452,4 +779,33 @@ fn index_fingerprint(files: &[PathBuf], dirs: &[PathBuf]) -> u64 {
         }
     }
     h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handled_signals_are_the_habitual_ones() {
+        for s in [
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGQUIT,
+            Signal::SIGHUP,
+        ] {
+            assert!(HANDLED.contains(&s), "{s}");
+        }
+        // The receiver's interrupt signal must stay out of the set.
+        let rt = kmod_ipc::interrupt_signal();
+        assert!(HANDLED.iter().all(|s| *s as i32 != rt));
+    }
+
+    #[test]
+    fn the_ready_marker_cannot_be_a_log_line() {
+        assert_eq!(READY[0], 0);
+        assert!(!shown_at_startup(b"kerneld: started, version 1\n"));
+        assert!(shown_at_startup(b"kerneld: warning: no module index\n"));
+        assert!(shown_at_startup(b"kerneld: error: --register failed\n"));
+        assert!(shown_at_startup(b"thread 'main' panicked\n"));
+    }
 }

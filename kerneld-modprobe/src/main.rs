@@ -15,7 +15,9 @@
 //!
 //! Without kerneld (no queue, or the queue removed while waiting) the shim
 //! falls back as configured in /etc/kerneld.conf (`KERNELD_CONFIG`):
-//! exec the real modprobe with the same arguments, or fail.
+//! exec the real modprobe with the same arguments, or fail.  A queue at
+//! the key that is not kerneld's (not root's with mode 0600) fails the
+//! request: it is never handed to modprobe.
 //!
 //! Start-up is most of its cost, so it skips what a one-shot helper does
 //! not need: `no_main` leaves out the Rust runtime's set-up (which reads
@@ -53,6 +55,9 @@ Usage:
 
 Exit status 0 when the module is loaded, 1 when not.  Any other arguments
 are handed to the real modprobe (or refused with shim-fallback = fail).
+With no queue at the key (kerneld not running) the request falls back as
+shim-fallback says; a queue there that is not root's with mode 0600 (a
+squatter) fails the request, which is never handed to modprobe.
 Messages go to syslog (facility daemon), never to stdout or stderr.
 
 Settings, in /etc/kerneld.conf (other lines belong to kerneld):
@@ -163,6 +168,12 @@ fn report(result: Result<String, String>) -> i32 {
 }
 
 /// Ask kerneld to load `name`; the exit status for the kernel.
+///
+/// Only "no queue at all" (kerneld is not running) and "the queue went
+/// away" (kerneld stopped) fall back as configured.  A queue at the key
+/// that is not kerneld's is an attack on the policy: a local user created
+/// it to receive the kernel's requests, or to push them to the real
+/// modprobe past kerneld's rules.  That request fails, and says why.
 fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
     let shown = name.to_string_lossy();
     let key = match Key::resolve(None) {
@@ -171,10 +182,39 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
     };
     let client = match Client::connect(key) {
         Ok(c) => c,
-        Err(e) => return fallback(config, args, &e.to_string()),
+        Err(e @ Error::NotRunning { .. }) => return fallback(config, args, &e.to_string()),
+        Err(e) => {
+            log::log(
+                log::LOG_ERR,
+                &format!("request for {shown:?} failed: opening the queue at key {key}: {e}"),
+            );
+            return 1;
+        }
     };
-    if let Err(why) = trusted(client.queue()) {
-        return fallback(config, args, &why);
+    match check_queue(client.queue()) {
+        Check::Kerneld => {}
+        Check::Gone => return fallback(config, args, "kerneld stopped (its queue went away)"),
+        Check::Foreign(why) => {
+            log::log(
+                log::LOG_ERR,
+                &format!(
+                    "request for {shown:?} refused, not sent and not handed to modprobe: {why}. \
+                     Someone may be squatting kerneld's key to bypass its policy; kerneld removes \
+                     such a queue when it starts (or `ipcrm -q {}`)",
+                    client.queue().id()
+                ),
+            );
+            return 1;
+        }
+        Check::Unknown(why) => {
+            log::log(
+                log::LOG_ERR,
+                &format!(
+                    "request for {shown:?} failed: cannot check the queue at key {key}: {why}"
+                ),
+            );
+            return 1;
+        }
     }
     let reply_id = KERNELD_MINSEQ + i64::from(std::process::id());
     match client.request(
@@ -198,23 +238,44 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
     }
 }
 
+/// What the queue at the key is.
+#[derive(Debug, PartialEq, Eq)]
+enum Check {
+    /// kerneld's: root's (or our own user's, for tests run by hand), made
+    /// by that user, nothing for group or others.
+    Kerneld,
+    /// Removed since we opened it.
+    Gone,
+    /// Anyone else's: why.
+    Foreign(String),
+    /// IPC_STAT failed otherwise.
+    Unknown(String),
+}
+
 /// Refuse a queue anyone but root (or our own user) could have made: its
 /// owner would read the kernel's requests and answer them.  The daemon
 /// creates its queue with mode 0600.
-fn trusted(queue: &Queue) -> Result<(), String> {
-    let st = queue.stat().map_err(|e| e.to_string())?;
+fn check_queue(queue: &Queue) -> Check {
+    let st = match queue.stat() {
+        Ok(st) => st,
+        Err(Error::Removed) => return Check::Gone,
+        Err(e) => return Check::Unknown(e.to_string()),
+    };
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     let owner_ok = st.uid == st.cuid && (st.uid == 0 || st.uid == euid);
     if !owner_ok || st.mode & 0o077 != 0 {
-        return Err(format!(
-            "ignoring the queue at key {}: owner uid {}, mode {:03o} (want root, 0600)",
+        return Check::Foreign(format!(
+            "the queue at key {} (id {}) is not kerneld's: owner uid {}, creator uid {}, mode {:03o} \
+             (kerneld's is root's with mode 0600)",
             queue.key(),
+            queue.id(),
             st.uid,
+            st.cuid,
             st.mode & 0o777
         ));
     }
-    Ok(())
+    Check::Kerneld
 }
 
 /// kerneld cannot be asked (`why`): exec the real modprobe with the same

@@ -106,9 +106,16 @@ pub struct Builder {
     key: Option<Key>,
     foreground: bool,
     wrapper: Vec<String>,
+    env: Vec<(String, OsString)>,
 }
 
 impl Builder {
+    /// Set an environment variable for kerneld (`KERNELD_PROC_MODPROBE`).
+    pub fn env(mut self, name: &str, value: impl Into<OsString>) -> Builder {
+        self.env.push((name.to_string(), value.into()));
+        self
+    }
+
     /// Write this as the configuration file and pass `--config`.
     pub fn config(mut self, text: &str) -> Builder {
         self.config = Some(text.to_string());
@@ -160,7 +167,7 @@ impl Builder {
     }
 
     /// Lay out the directory and the full argument list.
-    fn prepare(self) -> (Key, TempDir, Vec<OsString>) {
+    fn prepare(self) -> (Key, TempDir, Vec<OsString>, Vec<(String, OsString)>) {
         let dir = TempDir::new();
         let key = self.key.unwrap_or_else(unused_key);
         let modprobe_d = dir.join("modprobe.d");
@@ -196,7 +203,7 @@ impl Builder {
             args.push("--foreground".into());
         }
         args.extend(self.args.into_iter().map(OsString::from));
-        (key, dir, args)
+        (key, dir, args, self.env)
     }
 
     /// Start kerneld and wait until it answers a status request; panics
@@ -206,15 +213,57 @@ impl Builder {
             self.foreground && self.wrapper.is_empty(),
             "start() runs kerneld itself in the foreground"
         );
-        let (key, dir, args) = self.prepare();
+        let (key, dir, args, env) = self.prepare();
         let mut k = Kerneld {
             key,
             dir,
             args,
+            env,
             child: None,
         };
         k.spawn_and_wait();
         k
+    }
+
+    /// Start kerneld and wait until it logs that it started, without a
+    /// status request: for instances that serve other types only
+    /// (`type=2`), or a key where another queue is found first.  Panics
+    /// (with its log) if it exits first.
+    pub fn start_without_status(self) -> Kerneld {
+        self.try_start_without_status()
+            .unwrap_or_else(|(status, log)| {
+                panic!("kerneld exited while starting ({status}):\n{log}")
+            })
+    }
+
+    /// [`Builder::start_without_status`], or the exit status and log of a
+    /// kerneld that exited before it started.
+    pub fn try_start_without_status(self) -> Result<Kerneld, (ExitStatus, String)> {
+        assert!(self.foreground && self.wrapper.is_empty());
+        let (key, dir, args, env) = self.prepare();
+        let mut k = Kerneld {
+            key,
+            dir,
+            args,
+            env,
+            child: None,
+        };
+        k.spawn();
+        let end = Instant::now() + LIMIT;
+        while !k.log().contains("kerneld: started, version") {
+            let child = k.child.as_mut().expect("kerneld was started");
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                k.child = None;
+                return Err((status, k.log()));
+            }
+            assert!(
+                Instant::now() < end,
+                "kerneld did not start within {LIMIT:?}:\n{}",
+                k.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(k)
     }
 
     /// Run kerneld to its own exit (a refused start, or the parent of a
@@ -222,7 +271,7 @@ impl Builder {
     /// captured.  The directory stays alive with the result.
     pub fn run_to_exit(self) -> Exited {
         let wrapper = self.wrapper.clone();
-        let (key, dir, args) = self.prepare();
+        let (key, dir, args, env) = self.prepare();
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -233,7 +282,8 @@ impl Builder {
         };
         cmd.args(&args)
             .env_remove("NOTIFY_SOCKET")
-            .env_remove("KERNELD_KEY");
+            .env_remove("KERNELD_KEY")
+            .envs(env);
         let outcome = run(&mut cmd, LIMIT);
         Exited { key, dir, outcome }
     }
@@ -253,6 +303,7 @@ pub struct Kerneld {
     key: Key,
     dir: TempDir,
     args: Vec<OsString>,
+    env: Vec<(String, OsString)>,
     child: Option<Child>,
 }
 
@@ -266,6 +317,7 @@ impl Kerneld {
             key: None,
             foreground: true,
             wrapper: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -279,6 +331,11 @@ impl Kerneld {
     }
 
     fn spawn_and_wait(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    fn spawn(&mut self) {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -288,13 +345,13 @@ impl Kerneld {
             .args(&self.args)
             .env_remove("NOTIFY_SOCKET")
             .env_remove("KERNELD_KEY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup the log file"))
             .stderr(log)
             .spawn()
             .expect("spawn kerneld");
         self.child = Some(child);
-        self.wait_ready();
     }
 
     /// Wait for the queue, then for the answer to one status request,

@@ -5,7 +5,7 @@
 //! tests marked so, the Debian 6.12 module tree (tests/vm/fetch-kernel.sh).
 
 use kerneld_tests::daemon::{host_has_module_support, unique_reply_id, Kerneld, LIMIT};
-use kerneld_tests::fake::{bin, run, RawQueue, TempDir};
+use kerneld_tests::fake::{bin, run, TempDir};
 use kmod_ipc::{Client, Error, Header, Message, MsgType, Queue, TypeFilter};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -186,29 +186,8 @@ fn config_syntax_error_exits_3_naming_file_and_line() {
     );
 }
 
-#[test]
-fn a_squatted_queue_open_to_everyone_is_refused() {
-    let raw = RawQueue::create(0o666);
-    let ex = Kerneld::builder().key(raw.0.key()).run_to_exit();
-    let out = &ex.outcome;
-    assert_ne!(out.code(), 0, "{out:?}");
-    assert!(out.stderr.contains("ipcrm -q"), "{out:?}");
-    assert!(out.stderr.contains("mode 666"), "{out:?}");
-    // kerneld left the queue alone.
-    assert_eq!(raw.0.stat().unwrap().mode & 0o777, 0o666);
-}
-
-#[test]
-fn a_squatted_queue_owned_by_another_user_is_refused() {
-    let raw = RawQueue::create(0o600);
-    raw.0.set_owner_mode(1000, 0o600).unwrap();
-    let ex = Kerneld::builder().key(raw.0.key()).run_to_exit();
-    let out = &ex.outcome;
-    assert_ne!(out.code(), 0, "{out:?}");
-    assert!(out.stderr.contains("owner uid 1000"), "{out:?}");
-    assert!(out.stderr.contains("ipcrm -q"), "{out:?}");
-    assert_eq!(raw.0.stat().unwrap().uid, 1000);
-}
+// A queue at the key that is not kerneld's is removed and replaced: see
+// key_ownership.rs.
 
 // ---- request module (2) ----------------------------------------------------
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build the Debian package and try it as a user would: install it with apt
-# on this machine (for real: run it on a throwaway machine, as CI does),
-# check the programs, pages, unit and configuration, then remove it and
+# Build the Debian package from debian/ (dist/build-deb.sh:
+# dpkg-buildpackage, then lintian, which must report no error and no
+# warning) and try it as a user would: install it with apt on this machine
+# (for real: run it on a throwaway machine, as CI does), check the
+# programs, pages, unit and configuration, then remove and purge it and
 # check that the kernel's module helper is not left pointing at a removed
 # program.  Exits non-zero on the first failure.  Needs root.
 set -euo pipefail
@@ -13,8 +15,9 @@ fail() {
 }
 [[ $(id -u) -eq 0 ]] || fail "must run as root (it installs the package)"
 
-deb=$(dist/build-deb.sh | tail -n 1)
+deb=$(dist/build-deb.sh | tail -n 1) || fail "dist/build-deb.sh (the package build or lintian)"
 [[ -f "$deb" ]] || fail "build-deb.sh made no package"
+[[ "$deb" == /* ]] || deb=$PWD/$deb
 version=$(dpkg-deb -f "$deb" Version)
 echo "test-deb: $deb ($(du -k "$deb" | cut -f1) KiB)"
 
@@ -26,16 +29,19 @@ if dpkg-query -W -f='${Status}' kerneld 2>/dev/null | grep -q 'ok installed'; th
 else
     remove_after=yes
 fi
+# On failure, a package this test installed is purged (configuration
+# included, as the test's own last step does).
 cleanup() {
     if [[ $remove_after == yes ]] &&
-        dpkg-query -W -f='${Status}' kerneld 2>/dev/null | grep -q 'ok installed'; then
-        apt-get remove -y -qq kerneld >/dev/null 2>&1 || true
+        [[ "$(dpkg-query -W -f='${db:Status-Status}' kerneld 2>/dev/null)" != not-installed ]] &&
+        dpkg-query -W kerneld >/dev/null 2>&1; then
+        dpkg --purge kerneld >/dev/null 2>&1 || true
     fi
 }
 trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -qq "./$deb" >/dev/null || fail "apt-get install ./$deb"
+apt-get install -y -qq "$deb" >/dev/null || fail "apt-get install $deb"
 dpkg-query -W -f='${Status} ${Version}\n' kerneld | grep -qx "install ok installed $version" ||
     fail "kerneld $version is not installed: $(dpkg-query -W -f='${Status} ${Version}' kerneld)"
 
@@ -44,7 +50,10 @@ dpkg-query -W -f='${Status} ${Version}\n' kerneld | grep -qx "install ok install
 for p in kerneld-modprobe kdstat kdsend; do
     "$p" --version | grep -q "$version" || fail "$p --version"
 done
-[[ "$(command -v kerneld)" == /usr/sbin/kerneld ]] || fail "kerneld is $(command -v kerneld)"
+for p in kerneld kerneld-modprobe kdstat kdsend; do
+    [[ -x /usr/sbin/$p ]] || fail "/usr/sbin/$p missing"
+done
+[[ ! -e /usr/bin/kdstat && ! -e /usr/bin/kdsend ]] || fail "kdstat or kdsend in /usr/bin: they need root, /usr/sbin"
 # The shipped configuration is installed, valid, and a conffile.
 kerneld --check-config >/dev/null || fail "kerneld --check-config on the installed /etc/kerneld.conf"
 kerneld --check-config --config /etc/kerneld/rare-protocols.conf >/dev/null ||
@@ -63,12 +72,15 @@ for page in "8 kerneld" "8 kerneld-modprobe" "8 kdstat" "8 kdsend" "5 kerneld.co
 done
 man -w kerneld >/dev/null || fail "man -w kerneld"
 
-# The unit, and completions.
+# The unit, enabled by dh_installsystemd's maintainer scripts (early, for
+# sysinit.target: see the unit), and completions.
 unit=/lib/systemd/system/kerneld.service
 [[ -f $unit ]] || fail "$unit missing"
 if command -v systemd-analyze >/dev/null; then
     systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
 fi
+wants=/etc/systemd/system/sysinit.target.wants/kerneld.service
+[[ "$(readlink "$wants")" == "$unit" ]] || fail "kerneld.service is not enabled ($wants)"
 for f in /usr/share/bash-completion/completions/kdstat /usr/share/zsh/vendor-completions/_kerneld \
     /usr/share/fish/vendor_completions.d/kdsend.fish; do
     [[ -s $f ]] || fail "$f missing or empty"
@@ -90,6 +102,9 @@ kerneld_pid=$!
 for _ in $(seq 50); do kdstat >/dev/null 2>&1 && break; sleep 0.1; done
 rc=0
 KERNELD_CONFIG=$scratch/kerneld.conf /usr/sbin/kerneld-modprobe -q -- test-deb-no-such-module || rc=$?
+# kdsend -e answers as modprobe would: 1 for a name no module provides.
+send_rc=0
+kdsend -e request_module test-deb-no-such-module-either >"$scratch/kdsend.out" 2>&1 || send_rc=$?
 recent=$(kdstat --json 2>/dev/null || true)
 kill "$kerneld_pid" 2>/dev/null || true
 wait "$kerneld_pid" || true
@@ -97,6 +112,7 @@ unset KERNELD_KEY
 [[ $rc == 1 ]] || fail "kerneld-modprobe for an unknown name exited $rc, not 1: $(cat "$scratch/kerneld.log")"
 grep -q test-deb-no-such-module <<<"$recent" ||
     fail "kerneld did not receive the shim's request: $(cat "$scratch/kerneld.log")"
+[[ $send_rc == 1 ]] || fail "kdsend -e for an unknown name exited $send_rc, not 1: $(cat "$scratch/kdsend.out")"
 rm -rf "$scratch"
 
 if [[ $remove_after == no ]]; then
@@ -115,4 +131,5 @@ if [[ -r /proc/sys/kernel/modprobe ]]; then
 fi
 dpkg --purge kerneld >/dev/null || fail "dpkg --purge kerneld"
 [[ ! -e /etc/kerneld.conf && ! -e /etc/kerneld ]] || fail "configuration left after purge"
+[[ ! -e $wants && ! -L $wants ]] || fail "$wants left after purge"
 echo "test-deb: ok: kerneld $version installs, works, and removes cleanly"

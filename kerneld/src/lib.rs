@@ -5,7 +5,9 @@
 //! job:
 //!
 //! - `cli`, `config`: command line and /etc/kerneld.conf
-//! - `daemon`: receive, merge, dispatch, answer; timers; control words
+//! - `daemon`: receive, merge, dispatch; timers; control words
+//! - `reply`, `outbox`: replies sent, unread ones removed, and those that
+//!   wait for room (one thread of their own)
 //! - `jobs`: requests in progress and their waiters (merging)
 //! - `pool`: worker threads and libkmod contexts
 //! - `kmod`: libkmod (resolve, load, unload) and module state from sysfs
@@ -15,6 +17,7 @@
 //! - `trace`, `requester`: who asked (the module_request tracepoint)
 //! - `programs`: system, route, blanker, pnp and arp requests
 //! - `status`: status text and JSON
+//! - `limits`: the range of every duration and count
 //! - `log`, `errno`: syslog and readable errors
 
 pub mod cli;
@@ -25,14 +28,17 @@ pub mod errno;
 pub mod fake;
 pub mod jobs;
 pub mod kmod;
+pub mod limits;
 pub mod links;
 pub mod log;
 pub mod names;
 pub mod negcache;
+pub mod outbox;
 pub mod policy;
 pub mod pool;
 pub mod programs;
 pub mod record;
+pub mod reply;
 pub mod requester;
 pub mod status;
 pub mod trace;

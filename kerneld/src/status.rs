@@ -122,7 +122,7 @@ pub fn text(d: &Daemon) -> String {
     let by_type: Vec<String> = reqs.iter().map(|(k, v)| format!("{k} {v}")).collect();
     let _ = writeln!(
         out,
-        "requests: {}; succeeded {}, failed {}, merged {}, expired {}, cached {}, denied {}, bad messages {}, replies dropped {}",
+        "requests: {}; succeeded {}, failed {}, merged {}, expired {}, cached {}, denied {}, bad messages {}, replies dropped {}, unread replies removed {}",
         if by_type.is_empty() { "none".to_string() } else { by_type.join(", ") },
         c.succeeded.load(Ordering::Relaxed),
         c.failed.load(Ordering::Relaxed),
@@ -131,7 +131,8 @@ pub fn text(d: &Daemon) -> String {
         c.cached.load(Ordering::Relaxed),
         c.denied.load(Ordering::Relaxed),
         c.bad_messages.load(Ordering::Relaxed),
-        c.replies_dropped.load(Ordering::Relaxed),
+        d.replies().dropped.load(Ordering::Relaxed),
+        d.replies().purged.load(Ordering::Relaxed),
     );
     let p = d.policy_snapshot();
     let _ = writeln!(
@@ -241,7 +242,8 @@ pub fn json(d: &Daemon) -> Value {
             "cached": c.cached.load(Ordering::Relaxed),
             "denied": c.denied.load(Ordering::Relaxed),
             "bad_messages": c.bad_messages.load(Ordering::Relaxed),
-            "replies_dropped": c.replies_dropped.load(Ordering::Relaxed),
+            "replies_dropped": d.replies().dropped.load(Ordering::Relaxed),
+            "replies_purged": d.replies().purged.load(Ordering::Relaxed),
             "waiters_refused": c.refused_waiters.load(Ordering::Relaxed),
             "negative_cache_entries": d.negative_entries(),
         },

@@ -1,3 +1,4 @@
 pub mod daemon;
 pub mod fake;
+pub mod flood;
 pub mod layout;

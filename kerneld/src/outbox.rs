@@ -1,0 +1,175 @@
+//! Replies waiting for room on a full queue.
+//!
+//! A reply that does not fit waits here until its client's wait has
+//! passed: after that nobody reads it, and sending it would only fill the
+//! queue again.  The newest is sent first: its client has the longest
+//! left to wait, and when dead clients' replies fill the queue, the
+//! oldest waiting are the likeliest to be theirs.  The outbox is bounded in bytes; what
+//! does not fit is dropped at once.  Only the reply thread
+//! ([`crate::reply::Replies::run`]) sends from it, never the worker pool.
+
+use kmod_ipc::{Message, HEADER_NEW_LEN, KERNELD_MINSEQ};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// At most this many bytes of replies wait for room (as much as kerneld
+/// asks the queue itself to hold).  Readers that far behind lose replies,
+/// rather than kerneld growing without bound.
+pub const DEFERRED_MAX_BYTES: usize = 4 << 20;
+
+/// How long kdstat and kdsend wait for an answer by default.
+pub const TOOL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long kerneld-modprobe, the kernel's helper, waits for an answer.
+pub const SHIM_WAIT: Duration = Duration::from_secs(30);
+
+/// How long the client behind reply id `id` waits: kernel-style ids
+/// (from [`KERNELD_MINSEQ`]) are the shim's and the kernel's, the others
+/// operator tools'.
+pub fn patience(id: i64) -> Duration {
+    if id >= KERNELD_MINSEQ {
+        SHIM_WAIT
+    } else {
+        TOOL_WAIT
+    }
+}
+
+/// One reply (all its parts still unsent) waiting for room.
+#[derive(Debug)]
+pub struct Deferred {
+    pub id: i64,
+    pub parts: VecDeque<Message>,
+    /// When its client stops waiting: the reply is dropped then.
+    pub deadline: Instant,
+    bytes: usize,
+}
+
+/// The replies waiting for room, in arrival order.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    waiting: VecDeque<Deferred>,
+    bytes: usize,
+}
+
+fn size_of(parts: &VecDeque<Message>) -> usize {
+    parts
+        .iter()
+        .map(|m| 8 + HEADER_NEW_LEN + m.text.len())
+        .sum()
+}
+
+impl Outbox {
+    /// Queue the unsent parts of the reply on `id`, to be sent before
+    /// `deadline`.  False: the outbox is full and the reply is dropped.
+    pub fn push(&mut self, id: i64, parts: VecDeque<Message>, deadline: Instant) -> bool {
+        let bytes = size_of(&parts);
+        if self.bytes + bytes > DEFERRED_MAX_BYTES {
+            return false;
+        }
+        self.bytes += bytes;
+        self.waiting.push_back(Deferred {
+            id,
+            parts,
+            deadline,
+            bytes,
+        });
+        true
+    }
+
+    /// Remove the replies whose clients stopped waiting; how many.
+    pub fn expire(&mut self, now: Instant) -> usize {
+        let before = self.waiting.len();
+        let mut freed = 0;
+        self.waiting.retain(|d| {
+            let keep = d.deadline > now;
+            if !keep {
+                freed += d.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
+        before - self.waiting.len()
+    }
+
+    /// The newest waiting reply, the next to send.
+    pub fn next_mut(&mut self) -> Option<&mut Deferred> {
+        self.waiting.back_mut()
+    }
+
+    /// Remove the newest waiting reply (sent, or given up).
+    pub fn pop_next(&mut self) {
+        if let Some(d) = self.waiting.pop_back() {
+            self.bytes -= d.bytes;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Bytes waiting, as counted against [`DEFERRED_MAX_BYTES`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmod_ipc::{Header, MsgType};
+
+    fn reply(id: i64, len: usize) -> VecDeque<Message> {
+        let req = Message::request(MsgType::Status, id, Header::Old, "");
+        VecDeque::from([req.reply(0, 1, vec![b'x'; len])])
+    }
+
+    #[test]
+    fn a_reply_waits_only_as_long_as_its_client() {
+        assert_eq!(patience(1024 + 77), TOOL_WAIT);
+        assert_eq!(patience(KERNELD_MINSEQ + 3), SHIM_WAIT);
+        let now = Instant::now();
+        let mut o = Outbox::default();
+        assert!(o.push(2000, reply(2000, 10), now + Duration::from_secs(1)));
+        assert!(o.push(2001, reply(2001, 10), now + Duration::from_secs(9)));
+        assert_eq!(o.expire(now), 0);
+        assert_eq!(o.expire(now + Duration::from_secs(2)), 1);
+        assert_eq!(o.next_mut().unwrap().id, 2001);
+        o.pop_next();
+        assert!(o.is_empty());
+        assert_eq!(o.bytes(), 0);
+    }
+
+    #[test]
+    fn the_newest_reply_goes_first() {
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut o = Outbox::default();
+        for id in [4000, 4001, 4002] {
+            assert!(o.push(id, reply(id, 1), later));
+        }
+        let mut order = Vec::new();
+        while let Some(d) = o.next_mut() {
+            order.push(d.id);
+            o.pop_next();
+        }
+        assert_eq!(order, [4002, 4001, 4000]);
+    }
+
+    #[test]
+    fn the_outbox_is_bounded_in_bytes() {
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut o = Outbox::default();
+        let mut taken = 0;
+        for i in 0..60 {
+            if o.push(3000 + i, reply(3000 + i, 100 * 1024), later) {
+                taken += 1;
+            }
+            assert!(o.bytes() <= DEFERRED_MAX_BYTES);
+        }
+        assert_eq!(taken, 40, "4 MiB hold 40 replies of 100 KiB and a header");
+        assert_eq!(o.len(), 40);
+    }
+}

@@ -1,0 +1,488 @@
+//! Where answers leave kerneld, and how the queue is kept flowing.
+//!
+//! A reply is sent without blocking: a blocking send on a full queue (full
+//! of requests only kerneld takes off it) would stop the receiver for
+//! good.  Replies that nobody reads are the danger: a client that died
+//! leaves its reply on the queue, and a few hundred fill the 16 KiB a
+//! queue holds by default, after which no request gets in.  So every reply
+//! id is noted with the time of its reply, and the reply thread ([`run`])
+//! removes unread replies, oldest first:
+//!
+//! - when the queue is full or nearly (a send found no room, or it holds
+//!   more than [`PRESSURE`] of its capacity), those unread for
+//!   [`FULL_GRACE`];
+//! - otherwise those unread for [`UNREAD_AGE`].
+//!
+//! A living client reads its reply within microseconds (one blocked in
+//! `msgrcv` gets it handed over without it ever entering the queue), so a
+//! reply still there after that long has no reader.  The 1995 kernel
+//! likewise flushed messages older than 10 s from a full queue.  A reply
+//! that finds no room even then waits in the [`Outbox`] until its client's
+//! wait has passed ([`crate::outbox::patience`]).
+//!
+//! [`run`]: Replies::run
+
+use crate::log;
+use crate::outbox::{patience, Outbox};
+use kmod_ipc::{Error as IpcError, Message, Queue, TypeFilter, MAX_DAEMON_TYPE};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// On a full queue, a reply unread this long is removed.  A client is
+/// rarely kept off the CPU that long between its send and its receive; a
+/// longer grace lets a flood of dead clients' replies hold the queue.
+pub const FULL_GRACE: Duration = Duration::from_millis(10);
+
+/// On a queue with room, a reply unread this long is removed.
+pub const UNREAD_AGE: Duration = Duration::from_secs(2);
+
+/// Fraction of the capacity above which the queue counts as full.
+pub const PRESSURE: (u64, u64) = (3, 4);
+
+/// Reply ids remembered at most.  Beyond, the id answered longest ago is
+/// checked (its reply removed if unread) and forgotten.
+pub const SENT_MAX: usize = 16384;
+
+/// How often the reply thread looks at the queue while replies may be
+/// unread, and while the queue is full or replies wait for room.
+const WATCH_PERIOD: Duration = Duration::from_millis(20);
+const PRESSURE_PERIOD: Duration = Duration::from_millis(2);
+
+fn queue_full(e: &IpcError) -> bool {
+    matches!(e, IpcError::Sys { source, .. } if source.raw_os_error() == Some(libc::EAGAIN))
+}
+
+/// The reply edge: the queue handle, the ids answered, the outbox.
+pub struct Replies {
+    queue: Mutex<Queue>,
+    /// kerneld's pid for reply headers, read once (getpid() is a system
+    /// call on every reply otherwise).
+    pid: u32,
+    /// When each reply id was last answered.
+    sent: Mutex<Sent>,
+    outbox: Mutex<Outbox>,
+    wake: Condvar,
+    stopping: AtomicBool,
+    /// Replies dropped: no room until their client stopped waiting, or
+    /// the outbox full.
+    pub dropped: AtomicU64,
+    /// Unread replies removed from the queue.
+    pub purged: AtomicU64,
+}
+
+impl Replies {
+    pub fn new(queue: Queue) -> Replies {
+        Replies {
+            queue: Mutex::new(queue),
+            pid: std::process::id(),
+            sent: Mutex::new(Sent::default()),
+            outbox: Mutex::new(Outbox::default()),
+            wake: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            purged: AtomicU64::new(0),
+        }
+    }
+
+    /// The queue replies go to.
+    pub fn queue(&self) -> Queue {
+        self.queue.lock().unwrap().clone()
+    }
+
+    /// The queue was created again (removed under kerneld).
+    pub fn set_queue(&self, q: Queue) {
+        *self.queue.lock().unwrap() = q;
+    }
+
+    /// Replies waiting for room: how many, and their bytes.
+    pub fn waiting(&self) -> (usize, usize) {
+        let o = self.outbox.lock().unwrap();
+        (o.len(), o.bytes())
+    }
+
+    /// Send the answer to `req` if it wants one, in parts if long.  Never
+    /// blocks; what finds no room goes to the outbox.
+    pub fn send(&self, req: &Message, status: i64, text: &[u8]) {
+        if req.id <= MAX_DAEMON_TYPE {
+            return;
+        }
+        let q = self.queue();
+        self.note_sent(&q, req.id);
+        let part_max = q.text_max(req.header);
+        if text.len() <= part_max {
+            // Nearly every answer is one part: no list of parts to build.
+            let msg = req.reply(status, self.pid, text);
+            let mut sent = q.send(&msg, usize::MAX, true);
+            if sent.as_ref().is_err_and(queue_full) && self.purge_unread(FULL_GRACE) > 0 {
+                sent = q.send(&msg, usize::MAX, true);
+            }
+            match sent {
+                Ok(()) => {}
+                Err(e) if queue_full(&e) => self.defer(req.id, VecDeque::from([msg])),
+                Err(e) => log::error(&format!("cannot send reply to id {}: {e}", req.id)),
+            }
+            return;
+        }
+        let mut parts: VecDeque<Message> = req.reply_parts(status, self.pid, text, part_max).into();
+        let mut purged = false;
+        while let Some(part) = parts.front() {
+            match q.send(part, usize::MAX, true) {
+                Ok(()) => {
+                    parts.pop_front();
+                }
+                Err(e) if queue_full(&e) && !purged => {
+                    purged = true;
+                    if self.purge_unread(FULL_GRACE) == 0 {
+                        break;
+                    }
+                }
+                Err(e) if queue_full(&e) => break,
+                Err(e) => {
+                    log::error(&format!("cannot send reply to id {}: {e}", req.id));
+                    return;
+                }
+            }
+        }
+        if !parts.is_empty() {
+            self.defer(req.id, parts);
+        }
+    }
+
+    /// Hand what found no room to the reply thread.
+    fn defer(&self, id: i64, parts: VecDeque<Message>) {
+        let deadline = Instant::now() + patience(id);
+        let (taken, waiting) = {
+            let mut o = self.outbox.lock().unwrap();
+            (o.push(id, parts, deadline), o.bytes())
+        };
+        if taken {
+            self.wake.notify_one();
+        } else {
+            log::warn_sampled(&self.dropped, |n| {
+                format!(
+                    "reply to id {id} dropped: {waiting} bytes of replies already wait for \
+                     room on the queue, whose readers are not reading ({n} dropped since start)"
+                )
+            });
+        }
+    }
+
+    /// Remove the unread replies of ids answered at least `age` ago,
+    /// oldest first; how many messages were removed.
+    pub fn purge_unread(&self, age: Duration) -> usize {
+        let Some(cutoff) = Instant::now().checked_sub(age) else {
+            return 0;
+        };
+        // The lock is held while removing, so that a new reply on one of
+        // these ids (a client asking again) is not taken for an old one.
+        let mut sent = self.sent.lock().unwrap();
+        let q = self.queue();
+        let mut removed = 0;
+        while let Some(id) = sent.take_oldest(Some(cutoff)) {
+            removed += self.remove_unread(&q, id);
+        }
+        drop(sent);
+        if removed > 0 {
+            log::notice(&format!(
+                "discarded {removed} replies that nobody read for {} ms (their clients are gone)",
+                age.as_millis()
+            ));
+        }
+        removed
+    }
+
+    /// Forget the ids answered at least `age` ago without looking at the
+    /// queue: right when it holds no message at all.
+    fn forget(&self, age: Duration) {
+        if let Some(cutoff) = Instant::now().checked_sub(age) {
+            let mut sent = self.sent.lock().unwrap();
+            while sent.take_oldest(Some(cutoff)).is_some() {}
+        }
+    }
+
+    /// A reply goes out on `id` now: its unread clock starts.
+    fn note_sent(&self, q: &Queue, id: i64) {
+        let forgotten = self.sent.lock().unwrap().note(id, Instant::now());
+        if let Some(old) = forgotten {
+            self.remove_unread(q, old);
+        }
+    }
+
+    fn remove_unread(&self, q: &Queue, id: i64) -> usize {
+        let mut n = 0;
+        while let Ok(Some(_)) = q.recv_raw(TypeFilter::Exactly(id), true) {
+            n += 1;
+        }
+        self.purged.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// The reply thread: keeps the queue free of unread replies and sends
+    /// what waits for room.  Returns once [`Replies::stop`] was called.
+    pub fn run(&self) {
+        let mut pressure = false;
+        while !self.stopping.load(Ordering::SeqCst) {
+            self.wait_for_work(pressure);
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let q = self.queue();
+            let backlog = !self.outbox.lock().unwrap().is_empty();
+            pressure = backlog;
+            match q.stat() {
+                Ok(st) if st.messages == 0 => self.forget(FULL_GRACE),
+                Ok(st) if backlog || st.bytes * PRESSURE.1 >= st.max_bytes * PRESSURE.0 => {
+                    pressure = true;
+                    self.purge_unread(FULL_GRACE);
+                }
+                Ok(_) => {
+                    self.purge_unread(UNREAD_AGE);
+                }
+                // Removed or unreadable: the receiver re-creates it.
+                Err(_) => {}
+            }
+            if backlog {
+                // Fill at most half the queue: after a purge, the senders
+                // blocked on the full queue (a kdstat, the kernel's
+                // helper) must find room before the outbox takes it all.
+                let room = q
+                    .stat()
+                    .map_or(0, |st| (st.max_bytes / 2).saturating_sub(st.bytes));
+                self.send_waiting(&q, room);
+            }
+        }
+        // A last try for what still waits, then kerneld goes.
+        self.send_waiting(&self.queue(), u64::MAX);
+    }
+
+    /// Sleep until there is something to do: soon while the queue is full
+    /// or replies wait for room, a little while replies may be unread, else
+    /// until woken.
+    fn wait_for_work(&self, pressure: bool) {
+        let o = self.outbox.lock().unwrap();
+        let period = if pressure || !o.is_empty() {
+            PRESSURE_PERIOD
+        } else if !self.sent.lock().unwrap().is_empty() {
+            WATCH_PERIOD
+        } else {
+            Duration::from_secs(1)
+        };
+        let _unused = self.wake.wait_timeout(o, period).unwrap();
+    }
+
+    /// Send waiting replies, newest first, up to `room` bytes or until one finds
+    /// no room; drop those whose clients stopped waiting.
+    fn send_waiting(&self, q: &Queue, mut room: u64) {
+        let mut o = self.outbox.lock().unwrap();
+        let expired = o.expire(Instant::now());
+        for _ in 0..expired {
+            log::warn_sampled(&self.dropped, |n| {
+                format!(
+                    "a reply found no room on the queue before its client stopped waiting: \
+                     dropped ({n} dropped since start)"
+                )
+            });
+        }
+        while let Some(d) = o.next_mut() {
+            while let Some(part) = d.parts.front() {
+                let size = (part.body_len() + 8) as u64;
+                if size > room {
+                    return;
+                }
+                match q.send(part, usize::MAX, true) {
+                    Ok(()) => {
+                        room -= size;
+                        d.parts.pop_front();
+                        // Unread from now on, not from when it was due.
+                        self.note_sent(q, d.id);
+                    }
+                    Err(e) if queue_full(&e) => return,
+                    Err(e) => {
+                        log::error(&format!("cannot send reply to id {}: {e}", d.id));
+                        d.parts.clear();
+                    }
+                }
+            }
+            o.pop_next();
+        }
+    }
+
+    /// Let the reply thread finish.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake.notify_all();
+    }
+}
+
+/// The reply ids answered, with the time of their last reply, in the
+/// order of their replies (an id answered again moves to the end).
+#[derive(Debug, Default)]
+struct Sent {
+    latest: BTreeMap<i64, Instant>,
+    /// Every reply in order; entries older than their id's latest reply
+    /// are stale and skipped.
+    order: VecDeque<(Instant, i64)>,
+}
+
+impl Sent {
+    /// Note a reply on `id`.  Beyond [`SENT_MAX`] ids, the one answered
+    /// longest ago is forgotten and returned, for its reply to be removed
+    /// if unread.
+    fn note(&mut self, id: i64, now: Instant) -> Option<i64> {
+        let forgotten = if self.latest.len() >= SENT_MAX && !self.latest.contains_key(&id) {
+            self.take_oldest(None)
+        } else {
+            None
+        };
+        self.latest.insert(id, now);
+        self.order.push_back((now, id));
+        if self.order.len() > 2 * SENT_MAX {
+            let latest = &self.latest;
+            self.order.retain(|(t, id)| latest.get(id) == Some(t));
+        }
+        forgotten
+    }
+
+    /// Forget and return the id answered longest ago, if it was answered
+    /// no later than `cutoff`.
+    fn take_oldest(&mut self, cutoff: Option<Instant>) -> Option<i64> {
+        while let Some(&(t, id)) = self.order.front() {
+            if cutoff.is_some_and(|c| t > c) {
+                return None;
+            }
+            self.order.pop_front();
+            if self.latest.get(&id) == Some(&t) {
+                self.latest.remove(&id);
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.latest.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kmod_ipc::{Client, Header, Key, MsgType};
+
+    /// A private queue, removed even when the test fails.
+    struct TestQueue(Queue);
+
+    impl TestQueue {
+        fn new(n: i32) -> TestQueue {
+            let key = Key(0x4c00_0000 | ((std::process::id() as i32 & 0xfff) << 8) | n);
+            TestQueue(Queue::create_unchecked(key, 0o600).unwrap())
+        }
+    }
+
+    impl Drop for TestQueue {
+        fn drop(&mut self) {
+            let _ = self.0.remove();
+        }
+    }
+
+    fn status_request(id: i64) -> Message {
+        Message::request(MsgType::Status, id, Header::Old, "")
+    }
+
+    #[test]
+    fn unread_replies_are_purged_but_fresh_ones_stay() {
+        let q = TestQueue::new(1);
+        let r = Replies::new(q.0.clone());
+        r.send(&status_request(7777), 0, b"old");
+        assert_eq!(r.purge_unread(Duration::from_secs(60)), 0, "too young");
+        assert_eq!(r.purge_unread(Duration::ZERO), 1);
+        assert_eq!(q.0.stat().unwrap().messages, 0);
+        assert_eq!(r.purged.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_reply_that_finds_no_room_waits_and_is_sent_when_room_appears() {
+        let q = TestQueue::new(2);
+        let r = std::sync::Arc::new(Replies::new(q.0.clone()));
+        q.0.set_max_bytes(1).unwrap();
+        r.send(&status_request(7001), 0, b"later");
+        assert_eq!(r.waiting().0, 1);
+        let t = {
+            let r = std::sync::Arc::clone(&r);
+            std::thread::spawn(move || r.run())
+        };
+        q.0.set_max_bytes(16384).unwrap();
+        let client = Client::connect(q.0.key()).unwrap();
+        let got = client
+            .wait_reply(7001, Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(got.text, b"later");
+        r.stop();
+        t.join().unwrap();
+        assert_eq!(r.waiting(), (0, 0));
+    }
+
+    #[test]
+    fn a_full_queue_of_unread_replies_is_emptied_oldest_first() {
+        let q = TestQueue::new(3);
+        let r = std::sync::Arc::new(Replies::new(q.0.clone()));
+        q.0.set_max_bytes(16384).unwrap();
+        // Replies nobody reads, until one finds no room.
+        let mut id = 10_000;
+        while r.waiting().0 == 0 {
+            r.send(&status_request(id), 0, &[b'u'; 40]);
+            id += 1;
+        }
+        let t = {
+            let r = std::sync::Arc::clone(&r);
+            std::thread::spawn(move || r.run())
+        };
+        // The last one, which waited, reaches its reader once the unread
+        // ones older than FULL_GRACE are gone.
+        let client = Client::connect(q.0.key()).unwrap();
+        let got = client
+            .wait_reply(id - 1, Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(got.text, [b'u'; 40]);
+        assert!(r.purged.load(Ordering::Relaxed) >= 100);
+        r.stop();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn the_ids_remembered_are_bounded() {
+        let mut s = Sent::default();
+        let t0 = Instant::now();
+        let mut forgotten = Vec::new();
+        for i in 0..(SENT_MAX as i64 + 10) {
+            forgotten.extend(s.note(1024 + i, t0 + Duration::from_micros(i as u64)));
+        }
+        assert_eq!(s.latest.len(), SENT_MAX);
+        assert_eq!(forgotten, (1024..1034).collect::<Vec<i64>>(), "the oldest go first");
+        // One id answered again and again takes one place, and the order
+        // list stays bounded too.
+        for i in 0..(3 * SENT_MAX as u64) {
+            s.note(5, t0 + Duration::from_secs(1) + Duration::from_micros(i));
+        }
+        assert_eq!(s.latest.len(), SENT_MAX);
+        assert!(s.order.len() <= 2 * SENT_MAX + 1);
+    }
+
+    #[test]
+    fn an_id_answered_again_counts_from_its_last_reply() {
+        let mut s = Sent::default();
+        let t0 = Instant::now();
+        s.note(2000, t0);
+        s.note(2001, t0 + Duration::from_millis(1));
+        s.note(2000, t0 + Duration::from_millis(2));
+        assert_eq!(
+            s.take_oldest(Some(t0 + Duration::from_millis(1))),
+            Some(2001)
+        );
+        assert_eq!(s.take_oldest(Some(t0 + Duration::from_millis(1))), None);
+        assert_eq!(s.take_oldest(None), Some(2000));
+        assert!(s.is_empty());
+    }
+}

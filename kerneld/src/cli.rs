@@ -1,5 +1,6 @@
 //! Command line: the 1995 words (`debug keep delay=60 type=2`) and flags.
 
+use crate::limits;
 use clap::{CommandFactory, Parser};
 use kmod_ipc::{Key, TypeFilter};
 use std::path::PathBuf;
@@ -36,13 +37,18 @@ pub struct Cli {
     pub keep: bool,
 
     /// Seconds between sweeps for idle modules, and the delay of a delayed
-    /// release (also `delay=N`; default 60).
-    #[arg(long, value_name = "SECONDS")]
+    /// release, 1 to 604800 (also `delay=N`; default 60).
+    #[arg(long, value_name = "SECONDS", value_parser = |s: &str| limits::DELAY.parse(s))]
     pub delay: Option<u64>,
 
-    /// Serve only this message type; negative N serves every type up to
-    /// |N| (also `type=N`; default -255).
-    #[arg(long = "type", value_name = "N", allow_negative_numbers = true)]
+    /// Serve only this message type, 1 to 255; negative N serves every type
+    /// up to |N| (also `type=N`; default -255).
+    #[arg(
+        long = "type",
+        value_name = "N",
+        allow_negative_numbers = true,
+        value_parser = limits::parse_type
+    )]
     pub msg_type: Option<i64>,
 
     /// Queue key, hex (0x6b65726e) or decimal.
@@ -116,13 +122,15 @@ impl Cli {
                 "keep" => w.keep = true,
                 _ => {
                     if let Some(v) = word.strip_prefix("delay=") {
-                        w.delay = Some(v.parse().unwrap_or_else(|_| {
-                            bad(format!("delay={v}: needs a whole number of seconds"))
-                        }));
+                        w.delay = Some(
+                            limits::DELAY
+                                .parse(v)
+                                .unwrap_or_else(|e| bad(format!("delay={v}: {e}"))),
+                        );
                     } else if let Some(v) = word.strip_prefix("type=") {
-                        w.msg_type = Some(v.parse().unwrap_or_else(|_| {
-                            bad(format!("type={v}: needs a message type number"))
-                        }));
+                        w.msg_type = Some(
+                            limits::parse_type(v).unwrap_or_else(|e| bad(format!("type={v}: {e}"))),
+                        );
                     } else {
                         bad(format!(
                             "unknown word '{word}' (expected debug, keep, delay=<seconds> or type=<n>)"
@@ -131,20 +139,8 @@ impl Cli {
                 }
             }
         }
-        if w.msg_type == Some(0) {
-            bad_type();
-        }
         w
     }
-}
-
-fn bad_type() -> ! {
-    Cli::command()
-        .error(
-            clap::error::ErrorKind::InvalidValue,
-            "type=0 would receive replies too; give a type number or -255",
-        )
-        .exit()
 }
 
 /// The receive filter for `type=N`.

@@ -16,6 +16,7 @@
 //! file too; the daemon checks their syntax and otherwise ignores them.
 //! See kerneld.conf(5) for every key.
 
+use crate::limits;
 use crate::policy::{MatchOrder, Mode, Policy, Rule};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,13 +24,23 @@ use std::time::Duration;
 /// Default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/kerneld.conf";
 
-/// A syntax or semantic error, with where it is.
+/// A syntax or semantic error, with where it is (line 0: the file as a
+/// whole, shown without a line number).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {problem}")]
+#[error("{file}{}: {problem}", at_line(*.line))]
 pub struct ConfigError {
     pub file: String,
     pub line: usize,
     pub problem: String,
+}
+
+/// `:N` after the file name, or nothing for line 0 (the file itself).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
+    }
 }
 
 /// Everything the configuration file sets.
@@ -163,16 +174,10 @@ impl Config {
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
         match key {
-            "delay" => self.delay = Some(parse_num(key, value)?),
+            "delay" => self.delay = Some(limits::DELAY.parse(value)?),
             "keep" => self.keep = Some(parse_bool(key, value)?),
             "debug" => self.debug = Some(parse_bool(key, value)?),
-            "max-workers" => {
-                let n: u64 = parse_num(key, value)?;
-                if !(1..=1024).contains(&n) {
-                    return Err("max-workers must be between 1 and 1024".into());
-                }
-                self.max_workers = n as usize;
-            }
+            "max-workers" => self.max_workers = limits::MAX_WORKERS.parse(value)? as usize,
             "state-dir" => self.state_dir = Some(PathBuf::from(value)),
             "keep-module" => self.keep_modules.extend(
                 value
@@ -190,8 +195,10 @@ impl Config {
             "blanker-program" => self.blanker_program = PathBuf::from(value),
             "pnp-program" => self.pnp_program = Some(PathBuf::from(value)),
             "arp-program" => self.arp_program = Some(PathBuf::from(value)),
-            "negative-cache" => self.negative_cache = Duration::from_secs(parse_num(key, value)?),
-            "rate-limit" => self.rate_limit_per_minute = parse_num(key, value)? as u32,
+            "negative-cache" => {
+                self.negative_cache = Duration::from_secs(limits::NEGATIVE_CACHE.parse(value)?)
+            }
+            "rate-limit" => self.rate_limit_per_minute = limits::RATE_LIMIT.parse(value)? as u32,
             "mode" => {
                 self.policy.mode = match value {
                     "enforce" => Mode::Enforce,
@@ -237,9 +244,10 @@ impl Config {
                 }
             }
             "shim-timeout" => {
-                if !value.parse::<f64>().is_ok_and(|t| t > 0.0 && t.is_finite()) {
+                let max = limits::SHIM_TIMEOUT_MAX;
+                if !value.parse::<f64>().is_ok_and(|t| t > 0.0 && t <= max) {
                     return Err(format!(
-                        "shim-timeout needs a number of seconds > 0, not {value:?}"
+                        "shim-timeout needs a number of seconds above 0 and at most {max}, not {value:?}"
                     ));
                 }
             }
@@ -261,12 +269,6 @@ fn strip_comment(line: &str) -> &str {
         prev_space = c.is_whitespace();
     }
     line
-}
-
-fn parse_num(key: &str, value: &str) -> Result<u64, String> {
-    value
-        .parse()
-        .map_err(|_| format!("{key} needs a whole number, not {value:?}"))
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {

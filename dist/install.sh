@@ -18,6 +18,13 @@
 # PREFIX/share/kerneld/installed-files with its checksum; uninstall removes
 # those files, except configuration files changed since (it says so), then
 # the list, and kerneld's own directories if they are empty.
+#
+# If the kernel runs the kerneld-modprobe being uninstalled as its module
+# helper (a `kerneld --register` is running), uninstall first puts the
+# previous helper back with `kerneld-modprobe --unregister` (which reads
+# the record in KERNELD_STATE_DIR, default /run/kerneld), so that the
+# kernel keeps loading modules; it stops with an error if that fails.
+#   KERNELD_PROC_MODPROBE  file instead of /proc/sys/kernel/modprobe (tests)
 set -euo pipefail
 
 usage() {
@@ -60,6 +67,20 @@ if [[ "$action" == uninstall ]]; then
     if [[ ! -f "$DESTDIR$manifest" ]]; then
         echo "install.sh: nothing to uninstall: no $DESTDIR$manifest" >&2
         exit 1
+    fi
+    proc_modprobe=${KERNELD_PROC_MODPROBE:-/proc/sys/kernel/modprobe}
+    shim=$DESTDIR$PREFIX/sbin/kerneld-modprobe
+    if [[ -r "$proc_modprobe" ]]; then
+        helper=$(head -n 1 "$proc_modprobe" || true)
+        if [[ -n "$helper" && ( "$helper" == "$shim" || "$helper" -ef "$shim" ) ]]; then
+            echo "install.sh: the kernel runs $helper as its module helper (kerneld --register is running); unregistering it first"
+            if [[ ! -x "$shim" ]] || ! "$shim" --unregister; then
+                echo "install.sh: could not put the previous module helper back; stop kerneld first" \
+                    "(systemctl stop kerneld, or kill \$(cat /run/kerneld/kerneld.pid)) and uninstall again" >&2
+                exit 1
+            fi
+            echo "install.sh: the running kerneld no longer gets the kernel's requests; stop it"
+        fi
     fi
     while IFS=$'\t' read -r path sum; do
         [[ -n "$path" ]] || continue

@@ -97,7 +97,7 @@ impl Config {
     /// path (`required` false): kerneld then runs on built-in defaults.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
-        match std::fs::read_to_string(path) {
+        match read_config(path) {
             Ok(text) => {
                 cfg.path = Some(path.to_path_buf());
                 let mut rules = Vec::new();
@@ -154,7 +154,7 @@ impl Config {
                     } else {
                         inc.to_path_buf()
                     };
-                    let text = std::fs::read_to_string(&inc)
+                    let text = read_config(&inc)
                         .map_err(|e| err(format!("cannot read {}: {e}", inc.display())))?;
                     self.parse(&inc, &text, rules, depth + 1)?;
                     continue;
@@ -271,6 +271,39 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
+/// Largest configuration file (or included file) kerneld reads.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Read a configuration file: a regular file of at most
+/// [`MAX_FILE_BYTES`].  A FIFO would hang the reload, and `/dev/zero`
+/// would have the root daemon read without end.
+fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that opening a FIFO returns at once (and is then
+    // refused); it changes nothing for a regular file.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (kerneld reads only regular files)",
+        ));
+    }
+    let mut text = String::new();
+    f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
     match value {
         "yes" | "true" | "on" | "1" => Ok(true),
@@ -291,6 +324,42 @@ mod tests {
         let r = Config::load(&p, true);
         std::fs::remove_file(&p).ok();
         r
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let e = parse("include /dev/zero\n").unwrap_err();
+        assert!(e.problem.contains("not a regular file"), "{e}");
+        let dir = std::env::temp_dir().join(format!("kerneld-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo.conf");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: c is a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // Returns at once (no writer would ever come).
+        let e = parse(&format!("include {}\n", fifo.display())).unwrap_err();
+        assert!(e.problem.contains("not a regular file"), "{e}");
+        let big = dir.join("big.conf");
+        std::fs::write(&big, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
+        let e = parse(&format!("include {}\n", big.display())).unwrap_err();
+        assert!(e.problem.contains("larger than"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn values_out_of_their_range_are_errors() {
+        for (line, range) in [
+            ("delay = 18446744073709551615", "from 1 to 604800"),
+            ("delay = 9223372036854775807", "from 1 to 604800"),
+            ("delay = 0", "from 1 to 604800"),
+            ("negative-cache = 9223372036854775807", "from 0 to 86400"),
+            ("rate-limit = 4294967296", "from 0 to 60000"),
+            ("max-workers = 0", "from 1 to 1024"),
+            ("shim-timeout = 1e300", "at most 3600"),
+        ] {
+            let e = parse(&format!("{line}\n")).unwrap_err();
+            assert!(e.problem.contains(range), "{line}: {e}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::limits;
 use crate::log;
 use crate::names;
 use crate::negcache::NegativeCache;
-use crate::policy::{Mode, Policy, Rule};
+use crate::policy::{Decision, Mode, Policy, Rule};
 use crate::pool::{Contexts, Factory, Pool};
 use crate::programs::Programs;
 use crate::record::{Record, Removal};
@@ -138,6 +138,31 @@ pub struct Daemon {
     programs: Programs,
     fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
     tracer: Option<Tracer>,
+}
+
+/// The policy's line for a decision on `name` and the modules it would
+/// load (none: decided on the name alone).
+fn log_policy(name: &str, closure: &[String], who: Option<&Requester>, d: &Decision) {
+    let verdict = if d.would_deny {
+        "would deny (audit mode)"
+    } else if d.allowed {
+        "allow"
+    } else {
+        "deny"
+    };
+    log::notice(&format!(
+        "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
+        closure.join(" "),
+        d.rule,
+        d.module
+            .as_ref()
+            .map_or(String::new(), |m| format!(" (module {m})")),
+        if who.is_some() {
+            for_whom(who)
+        } else {
+            " for unknown requester".into()
+        }
+    ));
 }
 
 /// ` for pid P uid U ...` after a request's name in log lines, or nothing.
@@ -403,6 +428,14 @@ impl Daemon {
                 let Some(name) = self.checked_name(&msg) else {
                     return;
                 };
+                if !self.record.lock().unwrap().holds(&name) {
+                    // Only what kerneld loaded is its to release later:
+                    // anything else would fill the table with bogus names.
+                    let why = "kerneld did not load it (kdstat lists what it loaded)";
+                    log::warn(&format!("delayed release of {name} refused: {why}"));
+                    self.reply(&msg, 1, format!("{name}: {why}").as_bytes());
+                    return;
+                }
                 let delay = self.settings().delay;
                 {
                     let mut timers = self.timers.lock().unwrap();
@@ -704,14 +737,28 @@ impl Daemon {
         policy: &Policy,
         log_loads: bool,
     ) -> Result<Outcome, crate::kmod::Resolution> {
-        let who_text = for_whom(who);
-        let res = match sys.resolve(name) {
-            Ok(r) => r,
-            Err(e) => return Ok(Outcome::fail(format!("lookup failed: {}", errno_text(-e)))),
-        };
-        if res.candidates.is_empty() {
-            return Ok(Outcome::fail(concat(&[name, ": not found"])));
+        // A request rule that denies the name decides before resolution:
+        // a name that resolves to nothing (no module index, a typo) is
+        // still denied, logged and counted.  In audit mode the would-deny
+        // is logged here only when no module list follows.
+        let request_denied = !policy.allows_all() && policy.request_denied(name, who);
+        if request_denied && policy.mode == Mode::Enforce {
+            let d = policy.decide(name, &[], who);
+            log_policy(name, &[], who, &d);
+            return Ok(self.denied(name, &d));
         }
+        let res = match sys.resolve(name) {
+            Ok(r) if !r.candidates.is_empty() => r,
+            found => {
+                if request_denied {
+                    log_policy(name, &[], who, &policy.decide(name, &[], who));
+                }
+                return Ok(match found {
+                    Ok(_) => Outcome::fail(concat(&[name, ": not found"])),
+                    Err(e) => Outcome::fail(format!("lookup failed: {}", errno_text(-e))),
+                });
+            }
+        };
         // A kernel that takes no modules at all would refuse the first
         // insertion: the answer is known now, without libkmod reading (and
         // decompressing) the module for nothing.  Install commands may do
@@ -732,37 +779,14 @@ impl Daemon {
                 }
             }
             let d = policy.decide(name, &closure, who);
-            let verdict = if d.would_deny {
-                "would deny (audit mode)"
-            } else if d.allowed {
-                "allow"
-            } else {
-                "deny"
-            };
             let final_answer = !d.allowed || res.to_insert.is_empty() || refused.is_some();
             if (final_answer || log_loads)
                 && (d.would_deny || !d.allowed || !policy.rules.is_empty())
             {
-                log::notice(&format!(
-                    "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
-                    closure.join(" "),
-                    d.rule,
-                    d.module
-                        .as_ref()
-                        .map_or(String::new(), |m| format!(" (module {m})")),
-                    if who.is_some() {
-                        who_text.clone()
-                    } else {
-                        " for unknown requester".into()
-                    }
-                ));
+                log_policy(name, &closure, who, &d);
             }
             if !d.allowed {
-                self.counters.denied.fetch_add(1, Ordering::Relaxed);
-                return Ok(Outcome::fail(format!(
-                    "{name}: denied by policy: {}",
-                    d.rule
-                )));
+                return Ok(self.denied(name, &d));
             }
         }
         if res.to_insert.is_empty() {
@@ -788,6 +812,12 @@ impl Daemon {
             ])));
         }
         Err(res)
+    }
+
+    /// The answer to a request the policy denied, counted.
+    fn denied(&self, name: &str, d: &Decision) -> Outcome {
+        self.counters.denied.fetch_add(1, Ordering::Relaxed);
+        Outcome::fail(format!("{name}: denied by policy: {}", d.rule))
     }
 
     /// Load what `plan` allowed, and record what was inserted.
@@ -1438,6 +1468,31 @@ mod tests {
     }
 
     #[test]
+    fn only_modules_kerneld_loaded_can_be_released_later() {
+        let k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        let (d, _queue) = daemon(k.shared(), test_key(11));
+        let client = Client::connect(Key(test_key(11))).unwrap();
+        let ask = |id: i64, name: &str| {
+            let m = Message::request(MsgType::DelayedRelease, id, Header::Old, name);
+            d.handle(m.mtype, &m.encode_body(1024).unwrap());
+            client
+                .wait_reply(id, Some(Duration::from_secs(10)))
+                .unwrap()
+        };
+        let r = ask(11_000, "dummy");
+        assert_eq!(r.status, 1, "{}", r.text_lossy());
+        assert!(
+            r.text_lossy().contains("did not load"),
+            "{}",
+            r.text_lossy()
+        );
+        assert_eq!(d.request_module("rtnl-link-dummy", None).status, 0);
+        let r = ask(11_001, "dummy");
+        assert_eq!(r.status, 0, "{}", r.text_lossy());
+        assert_eq!(d.timers.lock().unwrap().delayed.len(), 1);
+    }
+
+    #[test]
     fn delayed_releases_are_bounded() {
         let k = FakeKernel::with_tree(&[]);
         let (d, _queue) = daemon(k.shared(), test_key(9));
@@ -1456,6 +1511,10 @@ mod tests {
                 .unwrap()
                 .delayed
                 .insert(format!("m{i}"), Instant::now() + Duration::from_secs(60));
+        }
+        for name in ["one-too-many", "m7"] {
+            let m = [name.to_string()];
+            d.record.lock().unwrap().add(name, &m, &m);
         }
         let r = ask(0, "one-too-many");
         assert_eq!(r.status, 1, "{}", r.text_lossy());

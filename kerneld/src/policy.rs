@@ -290,6 +290,13 @@ impl Policy {
         self.rules.iter().any(|r| !r.conditions.is_empty())
     }
 
+    /// Whether a `request` rule denies `name` itself: that is known
+    /// before the name is resolved (and whether or not it resolves).
+    pub fn request_denied(&self, name: &str, who: Option<&Requester>) -> bool {
+        self.deciding_rule(Target::Request, name, who)
+            .is_some_and(|r| !r.allow)
+    }
+
     fn deciding_rule(&self, target: Target, name: &str, who: Option<&Requester>) -> Option<&Rule> {
         let mut matching = self.rules.iter().filter_map(|r| {
             (r.target == target && r.conditions_hold(who, self.unknown_requester_root))

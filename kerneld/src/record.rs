@@ -103,6 +103,12 @@ impl Record {
         )
     }
 
+    /// Whether kerneld loaded `name` (and has not unloaded it).
+    pub fn holds(&self, name: &str) -> bool {
+        let n = norm(name);
+        self.modules.keys().any(|k| norm(k) == n)
+    }
+
     /// Write the record (atomically: temporary file, then rename).
     pub fn save(&self) -> Result<(), String> {
         let Some(file) = &self.file else {

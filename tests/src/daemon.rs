@@ -107,6 +107,7 @@ pub struct Builder {
     foreground: bool,
     wrapper: Vec<String>,
     env: Vec<(String, OsString)>,
+    record: Option<String>,
 }
 
 impl Builder {
@@ -160,6 +161,13 @@ impl Builder {
         self
     }
 
+    /// Start with this record of loaded modules (`loaded.json` in the
+    /// state directory), as a kerneld before this one left it.
+    pub fn record(mut self, json: &str) -> Builder {
+        self.record = Some(json.to_string());
+        self
+    }
+
     /// Use this key instead of a fresh unused one.
     pub fn key(mut self, key: Key) -> Builder {
         self.key = Some(key);
@@ -193,6 +201,10 @@ impl Builder {
             "--modprobe-d".into(),
             modprobe_d.into(),
         ];
+        if let Some(json) = &self.record {
+            std::fs::create_dir_all(dir.join("state")).expect("create the state dir");
+            std::fs::write(dir.join("state/loaded.json"), json).expect("write loaded.json");
+        }
         if let Some(text) = &self.config {
             let path = dir.join("kerneld.conf");
             std::fs::write(&path, text).expect("write kerneld.conf");
@@ -318,6 +330,7 @@ impl Kerneld {
             foreground: true,
             wrapper: Vec::new(),
             env: Vec::new(),
+            record: None,
         }
     }
 

@@ -298,9 +298,35 @@ fn release_of_a_module_not_loaded_fails_with_a_reason() {
     k.wait_log("kerneld: release printk: printk is built into the kernel\n");
 }
 
+/// A record saying that kerneld loaded these modules.
+fn record_of(names: &[&str]) -> String {
+    let entries: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!(r#""{n}": {{"requested_as": "{n}", "dependencies": [], "loaded_at": 1, "unused_sweeps": 0}}"#)
+        })
+        .collect();
+    format!("{{{}}}", entries.join(", "))
+}
+
+#[test]
+fn a_delayed_release_of_a_module_kerneld_did_not_load_is_refused() {
+    let k = Kerneld::start();
+    let r = k.request(MsgType::DelayedRelease, "kdtest-bogus");
+    assert_eq!(r.status, 1, "{r:?}");
+    assert_eq!(
+        text(&r),
+        "kdtest-bogus: kerneld did not load it (kdstat lists what it loaded)"
+    );
+    k.wait_log("delayed release of kdtest-bogus refused");
+}
+
 #[test]
 fn delayed_release_is_announced_and_cancelled() {
-    let k = Kerneld::builder().arg("delay=600").start();
+    let k = Kerneld::builder()
+        .arg("delay=600")
+        .record(&record_of(&["kdtest-mod"]))
+        .start();
     let r = k.request(MsgType::DelayedRelease, "kdtest-mod");
     assert_eq!(r.status, 0, "{r:?}");
     assert_eq!(text(&r), "kdtest-mod will be released in 600 s");
@@ -314,7 +340,10 @@ fn delayed_release_is_announced_and_cancelled() {
 
 #[test]
 fn a_delayed_release_happens_after_the_delay() {
-    let k = Kerneld::builder().arg("delay=1").start();
+    let k = Kerneld::builder()
+        .arg("delay=1")
+        .record(&record_of(&["kdtest-later"]))
+        .start();
     let r = k.request(MsgType::DelayedRelease, "kdtest-later");
     assert_eq!(text(&r), "kdtest-later will be released in 1 s");
     k.wait_log("delayed release of kdtest-later is due");
@@ -323,8 +352,12 @@ fn a_delayed_release_happens_after_the_delay() {
 
 #[test]
 fn a_new_request_cancels_a_pending_delayed_release() {
-    let k = Kerneld::builder().arg("delay=600").start();
-    k.request(MsgType::DelayedRelease, "kdtest-again");
+    let k = Kerneld::builder()
+        .arg("delay=600")
+        .record(&record_of(&["kdtest-again"]))
+        .start();
+    let r = k.request(MsgType::DelayedRelease, "kdtest-again");
+    assert_eq!(r.status, 0, "{r:?}");
     k.request(MsgType::RequestModule, "kdtest-again");
     let r = k.request(MsgType::CancelRelease, "kdtest-again");
     assert_eq!(text(&r), "no release of kdtest-again was pending");

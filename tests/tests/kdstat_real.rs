@@ -8,6 +8,8 @@
 use kerneld_tests::daemon::{unique_reply_id, Kerneld, LIMIT};
 use kerneld_tests::fake::{bin, finish, run, spawn, Outcome, TempDir};
 use kmod_ipc::{Client, MsgType};
+use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -157,8 +159,11 @@ fn kdstat_json_has_the_documented_fields() {
     assert!((0.0..=5.0).contains(&next), "{j}");
     let c = &j["counters"];
     assert!(c["requests"].is_object(), "{j}");
-    // Readiness check and this request: two status requests so far.
-    assert_eq!(c["requests"]["debug"], 2, "{j}");
+    // Readiness check and this request: two status requests so far,
+    // counted under the name kdsend gives type 255.
+    assert_eq!(c["requests"]["status"], 2, "{j}");
+    assert_eq!(c["requests"].get("debug"), None, "{j}");
+    assert_eq!(j["schema"], 1, "{j}");
     for f in ["succeeded", "failed", "merged", "expired", "bad_messages"] {
         assert_eq!(c[f], 0, "counters.{f} in {j}");
     }
@@ -220,7 +225,7 @@ fn kdsend_with_r_prints_the_daemons_status_and_text() {
     let out = tool("kdsend", &k, &["-r", "4", "kdtest-missing"]);
     assert_eq!(
         out.stdout,
-        "status 0\nkdtest-missing will be released in 60 s\n"
+        "status 1\nkdtest-missing: kerneld did not load it (kdstat lists what it loaded)\n"
     );
     let out = tool("kdsend", &k, &["-r", "--old-header", "255", "delay=11"]);
     assert_eq!(out.code(), 0, "{out:?}");
@@ -257,4 +262,193 @@ fn kdstat_policy_shows_rules_with_hit_counters() {
             conf = conf.display()
         )
     );
+}
+
+/// The JSON part of kdstat --help: from its heading to the exit statuses.
+fn help_json_section() -> String {
+    let out = run(Command::new(bin("kdstat")).arg("--help"), LIMIT);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let start = out.stdout.find("JSON (--json)").expect("a JSON section");
+    let end = out.stdout.find("Exit status:").expect("an exit status section");
+    out.stdout[start..end].to_string()
+}
+
+/// The JSON STATUS section of kdstat(8), as roff source lines.
+fn man_json_section() -> Vec<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../man/kdstat.8");
+    let page = std::fs::read_to_string(&path).unwrap();
+    page.lines()
+        .skip_while(|l| *l != ".SH JSON STATUS")
+        .skip(1)
+        .take_while(|l| !l.starts_with(".SH "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The words of a text: runs of letters, digits and underscores, with
+/// roff's hyphen escape read as a hyphen.
+fn words(text: &str) -> BTreeSet<String> {
+    let mut text = text.replace("\\-", "-");
+    for font in ["\\fB", "\\fI", "\\fR", "\\fP"] {
+        text = text.replace(font, "");
+    }
+    text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The arguments of a roff macro line, quotes removed.
+fn macro_args(line: &str) -> Vec<String> {
+    let rest = line.split_once(' ').map_or("", |(_, r)| r);
+    let mut args = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in rest.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    args.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        args.push(cur);
+    }
+    args
+}
+
+/// Every key of the document at every depth, by name, but not the keys
+/// of maps keyed by data (the request counters by type name).
+fn key_names(v: &serde_json::Value, path: &str, out: &mut BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) if path != "counters.requests" => {
+            for (k, v) in m {
+                out.insert(k.clone());
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                key_names(v, &p, out);
+            }
+        }
+        serde_json::Value::Array(a) => {
+            for v in a {
+                key_names(v, &format!("{path}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn json_fields_agree_with_help_and_manual() {
+    // A daemon with a policy rule and a recent request, so that those
+    // objects have their fields.
+    let k = Kerneld::builder().config("deny request kdtest-denied\n").start();
+    k.request(MsgType::RequestModule, "kdtest-missing");
+    let j = k.status_json();
+    let help = help_json_section();
+    let man = man_json_section();
+    let (help_words, man_words) = (words(&help), words(&man.join("\n")));
+
+    // The schema number is the one both describe.
+    let schema = j["schema"].as_u64().expect("a schema number");
+    assert!(help.contains(&format!("schema {schema}")), "{help}");
+    assert!(
+        man.iter().any(|l| l.contains(&format!("schema {schema}"))),
+        "kdstat(8) does not describe schema {schema}"
+    );
+
+    // Top level: the same fields in the document, the help and the page.
+    let doc_top: BTreeSet<String> = j.as_object().unwrap().keys().cloned().collect();
+    // Help: the lines indented by two spaces that start with a field name,
+    // names before the column of types ("keep, debug   boolean").
+    let help_top: BTreeSet<String> = help
+        .lines()
+        .filter(|l| l.starts_with("  ") && l[2..].starts_with(|c: char| c.is_ascii_lowercase()))
+        .flat_map(|l| {
+            let names = l[2..].split("  ").next().unwrap();
+            names.split(", ").map(str::to_string).collect::<Vec<_>>()
+        })
+        .collect();
+    // Page: the bold names of each tag line (the line after .TP).
+    let mut man_top = BTreeSet::new();
+    for pair in man.windows(2) {
+        if pair[0] != ".TP" {
+            continue;
+        }
+        let line = &pair[1];
+        let args = macro_args(line);
+        let bold: Vec<&String> = if line.starts_with(".BR ") {
+            args.iter().step_by(2).collect()
+        } else if line.starts_with(".B ") {
+            args.iter().take(1).collect()
+        } else {
+            Vec::new()
+        };
+        man_top.extend(bold.into_iter().map(|s| s.replace("\\-", "-")));
+    }
+    assert_eq!(help_top, doc_top, "kdstat --help against the document");
+    assert_eq!(man_top, doc_top, "kdstat(8) against the document");
+
+    // Every field name at any depth is named in both.
+    let mut names = BTreeSet::new();
+    key_names(&j, "", &mut names);
+    for name in &names {
+        assert!(help_words.contains(name), "{name} is not in kdstat --help");
+        assert!(man_words.contains(name), "{name} is not in kdstat(8)");
+    }
+}
+
+#[test]
+fn status_text_counts_in_words() {
+    let k = Kerneld::start();
+    // A message of a type kerneld never receives stays in the queue.
+    let out = tool("kdsend", &k, &["300", "kdtest-stays"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let out = kdstat(&k, &[]);
+    let queue_line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("queue: "))
+        .unwrap_or_else(|| panic!("no queue line: {out:?}"));
+    assert!(
+        queue_line.contains(", 1 message ("),
+        "one message, singular: {queue_line}"
+    );
+    let requests = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("requests: "))
+        .unwrap_or_else(|| panic!("no requests line: {out:?}"));
+    // Type 255 counted under the name kdsend and kerneld(7) give it.
+    assert!(requests.contains("status "), "{requests}");
+    assert!(!requests.contains("debug"), "{requests}");
+    let policy = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("policy: "))
+        .unwrap_or_else(|| panic!("no policy line: {out:?}"));
+    assert!(policy.starts_with("policy: 0 rules, "), "{policy}");
+    let k = Kerneld::builder().config("deny request kdtest-x\n").start();
+    let out = kdstat(&k, &[]);
+    assert!(out.stdout.contains("\npolicy: 1 rule, "), "{out:?}");
+}
+
+#[test]
+fn kdsend_e_exits_with_the_answers_status() {
+    let k = Kerneld::start();
+    // Not found: status 1, exit 1, as modprobe; the answer is printed.
+    let out = tool("kdsend", &k, &["-e", "request_module", "kdtest-missing"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_eq!(out.stdout, "status 1\nkdtest-missing: not found\n");
+    // Status 0: exit 0.
+    let out = tool("kdsend", &k, &["--exit-status", "255", "status"]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert!(out.stdout.starts_with("status 0\nVersion "), "{out:?}");
+    // Without -e an answer with status 1 still exits 0.
+    let out = tool("kdsend", &k, &["-r", "request_module", "kdtest-missing"]);
+    assert_eq!(out.code(), 0, "{out:?}");
 }

@@ -359,3 +359,25 @@ fn configuration_errors_name_file_and_line() {
         ex.outcome
     );
 }
+
+#[test]
+fn a_request_rule_denies_even_without_a_module_index() {
+    // No module index at all: every name resolves to nothing, yet the
+    // denial is the answer, logged and counted (in audit mode, logged).
+    let k = Kerneld::builder()
+        .config("deny request net-pf-33\n")
+        .start();
+    let rule = format!("deny request net-pf-33 ({})", origin(&k, 1));
+    assert_denied(&k, "net-pf-33", &rule);
+    k.wait_log("policy: deny request_module net-pf-33 -> [] by deny request net-pf-33");
+    assert_eq!(k.counter("denied"), 1);
+    let r = request(&k, "net-pf-34");
+    assert_eq!(text(&r), "net-pf-34: not found");
+
+    let audit = Kerneld::builder()
+        .config("mode = audit\ndeny request net-pf-33\n")
+        .start();
+    let r = request(&audit, "net-pf-33");
+    assert_eq!(text(&r), "net-pf-33: not found");
+    audit.wait_log("policy: would deny (audit mode) request_module net-pf-33 -> []");
+}

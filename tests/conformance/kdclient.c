@@ -15,7 +15,7 @@
  *       as the 1995 senders computed it (KDHDR + strlen(text)), unless
  *       MSGSZ is given.  Prints "sent id=ID pid=PID msgsz=N".
  *   kdclient xchg KEY HDR MTYPE ID TEXT [MSGSZ]
- *       send, then receive the reply on ID (waiting up to 5 s), then
+ *       send, then receive the reply on ID (waiting up to 10 s), then
  *       check that no second message waits on ID.  Prints the "sent"
  *       line, then the "reply" line (see recv), then "more=0|1".
  *   kdclient recv KEY TYPE TIMEOUT_MS
@@ -214,7 +214,7 @@ int main(int argc, char **argv)
 		id = do_send(qid, argc - 3, argv + 3);
 		if (id <= 0)
 			usage();
-		if (!do_recv(qid, id, 5000))
+		if (!do_recv(qid, id, 10000))
 			return 0;
 		/* Exactly one message answers a short reply. */
 		memset(&m, 0, sizeof m);

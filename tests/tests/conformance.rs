@@ -691,7 +691,7 @@ impl Bench<'_> {
             ReplyAs(h, st, p) => (h, st, p),
             _ => unreachable!(),
         };
-        let got = got.unwrap_or_else(|| panic!("{ctx}: no reply within 5 s\n{}", self.logs()));
+        let got = got.unwrap_or_else(|| panic!("{ctx}: no reply within 10 s\n{}", self.logs()));
         let text = text_bytes(r);
         check_reply(
             ctx,
@@ -784,7 +784,7 @@ impl Bench<'_> {
                     "recv".into(),
                     self.key.clone(),
                     s.id.to_string(),
-                    "5000".into(),
+                    "10000".into(),
                 ]);
                 self.check_got(&self.ctx(*i, r), r, s, parse_got(out.trim()));
             }

@@ -2,6 +2,7 @@
 //! messages and exit statuses.
 
 pub mod cli;
+pub mod shim;
 
 use kmod_ipc::{Error, Key};
 use std::io::ErrorKind;

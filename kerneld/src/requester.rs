@@ -2,9 +2,13 @@
 //!
 //! The kernel runs the module helper from a kernel worker as root, so the
 //! shim cannot know who triggered it; `trace.rs` recovers the requesting
-//! task from the `module:module_request` tracepoint.  Requests that come
-//! straight from a queue writer (kdsend, old clients) have only the 16-bit
-//! pid of the new header.
+//! task from the `module:module_request` tracepoint.  The in-kernel sender
+//! (kernel/module/) knows the requester and says so in the request itself,
+//! after the name's NUL ([`kmod_ipc::origin`]); that wins over the trace.
+//! Requests that come straight from a queue writer (kdsend, old clients)
+//! have only the 16-bit pid of the new header.
+
+use kmod_ipc::origin::RequestOrigin;
 
 /// The task that caused a request, as far as it is known.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,6 +26,20 @@ pub struct Requester {
 }
 
 impl Requester {
+    /// The requester named by a request body's origin extension, if it has
+    /// one (only the in-kernel sender writes it; the queue is root's).
+    pub fn from_body(body: &[u8]) -> Option<Requester> {
+        let o = RequestOrigin::from_body(body)?;
+        Some(Requester {
+            pid: o.pid,
+            uid: o.uid,
+            gid: o.gid,
+            comm: o.comm,
+            cgroup: o.cgroup,
+            namespaces: Vec::new(),
+        })
+    }
+
     /// A short description for logs: `pid 812 uid 1000 (sh)`.
     pub fn describe(&self) -> String {
         let mut s = format!(
@@ -44,5 +62,28 @@ impl Requester {
             "cgroup": self.cgroup,
             "namespaces": self.namespaces,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_the_origin_extension() {
+        let o = RequestOrigin {
+            pid: 123_456,
+            uid: 1000,
+            gid: 1000,
+            comm: "trigger".into(),
+            cgroup: "/user.slice/user-1000.slice".into(),
+        };
+        let body = o.request_body(0x7fff_0001, b"net-pf-29").unwrap();
+        let r = Requester::from_body(&body).unwrap();
+        assert_eq!(
+            r.describe(),
+            "pid 123456 uid 1000 gid 1000 (trigger) cgroup /user.slice/user-1000.slice"
+        );
+        assert_eq!(Requester::from_body(&body[..20]), None);
     }
 }

@@ -1,0 +1,385 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! kerneld_shim: `request_module()` posts a `struct kerneld_msg` to
+//! kerneld's System V message queue and waits for the answer, as Linux
+//! 1.3.57 to 2.1.89 did, with nothing executed.
+//!
+//! It registers as the kernel's request_module() handler (patch 1 of
+//! kernel/patches/) and talks to the queue through the kernel's own queue
+//! clients (patch 2).  For each request:
+//!
+//! - it sends type 2 (request module) with the new header (version 2, the
+//!   requester's pid in 16 bits), the name, then a NUL and the *origin
+//!   extension* (pid, uid, gid, comm, cgroup) that a 1995 daemon never
+//!   sees; the layout is kmod-ipc's `wire.rs`, included below;
+//! - `request_module()` gets a reply id from 0x7fff0000 up, wrapping within
+//!   the kernel's range; `request_module_nowait()` sends id 0 and returns;
+//! - no queue at the key, a queue full or removed: the usermode helper runs
+//!   as on a stock kernel (or, with `fallback=N`, the request fails);
+//! - a queue that is not root's with mode 0600 or stricter: refused with
+//!   -EPERM, and the request goes nowhere, not to the helper either;
+//! - a request still unread after `read_wait_ms` (a dead kerneld left its
+//!   queue behind) is taken back from the queue, so it is never served
+//!   twice, and the helper runs;
+//! - once kerneld has read it, the answer is awaited up to `reply_wait_ms`
+//!   in all, killably;
+//! - the answer's status maps to what the helper path returns: 0 when
+//!   loaded, 256 (modprobe's exit status 1) when not.
+//!
+//! Settings and counters are module parameters (kerneld_shim_glue.c).
+
+use core::ffi::{c_char, c_int, c_long, c_uint, c_void};
+use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use kernel::{bindings, c_str, prelude::*, str::CStr, time::msecs_to_jiffies};
+
+/// The wire format, shared with kerneld (kmod-ipc/src/wire.rs).
+#[allow(dead_code, unreachable_pub)]
+mod wire {
+    include!("wire.rs");
+}
+
+module! {
+    type: KerneldShim,
+    name: "kerneld_shim",
+    author: "the kerneld project",
+    description: "request_module() through kerneld's message queue, with nothing executed",
+    license: "GPL",
+}
+
+// The module's own C glue (kerneld_shim_glue.c).
+extern "C" {
+    fn kerneld_shim_setting(which: c_uint) -> c_long;
+    fn kerneld_shim_count(which: c_uint);
+    fn kerneld_shim_whoami(
+        ids: *mut u32,
+        comm: *mut c_char,
+        comm_size: usize,
+        cgroup: *mut c_char,
+        cgroup_size: usize,
+    );
+    fn kerneld_shim_warn(what: *const c_char, name: *const c_char, err: c_long);
+}
+
+/// Settings, numbered as in kerneld_shim_glue.c.
+#[derive(Clone, Copy)]
+enum Setting {
+    Key = 0,
+    ReadWaitMs = 1,
+    ReplyWaitMs = 2,
+    Fallback = 3,
+}
+
+fn setting(s: Setting) -> c_long {
+    // SAFETY: a plain read of a module parameter, any number is valid.
+    unsafe { kerneld_shim_setting(s as c_uint) }
+}
+
+/// Counters, numbered as in kerneld_shim_glue.c.
+#[derive(Clone, Copy)]
+enum Counter {
+    Requests = 0,
+    Answered = 1,
+    Failed = 2,
+    Nowait = 3,
+    FallbackNoQueue = 4,
+    FallbackUnread = 5,
+    FallbackFull = 6,
+    FallbackGone = 7,
+    RefusedQueue = 8,
+    TimedOut = 9,
+    Interrupted = 10,
+    LateAnswers = 11,
+}
+
+fn count(c: Counter) {
+    // SAFETY: an atomic increment in the glue, any number is valid.
+    unsafe { kerneld_shim_count(c as c_uint) }
+}
+
+fn warn(what: &CStr, name: &CStr, err: c_int) {
+    // SAFETY: both strings are NUL-terminated and live during the call.
+    unsafe { kerneld_shim_warn(what.as_char_ptr(), name.as_char_ptr(), c_long::from(err)) }
+}
+
+/// What `__request_module()` returns when the helper's modprobe exits 1.
+const NOT_LOADED: c_int = 1 << 8;
+/// Let the usermode helper run (include/linux/kmod.h of the patch).
+const NOT_SERVED: c_int = -(bindings::ENOSYS as c_int);
+
+fn errno(e: u32) -> c_int {
+    -(e as c_int)
+}
+
+/// Requests sent so far; the reply id is derived from it.
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+
+/// Answers nobody waits for any more (the requester timed out or was
+/// killed after kerneld had read its request): (queue, reply id) pairs,
+/// id 0 when free.  They are taken out of the queue on later requests, so
+/// that they do not fill kerneld's queue.
+const LATE_SLOTS: usize = 8;
+static LATE_QUEUE: [AtomicI32; LATE_SLOTS] = [const { AtomicI32::new(0) }; LATE_SLOTS];
+static LATE_ID: [AtomicI64; LATE_SLOTS] = [const { AtomicI64::new(0) }; LATE_SLOTS];
+
+fn abandon(queue: c_int, id: i64) {
+    for (q, slot) in LATE_QUEUE.iter().zip(LATE_ID.iter()) {
+        if slot
+            .compare_exchange(0, -1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            q.store(queue, Ordering::Release);
+            slot.store(id, Ordering::Release);
+            return;
+        }
+    }
+    // All slots taken: that answer stays in the queue until kerneld stops.
+}
+
+fn take_late_answers() {
+    for (q, slot) in LATE_QUEUE.iter().zip(LATE_ID.iter()) {
+        let id = slot.load(Ordering::Acquire);
+        if id <= 0 {
+            continue;
+        }
+        let queue = q.load(Ordering::Acquire);
+        let mut buf = [0u8; 16];
+        // SAFETY: `buf` is writable for its length; timeout 0 never waits.
+        let r = unsafe {
+            bindings::msg_kernel_receive(
+                queue,
+                id as c_long,
+                buf.as_mut_ptr().cast::<c_void>(),
+                buf.len(),
+                0,
+            )
+        };
+        if r == c_long::from(errno(bindings::EAGAIN)) {
+            continue;
+        }
+        if r >= 0 {
+            count(Counter::LateAnswers);
+        }
+        // Taken, or the queue is gone: free the slot.
+        let _ = slot.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// The requester's identity (the current task), read by the C glue.
+struct Whoami {
+    ids: [u32; 3],
+    comm: [u8; 16],
+    cgroup: [u8; wire::ORIGIN_CGROUP_MAX + 1],
+}
+
+impl Whoami {
+    fn current() -> Self {
+        let mut w = Whoami {
+            ids: [0; 3],
+            comm: [0; 16],
+            cgroup: [0; wire::ORIGIN_CGROUP_MAX + 1],
+        };
+        // SAFETY: three u32s and two byte buffers of the sizes given, all
+        // writable; the glue NUL-terminates both strings.
+        unsafe {
+            kerneld_shim_whoami(
+                w.ids.as_mut_ptr(),
+                w.comm.as_mut_ptr().cast::<c_char>(),
+                w.comm.len(),
+                w.cgroup.as_mut_ptr().cast::<c_char>(),
+                w.cgroup.len(),
+            )
+        };
+        w
+    }
+}
+
+/// The bytes of a NUL-terminated buffer before its NUL.
+fn until_nul(b: &[u8]) -> &[u8] {
+    &b[..b.iter().position(|&c| c == 0).unwrap_or(b.len())]
+}
+
+/// Without kerneld: the helper runs, unless `fallback=N`.
+fn fall_back(c: Counter, what: &CStr, name: &CStr, err: c_int) -> c_int {
+    count(c);
+    warn(what, name, err);
+    if setting(Setting::Fallback) != 0 {
+        NOT_SERVED
+    } else {
+        NOT_LOADED
+    }
+}
+
+fn jiffies(ms: c_long) -> c_long {
+    let ms = u32::try_from(ms.max(0)).unwrap_or(u32::MAX);
+    c_long::try_from(msecs_to_jiffies(ms)).unwrap_or(c_long::MAX)
+}
+
+/// Serve one request_module(): see the crate documentation.
+fn serve(name: &CStr, wait: bool) -> c_int {
+    count(Counter::Requests);
+    take_late_answers();
+    let id = if wait {
+        wire::kernel_id(SEQUENCE.fetch_add(1, Ordering::Relaxed))
+    } else {
+        0
+    };
+    let who = Whoami::current();
+    let origin = wire::Origin {
+        pid: who.ids[0],
+        uid: who.ids[1],
+        gid: who.ids[2],
+        comm: until_nul(&who.comm),
+        cgroup: until_nul(&who.cgroup),
+    };
+    let mut body = [0u8; wire::REQUEST_BODY_MAX];
+    let Some(len) =
+        wire::encode_request_body(&mut body, id, origin.pid, name.as_bytes(), Some(&origin))
+    else {
+        // A name the protocol cannot carry: as without kerneld.
+        return fall_back(Counter::FallbackNoQueue, c_str!("name not sendable"), name, 0);
+    };
+    let key = setting(Setting::Key) as c_int;
+    // SAFETY: `body[..len]` is initialised and readable.
+    let queue = unsafe {
+        bindings::msg_kernel_send(
+            key,
+            wire::TYPE_REQUEST_MODULE as c_long,
+            body.as_ptr().cast::<c_void>(),
+            len,
+        )
+    };
+    if queue < 0 {
+        return if queue == errno(bindings::EPERM) {
+            count(Counter::RefusedQueue);
+            warn(
+                c_str!("refused: kerneld's queue is not root's with mode 0600"),
+                name,
+                queue,
+            );
+            queue
+        } else if queue == errno(bindings::ENOENT) {
+            fall_back(Counter::FallbackNoQueue, c_str!("no kerneld queue"), name, queue)
+        } else if queue == errno(bindings::EAGAIN) {
+            fall_back(Counter::FallbackFull, c_str!("kerneld's queue is full"), name, queue)
+        } else {
+            fall_back(Counter::FallbackGone, c_str!("cannot send to kerneld"), name, queue)
+        };
+    }
+    if !wait {
+        count(Counter::Nowait);
+        return 0;
+    }
+
+    let read_wait = setting(Setting::ReadWaitMs);
+    let reply_wait = setting(Setting::ReplyWaitMs).max(read_wait);
+    let mut reply = [0u8; 64];
+    let mut receive = |ms: c_long| -> c_long {
+        // SAFETY: `reply` is writable for its length; the queue id came
+        // from msg_kernel_send() and is checked again by the kernel.
+        unsafe {
+            bindings::msg_kernel_receive(
+                queue,
+                id as c_long,
+                reply.as_mut_ptr().cast::<c_void>(),
+                reply.len(),
+                jiffies(ms).max(1),
+            )
+        }
+    };
+    let eagain = c_long::from(errno(bindings::EAGAIN));
+    let eintr = c_long::from(errno(bindings::EINTR));
+
+    // First wait: kerneld answers quick requests within it.
+    let mut r = receive(read_wait);
+    if r == eagain {
+        // SAFETY: plain call; the queue id is checked by the kernel.
+        let w = unsafe {
+            bindings::msg_kernel_withdraw(queue, wire::TYPE_REQUEST_MODULE as c_long, id as c_long)
+        };
+        if w == 0 {
+            // Nobody read it: no kerneld serves this queue.
+            return fall_back(
+                Counter::FallbackUnread,
+                c_str!("request unread by kerneld, taken back"),
+                name,
+                errno(bindings::ETIME),
+            );
+        }
+        if w != errno(bindings::ENOENT) {
+            return fall_back(Counter::FallbackGone, c_str!("kerneld's queue removed"), name, w);
+        }
+        // kerneld has it: wait for the answer, up to reply_wait in all.
+        r = receive(reply_wait - read_wait);
+    }
+    if r >= 0 {
+        count(Counter::Answered);
+        let status = wire::reply_status(&reply[..(r as usize).min(reply.len())]);
+        return if status == Some(0) {
+            0
+        } else {
+            count(Counter::Failed);
+            NOT_LOADED
+        };
+    }
+    if r == eagain {
+        count(Counter::TimedOut);
+        abandon(queue, id);
+        warn(c_str!("no answer from kerneld in time"), name, errno(bindings::ETIME));
+        return NOT_LOADED;
+    }
+    if r == eintr {
+        count(Counter::Interrupted);
+        // Unread: take it back; read: its answer will be removed later.
+        // SAFETY: plain call; the queue id is checked by the kernel.
+        let w = unsafe {
+            bindings::msg_kernel_withdraw(queue, wire::TYPE_REQUEST_MODULE as c_long, id as c_long)
+        };
+        if w != 0 {
+            abandon(queue, id);
+        }
+        return r as c_int;
+    }
+    // -EIDRM, -EINVAL: kerneld stopped and removed its queue meanwhile.
+    fall_back(Counter::FallbackGone, c_str!("kerneld's queue removed"), name, r as c_int)
+}
+
+/// The handler `__request_module()` calls (include/linux/kmod.h).
+///
+/// # Safety
+///
+/// `name` is a NUL-terminated string valid for the call, as
+/// `__request_module()` passes its `module_name`.
+unsafe extern "C" fn handle(name: *const c_char, wait: bool) -> c_int {
+    // SAFETY: see the function's safety section.
+    let name = unsafe { CStr::from_char_ptr(name) };
+    serve(name, wait)
+}
+
+struct KerneldShim;
+
+impl kernel::Module for KerneldShim {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        // SAFETY: `handle` stays valid while the module is loaded, and the
+        // kernel pins `module` while it runs; `Drop` unregisters it.
+        kernel::error::to_result(unsafe {
+            bindings::register_request_module_handler(Some(handle), module.as_ptr())
+        })?;
+        pr_info!(
+            "serving request_module() through kerneld's queue (key {:#x}, read_wait_ms {}, reply_wait_ms {}, fallback {})\n",
+            setting(Setting::Key),
+            setting(Setting::ReadWaitMs),
+            setting(Setting::ReplyWaitMs),
+            if setting(Setting::Fallback) != 0 { "Y" } else { "N" }
+        );
+        Ok(KerneldShim)
+    }
+}
+
+impl Drop for KerneldShim {
+    fn drop(&mut self) {
+        // SAFETY: unregistering the handler registered in `init`; calls in
+        // flight hold a reference on the module, so none is running now.
+        unsafe { bindings::unregister_request_module_handler(Some(handle)) };
+        pr_info!("request_module() back to the usermode helper\n");
+    }
+}

@@ -1,0 +1,1 @@
+../../kmod-ipc/src/wire.rs

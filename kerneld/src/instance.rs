@@ -80,15 +80,20 @@ impl Other {
             filter: None,
             state_dir: String::new(),
         };
-        for field in text.split_whitespace() {
+        let line = text.lines().next().unwrap_or("");
+        // The state directory is last and may hold blanks.
+        let (fields, dir) = match line.split_once(" state-dir=") {
+            Some((f, d)) => (f, Some(d)),
+            None => (line, None),
+        };
+        for field in fields.split_whitespace() {
             if let Some(v) = field.strip_prefix("pid=") {
                 o.pid = v.parse().unwrap_or(0);
             } else if field.starts_with("type=") {
                 o.filter = parse_filter(field);
-            } else if let Some(v) = field.strip_prefix("state-dir=") {
-                o.state_dir = v.to_string();
             }
         }
+        o.state_dir = dir.unwrap_or("").to_string();
         o
     }
 
@@ -306,5 +311,7 @@ mod tests {
         assert_eq!(parse_filter(&filter_word(UpTo(9))), Some(UpTo(9)));
         assert_eq!(parse_filter("type=-9223372036854775808"), None);
         assert_eq!(Other::parse("garbage").filter, None);
+        let spaced = Other::parse("pid=7 type=2 state-dir=/tmp/a b\n");
+        assert_eq!((spaced.pid, spaced.state_dir.as_str()), (7, "/tmp/a b"));
     }
 }

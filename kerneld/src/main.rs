@@ -38,8 +38,15 @@ const EXIT_PERMISSION: u8 = 4;
 const READY: &[u8] = b"\0ready\n";
 
 fn fail(code: u8, msg: &str) -> ExitCode {
-    eprintln!("kerneld: {msg}");
+    // Not eprintln!: a closed stderr must not turn into a panic.
+    let _ = writeln!(std::io::stderr(), "kerneld: {msg}");
     ExitCode::from(code)
+}
+
+/// A line on stdout; a closed stdout is no reason to fail.
+fn say(line: &str) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 /// After `log::init`: log the error (syslog, and the terminal until
@@ -60,15 +67,15 @@ fn main() -> ExitCode {
     };
     if cli.check_config {
         match &cfg.path {
-            Some(p) => println!(
+            Some(p) => say(&format!(
                 "{}: OK ({} policy rules)",
                 p.display(),
                 cfg.policy.rules.len()
-            ),
-            None => println!(
+            )),
+            None => say(&format!(
                 "{}: not present: defaults (no policy rules; every request is allowed)",
                 cli.config.display()
-            ),
+            )),
         }
         return ExitCode::SUCCESS;
     }
@@ -105,10 +112,10 @@ fn main() -> ExitCode {
     // that the parent copies to the terminal, and the parent's exit status
     // is the daemon's until it is ready.
     let mut startup = if cli.foreground {
-        println!(
+        say(&format!(
             "Starting kerneld, version {VERSION} (pid {})",
             std::process::id()
-        );
+        ));
         None
     } else {
         match daemonize() {
@@ -162,8 +169,15 @@ fn serve(
     }
     let claimed = match Queue::claim(key) {
         Ok(c) => c,
-        Err(e @ IpcError::PermissionDenied { .. }) => return die(EXIT_PERMISSION, &e.to_string()),
-        Err(e) => return die(EXIT_RUNTIME, &e.to_string()),
+        Err(e) => {
+            let last = key_lock.others(me).is_empty();
+            key_lock.release(last);
+            let code = match e {
+                IpcError::PermissionDenied { .. } => EXIT_PERMISSION,
+                _ => EXIT_RUNTIME,
+            };
+            return die(code, &e.to_string());
+        }
     };
     for f in &claimed.removed {
         log::warn(&format!(
@@ -181,9 +195,11 @@ fn serve(
     let registration = match key_lock.join(me, filter, &state_dir) {
         Ok(r) => r,
         Err(e) => {
-            if key_lock.others(me).is_empty() {
+            let last = key_lock.others(me).is_empty();
+            if last {
                 let _ = queue.remove();
             }
+            key_lock.release(last);
             return die(EXIT_RUNTIME, &e);
         }
     };
@@ -485,7 +501,9 @@ fn wait_for_daemon(pipe: OwnedFd, child: Pid) -> ExitCode {
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             if &line[..end] == marker {
-                println!("Starting kerneld, version {VERSION} (pid {child})");
+                say(&format!(
+                    "Starting kerneld, version {VERSION} (pid {child})"
+                ));
                 return ExitCode::SUCCESS;
             }
             if shown_at_startup(&line) {

@@ -274,15 +274,6 @@ fn serve(
         },
         tracer,
     });
-    log::notice(&format!(
-        "started, version {VERSION}, pid={me}, qid={qid}, key {key}, {}, delay={}, {}keep, {}debug, state in {}",
-        instance::filter_word(filter),
-        settings.delay,
-        if settings.keep { "" } else { "no" },
-        if settings.debug { "" } else { "no" },
-        state_dir.display()
-    ));
-
     if cli.register {
         let shim = cli.shim.clone().or_else(|| {
             std::env::current_exe()
@@ -305,6 +296,15 @@ fn serve(
             }
         }
     }
+
+    log::notice(&format!(
+        "started, version {VERSION}, pid={me}, qid={qid}, key {key}, {}, delay={}, {}keep, {}debug, state in {}",
+        instance::filter_word(filter),
+        settings.delay,
+        if settings.keep { "" } else { "no" },
+        if settings.debug { "" } else { "no" },
+        state_dir.display()
+    ));
 
     let d = Arc::clone(&daemon);
     std::thread::Builder::new()

@@ -116,7 +116,10 @@ mod tests {
         }
         let s = Shim::read(&dir).unwrap();
         let t = s.text();
-        assert!(t.contains("key 0x6b65726e, read_wait_ms 1000, reply_wait_ms 60000, fallback Y"), "{t}");
+        assert!(
+            t.contains("key 0x6b65726e, read_wait_ms 1000, reply_wait_ms 60000, fallback Y"),
+            "{t}"
+        );
         assert!(t.contains("requests 7, answered 0"), "{t}");
         assert!(t.contains("unread 2"), "{t}");
         let j = s.json();

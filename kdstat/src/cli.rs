@@ -17,9 +17,11 @@ prints the status:
 
   debug, nodebug    log every request (or stop doing so)
   keep, nokeep      never unload modules automatically (or do again)
-  delay=N           unload unused modules after N seconds
-  flush             drop the requests waiting in the queue (their senders
-                    get an error; says how many)
+  delay=N           sweep for unused modules every N seconds: a module
+                    unused at two sweeps in a row is unloaded, so N to 2N
+                    seconds after its last use (the second chance)
+  flush             drop the requests waiting in the queue for kerneld
+                    (their senders get an error; says how many)
   policy            print the policy rules in force, with hit counters
   mode=enforce      enforce the policy; mode=audit only logs would-denies
   deny request|module PATTERN [if COND...]
@@ -32,28 +34,47 @@ them in kerneld's configuration file.  Any other word is passed to the
 daemon as it is, and its error is reported with exit status 1.";
 
 const KDSTAT_AFTER_LONG_HELP: &str = "\
-JSON (--json): one document, with these stable fields:
+JSON (--json): one document.  With --watch, one document per interval,
+each on one line (JSON lines).  The fields of schema 1 (a field may be
+added within a schema; renaming, removing or changing one makes a new
+schema number):
+  schema              integer    1: the version of this list of fields
   version             string     kerneld version
   pid                 integer    daemon pid
   key                 string     queue key, e.g. \"0x6b65726e\"
+  started_at          integer    start time, unix seconds
   uptime_seconds      number     seconds since the daemon started
-  delay               integer    release delay in seconds
+  delay               integer    the sweep interval in seconds
   keep, debug         boolean    the flags
+  workers             integer    worker threads started
   jobs                array      requests in progress, each with
       type (string), type_number (integer), text (string),
-      requester_pid (integer or null), age_seconds (number),
-      waiters (integer: requests merged into this one)
+      requester_pid (integer or null), requester (object or null),
+      age_seconds (number), waiters (integer: requests merged into this
+      one), worker_tid (integer or null)
   loaded_modules      array      modules kerneld loaded, each with
       name (string), requested_as (string), dependencies (array of
-      strings), loaded_at (integer, unix seconds), idle_seconds (number
-      or null), unused_sweeps (integer)
+      strings), loaded_at (integer, unix seconds), age_seconds (integer),
+      idle_seconds (number or null), unused_sweeps (integer)
+  recent_requests     array      the last module requests, oldest first,
+      each with name (string), requester (object or null), status
+      (integer), text (string: the answer), age_seconds (number),
+      duration_ms (number)
   next_sweep_seconds  number or null   until the next unload sweep
   counters            object     requests (object: type name -> integer),
       succeeded, failed, merged, expired, cached, denied, bad_messages,
-      replies_dropped, waiters_refused, negative_cache_entries (integers)
-  queue               object     messages, bytes, max_bytes (integers)
-  policy              object     the policy in force
-The document is printed as the daemon sent it, after checking it parses.
+      replies_dropped, replies_purged, waiters_refused,
+      negative_cache_entries (integers)
+  queue               object     id, messages, bytes, max_bytes,
+      last_sender_pid, last_receiver_pid (integers), or error (string)
+  policy              object     mode, match, default (strings), lock
+      (boolean), rules (array of objects: rule, origin (strings), hits
+      (integer))
+  tracing             string or null   how requesters are traced
+A requester object has pid, uid, gid (integers), comm, cgroup (strings)
+and namespaces (array of strings).
+kdstat --json prints the document as the daemon sent it, after checking
+it parses.
 
 Exit status:
   0    success
@@ -65,9 +86,10 @@ Exit status:
 
 Examples:
   kdstat                 print the status
-  kdstat delay=120       unload unused modules after two minutes
+  kdstat delay=120       unload unused modules after two to four minutes
   kdstat --json | jq .counters
-  kdstat --watch 1       refresh every second until Ctrl-C";
+  kdstat --watch 1       refresh every second until Ctrl-C
+  kdstat --watch 10 --json >>kerneld.jsonl   a JSON line every 10 seconds";
 
 /// kdstat's command line.
 #[derive(Parser, Debug)]
@@ -84,18 +106,19 @@ pub struct KdstatArgs {
     #[arg(value_name = "WORD", conflicts_with_all = ["json", "watch"])]
     pub word: Vec<String>,
 
-    /// Print the status as one JSON document (fields below, in --help)
+    /// Print the status as one JSON document (fields below, in --help);
+    /// with --watch, one per line
     #[arg(long)]
     pub json: bool,
 
-    /// Refresh the status in place every SECONDS (default 2) until Ctrl-C
+    /// Print the status every SECONDS (default 2) until Ctrl-C: in place
+    /// on a terminal, one after the other otherwise
     #[arg(
         long,
         value_name = "SECONDS",
         num_args = 0..=1,
         default_missing_value = "2",
-        value_parser = parse_interval,
-        conflicts_with = "json"
+        value_parser = parse_interval
     )]
     pub watch: Option<Duration>,
 
@@ -118,17 +141,20 @@ TYPE is a number or a name:
 Without -r the message carries id 0, as a kernel request that wants no
 answer, and kdsend returns as soon as it is queued.  With -r it carries
 reply id 1024 + kdsend's pid; kdsend waits for the answer and prints
-`status N` and then the answer's text.
+`status N` and then the answer's text.  -e (--exit-status) waits for the
+answer too, and exits 1 when its status is not 0, as modprobe does.
 
-Exit status: 0 sent (and, with -r, answered, whatever the status), 1 other
-failure, 2 usage error, 3 kerneld is not running, 4 permission denied
-(root is needed), 124 no reply within the timeout.
+Exit status: 0 sent (and, with -r, answered, whatever the status; with
+-e, answered with status 0), 1 answered with a status other than 0 (with
+-e) or other failure, 2 usage error, 3 kerneld is not running, 4
+permission denied (root is needed), 124 no reply within the timeout.
 
 Examples:
   kdsend 2 ppp             ask kerneld to load the module for \"ppp\"
   kdsend 4 ppp             ask for ppp to be unloaded after the delay
   kdsend -r 255 status     what kdstat does: print the status
-  kdsend -r request_module char-major-108";
+  kdsend -r request_module char-major-108
+  kdsend -e 2 ppp || echo \"no ppp\"   load it as modprobe would, in a script";
 
 /// kdsend's command line.
 #[derive(Parser, Debug)]
@@ -142,6 +168,10 @@ pub struct KdsendArgs {
     /// Wait for the reply and print its status and text
     #[arg(short = 'r', long = "reply")]
     pub reply: bool,
+
+    /// As -r, and exit 1 when the reply's status is not 0 (as modprobe)
+    #[arg(short = 'e', long = "exit-status")]
+    pub exit_status: bool,
 
     /// Message type: a number or a name (list in --help)
     #[arg(value_name = "TYPE", value_parser = parse_type)]

@@ -1,6 +1,7 @@
 //! The status reply: the 1995 text (kdstat) and the JSON document
 //! (kdstat --json).  Field names of the JSON document are stable; they are
-//! listed in kdstat(8).
+//! listed in kdstat(8) and kdstat --help, which tests/tests/kdstat_real.rs
+//! keeps in step with the document.
 
 use crate::daemon::Daemon;
 use crate::jobs::Job;
@@ -10,6 +11,33 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The version of the JSON document's list of fields (its `schema`
+/// field).  Adding a field keeps it; renaming or removing one, or changing
+/// its meaning, takes the next number (and kdstat(8) and kdstat --help
+/// say what changed).
+pub const JSON_SCHEMA: u64 = 1;
+
+/// `1 message`, `2 messages`.
+fn count(n: impl Into<u64>, one: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+/// The name a request type is counted under in the status: the type's
+/// name, except that type 255 is `status`, as kdsend and kerneld(7) call
+/// it.  (Its 1996 name, `debug`, which `MsgType::name` keeps, read as if
+/// debugging were on.)
+fn counter_name(name: &str) -> &str {
+    match name {
+        "debug" => "status",
+        n => n,
+    }
+}
 
 fn onoff(b: bool) -> &'static str {
     if b {
@@ -63,10 +91,10 @@ pub fn text(d: &Daemon) -> String {
         Ok(st) => {
             let _ = writeln!(
                 out,
-                "queue: key {}, id {}, {} messages, {} bytes waiting (capacity {})",
+                "queue: key {}, id {}, {} ({} bytes) in it, capacity {} bytes",
                 d.key(),
                 q.id(),
-                st.messages,
+                count(st.messages, "message"),
                 st.bytes,
                 st.max_bytes
             );
@@ -77,9 +105,9 @@ pub fn text(d: &Daemon) -> String {
     }
     let _ = write!(
         out,
-        "uptime {} s, {} workers, ",
+        "uptime {} s, {}, ",
         d.uptime().as_secs(),
-        d.workers()
+        count(d.workers() as u64, "worker")
     );
     match d.next_sweep_in() {
         Some(t) => {
@@ -95,7 +123,11 @@ pub fn text(d: &Daemon) -> String {
         for (name, e) in &rec {
             let _ = write!(out, "  {name} (as {}", e.requested_as);
             if e.unused_sweeps > 0 {
-                let _ = write!(out, ", unused at {} sweeps", e.unused_sweeps);
+                let _ = write!(
+                    out,
+                    ", unused at {}",
+                    count(u64::from(e.unused_sweeps), "sweep")
+                );
             }
             out.push_str(")\n");
         }
@@ -119,7 +151,10 @@ pub fn text(d: &Daemon) -> String {
     }
     let c = &d.counters;
     let reqs = c.requests.lock().unwrap();
-    let by_type: Vec<String> = reqs.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let by_type: Vec<String> = reqs
+        .iter()
+        .map(|(k, v)| format!("{} {v}", counter_name(k)))
+        .collect();
     let _ = writeln!(
         out,
         "requests: {}; succeeded {}, failed {}, merged {}, expired {}, cached {}, denied {}, bad messages {}, replies dropped {}, unread replies removed {}",
@@ -137,8 +172,8 @@ pub fn text(d: &Daemon) -> String {
     let p = d.policy_snapshot();
     let _ = writeln!(
         out,
-        "policy: {} rules, mode {}{}",
-        p.rules.len(),
+        "policy: {}, mode {}{}",
+        count(p.rules.len() as u64, "rule"),
         if p.mode == crate::policy::Mode::Audit {
             "audit"
         } else {
@@ -219,7 +254,15 @@ pub fn json(d: &Daemon) -> Value {
         }),
         Err(e) => json!({ "error": e.to_string() }),
     };
+    let requests: serde_json::Map<String, Value> = c
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (counter_name(k).to_string(), Value::from(*v)))
+        .collect();
     json!({
+        "schema": JSON_SCHEMA,
         "version": VERSION,
         "pid": std::process::id(),
         "key": d.key().to_string(),
@@ -234,7 +277,7 @@ pub fn json(d: &Daemon) -> Value {
         "recent_requests": recent,
         "next_sweep_seconds": d.next_sweep_in(),
         "counters": {
-            "requests": *c.requests.lock().unwrap(),
+            "requests": requests,
             "succeeded": c.succeeded.load(Ordering::Relaxed),
             "failed": c.failed.load(Ordering::Relaxed),
             "merged": c.merged.load(Ordering::Relaxed),

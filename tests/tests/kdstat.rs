@@ -225,7 +225,7 @@ fn usage_errors_are_exit_2() {
         &["--json", "keep"],
         &["--watch", "0"],
         &["--timeout", "soon"],
-        &["--json", "--watch"],
+        &["--watch", "1", "keep"],
     ] {
         let out = kdstat(&fake, args);
         assert_eq!(out.code(), 2, "{args:?}: {out:?}");
@@ -254,22 +254,137 @@ fn help_documents_live_settings_and_json_fields() {
     }
 }
 
-#[test]
-fn watch_redraws_until_interrupted_and_exits_0() {
-    let fake = FakeDaemon::start();
+/// Run `kdstat --watch 0.2 EXTRA...` against `fake` with stdout on a pipe
+/// until it has sent four requests (so at least three frames are out),
+/// then interrupt it as Ctrl-C would.
+fn watch_into_a_pipe(fake: &FakeDaemon, extra: &[&str]) -> Outcome {
     let child = fake::spawn(
         Command::new(bin("kdstat"))
             .args(["--key", &fake.key_arg(), "--watch", "0.2"])
+            .args(extra)
             .stdin(std::process::Stdio::null()),
     );
-    // Four requests, so at least three frames drawn: it redraws by itself.
     fake.wait_received(4, LIMIT);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = fake::finish(child, LIMIT);
     assert_eq!(out.code(), 0, "{out:?}");
-    let frames: Vec<&str> = out.stdout.split("\x1b[H\x1b[2J").skip(1).collect();
+    out
+}
+
+#[test]
+fn watch_into_a_pipe_prints_frames_one_after_the_other_without_escapes() {
+    let fake = FakeDaemon::start();
+    let out = watch_into_a_pipe(&fake, &[]);
+    assert!(
+        !out.stdout.contains('\x1b'),
+        "escape sequences in a pipe: {out:?}"
+    );
+    let heading = "Every 0.2s: kerneld at key ";
+    let frames: Vec<&str> = out.stdout.split(heading).skip(1).collect();
     assert!(frames.len() >= 3, "{out:?}");
+    assert!(out.stdout.starts_with(heading), "{out:?}");
+    for frame in &frames[..3] {
+        let mut lines = frame.lines();
+        lines.next(); // the rest of the heading: key and time
+        assert_eq!(lines.next(), Some(""));
+        assert_classic_first_line(lines.next().unwrap());
+    }
+    for r in fake.received() {
+        assert_eq!(r.mtype, 255);
+        assert_eq!(r.text_str(), "status");
+    }
+}
+
+#[test]
+fn watch_json_is_one_document_per_line() {
+    let fake = FakeDaemon::start();
+    let out = watch_into_a_pipe(&fake, &["--json"]);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(lines.len() >= 3, "{out:?}");
+    assert!(out.stdout.ends_with('\n'), "{out:?}");
+    for line in lines {
+        let doc: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON document per line: {e}: {line:?}"));
+        assert_eq!(doc["version"], fake::FAKE_VERSION);
+    }
+    assert_eq!(out.stderr, "");
+    for r in fake.received() {
+        assert_eq!(r.mtype, 255);
+        assert_eq!(r.text_str(), "json");
+    }
+}
+
+#[test]
+fn watch_json_reports_a_document_that_does_not_parse() {
+    let fake = FakeDaemon::with_handler(|_| Action::reply(0, "{\"version\": "));
+    let out = kdstat(&fake, &["--watch", "0.2", "--json"]);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_eq!(out.stdout, "");
+    assert!(out.stderr.contains("not valid JSON"), "{out:?}");
+}
+
+/// A pseudo-terminal: (controller, terminal) descriptors.
+fn openpty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let (mut controller, mut terminal) = (-1, -1);
+    // SAFETY: openpty writes two descriptors; name, termios and winsize
+    // may be null.
+    let r = unsafe {
+        libc::openpty(
+            &mut controller,
+            &mut terminal,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are new and ours alone.
+    unsafe {
+        (
+            std::fs::File::from_raw_fd(controller),
+            std::fs::File::from_raw_fd(terminal),
+        )
+    }
+}
+
+#[test]
+fn watch_on_a_terminal_redraws_in_place_until_interrupted() {
+    use std::io::Read;
+    let fake = FakeDaemon::start();
+    let (mut controller, terminal) = openpty();
+    let mut child = Command::new(bin("kdstat"))
+        .args(["--key", &fake.key_arg(), "--watch", "0.2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(terminal)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The terminal side is the child's alone now: the controller reads
+    // until the child has gone (EIO).
+    let reader = std::thread::spawn(move || {
+        let mut screen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match controller.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => screen.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&screen).into_owned()
+    });
+    fake.wait_received(4, LIMIT);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let screen = reader.join().unwrap();
+    // The terminal turns \n into \r\n.
+    let screen = screen.replace("\r\n", "\n");
+    let frames: Vec<&str> = screen.split("\x1b[H\x1b[2J").skip(1).collect();
+    assert!(frames.len() >= 3, "{screen:?}");
+    assert!(screen.starts_with("\x1b[H\x1b[2J"), "{screen:?}");
     for frame in &frames[..3] {
         let mut lines = frame.lines();
         assert!(lines
@@ -278,10 +393,6 @@ fn watch_redraws_until_interrupted_and_exits_0() {
             .starts_with("Every 0.2s: kerneld at key "));
         assert_eq!(lines.next(), Some(""));
         assert_classic_first_line(lines.next().unwrap());
-    }
-    for r in fake.received() {
-        assert_eq!(r.mtype, 255);
-        assert_eq!(r.text_str(), "status");
     }
 }
 

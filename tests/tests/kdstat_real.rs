@@ -269,7 +269,10 @@ fn help_json_section() -> String {
     let out = run(Command::new(bin("kdstat")).arg("--help"), LIMIT);
     assert_eq!(out.code(), 0, "{out:?}");
     let start = out.stdout.find("JSON (--json)").expect("a JSON section");
-    let end = out.stdout.find("Exit status:").expect("an exit status section");
+    let end = out
+        .stdout
+        .find("Exit status:")
+        .expect("an exit status section");
     out.stdout[start..end].to_string()
 }
 
@@ -292,8 +295,7 @@ fn words(text: &str) -> BTreeSet<String> {
     for font in ["\\fB", "\\fI", "\\fR", "\\fP"] {
         text = text.replace(font, "");
     }
-    text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| !w.is_empty())
         .map(str::to_string)
         .collect()
@@ -329,7 +331,11 @@ fn key_names(v: &serde_json::Value, path: &str, out: &mut BTreeSet<String>) {
         serde_json::Value::Object(m) if path != "counters.requests" => {
             for (k, v) in m {
                 out.insert(k.clone());
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 key_names(v, &p, out);
             }
         }
@@ -346,7 +352,9 @@ fn key_names(v: &serde_json::Value, path: &str, out: &mut BTreeSet<String>) {
 fn json_fields_agree_with_help_and_manual() {
     // A daemon with a policy rule and a recent request, so that those
     // objects have their fields.
-    let k = Kerneld::builder().config("deny request kdtest-denied\n").start();
+    let k = Kerneld::builder()
+        .config("deny request kdtest-denied\n")
+        .start();
     k.request(MsgType::RequestModule, "kdtest-missing");
     let j = k.status_json();
     let help = help_json_section();

@@ -28,7 +28,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     if args.old_header {
         client = client.with_header(Header::Old);
     }
-    if !args.reply {
+    if !args.reply && !args.exit_status {
         client.send(args.mtype, text, 0)?;
         return Ok(());
     }
@@ -39,6 +39,8 @@ fn run(args: &Args) -> Result<(), Failure> {
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
     {
+        // -e: the answer's status decides, as modprobe's exit status.
+        Ok(()) if args.exit_status && reply.status != 0 => std::process::exit(kdstat::EXIT_FAILURE),
         Ok(()) => Ok(()),
         Err(e) if e.kind() == ErrorKind::BrokenPipe => std::process::exit(kdstat::EXIT_FAILURE),
         Err(e) => Err(Failure {

@@ -14,18 +14,10 @@ fn main() {
     let args = Args::parse();
     let key = args.key.unwrap_or(DEFAULT_KEY);
     if let Some(interval) = args.watch {
-        watch(key, interval, args.timeout);
+        watch(key, interval, args.timeout, args.json);
     }
     let result = if args.json {
-        ask(key, "json", args.timeout).and_then(|text| {
-            // The promise of --json is a document that parses.
-            serde_json::from_slice::<serde_json::Value>(&text)
-                .map(|_| text)
-                .map_err(|e| Failure {
-                    message: format!("kerneld sent a status that is not valid JSON: {e}"),
-                    code: kdstat::EXIT_FAILURE,
-                })
-        })
+        ask_json(key, args.timeout)
     } else {
         ask(key, &args.word.join(" "), args.timeout)
     };
@@ -59,6 +51,33 @@ fn ask(key: Key, word: &str, timeout: Timeout) -> Result<Vec<u8>, Failure> {
     Ok(reply.text)
 }
 
+/// Ask for the JSON status; the promise of --json is a document that
+/// parses.
+fn ask_json(key: Key, timeout: Timeout) -> Result<Vec<u8>, Failure> {
+    let text = ask(key, "json", timeout)?;
+    match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(_) => Ok(text),
+        Err(e) => Err(Failure {
+            message: format!("kerneld sent a status that is not valid JSON: {e}"),
+            code: kdstat::EXIT_FAILURE,
+        }),
+    }
+}
+
+/// The document on one line, for a JSON-lines stream: as sent when it is
+/// one line already (kerneld sends it so), else re-serialized compactly.
+fn one_line(text: &[u8]) -> String {
+    let s = String::from_utf8_lossy(text);
+    let s = s.trim_end();
+    if !s.contains('\n') {
+        return format!("{s}\n");
+    }
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(v) => format!("{v}\n"),
+        Err(_) => format!("{}\n", s.replace('\n', " ")),
+    }
+}
+
 /// Write to stdout; a closed pipe (`kdstat | head`) ends the program
 /// quietly instead of panicking as `print!` would.
 fn print_out(s: &str) {
@@ -78,10 +97,14 @@ extern "C" fn exit_on_interrupt(_: libc::c_int) {
     unsafe { libc::_exit(0) }
 }
 
-/// Redraw the status every `interval` until SIGINT, like top.  A failure
-/// before the first frame exits with its status; later ones are shown in
-/// place and retried, since kerneld may just be restarting.
-fn watch(key: Key, interval: Duration, timeout: Timeout) -> ! {
+/// Print the status every `interval` until SIGINT.  On a terminal each
+/// frame replaces the last, like top; into a pipe or file the frames
+/// follow one another, without escape sequences, each after a heading
+/// line.  With `json`, one JSON document per interval, one per line.
+/// A failure before the first frame exits with its status; later ones
+/// are reported (in the frame, or on stderr with `json`) and retried,
+/// since kerneld may just be restarting.
+fn watch(key: Key, interval: Duration, timeout: Timeout, json: bool) -> ! {
     // SAFETY: installs an async-signal-safe handler for SIGINT.
     unsafe {
         libc::signal(
@@ -89,20 +112,37 @@ fn watch(key: Key, interval: Duration, timeout: Timeout) -> ! {
             exit_on_interrupt as *const () as libc::sighandler_t,
         );
     }
+    // SAFETY: isatty only inspects the descriptor.
+    let terminal = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
     let mut first = true;
     loop {
-        let body = match ask(key, "status", timeout) {
-            Ok(text) => with_newline(&text),
-            Err(f) if first => f.exit("kdstat"),
-            Err(f) => format!("kdstat: {}\n", f.message),
-        };
+        if json {
+            match ask_json(key, timeout) {
+                Ok(text) => print_out(&one_line(&text)),
+                Err(f) if first => f.exit("kdstat"),
+                Err(f) => eprintln!("kdstat: {}", f.message),
+            }
+        } else {
+            let body = match ask(key, "status", timeout) {
+                Ok(text) => with_newline(&text),
+                Err(f) if first => f.exit("kdstat"),
+                Err(f) => format!("kdstat: {}\n", f.message),
+            };
+            let heading = format!(
+                "Every {:.1}s: kerneld at key {key}    {}",
+                interval.as_secs_f64(),
+                local_time()
+            );
+            if terminal {
+                // Home the cursor and clear the screen, then draw the frame.
+                print_out(&format!("\x1b[H\x1b[2J{heading}\n\n{body}"));
+            } else {
+                // Frames one after the other, a blank line between them.
+                let sep = if first { "" } else { "\n" };
+                print_out(&format!("{sep}{heading}\n\n{body}"));
+            }
+        }
         first = false;
-        // Home the cursor and clear the screen, then draw the frame.
-        print_out(&format!(
-            "\x1b[H\x1b[2JEvery {:.1}s: kerneld at key {key}    {}\n\n{body}",
-            interval.as_secs_f64(),
-            local_time()
-        ));
         std::thread::sleep(interval);
     }
 }

@@ -10,6 +10,7 @@ mod compare;
 mod proc;
 mod sections;
 mod stats;
+mod sustain;
 mod table;
 mod vm;
 
@@ -26,7 +27,8 @@ kerneld-bench: kerneld against exec'ing modprobe, and against the queue itself
 Usage: kerneld-bench [OPTIONS]
   --quick              fewer repetitions (a smoke test; figures are rough)
   --only LIST          sections to run, comma-separated: floor, decision,
-                       throughput, storm, vm, memory (default: all); results
+                       throughput, storm, vm, memory, flood, sustained
+                       (default: all); results
                        are then only printed, unless --write
   --no-vm              skip the VM section (5)
   --write              write bench/results/latest.{json,md} even with --only
@@ -43,6 +45,8 @@ Usage: kerneld-bench [OPTIONS]
   --vm-per-round N     requests per round and measure (default 10)
   --no-shim-variants   in the VM, leave out kerneld with the shim built as a
                        dynamic PIE and as a static non-PIE (for comparison)
+  --flood-messages N   messages of the flood in section 7 (default 100000)
+  --sustained N        requests of section 8 (default 400000)
   --keep-work          keep the temporary directory (daemon logs)
 ";
 
@@ -61,6 +65,8 @@ struct Opts {
     storm_runs: usize,
     vm_rounds: usize,
     vm_per_round: usize,
+    flood_messages: usize,
+    sustained: usize,
     keep_work: bool,
     quick: bool,
     no_shim_variants: bool,
@@ -82,6 +88,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         storm_runs: 3,
         vm_rounds: 10,
         vm_per_round: 10,
+        flood_messages: 100_000,
+        sustained: 400_000,
         keep_work: false,
         quick: false,
         no_shim_variants: false,
@@ -94,6 +102,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         o.storm_runs = 1;
         o.vm_rounds = 2;
         o.vm_per_round = 5;
+        o.flood_messages = 20_000;
+        o.sustained = 40_000;
     }
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -128,6 +138,8 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--storm-runs" => o.storm_runs = num(a, val(a)?)?,
             "--vm-rounds" => o.vm_rounds = num(a, val(a)?)?,
             "--vm-per-round" => o.vm_per_round = num(a, val(a)?)?,
+            "--flood-messages" => o.flood_messages = num(a, val(a)?)?,
+            "--sustained" => o.sustained = num(a, val(a)?)?,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -137,7 +149,18 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
     }
     if let Some(only) = &o.only {
         for s in only {
-            if !["floor", "decision", "throughput", "storm", "vm", "memory"].contains(&s.as_str()) {
+            if ![
+                "floor",
+                "decision",
+                "throughput",
+                "storm",
+                "vm",
+                "memory",
+                "flood",
+                "sustained",
+            ]
+            .contains(&s.as_str())
+            {
                 return Err(format!("--only: unknown section {s}"));
             }
         }
@@ -376,6 +399,22 @@ fn main() {
             &shim_runs,
             &modprobe_runs,
         ));
+    }
+    if o.runs("flood") {
+        eprintln!(
+            "kerneld-bench: 7. a flood of {} messages from dead clients",
+            o.flood_messages
+        );
+        let flooded = start("flood", default_conf, None);
+        out.push(sustain::flood_recovery(&flooded, o.flood_messages));
+    }
+    if o.runs("sustained") {
+        eprintln!(
+            "kerneld-bench: 8. memory over {} requests from 64 clients",
+            o.sustained
+        );
+        let busy = start("sustained", default_conf, None);
+        out.push(sustain::sustained_memory(&busy, o.sustained, 64));
     }
     drop(fair);
 

@@ -4,33 +4,58 @@
 //! family) would otherwise make kerneld resolve and try again and again.
 //! Entries are dropped when the module index or modprobe.d changes, since
 //! the answer may then differ.
+//!
+//! One map holds both, with a small entry per name: names come by the
+//! thousand a second from whoever can make the kernel ask, and the memory
+//! they take is kerneld's peak.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone)]
+/// The rate limit counts attempts in windows of this length.
+const WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
 struct Answer {
     status: i64,
-    text: String,
+    text: Box<str>,
     until: Instant,
 }
 
-/// Size at which a map is first pruned (see [`bound`]).
-const PRUNE_AT: usize = 4096;
-/// Most names either map holds.  Names come from whoever can make the
-/// kernel ask (an unprivileged AF_ALG bind names any crypto algorithm), and
-/// thousands a second of distinct ones must not grow kerneld without bound:
-/// beyond this the map sheds entries, expired ones first.  Real loops
-/// retry a handful of names.
-const MAX_NAMES: usize = 8192;
+/// What is known of one name.
+#[derive(Debug)]
+struct Entry {
+    /// Its last failure, while remembered.
+    answer: Option<Answer>,
+    /// Start of the current minute of attempts, and the attempts in it.
+    window: Instant,
+    tries: u32,
+}
 
-/// Make room in `map` before a new name goes in: drop the entries `stale`
-/// says are over, then, if still more than three quarters full, arbitrary
-/// ones (it is a cache).  Returns the size at which to call it again:
-/// twice what stayed, so a flood costs one pass per doubling (or per
-/// quarter of [`MAX_NAMES`]), not one per request.
-fn bound<V>(map: &mut HashMap<String, V>, stale: impl Fn(&V) -> bool) -> usize {
-    map.retain(|_, v| !stale(v));
+impl Entry {
+    /// Nothing in it counts any more at `now`.
+    fn stale(&self, now: Instant) -> bool {
+        self.answer.as_ref().is_none_or(|a| a.until <= now)
+            && now.saturating_duration_since(self.window) >= WINDOW
+    }
+}
+
+/// Size at which the map is first pruned (see [`bound`]).
+const PRUNE_AT: usize = 2048;
+/// Most names the map holds.  Names come from whoever can make the kernel
+/// ask (an unprivileged AF_ALG bind names any crypto algorithm), and
+/// thousands a second of distinct ones must not grow kerneld without bound:
+/// beyond this the map sheds entries, stale ones first.  Real loops retry
+/// a handful of names.
+const MAX_NAMES: usize = 4096;
+
+/// Make room in `map` before a new name goes in: drop the entries that are
+/// over, then, if still more than three quarters full, arbitrary ones (it
+/// is a cache).  Returns the size at which to call it again: twice what
+/// stayed, so a flood costs one pass per doubling (or per quarter of
+/// [`MAX_NAMES`]), not one per request.
+fn bound(map: &mut HashMap<Box<str>, Entry>, now: Instant) -> usize {
+    map.retain(|_, e| !e.stale(now));
     let mut excess = map.len().saturating_sub(MAX_NAMES / 4 * 3);
     if excess > 0 {
         map.retain(|_, _| {
@@ -47,12 +72,10 @@ fn bound<V>(map: &mut HashMap<String, V>, stale: impl Fn(&V) -> bool) -> usize {
 pub struct NegativeCache {
     ttl: Duration,
     per_minute: u32,
-    answers: HashMap<String, Answer>,
-    attempts: HashMap<String, VecDeque<Instant>>,
+    names: HashMap<Box<str>, Entry>,
     fingerprint: u64,
-    /// Call [`bound`] on `attempts` / `answers` when they reach these sizes.
-    attempts_prune_at: usize,
-    answers_prune_at: usize,
+    /// Call [`bound`] when the map reaches this size.
+    prune_at: usize,
 }
 
 impl NegativeCache {
@@ -60,11 +83,9 @@ impl NegativeCache {
         NegativeCache {
             ttl,
             per_minute,
-            answers: HashMap::new(),
-            attempts: HashMap::new(),
+            names: HashMap::new(),
             fingerprint: 0,
-            attempts_prune_at: PRUNE_AT,
-            answers_prune_at: PRUNE_AT,
+            prune_at: PRUNE_AT,
         }
     }
 
@@ -77,50 +98,57 @@ impl NegativeCache {
     }
 
     pub fn clear(&mut self) {
-        self.answers.clear();
-        self.attempts.clear();
+        self.names.clear();
+    }
+
+    /// The entry of `name`, made (within the bound) if there is none.
+    fn entry(&mut self, name: &str, now: Instant) -> &mut Entry {
+        if !self.names.contains_key(name) {
+            if self.names.len() >= self.prune_at {
+                self.prune_at = bound(&mut self.names, now);
+            }
+            self.names.insert(
+                name.into(),
+                Entry {
+                    answer: None,
+                    window: now,
+                    tries: 0,
+                },
+            );
+        }
+        self.names.get_mut(name).expect("just inserted")
     }
 
     /// A remembered failure for `name`, if still fresh; or, when `name`
     /// was tried too often in the last minute, its last answer (or a
     /// rate-limit refusal).
     pub fn lookup(&mut self, name: &str, now: Instant) -> Option<(i64, String)> {
-        if let Some(a) = self.answers.get(name) {
+        if let Some(a) = self.names.get(name).and_then(|e| e.answer.as_ref()) {
             if a.until > now {
                 return Some((a.status, format!("{} (cached)", a.text)));
             }
         }
         if self.per_minute == 0 {
-            // No rate limit: the attempts would never be read.
+            // No rate limit: attempts would never be read.
             return None;
         }
-        if !self.attempts.contains_key(name) && self.attempts.len() >= self.attempts_prune_at {
-            self.attempts_prune_at = bound(&mut self.attempts, |v| {
-                v.back()
-                    .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60))
-            });
+        let per_minute = self.per_minute;
+        let e = self.entry(name, now);
+        if now.saturating_duration_since(e.window) >= WINDOW {
+            e.window = now;
+            e.tries = 0;
         }
-        let tries = self.attempts.entry(name.to_string()).or_default();
-        while tries
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-        {
-            tries.pop_front();
-        }
-        if tries.len() as u32 >= self.per_minute {
-            let last = self
-                .answers
-                .get(name)
-                .map_or_else(|| "failed before".to_string(), |a| a.text.clone());
+        if e.tries >= per_minute {
+            let last = e.answer.as_ref().map_or("failed before", |a| &a.text);
             return Some((
                 1,
                 format!(
                     "{last} (rate limited: {} tries in the last minute)",
-                    tries.len()
+                    e.tries
                 ),
             ));
         }
-        tries.push_back(now);
+        e.tries += 1;
         None
     }
 
@@ -137,37 +165,30 @@ impl NegativeCache {
         if self.ttl.is_zero() {
             return;
         }
-        if !self.answers.contains_key(name) && self.answers.len() >= self.answers_prune_at {
-            self.answers_prune_at = bound(&mut self.answers, |a| a.until <= now);
-        }
-        self.answers.insert(
-            name.to_string(),
-            Answer {
-                status,
-                text: text.to_string(),
-                until: now + self.ttl,
-            },
-        );
+        let until = crate::limits::after(now, self.ttl);
+        self.entry(name, now).answer = Some(Answer {
+            status,
+            text: text.into(),
+            until,
+        });
     }
 
     /// A success clears the name's history.
     pub fn succeeded(&mut self, name: &str) {
         // Removing hashes the name even from an empty map; with the cache
-        // or the rate limit off, or nothing failed lately, they are empty.
-        if !self.answers.is_empty() {
-            self.answers.remove(name);
-        }
-        if !self.attempts.is_empty() {
-            self.attempts.remove(name);
+        // and the rate limit off, or nothing failed lately, it is empty.
+        if !self.names.is_empty() {
+            self.names.remove(name);
         }
     }
 
+    /// Failures remembered.
     pub fn len(&self) -> usize {
-        self.answers.len()
+        self.names.values().filter(|e| e.answer.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.answers.is_empty()
+        self.len() == 0
     }
 }
 
@@ -201,7 +222,7 @@ mod tests {
         assert_eq!(
             c.lookup("x", t0 + Duration::from_secs(61)),
             None,
-            "the window slides"
+            "a new minute counts anew"
         );
     }
 
@@ -221,8 +242,7 @@ mod tests {
             assert_eq!(c.lookup(&name, t1), None);
             c.insert(&name, 1, "not found", t1);
         }
-        assert!(c.attempts.keys().all(|k| k.starts_with('m')));
-        assert!(c.answers.keys().all(|k| k.starts_with('m')));
+        assert!(c.names.keys().all(|k| k.starts_with('m')));
         assert!(c.lookup("m0", t1).unwrap().1.contains("(cached)"));
         // Far more live names than fit: the maps stay within MAX_NAMES and
         // the newest answers are kept.
@@ -230,11 +250,11 @@ mod tests {
             let name = format!("f{i}");
             assert_eq!(c.lookup(&name, t1), None);
             c.insert(&name, 1, "not found", t1);
-            assert!(c.attempts.len() <= MAX_NAMES && c.answers.len() <= MAX_NAMES);
+            assert!(c.names.len() <= MAX_NAMES);
         }
         let last = format!("f{}", 4 * MAX_NAMES - 1);
         assert!(c.lookup(&last, t1).unwrap().1.contains("(cached)"));
-        assert!(c.answers.len() >= MAX_NAMES / 2, "{}", c.answers.len());
+        assert!(c.len() >= MAX_NAMES / 2, "{}", c.len());
     }
 
     #[test]

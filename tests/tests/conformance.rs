@@ -239,11 +239,13 @@ const ROWS: &[Row] = &[
     row(Full, Old, 3, Tool, &[B(b"ppp")], Reply(1, "release ppp: ppp is not loaded")),
     row(Full, New, 3, Kernel(12), &[B(b"ppp\0")], Reply(1, "release ppp: ppp is not loaded")),
     row(Full, Old, 3, Tool, &[], Reply(1, "refused: empty module name")),
-    row(Full, Old, 4, Kernel(13), &[B(b"ppp")], Reply(0, "ppp will be released in 60 s")),
-    row(Full, New, 5, Kernel(14), &[B(b"ppp")], Reply(0, "release of ppp cancelled")),
-    row(Full, Old, 5, Tool, &[B(b"ppp\0")], Reply(0, "no release of ppp was pending")),
+    // A delayed release only of what kerneld loaded (none here).
+    row(Full, Old, 4, Kernel(13), &[B(b"ppp")], Reply(1, "ppp: kerneld did not load it (kdstat lists what it loaded)")),
+    row(Full, New, 4, Tool, &[B(b"ppp\0")], Reply(1, "ppp: kerneld did not load it (kdstat lists what it loaded)")),
     row(Full, New, 4, Zero, &[B(b"ppp")], Quiet("")),
-    row(Full, Old, 5, Tool, &[B(b"ppp")], Reply(0, "release of ppp cancelled")),
+    row(Full, New, 5, Kernel(14), &[B(b"ppp")], Reply(0, "no release of ppp was pending")),
+    row(Full, Old, 5, Tool, &[B(b"ppp\0")], Reply(0, "no release of ppp was pending")),
+    row(Full, Old, 5, Tool, &[], Reply(1, "refused: empty module name")),
 
     // -- 6 request_route: no /sbin/request-route here.
     row(Full, Old, 6, Tool, &[B(b"10.0.0.1")], Reply(1, "/sbin/request-route is not an executable program")),

@@ -161,9 +161,10 @@ fn a_denied_module_denies_every_request_that_would_load_it() {
 
 #[test]
 fn every_decision_is_logged_with_name_modules_and_rule() {
-    let k = with_policy("allow request net-pf-29\ndeny request net-pf-31\n");
+    let k = with_policy("allow request net-pf-29\ndeny module bluetooth\ndeny request net-pf-32\n");
     request(&k, "net-pf-29");
     request(&k, "net-pf-31");
+    request(&k, "net-pf-32");
     request(&k, "rtnl-link-dummy");
     let log = k.log();
     let line = decision_line(&log, "net-pf-29");
@@ -181,10 +182,18 @@ fn every_decision_is_logged_with_name_modules_and_rule() {
     );
     assert!(
         line.ends_with(&format!(
-            "] by deny request net-pf-31 ({}) for unknown requester",
+            "] by deny module bluetooth ({}) (module bluetooth) for unknown requester",
             origin(&k, 2)
         )),
         "{line}"
+    );
+    // A request rule decides on the name, before it is resolved.
+    assert_eq!(
+        decision_line(&log, "net-pf-32"),
+        format!(
+            "kerneld: policy: deny request_module net-pf-32 -> [] by deny request net-pf-32 ({}) for unknown requester",
+            origin(&k, 3)
+        )
     );
     let modules = bracketed(&line);
     let mut unique = modules.clone();

@@ -28,8 +28,9 @@
 //!
 //! Settings and counters are module parameters (kerneld_shim_glue.c).
 
-use core::ffi::{c_char, c_int, c_long, c_uint, c_void};
+use core::ffi::c_void;
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use kernel::ffi::{c_char, c_int, c_long, c_uint};
 use kernel::{bindings, c_str, prelude::*, str::CStr, time::msecs_to_jiffies};
 
 /// The wire format, shared with kerneld (kmod-ipc/src/wire.rs).
@@ -98,7 +99,7 @@ fn count(c: Counter) {
 
 fn warn(what: &CStr, name: &CStr, err: c_int) {
     // SAFETY: both strings are NUL-terminated and live during the call.
-    unsafe { kerneld_shim_warn(what.as_char_ptr(), name.as_char_ptr(), c_long::from(err)) }
+    unsafe { kerneld_shim_warn(what.as_char_ptr(), name.as_char_ptr(), err as c_long) }
 }
 
 /// What `__request_module()` returns when the helper's modprobe exits 1.
@@ -153,7 +154,7 @@ fn take_late_answers() {
                 0,
             )
         };
-        if r == c_long::from(errno(bindings::EAGAIN)) {
+        if r == errno(bindings::EAGAIN) as c_long {
             continue;
         }
         if r >= 0 {
@@ -236,7 +237,12 @@ fn serve(name: &CStr, wait: bool) -> c_int {
         wire::encode_request_body(&mut body, id, origin.pid, name.as_bytes(), Some(&origin))
     else {
         // A name the protocol cannot carry: as without kerneld.
-        return fall_back(Counter::FallbackNoQueue, c_str!("name not sendable"), name, 0);
+        return fall_back(
+            Counter::FallbackNoQueue,
+            c_str!("name not sendable"),
+            name,
+            0,
+        );
     };
     let key = setting(Setting::Key) as c_int;
     // SAFETY: `body[..len]` is initialised and readable.
@@ -258,11 +264,26 @@ fn serve(name: &CStr, wait: bool) -> c_int {
             );
             queue
         } else if queue == errno(bindings::ENOENT) {
-            fall_back(Counter::FallbackNoQueue, c_str!("no kerneld queue"), name, queue)
+            fall_back(
+                Counter::FallbackNoQueue,
+                c_str!("no kerneld queue"),
+                name,
+                queue,
+            )
         } else if queue == errno(bindings::EAGAIN) {
-            fall_back(Counter::FallbackFull, c_str!("kerneld's queue is full"), name, queue)
+            fall_back(
+                Counter::FallbackFull,
+                c_str!("kerneld's queue is full"),
+                name,
+                queue,
+            )
         } else {
-            fall_back(Counter::FallbackGone, c_str!("cannot send to kerneld"), name, queue)
+            fall_back(
+                Counter::FallbackGone,
+                c_str!("cannot send to kerneld"),
+                name,
+                queue,
+            )
         };
     }
     if !wait {
@@ -286,8 +307,8 @@ fn serve(name: &CStr, wait: bool) -> c_int {
             )
         }
     };
-    let eagain = c_long::from(errno(bindings::EAGAIN));
-    let eintr = c_long::from(errno(bindings::EINTR));
+    let eagain = errno(bindings::EAGAIN) as c_long;
+    let eintr = errno(bindings::EINTR) as c_long;
 
     // First wait: kerneld answers quick requests within it.
     let mut r = receive(read_wait);
@@ -306,7 +327,12 @@ fn serve(name: &CStr, wait: bool) -> c_int {
             );
         }
         if w != errno(bindings::ENOENT) {
-            return fall_back(Counter::FallbackGone, c_str!("kerneld's queue removed"), name, w);
+            return fall_back(
+                Counter::FallbackGone,
+                c_str!("kerneld's queue removed"),
+                name,
+                w,
+            );
         }
         // kerneld has it: wait for the answer, up to reply_wait in all.
         r = receive(reply_wait - read_wait);
@@ -324,7 +350,11 @@ fn serve(name: &CStr, wait: bool) -> c_int {
     if r == eagain {
         count(Counter::TimedOut);
         abandon(queue, id);
-        warn(c_str!("no answer from kerneld in time"), name, errno(bindings::ETIME));
+        warn(
+            c_str!("no answer from kerneld in time"),
+            name,
+            errno(bindings::ETIME),
+        );
         return NOT_LOADED;
     }
     if r == eintr {
@@ -340,7 +370,12 @@ fn serve(name: &CStr, wait: bool) -> c_int {
         return r as c_int;
     }
     // -EIDRM, -EINVAL: kerneld stopped and removed its queue meanwhile.
-    fall_back(Counter::FallbackGone, c_str!("kerneld's queue removed"), name, r as c_int)
+    fall_back(
+        Counter::FallbackGone,
+        c_str!("kerneld's queue removed"),
+        name,
+        r as c_int,
+    )
 }
 
 /// The handler `__request_module()` calls (include/linux/kmod.h).

@@ -41,8 +41,9 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS", value_parser = |s: &str| limits::DELAY.parse(s))]
     pub delay: Option<u64>,
 
-    /// Serve only this message type, 1 to 255; negative N serves every type
-    /// up to |N| (also `type=N`; default -255).
+    /// Serve only this message type, 1 to 1023 (256: arp); negative N
+    /// serves every type up to |N|, at most 255 (also `type=N`; default
+    /// -255).
     #[arg(
         long = "type",
         value_name = "N",

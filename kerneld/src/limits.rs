@@ -50,9 +50,12 @@ pub const MAX_WORKERS: Range = Range {
 /// allowed; the kernel waits for its helper as long as it takes).
 pub const SHIM_TIMEOUT_MAX: f64 = 3600.0;
 
-/// The message types `type=N` may name: one type (1 to 255), or every
-/// type up to |N| (-1 to -255).  Above 255 are replies.
-pub const TYPE_MAX: i64 = 255;
+/// The message types `type=N` may name: one type (1 to 1023: 256 is arp,
+/// which only such an instance serves), or every type up to |N| (-1 to
+/// -255).  From 1024 on are the tools' and the kernel's reply ids.
+pub const TYPE_MAX: i64 = 1023;
+/// The largest |N| of a negative `type=N`: beyond, it would take replies.
+pub const TYPE_RANGE_MAX: i64 = 255;
 
 impl Range {
     /// Parse `text` as a number within the range.
@@ -70,14 +73,14 @@ impl Range {
 /// Check `type=N`.
 pub fn parse_type(text: &str) -> Result<i64, String> {
     match text.trim().parse::<i64>() {
-        Ok(n) if n != 0 && (-TYPE_MAX..=TYPE_MAX).contains(&n) => Ok(n),
+        Ok(n) if n != 0 && (-TYPE_RANGE_MAX..=TYPE_MAX).contains(&n) => Ok(n),
         Ok(0) => Err(
-            "type=0 would receive replies too; give a type from 1 to 255, \
+            "type=0 would receive replies too; give a type from 1 to 1023, \
                       or -N for every type up to N (default -255)"
                 .into(),
         ),
         _ => Err(format!(
-            "type needs a message type from 1 to 255, or -1 to -255 for every type up \
+            "type needs a message type from 1 to 1023, or -1 to -255 for every type up \
              to that number, not {text:?}"
         )),
     }
@@ -123,10 +126,11 @@ mod tests {
     }
 
     #[test]
-    fn types_are_one_to_255_or_a_negative_bound() {
+    fn types_are_below_the_reply_ids_or_a_negative_bound() {
         assert_eq!(parse_type("2"), Ok(2));
+        assert_eq!(parse_type("256"), Ok(256), "an arp instance");
         assert_eq!(parse_type("-255"), Ok(-255));
-        for bad in ["0", "256", "-256", "x", "9223372036854775807"] {
+        for bad in ["0", "1024", "-256", "x", "9223372036854775807"] {
             assert!(parse_type(bad).is_err(), "{bad}");
         }
     }

@@ -910,8 +910,6 @@ fn type_n_instances_share_a_queue() {
 }
 
 #[test]
-#[ignore = "kerneld refuses type=256 since 75b8936 (limits.rs), though kerneld(8) \
-            documents it for arp requests and 1995 took any type; reported"]
 fn type_256_instance_serves_arp() {
     let a = Kerneld::builder()
         .config(FULL_CONFIG)

@@ -6,7 +6,8 @@
 //!
 //! The queue holds only 16 KiB here (raising it needs CAP_SYS_RESOURCE),
 //! so replies must be taken off as they come: every reply id used is in
-//! a small set that a drainer thread empties with exact-type receives.
+//! a small set, each read by a thread blocked in an exact-type receive,
+//! as a client waits for its answer.
 //! Receiving "any type" would steal requests from the daemon, and the
 //! daemon answers ids it cannot tell apart from requests (1..255) never.
 //!
@@ -17,7 +18,6 @@ use kmod_ipc::{
     msgmax, Error, Message, MsgType, Queue, TypeFilter, DEFAULT_TEXT_MAX, KERNELD_MINSEQ,
 };
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -225,27 +225,23 @@ fn expect(mtype: i64, body: &[u8]) -> Expect {
     }
 }
 
-/// Empties the reply types until told to stop; counts what it took.
-fn drain(
-    queue: Queue,
-    types: Vec<i64>,
-    stop: Arc<AtomicBool>,
-    got: Arc<Mutex<BTreeMap<i64, u64>>>,
-) {
-    while !stop.load(Ordering::SeqCst) {
-        let mut any = false;
-        for &t in &types {
-            while let Some((mtype, _)) = queue
-                .recv_raw(TypeFilter::Exactly(t), true)
-                .expect("draining replies")
-            {
+/// The body that tells a reader to stop.
+const STOP: &[u8] = b"kdstress: stop reading";
+
+/// Reads messages of type `t` as a client does, blocked in `msgrcv`, until
+/// it gets [`STOP`]; counts what it took.
+fn read_replies(queue: Queue, t: i64, got: Arc<Mutex<BTreeMap<i64, u64>>>) {
+    loop {
+        match queue.recv_raw(TypeFilter::Exactly(t), false) {
+            Ok(Some((mtype, body))) => {
                 assert_eq!(mtype, t);
+                if body == STOP {
+                    return;
+                }
                 *got.lock().unwrap().entry(t).or_default() += 1;
-                any = true;
             }
-        }
-        if !any {
-            std::thread::sleep(Duration::from_millis(1));
+            Ok(None) | Err(Error::Interrupted) => {}
+            Err(e) => panic!("reading replies of type {t}: {e}"),
         }
     }
 }
@@ -269,12 +265,14 @@ fn a_hundred_thousand_random_messages() {
     let before = k.status_json();
     let (reqs_before, bad_before) = counters(&before);
 
-    let stop = Arc::new(AtomicBool::new(false));
     let got: Arc<Mutex<BTreeMap<i64, u64>>> = Arc::default();
-    let drainer = {
-        let (q, t, s, g) = (queue.clone(), replies.clone(), stop.clone(), got.clone());
-        std::thread::spawn(move || drain(q, t, s, g))
-    };
+    let readers: Vec<_> = replies
+        .iter()
+        .map(|&t| {
+            let (q, g) = (queue.clone(), got.clone());
+            std::thread::spawn(move || read_replies(q, t, g))
+        })
+        .collect();
 
     let mut rng = Rng(0x6b65_726e_0d15_ea5e);
     let mut want_replies: BTreeMap<i64, u64> = BTreeMap::new();
@@ -356,8 +354,12 @@ fn a_hundred_thousand_random_messages() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    stop.store(true, Ordering::SeqCst);
-    drainer.join().unwrap();
+    for &t in &replies {
+        queue.send_raw(t, STOP, false).unwrap();
+    }
+    for r in readers {
+        r.join().unwrap();
+    }
 
     // Same daemon, same settings, every message accounted for.
     assert!(k.running(), "kerneld died:\n{}", k.log());

@@ -1,7 +1,8 @@
 //! Fuzz the daemon's request handling: any message type and body given to
 //! `Daemon::handle`, over the fake kernel (tests never load real modules),
 //! must be answered or refused without a panic, and leave the daemon
-//! answering status requests.
+//! answering status requests.  Control words (type 255) are reached
+//! through a dictionary, with fuzzed values and rules after them.
 #![no_main]
 
 use kerneld::config::Config;
@@ -47,9 +48,28 @@ fn daemon() -> &'static (Arc<Daemon>, Queue) {
     })
 }
 
+/// Control words (type 255), each followed by fuzzed bytes: the values
+/// and rules they take are where a number can overflow or a rule not
+/// parse.
+const WORDS: [&str; 16] = [
+    "delay=", "debug", "nodebug", "keep", "nokeep", "flush", "mode=audit", "mode=enforce",
+    "allow request ", "deny request ", "deny module ", "allow module ", "json", "policy",
+    "status", "",
+];
+
 fuzz_target!(|data: &[u8]| {
     let (d, q) = daemon();
+    let control;
     let (mtype, body) = match data.split_first() {
+        // 255 with a second byte: a control word, the rest its argument,
+        // after an id that asks for a reply (as kdstat sends it).
+        Some((255, rest)) if !rest.is_empty() => {
+            let mut b = (1024 + i64::from(std::process::id())).to_ne_bytes().to_vec();
+            b.extend_from_slice(WORDS[usize::from(rest[0]) % WORDS.len()].as_bytes());
+            b.extend_from_slice(&rest[1..]);
+            control = b;
+            (255, &control[..])
+        }
         // The first byte picks the type, so every type is reached often.
         Some((&t, rest)) => (i64::from(t) + if t == 0 { 256 } else { 0 }, rest),
         None => (2, data),

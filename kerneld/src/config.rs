@@ -98,12 +98,7 @@ impl Config {
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
         match read_config(path) {
-            Ok(text) => {
-                cfg.path = Some(path.to_path_buf());
-                let mut rules = Vec::new();
-                cfg.parse(path, &text, &mut rules, 0)?;
-                cfg.policy.set_rules(rules);
-            }
+            Ok(text) => cfg = Config::from_text(path, &text)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
             Err(e) => {
                 return Err(ConfigError {
@@ -113,6 +108,30 @@ impl Config {
                 })
             }
         }
+        Ok(cfg)
+    }
+
+    /// The configuration `text`, read from `path` (which names it in
+    /// errors and anchors relative includes).
+    pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut cfg = Config {
+            path: Some(path.to_path_buf()),
+            ..Config::default()
+        };
+        let mut rules = Vec::new();
+        cfg.parse(path, text, &mut rules, 0)?;
+        if rules.len() > crate::policy::MAX_RULES {
+            return Err(ConfigError {
+                file: path.display().to_string(),
+                line: 0,
+                problem: format!(
+                    "{} policy rules, more than the {} a policy holds",
+                    rules.len(),
+                    crate::policy::MAX_RULES
+                ),
+            });
+        }
+        cfg.policy.set_rules(rules);
         Ok(cfg)
     }
 

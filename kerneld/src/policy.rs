@@ -250,6 +250,9 @@ pub struct Decision {
     pub module: Option<String>,
 }
 
+/// Rules the policy holds at most (each decision reads them all).
+pub const MAX_RULES: usize = 4096;
+
 /// The rules in force.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -364,6 +367,11 @@ impl Policy {
     /// Add a rule given live (through kdstat).  Deny rules go first so that
     /// they win under `match = first`; a locked policy takes only denies.
     pub fn add_live_rule(&mut self, rule: Rule) -> Result<(), String> {
+        if self.rules.len() >= MAX_RULES {
+            return Err(format!(
+                "the policy has {MAX_RULES} rules already: put rules in kerneld.conf and reload"
+            ));
+        }
         if self.lock && rule.allow {
             return Err(
                 "policy is locked (lock = yes): rules can only be tightened until kerneld restarts"

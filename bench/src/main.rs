@@ -375,6 +375,7 @@ fn main() {
             o.vm_per_round,
             !o.no_shim_variants,
         ));
+        out.push(vm::run_shim(&repo, &bin_dir, o.vm_rounds, o.vm_per_round));
     }
     if o.runs("memory") {
         eprintln!("kerneld-bench: 6. memory and size");

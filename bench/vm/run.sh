@@ -2,8 +2,11 @@
 # Boot the real-kernel test guest (tests/vm) with the benchmark in place of
 # its scenarios, and print the guest's VMBENCH lines on stdout.
 #
-# Usage: bench/vm/run.sh [--series 6.12|6.1] [--rounds R] [--per-round N]
+# Usage: bench/vm/run.sh [--series 6.12|6.1|shim] [--rounds R] [--per-round N]
 #                        [--shim-variants] [--guest SCRIPT]
+#   --series shim  our patched 6.12 (kernel/build.sh) with 2 CPUs: the
+#                  in-kernel sender (kerneld_shim.ko) is measured too, in
+#                  the same boot, against both helpers
 #   --shim-variants  also measure kerneld with two other builds of
 #                  kerneld-modprobe, for comparison with the installed static
 #                  PIE: the plain dynamic PIE of `cargo build`, and a static
@@ -74,7 +77,13 @@ for b in kerneld kerneld-modprobe kdstat; do
     }
 done
 
-read -r root kver vmlinuz < <("$repo/tests/vm/fetch-kernel.sh" "$series")
+smp=1
+if [[ $series == shim ]]; then
+    read -r root kver vmlinuz < <("$repo/kernel/build.sh" --print)
+    smp=2
+else
+    read -r root kver vmlinuz < <("$repo/tests/vm/fetch-kernel.sh" "$series")
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/kerneld-vmbench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 
@@ -101,7 +110,7 @@ cat "$work/base.gz" "$work/overlay.gz" >"$work/initramfs.gz"
 echo "vm-bench: booting $kver under QEMU (TCG): $rounds rounds of $per requests per helper and measure" >&2
 rc=0
 t0=$SECONDS
-timeout "${KERNELD_VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -m 512 -smp 1 -nographic \
+timeout "${KERNELD_VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -m 512 -smp "$smp" -nographic \
     -no-reboot -net none -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
     -append "console=ttyS0 panic=-1 quiet kdvm_mode=bench kdvm_bench=$rounds,$per" \
     </dev/null >"$work/console.log" 2>&1 || rc=$?

@@ -16,14 +16,41 @@ fn main() {
     if let Some(interval) = args.watch {
         watch(key, interval, args.timeout, args.json);
     }
+    let word = args.word.join(" ");
     let result = if args.json {
-        ask_json(key, args.timeout)
+        ask_json(key, args.timeout).map(with_shim_json)
+    } else if word.is_empty() {
+        ask(key, &word, args.timeout).map(with_shim_text)
     } else {
-        ask(key, &args.word.join(" "), args.timeout)
+        ask(key, &word, args.timeout)
     };
     match result {
         Ok(text) => print_out(&with_newline(&text)),
         Err(f) => f.exit("kdstat"),
+    }
+}
+
+/// The status, and the in-kernel sender's settings and counters when the
+/// kerneld_shim module is loaded.
+fn with_shim_text(mut text: Vec<u8>) -> Vec<u8> {
+    if let Some(s) = kdstat::shim::Shim::read(std::path::Path::new(kdstat::shim::PARAMETERS)) {
+        text = with_newline(&text).into_bytes();
+        text.extend_from_slice(s.text().as_bytes());
+    }
+    text
+}
+
+/// The JSON status, with `"kernel_shim"` when the module is loaded.
+fn with_shim_json(text: Vec<u8>) -> Vec<u8> {
+    let Some(s) = kdstat::shim::Shim::read(std::path::Path::new(kdstat::shim::PARAMETERS)) else {
+        return text;
+    };
+    match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(serde_json::Value::Object(mut m)) => {
+            m.insert("kernel_shim".into(), s.json());
+            serde_json::Value::Object(m).to_string().into_bytes()
+        }
+        _ => text,
     }
 }
 

@@ -185,10 +185,17 @@ impl Replies {
         }
         drop(sent);
         if removed > 0 {
-            log::notice(&format!(
-                "discarded {removed} replies that nobody read for {} ms (their clients are gone)",
-                age.as_millis()
-            ));
+            // A line each time the total passes a power of two: a flood
+            // of dead clients is told, not logged reply by reply.
+            let after = self.purged.load(Ordering::Relaxed);
+            let before = after - removed as u64;
+            if before == 0 || before.ilog2() != after.ilog2() {
+                log::notice(&format!(
+                    "discarded {removed} replies that nobody read for {} ms (their clients are \
+                     gone; {after} since start)",
+                    age.as_millis()
+                ));
+            }
         }
         removed
     }
@@ -460,7 +467,11 @@ mod tests {
             forgotten.extend(s.note(1024 + i, t0 + Duration::from_micros(i as u64)));
         }
         assert_eq!(s.latest.len(), SENT_MAX);
-        assert_eq!(forgotten, (1024..1034).collect::<Vec<i64>>(), "the oldest go first");
+        assert_eq!(
+            forgotten,
+            (1024..1034).collect::<Vec<i64>>(),
+            "the oldest go first"
+        );
         // One id answered again and again takes one place, and the order
         // list stays bounded too.
         for i in 0..(3 * SENT_MAX as u64) {

@@ -20,14 +20,16 @@ use crate::programs::Programs;
 use crate::record::{Record, Removal};
 use crate::reply::Replies;
 use crate::requester::Requester;
+use crate::settings::LiveSettings;
+use crate::status::Snapshot;
 use crate::trace::Tracer;
 use kmod_ipc::{
     Error as IpcError, Header, Key, Message, MsgType, Queue, TypeFilter, DEFAULT_TEXT_MAX,
     KERNELD_MINSEQ, MAX_DAEMON_TYPE,
 };
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,65 +37,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// not that many modules; more would only grow kerneld.
 pub const DELAYED_MAX: usize = 4096;
 
-/// Settings that kdstat can change live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    pub delay: u64,
-    pub keep: bool,
-    pub debug: bool,
-}
-
-/// Counters shown by kdstat.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub requests: Mutex<BTreeMap<String, u64>>,
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
-    pub merged: AtomicU64,
-    pub expired: AtomicU64,
-    pub bad_messages: AtomicU64,
-    pub cached: AtomicU64,
-    pub denied: AtomicU64,
-    /// Requests refused because [`MAX_WAITERS`] waited for the identical
-    /// action already.
-    pub refused_waiters: AtomicU64,
-}
-
-/// The result of one action, sent to every waiter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub status: i64,
-    pub text: String,
-}
-
-impl Outcome {
-    pub fn ok(text: impl Into<String>) -> Outcome {
-        Outcome {
-            status: 0,
-            text: text.into(),
-        }
-    }
-    pub fn fail(text: impl Into<String>) -> Outcome {
-        Outcome {
-            status: 1,
-            text: text.into(),
-        }
-    }
-}
-
-/// One request_module answered, for `kdstat` (the last [`RECENT_MAX`]).
-#[derive(Debug, Clone)]
-pub struct Recent {
-    pub name: String,
-    pub requester: Option<Requester>,
-    pub status: i64,
-    pub text: String,
-    pub at: Instant,
-    pub millis: f64,
-}
-
-/// How many answered requests the status keeps.
-pub const RECENT_MAX: usize = 32;
+pub use crate::metrics::{Counters, Recent, RECENT_MAX};
+pub use crate::outcome::Outcome;
+pub use crate::settings::Settings;
 
 #[derive(Debug)]
 struct Timers {
@@ -116,7 +62,7 @@ pub struct Parts {
 
 /// The running daemon.
 pub struct Daemon {
-    settings: Mutex<Settings>,
+    settings: LiveSettings,
     config: RwLock<Arc<Config>>,
     policy: RwLock<Policy>,
     jobs: Mutex<JobTable>,
@@ -233,7 +179,6 @@ impl Daemon {
     /// the fork: the pid in reply headers is read there).
     pub fn new(p: Parts) -> Arc<Daemon> {
         let cfg = Arc::new(p.config);
-        log::set_debug(p.settings.debug);
         let replies = Arc::new(Replies::new(p.queue.clone()));
         {
             let r = Arc::clone(&replies);
@@ -244,7 +189,7 @@ impl Daemon {
         }
         Arc::new(Daemon {
             key: p.queue.key(),
-            settings: Mutex::new(p.settings),
+            settings: LiveSettings::new(p.settings),
             policy: RwLock::new(cfg.policy.clone()),
             negcache: Mutex::new(NegativeCache::new(
                 cfg.negative_cache,
@@ -274,7 +219,7 @@ impl Daemon {
     }
 
     pub fn settings(&self) -> Settings {
-        *self.settings.lock().unwrap()
+        self.settings.get()
     }
 
     pub fn queue(&self) -> Queue {
@@ -385,7 +330,7 @@ impl Daemon {
             ));
             return;
         }
-        self.count_request(msg.msg_type());
+        self.counters.count_request(msg.msg_type());
         let requester = self.requester_of(&msg, body);
         let identity = self.identity_key(requester.as_ref());
         match msg.msg_type() {
@@ -484,27 +429,7 @@ impl Daemon {
     }
 
     fn count_outcome(&self, o: &Outcome) {
-        if o.status == 0 {
-            self.counters.succeeded.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.counters.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn count_request(&self, t: MsgType) {
-        let name = match t {
-            MsgType::Unknown(_) => "unknown",
-            t => t.name(),
-        };
-        // Looked up by &str first: the key is allocated once per type, not
-        // on every request.
-        let mut requests = self.counters.requests.lock().unwrap();
-        match requests.get_mut(name) {
-            Some(n) => *n += 1,
-            None => {
-                requests.insert(name.to_string(), 1);
-            }
-        }
+        self.counters.count_status(o.status);
     }
 
     /// Who asked: the task the in-kernel sender names after the text's
@@ -1135,7 +1060,7 @@ impl Daemon {
         let mut prefix = String::new();
         match words.as_slice() {
             [] | ["status"] => {}
-            ["json"] => return Outcome::ok(crate::status::json(self).to_string()),
+            ["json"] => return Outcome::ok(crate::status::json(&self.snapshot()).to_string()),
             ["policy"] => return Outcome::ok(self.policy.read().unwrap().describe()),
             ["debug"] => self.set(|s| s.debug = true),
             ["nodebug"] => self.set(|s| s.debug = false),
@@ -1186,13 +1111,11 @@ impl Daemon {
         if !words.is_empty() && words != ["status"] {
             log::info(&format!("control: {text}"));
         }
-        Outcome::ok(prefix + &crate::status::text(self))
+        Outcome::ok(prefix + &crate::status::text(&self.snapshot()))
     }
 
     fn set(&self, f: impl FnOnce(&mut Settings)) {
-        let mut s = self.settings.lock().unwrap();
-        f(&mut s);
-        log::set_debug(s.debug);
+        self.settings.set(f);
     }
 
     /// Drop every waiting message (types the daemon serves); answer those
@@ -1241,31 +1164,35 @@ impl Daemon {
         self.pool.wait_idle(timeout)
     }
 
-    // Accessors for status.rs.
-    pub(crate) fn jobs_snapshot(&self) -> Vec<crate::jobs::Job> {
-        self.jobs.lock().unwrap().jobs().cloned().collect()
+    /// Everything the status shows, gathered once.
+    pub fn snapshot(&self) -> Snapshot {
+        let q = self.queue();
+        Snapshot {
+            settings: self.settings(),
+            key: self.key,
+            queue_id: q.id(),
+            queue: q.stat().map_err(|e| e.to_string()),
+            jobs: self.jobs.lock().unwrap().jobs().cloned().collect(),
+            uptime: self.started.elapsed(),
+            started_at: self.started_at,
+            workers: self.pool.workers(),
+            next_sweep_in: self.next_sweep_in(),
+            record: self.record.lock().unwrap().modules.clone(),
+            recent: self.recent.lock().unwrap().iter().cloned().collect(),
+            counters: self.counters.values(),
+            replies_dropped: self.replies.dropped.load(Ordering::Relaxed),
+            replies_purged: self.replies.purged.load(Ordering::Relaxed),
+            negative_entries: self.negcache.lock().unwrap().len(),
+            policy: self.policy.read().unwrap().clone(),
+            tracing: self.tracer.as_ref().map(|t| t.describe()),
+        }
     }
-    pub(crate) fn recent_snapshot(&self) -> Vec<Recent> {
-        self.recent.lock().unwrap().iter().cloned().collect()
-    }
-    pub(crate) fn record_snapshot(&self) -> BTreeMap<String, crate::record::Entry> {
-        self.record.lock().unwrap().modules.clone()
-    }
-    pub(crate) fn policy_snapshot(&self) -> Policy {
-        self.policy.read().unwrap().clone()
-    }
-    pub(crate) fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-    pub(crate) fn started_at(&self) -> SystemTime {
-        self.started_at
-    }
-    pub(crate) fn workers(&self) -> usize {
+
+    #[cfg(test)]
+    fn workers(&self) -> usize {
         self.pool.workers()
     }
-    pub(crate) fn negative_entries(&self) -> usize {
-        self.negcache.lock().unwrap().len()
-    }
+
     pub fn tracer(&self) -> Option<&Tracer> {
         self.tracer.as_ref()
     }

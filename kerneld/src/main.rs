@@ -685,7 +685,7 @@ fn spawn_signal_thread(
                     daemon.reload(&config, required);
                 }
                 Signal::SIGUSR1 => {
-                    for line in kerneld::status::text(&daemon).lines() {
+                    for line in kerneld::status::text(&daemon.snapshot()).lines() {
                         log::notice(&format!("SIGUSR1: {line}"));
                     }
                 }

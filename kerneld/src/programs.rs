@@ -7,7 +7,7 @@
 //! checked to be printable ASCII first.
 
 use crate::config::Config;
-use crate::daemon::Outcome;
+use crate::outcome::Outcome;
 use kmod_ipc::MsgType;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -3,12 +3,16 @@
 //! listed in kdstat(8) and kdstat --help, which tests/tests/kdstat_real.rs
 //! keeps in step with the document.
 
-use crate::daemon::Daemon;
 use crate::jobs::Job;
+use crate::metrics::{CounterValues, Recent};
+use crate::policy::Policy;
+use crate::record::Entry;
+use crate::settings::Settings;
+use kmod_ipc::{Key, QueueStat};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -17,6 +21,32 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// its meaning, takes the next number (and kdstat(8) and kdstat --help
 /// say what changed).
 pub const JSON_SCHEMA: u64 = 1;
+
+/// Everything the status shows, gathered once by its owners (plain data:
+/// status renders this, not the daemon).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub settings: Settings,
+    pub key: Key,
+    pub queue_id: i32,
+    /// The queue's figures, or why they could not be read.
+    pub queue: Result<QueueStat, String>,
+    pub jobs: Vec<Job>,
+    pub uptime: Duration,
+    pub started_at: SystemTime,
+    pub workers: usize,
+    /// Seconds until the next sweep, None with `keep`.
+    pub next_sweep_in: Option<f64>,
+    pub record: BTreeMap<String, Entry>,
+    pub recent: Vec<Recent>,
+    pub counters: CounterValues,
+    pub replies_dropped: u64,
+    pub replies_purged: u64,
+    pub negative_entries: usize,
+    pub policy: Policy,
+    /// The tracer's description; None: tracing unavailable.
+    pub tracing: Option<String>,
+}
 
 /// `1 message`, `2 messages`.
 fn count(n: impl Into<u64>, one: &str) -> String {
@@ -57,8 +87,8 @@ fn job_requester(j: &Job) -> Option<i64> {
 }
 
 /// The classic status text, then richer lines.
-pub fn text(d: &Daemon) -> String {
-    let s = d.settings();
+pub fn text(d: &Snapshot) -> String {
+    let s = d.settings;
     let mut out = format!(
         "Version {VERSION}, pid={}, delay={}, {}keep, {}debug\njob queue:\n",
         std::process::id(),
@@ -66,11 +96,11 @@ pub fn text(d: &Daemon) -> String {
         onoff(s.keep),
         onoff(s.debug)
     );
-    let jobs = d.jobs_snapshot();
+    let jobs = &d.jobs;
     if jobs.is_empty() {
         out.push_str("no jobs waiting\n");
     }
-    for j in &jobs {
+    for j in jobs {
         let _ = write!(
             out,
             "pid {}, type {} ('{}')",
@@ -86,14 +116,13 @@ pub fn text(d: &Daemon) -> String {
         }
         out.push('\n');
     }
-    let q = d.queue();
-    match q.stat() {
+    match &d.queue {
         Ok(st) => {
             let _ = writeln!(
                 out,
                 "queue: key {}, id {}, {} ({} bytes) in it, capacity {} bytes",
-                d.key(),
-                q.id(),
+                d.key,
+                d.queue_id,
                 count(st.messages, "message"),
                 st.bytes,
                 st.max_bytes
@@ -106,21 +135,21 @@ pub fn text(d: &Daemon) -> String {
     let _ = write!(
         out,
         "uptime {} s, {}, ",
-        d.uptime().as_secs(),
-        count(d.workers() as u64, "worker")
+        d.uptime.as_secs(),
+        count(d.workers as u64, "worker")
     );
-    match d.next_sweep_in() {
+    match d.next_sweep_in {
         Some(t) => {
             let _ = writeln!(out, "next sweep in {t:.0} s");
         }
         None => out.push_str("no sweeps (keep)\n"),
     }
-    let rec = d.record_snapshot();
+    let rec = &d.record;
     if rec.is_empty() {
         out.push_str("loaded by kerneld: none\n");
     } else {
         out.push_str("loaded by kerneld:\n");
-        for (name, e) in &rec {
+        for (name, e) in rec {
             let _ = write!(out, "  {name} (as {}", e.requested_as);
             if e.unused_sweeps > 0 {
                 let _ = write!(
@@ -132,7 +161,7 @@ pub fn text(d: &Daemon) -> String {
             out.push_str(")\n");
         }
     }
-    let recent = d.recent_snapshot();
+    let recent = &d.recent;
     if !recent.is_empty() {
         out.push_str("recent requests:\n");
         for r in recent.iter().rev().take(10) {
@@ -150,8 +179,8 @@ pub fn text(d: &Daemon) -> String {
         }
     }
     let c = &d.counters;
-    let reqs = c.requests.lock().unwrap();
-    let by_type: Vec<String> = reqs
+    let by_type: Vec<String> = c
+        .requests
         .iter()
         .map(|(k, v)| format!("{} {v}", counter_name(k)))
         .collect();
@@ -159,17 +188,17 @@ pub fn text(d: &Daemon) -> String {
         out,
         "requests: {}; succeeded {}, failed {}, merged {}, expired {}, cached {}, denied {}, bad messages {}, replies dropped {}, unread replies removed {}",
         if by_type.is_empty() { "none".to_string() } else { by_type.join(", ") },
-        c.succeeded.load(Ordering::Relaxed),
-        c.failed.load(Ordering::Relaxed),
-        c.merged.load(Ordering::Relaxed),
-        c.expired.load(Ordering::Relaxed),
-        c.cached.load(Ordering::Relaxed),
-        c.denied.load(Ordering::Relaxed),
-        c.bad_messages.load(Ordering::Relaxed),
-        d.replies().dropped.load(Ordering::Relaxed),
-        d.replies().purged.load(Ordering::Relaxed),
+        c.succeeded,
+        c.failed,
+        c.merged,
+        c.expired,
+        c.cached,
+        c.denied,
+        c.bad_messages,
+        d.replies_dropped,
+        d.replies_purged,
     );
-    let p = d.policy_snapshot();
+    let p = &d.policy;
     let _ = writeln!(
         out,
         "policy: {}, mode {}{}",
@@ -181,9 +210,9 @@ pub fn text(d: &Daemon) -> String {
         },
         if p.lock { ", locked" } else { "" }
     );
-    match d.tracer() {
+    match &d.tracing {
         Some(t) => {
-            let _ = writeln!(out, "requester tracing: {}", t.describe());
+            let _ = writeln!(out, "requester tracing: {t}");
         }
         None => out.push_str("requester tracing: unavailable\n"),
     }
@@ -191,13 +220,13 @@ pub fn text(d: &Daemon) -> String {
 }
 
 /// The JSON status document.
-pub fn json(d: &Daemon) -> Value {
-    let s = d.settings();
+pub fn json(d: &Snapshot) -> Value {
+    let s = d.settings;
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |x| x.as_secs());
     let jobs: Vec<Value> = d
-        .jobs_snapshot()
+        .jobs
         .iter()
         .map(|j| {
             json!({
@@ -213,7 +242,7 @@ pub fn json(d: &Daemon) -> Value {
         })
         .collect();
     let modules: Vec<Value> = d
-        .record_snapshot()
+        .record
         .iter()
         .map(|(name, e)| {
             json!({
@@ -228,7 +257,7 @@ pub fn json(d: &Daemon) -> Value {
         })
         .collect();
     let recent: Vec<Value> = d
-        .recent_snapshot()
+        .recent
         .iter()
         .map(|r| {
             json!({
@@ -242,22 +271,19 @@ pub fn json(d: &Daemon) -> Value {
         })
         .collect();
     let c = &d.counters;
-    let q = d.queue();
-    let queue = match q.stat() {
+    let queue = match &d.queue {
         Ok(st) => json!({
-            "id": q.id(),
+            "id": d.queue_id,
             "messages": st.messages,
             "bytes": st.bytes,
             "max_bytes": st.max_bytes,
             "last_sender_pid": st.last_sender,
             "last_receiver_pid": st.last_receiver,
         }),
-        Err(e) => json!({ "error": e.to_string() }),
+        Err(e) => json!({ "error": e }),
     };
     let requests: serde_json::Map<String, Value> = c
         .requests
-        .lock()
-        .unwrap()
         .iter()
         .map(|(k, v)| (counter_name(k).to_string(), Value::from(*v)))
         .collect();
@@ -265,33 +291,214 @@ pub fn json(d: &Daemon) -> Value {
         "schema": JSON_SCHEMA,
         "version": VERSION,
         "pid": std::process::id(),
-        "key": d.key().to_string(),
-        "started_at": d.started_at().duration_since(UNIX_EPOCH).map_or(0, |x| x.as_secs()),
-        "uptime_seconds": d.uptime().as_secs_f64(),
+        "key": d.key.to_string(),
+        "started_at": d.started_at.duration_since(UNIX_EPOCH).map_or(0, |x| x.as_secs()),
+        "uptime_seconds": d.uptime.as_secs_f64(),
         "delay": s.delay,
         "keep": s.keep,
         "debug": s.debug,
-        "workers": d.workers(),
+        "workers": d.workers,
         "jobs": jobs,
         "loaded_modules": modules,
         "recent_requests": recent,
-        "next_sweep_seconds": d.next_sweep_in(),
+        "next_sweep_seconds": d.next_sweep_in,
         "counters": {
             "requests": requests,
-            "succeeded": c.succeeded.load(Ordering::Relaxed),
-            "failed": c.failed.load(Ordering::Relaxed),
-            "merged": c.merged.load(Ordering::Relaxed),
-            "expired": c.expired.load(Ordering::Relaxed),
-            "cached": c.cached.load(Ordering::Relaxed),
-            "denied": c.denied.load(Ordering::Relaxed),
-            "bad_messages": c.bad_messages.load(Ordering::Relaxed),
-            "replies_dropped": d.replies().dropped.load(Ordering::Relaxed),
-            "replies_purged": d.replies().purged.load(Ordering::Relaxed),
-            "waiters_refused": c.refused_waiters.load(Ordering::Relaxed),
-            "negative_cache_entries": d.negative_entries(),
+            "succeeded": c.succeeded,
+            "failed": c.failed,
+            "merged": c.merged,
+            "expired": c.expired,
+            "cached": c.cached,
+            "denied": c.denied,
+            "bad_messages": c.bad_messages,
+            "replies_dropped": d.replies_dropped,
+            "replies_purged": d.replies_purged,
+            "waiters_refused": c.refused_waiters,
+            "negative_cache_entries": d.negative_entries,
         },
         "queue": queue,
-        "policy": d.policy_snapshot().to_json(),
-        "tracing": d.tracer().map(|t| t.describe()),
+        "policy": d.policy.to_json(),
+        "tracing": d.tracing,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::Waiter;
+    use kmod_ipc::{Header, Message, MsgType};
+    use std::time::Instant;
+
+    fn snapshot() -> Snapshot {
+        let job = Job {
+            id: 1,
+            kind: MsgType::RequestModule,
+            text: b"dummy".to_vec(),
+            waiters: vec![Waiter {
+                request: Message::request(MsgType::RequestModule, 1024, Header::Old, "dummy"),
+                requester: None,
+                arrived: Instant::now(),
+            }],
+            started: Instant::now(),
+            worker: Some(7),
+            identity: String::new(),
+        };
+        let mut record = BTreeMap::new();
+        record.insert(
+            "dummy".to_string(),
+            Entry {
+                requested_as: "rtnl-link-dummy".into(),
+                dependencies: vec![],
+                loaded_at: 1,
+                unused_sweeps: 1,
+                idle_since: None,
+                own_links: vec![],
+            },
+        );
+        let c = crate::metrics::Counters::default();
+        c.count_request(MsgType::Status);
+        Snapshot {
+            settings: Settings {
+                delay: 60,
+                keep: false,
+                debug: false,
+            },
+            key: Key(0),
+            queue_id: 3,
+            queue: Ok(QueueStat {
+                messages: 0,
+                bytes: 0,
+                max_bytes: 4096,
+                last_sender: 0,
+                last_receiver: 0,
+                uid: 0,
+                cuid: 0,
+                mode: 0o600,
+            }),
+            jobs: vec![job],
+            uptime: Duration::from_secs(5),
+            started_at: SystemTime::now(),
+            workers: 1,
+            next_sweep_in: Some(3.0),
+            record,
+            recent: vec![Recent {
+                name: "nosuch".into(),
+                requester: None,
+                status: 1,
+                text: "nosuch: not found".into(),
+                at: Instant::now(),
+                millis: 0.1,
+            }],
+            counters: c.values(),
+            replies_dropped: 0,
+            replies_purged: 0,
+            negative_entries: 0,
+            policy: Policy::default(),
+            tracing: None,
+        }
+    }
+
+    /// Every field path of a JSON document (the first element stands for
+    /// each array), sorted.
+    fn paths(v: &Value, prefix: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let p = format!("{prefix}.{k}");
+                    out.push(p.clone());
+                    paths(x, &p, out);
+                }
+            }
+            Value::Array(a) => {
+                if let Some(x) = a.first() {
+                    paths(x, &format!("{prefix}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The JSON field names are an interface (kdstat(8)): renaming one
+    /// takes a new schema number.  This pins them.
+    #[test]
+    fn the_json_field_names_stay() {
+        let mut got = Vec::new();
+        paths(&json(&snapshot()), "", &mut got);
+        got.sort();
+        let want = [
+            ".counters",
+            ".counters.bad_messages",
+            ".counters.cached",
+            ".counters.denied",
+            ".counters.expired",
+            ".counters.failed",
+            ".counters.merged",
+            ".counters.negative_cache_entries",
+            ".counters.replies_dropped",
+            ".counters.replies_purged",
+            ".counters.requests",
+            ".counters.requests.status",
+            ".counters.succeeded",
+            ".counters.waiters_refused",
+            ".debug",
+            ".delay",
+            ".jobs",
+            ".jobs[].age_seconds",
+            ".jobs[].requester",
+            ".jobs[].requester_pid",
+            ".jobs[].text",
+            ".jobs[].type",
+            ".jobs[].type_number",
+            ".jobs[].waiters",
+            ".jobs[].worker_tid",
+            ".keep",
+            ".key",
+            ".loaded_modules",
+            ".loaded_modules[].age_seconds",
+            ".loaded_modules[].dependencies",
+            ".loaded_modules[].idle_seconds",
+            ".loaded_modules[].loaded_at",
+            ".loaded_modules[].name",
+            ".loaded_modules[].requested_as",
+            ".loaded_modules[].unused_sweeps",
+            ".next_sweep_seconds",
+            ".pid",
+            ".policy",
+            ".policy.default",
+            ".policy.lock",
+            ".policy.match",
+            ".policy.mode",
+            ".policy.rules",
+            ".queue",
+            ".queue.bytes",
+            ".queue.id",
+            ".queue.last_receiver_pid",
+            ".queue.last_sender_pid",
+            ".queue.max_bytes",
+            ".queue.messages",
+            ".recent_requests",
+            ".recent_requests[].age_seconds",
+            ".recent_requests[].duration_ms",
+            ".recent_requests[].name",
+            ".recent_requests[].requester",
+            ".recent_requests[].status",
+            ".recent_requests[].text",
+            ".schema",
+            ".started_at",
+            ".tracing",
+            ".uptime_seconds",
+            ".version",
+            ".workers",
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_text_names_type_255_status_and_lists_the_job() {
+        let t = text(&snapshot());
+        assert!(t.starts_with("Version "), "{t}");
+        assert!(t.contains("pid 7, type request_module ('dummy')"), "{t}");
+        assert!(t.contains("requests: status 1;"), "{t}");
+        assert!(t.contains("queue: key "), "{t}");
+    }
 }

@@ -7,8 +7,8 @@
 
 use kerneld::config::Config;
 use kerneld::daemon::{Daemon, Parts, Settings};
-use kerneld::fake::FakeKernel;
-use kerneld::kmod::ModuleSystem;
+use kerneld::backend::fake::FakeKernel;
+use kerneld::backend::ModuleBackend;
 use kerneld::record::Record;
 use kmod_ipc::{Key, Queue, TypeFilter};
 use libfuzzer_sys::fuzz_target;
@@ -39,7 +39,7 @@ fn daemon() -> &'static (Arc<Daemon>, Queue) {
             config: Config::default(),
             queue: queue.clone(),
             filter: TypeFilter::UpTo(255),
-            factory: Box::new(move || Ok(Box::new(fake.clone()) as Box<dyn ModuleSystem + Send>)),
+            factory: Box::new(move || Ok(Box::new(fake.clone()) as Box<dyn ModuleBackend + Send>)),
             record: Record::in_memory(),
             fingerprint: Box::new(|| 0),
             tracer: None,

@@ -6,10 +6,10 @@
 //! ones in progress are merged.  A timer thread runs the idle sweeps and
 //! delayed releases.
 
+use crate::backend::{load_error_text, ModuleBackend, Resolution, Usage};
 use crate::config::Config;
 use crate::errno::errno_text;
 use crate::jobs::{JobTable, Waiter, MAX_WAITERS};
-use crate::kmod::{load_error_text, Usage};
 use crate::limits;
 use crate::log;
 use crate::names;
@@ -170,8 +170,7 @@ fn concat(parts: &[&str]) -> String {
 }
 
 fn tid() -> i32 {
-    // SAFETY: gettid cannot fail.
-    unsafe { libc::gettid() }
+    nix::unistd::gettid().as_raw()
 }
 
 impl Daemon {
@@ -656,12 +655,12 @@ impl Daemon {
     /// which hands loads over, does not, so it is logged once).
     fn plan(
         &self,
-        sys: &mut dyn crate::kmod::ModuleSystem,
+        sys: &mut dyn ModuleBackend,
         name: &str,
         who: Option<&Requester>,
         policy: &Policy,
         log_loads: bool,
-    ) -> Result<Outcome, crate::kmod::Resolution> {
+    ) -> Result<Outcome, Resolution> {
         // A request rule that denies the name decides before resolution:
         // a name that resolves to nothing (no module index, a typo) is
         // still denied, logged and counted.  In audit mode the would-deny
@@ -680,7 +679,7 @@ impl Daemon {
                 }
                 return Ok(match found {
                     Ok(_) => Outcome::fail(concat(&[name, ": not found"])),
-                    Err(e) => Outcome::fail(format!("lookup failed: {}", errno_text(-e))),
+                    Err(e) => Outcome::fail(format!("lookup failed: {}", errno_text(e))),
                 });
             }
         };
@@ -746,14 +745,9 @@ impl Daemon {
     }
 
     /// Load what `plan` allowed, and record what was inserted.
-    fn load(
-        &self,
-        sys: &mut dyn crate::kmod::ModuleSystem,
-        name: &str,
-        res: &crate::kmod::Resolution,
-    ) -> Outcome {
+    fn load(&self, sys: &mut dyn ModuleBackend, name: &str, res: &Resolution) -> Outcome {
         match sys.load(name) {
-            Err(e) => Outcome::fail(format!("{name}: lookup failed: {}", errno_text(-e))),
+            Err(e) => Outcome::fail(format!("{name}: lookup failed: {}", errno_text(e))),
             Ok(out) => {
                 if !out.inserted.is_empty() {
                     let mut rec = self.record.lock().unwrap();
@@ -1201,7 +1195,8 @@ impl Daemon {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::{FakeKernel, SharedFake};
+    use crate::backend::fake::{FakeKernel, SharedFake};
+    use crate::backend::Errno;
     use kmod_ipc::{Client, Key};
 
     /// Removes the test's queue even when the test fails.
@@ -1233,9 +1228,7 @@ mod tests {
             config: Config::default(),
             queue: queue.clone(),
             filter: TypeFilter::UpTo(255),
-            factory: Box::new(move || {
-                Ok(Box::new(f.clone()) as Box<dyn crate::kmod::ModuleSystem + Send>)
-            }),
+            factory: Box::new(move || Ok(Box::new(f.clone()) as Box<dyn ModuleBackend + Send>)),
             record: Record::in_memory(),
             fingerprint: Box::new(|| 0),
             tracer: None,
@@ -1328,7 +1321,7 @@ mod tests {
     fn a_kernel_that_takes_no_modules_is_answered_without_a_load() {
         let mut k =
             FakeKernel::with_tree(&[("llc", &[]), ("stp", &["llc"])]).alias("rtnl-link-stp", "stp");
-        k.refuse_insertions = Some(-libc::EPERM);
+        k.refuse_insertions = Some(Errno::EPERM);
         let fake = k.shared();
         let (d, _queue) = daemon(fake.clone(), test_key(7));
         let o = d.request_module("rtnl-link-stp", None);
@@ -1337,7 +1330,7 @@ mod tests {
         // have refused.
         assert_eq!(
             o.text,
-            format!("rtnl-link-stp: {}", load_error_text("llc", -libc::EPERM))
+            format!("rtnl-link-stp: {}", load_error_text("llc", Errno::EPERM))
         );
         assert!(o.text.contains("modules_disabled"), "{}", o.text);
         assert!(fake.0.lock().unwrap().loads.is_empty(), "a load was tried");

@@ -1,18 +1,20 @@
 //! Error numbers as an administrator wants to read them.
 
-/// Text for a positive errno, with what it means for module loading.
-pub fn errno_text(errno: i32) -> String {
-    let plain = std::io::Error::from_raw_os_error(errno).to_string();
+use nix::errno::Errno;
+
+/// Text for an errno, with what it means for module loading.
+pub fn errno_text(errno: Errno) -> String {
+    let plain = std::io::Error::from_raw_os_error(errno as i32).to_string();
     let hint = match errno {
-        libc::ENOSYS => "the running kernel has no loadable module support",
-        libc::EPERM => "not permitted (kernel.modules_disabled=1, lockdown, or no CAP_SYS_MODULE)",
-        libc::EEXIST => "already in the kernel",
-        libc::ENOENT => "unknown symbol in module, or unknown parameter (see dmesg)",
-        libc::ENOEXEC => "invalid module format (built for another kernel?)",
-        libc::EKEYREJECTED => "module signature rejected",
-        libc::EBUSY | libc::EAGAIN => "in use",
-        libc::ENODEV => "no such device (the hardware is not present)",
-        libc::EIO => "install command failed",
+        Errno::ENOSYS => "the running kernel has no loadable module support",
+        Errno::EPERM => "not permitted (kernel.modules_disabled=1, lockdown, or no CAP_SYS_MODULE)",
+        Errno::EEXIST => "already in the kernel",
+        Errno::ENOENT => "unknown symbol in module, or unknown parameter (see dmesg)",
+        Errno::ENOEXEC => "invalid module format (built for another kernel?)",
+        Errno::EKEYREJECTED => "module signature rejected",
+        Errno::EBUSY | Errno::EAGAIN => "in use",
+        Errno::ENODEV => "no such device (the hardware is not present)",
+        Errno::EIO => "install command failed",
         _ => return plain,
     };
     format!("{hint} ({plain})")
@@ -24,8 +26,8 @@ mod tests {
 
     #[test]
     fn known_errnos_explain_themselves() {
-        assert!(errno_text(libc::ENOSYS).contains("no loadable module support"));
-        assert!(errno_text(libc::ENOSYS).contains("Function not implemented"));
-        assert_eq!(errno_text(libc::EINVAL), "Invalid argument (os error 22)");
+        assert!(errno_text(Errno::ENOSYS).contains("no loadable module support"));
+        assert!(errno_text(Errno::ENOSYS).contains("Function not implemented"));
+        assert_eq!(errno_text(Errno::EINVAL), "Invalid argument (os error 22)");
     }
 }

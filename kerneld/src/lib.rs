@@ -10,8 +10,9 @@
 //!   wait for room (one thread of their own)
 //! - `jobs`: requests in progress and their waiters (merging)
 //! - `pool`: worker threads and libkmod contexts
-//! - `kmod`: libkmod (resolve, load, unload) and module state from sysfs
-//! - `record`, `links`: what kerneld loaded, and idle expiry
+//! - `backend`: the module system behind a trait: libkmod (resolve, load,
+//!   unload), sysfs, netlink; a fake with the `fake` feature
+//! - `record`: what kerneld loaded, and idle expiry
 //! - `policy`, `negcache`, `names`: who may load what; failures remembered;
 //!   validation of names
 //! - `trace`, `requester`: who asked (the module_request tracepoint)
@@ -20,16 +21,13 @@
 //! - `limits`: the range of every duration and count
 //! - `log`, `errno`: syslog and readable errors
 
+pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod errno;
-#[doc(hidden)]
-pub mod fake;
 pub mod jobs;
-pub mod kmod;
 pub mod limits;
-pub mod links;
 pub mod log;
 pub mod metrics;
 pub mod names;

@@ -4,10 +4,11 @@ mod helper;
 mod instance;
 
 use clap::Parser;
+use kerneld::backend::libkmod::{Kmod, KmodConfig};
+use kerneld::backend::ModuleBackend;
 use kerneld::cli::{filter_for, Cli};
 use kerneld::config::{self, Config};
 use kerneld::daemon::{Daemon, Parts, Settings};
-use kerneld::kmod::{Kmod, KmodConfig, ModuleSystem};
 use kerneld::record::Record;
 use kerneld::status::VERSION;
 use kerneld::trace::Tracer;
@@ -225,7 +226,7 @@ fn serve(
         log::warn(&format!(
             "no module index in {}: every request will be answered 'not found' until depmod runs",
             kmod_config.module_dir.as_deref().map_or_else(
-                || format!("/lib/modules/{}", kerneld::kmod::release()),
+                || format!("/lib/modules/{}", kerneld::backend::sysfs::release()),
                 |d| d.display().to_string()
             )
         ));
@@ -263,7 +264,7 @@ fn serve(
         queue,
         filter,
         factory: Box::new(move || {
-            Kmod::new(&factory_config).map(|k| Box::new(k) as Box<dyn ModuleSystem + Send>)
+            Kmod::new(&factory_config).map(|k| Box::new(k) as Box<dyn ModuleBackend + Send>)
         }),
         record,
         fingerprint: {
@@ -746,7 +747,7 @@ fn fingerprint_paths(cfg: &KmodConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let module_dir = cfg
         .module_dir
         .clone()
-        .unwrap_or_else(|| PathBuf::from("/lib/modules").join(kerneld::kmod::release()));
+        .unwrap_or_else(|| PathBuf::from("/lib/modules").join(kerneld::backend::sysfs::release()));
     let files = [
         "modules.dep.bin",
         "modules.alias.bin",

@@ -8,7 +8,7 @@
 //! returns it afterwards; there are never more contexts than actions that
 //! ran at once.
 
-use crate::kmod::ModuleSystem;
+use crate::backend::ModuleBackend;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -118,12 +118,12 @@ impl Pool {
 const IDLE_CONTEXTS: usize = 8;
 
 /// Builds a module system (a libkmod context, or a double).
-pub type Factory = Box<dyn Fn() -> Result<Box<dyn ModuleSystem + Send>, String> + Send + Sync>;
+pub type Factory = Box<dyn Fn() -> Result<Box<dyn ModuleBackend + Send>, String> + Send + Sync>;
 
 /// Free list of module systems, one borrowed per action.
 pub struct Contexts {
     factory: Factory,
-    free: Mutex<Vec<Box<dyn ModuleSystem + Send>>>,
+    free: Mutex<Vec<Box<dyn ModuleBackend + Send>>>,
 }
 
 impl Contexts {
@@ -135,7 +135,7 @@ impl Contexts {
     }
 
     /// Run `f` with a context of its own.
-    pub fn with<R>(&self, f: impl FnOnce(&mut dyn ModuleSystem) -> R) -> Result<R, String> {
+    pub fn with<R>(&self, f: impl FnOnce(&mut dyn ModuleBackend) -> R) -> Result<R, String> {
         let taken = self.free.lock().unwrap().pop();
         let mut ctx = match taken {
             Some(c) => c,

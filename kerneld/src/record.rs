@@ -12,8 +12,8 @@
 //! does.  Modules on the keep-list, builtins and modules kerneld did not
 //! load are never touched.
 
-use crate::kmod::{ModuleSystem, Usage};
-use crate::links::{serves_kind, serves_live_link};
+use crate::backend::netlink::{serves_kind, serves_live_link};
+use crate::backend::{Errno, ModuleBackend, Usage};
 use crate::policy::glob;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,7 +46,7 @@ pub struct Removal {
     /// Modules unloaded.
     pub removed: Vec<String>,
     /// Modules that could not be unloaded, with the errno.
-    pub failed: Vec<(String, i32)>,
+    pub failed: Vec<(String, Errno)>,
 }
 
 /// The record, kept in memory and on disk.
@@ -172,7 +172,7 @@ impl Record {
 
     /// A sweep: count unused sweeps, unload modules unused at two in a row
     /// (unless kept), forget modules that are gone.
-    pub fn sweep(&mut self, sys: &mut dyn ModuleSystem, keep: &[String]) -> Removal {
+    pub fn sweep(&mut self, sys: &mut dyn ModuleBackend, keep: &[String]) -> Removal {
         let now = Instant::now();
         let links = sys.links();
         let names: Vec<String> = self.modules.keys().cloned().collect();
@@ -216,7 +216,7 @@ impl Record {
     /// asked for by name, but only recorded ones are followed.
     pub fn remove_with_deps(
         &mut self,
-        sys: &mut dyn ModuleSystem,
+        sys: &mut dyn ModuleBackend,
         module: &str,
         keep: &[String],
         out: &mut Removal,
@@ -262,7 +262,7 @@ fn is_kept(module: &str, keep: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeKernel;
+    use crate::backend::fake::FakeKernel;
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

@@ -11,6 +11,11 @@
 //! noted at load time and do not count: otherwise such a module could never
 //! expire.  Only kerneld's own network namespace is seen.
 
+use nix::sys::socket::{
+    recv, send, socket, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType,
+};
+use std::os::fd::AsRawFd;
+
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWLINK: u16 = 16;
 const NLMSG_DONE: u16 = 3;
@@ -45,64 +50,60 @@ fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 /// used.
 pub fn links() -> Vec<(i32, String)> {
     let mut kinds = Vec::new();
-    // SAFETY: plain socket calls on an fd we own and close.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        );
-        if fd < 0 {
-            return kinds;
+    let Ok(fd) = socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    ) else {
+        return kinds;
+    };
+    // nlmsghdr (16 bytes) + ifinfomsg (16 bytes)
+    let mut req = [0u8; 32];
+    req[0..4].copy_from_slice(&32u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    req[6..8].copy_from_slice(&flags.to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[16] = libc::AF_UNSPEC as u8;
+    if send(fd.as_raw_fd(), &req, MsgFlags::empty()).is_err() {
+        return kinds;
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    while let Ok(n @ 1..) = recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+        if !parse_dump(&buf[..n], &mut kinds) {
+            break;
         }
-        // nlmsghdr (16 bytes) + ifinfomsg (16 bytes)
-        let mut req = [0u8; 32];
-        req[0..4].copy_from_slice(&32u32.to_ne_bytes());
-        req[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-        req[6..8].copy_from_slice(&flags.to_ne_bytes());
-        req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        req[16] = libc::AF_UNSPEC as u8;
-        if libc::send(fd, req.as_ptr() as *const libc::c_void, req.len(), 0) < 0 {
-            libc::close(fd);
-            return kinds;
+    }
+    kinds
+}
+
+/// Add the (ifindex, kind) of each RTM_NEWLINK in one datagram of the dump
+/// to `kinds`; false once the dump is over (done, error, or garbage).
+fn parse_dump(mut msgs: &[u8], kinds: &mut Vec<(i32, String)>) -> bool {
+    while msgs.len() >= 16 {
+        let len = u32::from_ne_bytes([msgs[0], msgs[1], msgs[2], msgs[3]]) as usize;
+        let ty = u16::from_ne_bytes([msgs[4], msgs[5]]);
+        if len < 16 || len > msgs.len() || ty == NLMSG_DONE || ty == NLMSG_ERROR {
+            return false;
         }
-        let mut buf = vec![0u8; 32 * 1024];
-        'outer: loop {
-            let n = libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0);
-            if n <= 0 {
-                break;
-            }
-            let mut msgs = &buf[..n as usize];
-            while msgs.len() >= 16 {
-                let len = u32::from_ne_bytes(msgs[0..4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes([msgs[4], msgs[5]]);
-                if len < 16 || len > msgs.len() {
-                    break 'outer;
-                }
-                if ty == NLMSG_DONE || ty == NLMSG_ERROR {
-                    break 'outer;
-                }
-                if ty == RTM_NEWLINK && len >= 32 {
-                    // ifinfomsg: family, pad, type (u16), index (i32), ...
-                    let index = i32::from_ne_bytes(msgs[20..24].try_into().unwrap());
-                    for (t, p) in attrs(&msgs[32..len]) {
-                        if t == IFLA_LINKINFO {
-                            for (it, ip) in attrs(p) {
-                                if it == IFLA_INFO_KIND {
-                                    let kind = ip.split(|&b| b == 0).next().unwrap_or(&[]);
-                                    kinds.push((index, String::from_utf8_lossy(kind).into_owned()));
-                                }
-                            }
+        if ty == RTM_NEWLINK && len >= 32 {
+            // ifinfomsg: family, pad, type (u16), index (i32), ...
+            let index = i32::from_ne_bytes([msgs[20], msgs[21], msgs[22], msgs[23]]);
+            for (t, p) in attrs(&msgs[32..len]) {
+                if t == IFLA_LINKINFO {
+                    for (it, ip) in attrs(p) {
+                        if it == IFLA_INFO_KIND {
+                            let kind = ip.split(|&b| b == 0).next().unwrap_or(&[]);
+                            kinds.push((index, String::from_utf8_lossy(kind).into_owned()));
                         }
                     }
                 }
-                msgs = &msgs[align4(len).min(msgs.len())..];
             }
         }
-        libc::close(fd);
+        msgs = &msgs[align4(len).min(msgs.len())..];
     }
-    kinds
+    true
 }
 
 /// Whether a module, recorded as requested by `requested_as`, serves links

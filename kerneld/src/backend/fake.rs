@@ -1,8 +1,9 @@
 //! A double of the kernel and libkmod for unit tests of the daemon's
-//! logic (merging, timers, expiry).  It never stands in for the real
+//! logic (merging, timers, expiry), and for the fuzz targets (feature
+//! `fake`; it is not in the release library).  It never stands in for the real
 //! kernel test, which boots a real kernel (tests/vm).
 
-use crate::kmod::{LoadOutcome, ModuleSystem, Resolution, Usage};
+use super::{Errno, LoadOutcome, ModuleBackend, Resolution, Usage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,9 +22,9 @@ pub struct FakeKernel {
     pub load_time: Duration,
     /// Network links that exist, as (ifindex, kind).
     pub links: Vec<(i32, String)>,
-    /// Refuse every insertion with this negative errno (a kernel without
+    /// Refuse every insertion with this errno (a kernel without
     /// module support, or with kernel.modules_disabled=1).
-    pub refuse_insertions: Option<i32>,
+    pub refuse_insertions: Option<Errno>,
 }
 
 impl FakeKernel {
@@ -70,8 +71,8 @@ impl FakeKernel {
     }
 }
 
-impl ModuleSystem for FakeKernel {
-    fn resolve(&mut self, name: &str) -> Result<Resolution, i32> {
+impl ModuleBackend for FakeKernel {
+    fn resolve(&mut self, name: &str) -> Result<Resolution, Errno> {
         let Some(t) = self.target(name) else {
             return Ok(Resolution::default());
         };
@@ -88,7 +89,7 @@ impl ModuleSystem for FakeKernel {
         })
     }
 
-    fn load(&mut self, name: &str) -> Result<LoadOutcome, i32> {
+    fn load(&mut self, name: &str) -> Result<LoadOutcome, Errno> {
         let res = self.resolve(name)?;
         if !self.load_time.is_zero() {
             std::thread::sleep(self.load_time);
@@ -103,14 +104,14 @@ impl ModuleSystem for FakeKernel {
         })
     }
 
-    fn remove(&mut self, module: &str) -> Result<(), i32> {
+    fn remove(&mut self, module: &str) -> Result<(), Errno> {
         match self.usage(module) {
-            Usage::NotLoaded => Err(libc::ENOENT),
+            Usage::NotLoaded => Err(Errno::ENOENT),
             u if u.is_unused() => {
                 self.loaded.remove(module);
                 Ok(())
             }
-            _ => Err(libc::EWOULDBLOCK),
+            _ => Err(Errno::EWOULDBLOCK),
         }
     }
 
@@ -139,7 +140,7 @@ impl ModuleSystem for FakeKernel {
         self.links.clone()
     }
 
-    fn insertion_refused(&self) -> Option<i32> {
+    fn insertion_refused(&self) -> Option<Errno> {
         self.refuse_insertions
     }
 }
@@ -148,11 +149,11 @@ impl ModuleSystem for FakeKernel {
 #[derive(Debug, Clone)]
 pub struct SharedFake(pub Arc<Mutex<FakeKernel>>);
 
-impl ModuleSystem for SharedFake {
-    fn resolve(&mut self, name: &str) -> Result<Resolution, i32> {
+impl ModuleBackend for SharedFake {
+    fn resolve(&mut self, name: &str) -> Result<Resolution, Errno> {
         self.0.lock().unwrap().resolve(name)
     }
-    fn load(&mut self, name: &str) -> Result<LoadOutcome, i32> {
+    fn load(&mut self, name: &str) -> Result<LoadOutcome, Errno> {
         // Sleep outside the lock so that concurrent loads overlap in time.
         let delay = self.0.lock().unwrap().load_time;
         std::thread::sleep(delay);
@@ -162,7 +163,7 @@ impl ModuleSystem for SharedFake {
         k.load_time = saved;
         r
     }
-    fn remove(&mut self, module: &str) -> Result<(), i32> {
+    fn remove(&mut self, module: &str) -> Result<(), Errno> {
         self.0.lock().unwrap().remove(module)
     }
     fn usage(&self, module: &str) -> Usage {
@@ -171,7 +172,7 @@ impl ModuleSystem for SharedFake {
     fn links(&self) -> Vec<(i32, String)> {
         self.0.lock().unwrap().links.clone()
     }
-    fn insertion_refused(&self) -> Option<i32> {
+    fn insertion_refused(&self) -> Option<Errno> {
         self.0.lock().unwrap().refuse_insertions
     }
 }

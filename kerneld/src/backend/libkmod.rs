@@ -1,15 +1,16 @@
 //! libkmod, through `kmod-sys`: resolve a requested name, insert and remove
-//! modules as `modprobe` does.
+//! modules as `modprobe` does.  The only libkmod FFI of kerneld.
 //!
 //! The `kmod` crate's safe wrapper has no probe-insert (dependencies,
 //! softdeps, install commands, blacklist), no index validation and no init
 //! state, and does not expose its raw context, so this module wraps the few
-//! `kmod-sys` calls kerneld needs itself.
+//! `kmod-sys` calls kerneld needs itself.  libkmod returns negative errnos;
+//! they become [`Errno`] here, at the call.
 //!
 //! A [`Kmod`] context is not thread-safe (libkmod's README says so): each
 //! is used by one worker at a time, see `pool.rs`.
 
-use crate::errno::errno_text;
+use super::{netlink, sysfs, Errno, LoadOutcome, ModuleBackend, Resolution, Usage};
 use kmod_sys as sys;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
@@ -26,110 +27,6 @@ use std::ptr;
 pub struct KmodConfig {
     pub module_dir: Option<PathBuf>,
     pub config_dirs: Vec<PathBuf>,
-}
-
-/// What a requested name resolves to, without loading anything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Resolution {
-    /// Modules the name resolves to (aliases expanded).
-    pub candidates: Vec<String>,
-    /// Every module modprobe would insert, dependencies and softdeps
-    /// included, in load order; modules already in the kernel are left out.
-    pub to_insert: Vec<String>,
-    /// Candidates (or their dependencies) skipped by the modprobe.d
-    /// blacklist, which applies to alias lookups as with `modprobe`.
-    pub blacklisted: Vec<String>,
-    /// Modules of `to_insert` that an install command of modprobe.d
-    /// handles instead of an insertion.
-    pub commands: Vec<String>,
-}
-
-/// Result of loading a requested name.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LoadOutcome {
-    /// Modules inserted by this load (now live), in load order.
-    pub inserted: Vec<String>,
-    /// Install commands run instead of inserting, by module.
-    pub commands_run: Vec<String>,
-    /// Modules skipped because of the blacklist.
-    pub blacklisted: Vec<String>,
-    /// The failure when every candidate failed: module and negative errno
-    /// (install command failure as `-EIO`).
-    pub error: Option<(String, i32)>,
-    /// Candidates that failed while another one succeeded (an alias such
-    /// as crypto-crc32c names several modules; one that finds no hardware
-    /// fails with ENODEV).  Like modprobe, the request still succeeds.
-    pub partial_failures: Vec<(String, i32)>,
-}
-
-/// State of a module in the running kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Usage {
-    NotLoaded,
-    Builtin,
-    /// Loaded; `refcnt` and holders tell whether anything uses it.
-    Loaded {
-        refcnt: u32,
-        holders: Vec<String>,
-        live: bool,
-    },
-}
-
-impl Usage {
-    /// Loaded, live, and neither referenced nor held.
-    pub fn is_unused(&self) -> bool {
-        matches!(self, Usage::Loaded { refcnt: 0, holders, live: true } if holders.is_empty())
-    }
-}
-
-/// The module system kerneld drives: libkmod on the real kernel, or a
-/// double in unit tests of the daemon's logic.
-pub trait ModuleSystem {
-    /// What `name` resolves to; `Err` is a negative errno.
-    fn resolve(&mut self, name: &str) -> Result<Resolution, i32>;
-    /// Load `name` as `modprobe -q name` does.
-    fn load(&mut self, name: &str) -> Result<LoadOutcome, i32>;
-    /// Unload one module, never forced, never waiting; `Err` is an errno.
-    fn remove(&mut self, module: &str) -> Result<(), i32>;
-    /// The module's state in the kernel.
-    fn usage(&self, module: &str) -> Usage;
-    /// The network links that have a kind, as (ifindex, kind) (see
-    /// `links.rs`).
-    fn links(&self) -> Vec<(i32, String)> {
-        crate::links::links()
-    }
-    /// The negative errno with which the kernel refuses every insertion
-    /// right now, if it does (see [`insertion_refused`]).
-    fn insertion_refused(&self) -> Option<i32> {
-        insertion_refused()
-    }
-}
-
-/// Whether the running kernel refuses every module insertion, and why:
-/// `-ENOSYS` without loadable module support, `-EPERM` with
-/// kernel.modules_disabled=1 or without CAP_SYS_MODULE.  Asked with
-/// init_module(2) of an empty image: the kernel checks support and
-/// permission first, so a kernel that would take modules answers ENOEXEC.
-/// (Not finit_module: kernels before 3.8 lack it but load modules.)
-/// Asked again each time, since modules_disabled can be set at any moment.
-pub fn insertion_refused() -> Option<i32> {
-    // SAFETY: an image of length 0 is refused before anything is read
-    // from it; nothing in the kernel changes.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_init_module,
-            ptr::null::<c_void>(),
-            0usize,
-            c"".as_ptr(),
-        )
-    };
-    if r == 0 {
-        return None;
-    }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(e @ (libc::ENOSYS | libc::EPERM)) => Some(-e),
-        _ => None,
-    }
 }
 
 /// A libkmod context.
@@ -183,7 +80,7 @@ unsafe extern "C" fn run_install(
         .status();
     match status {
         Ok(s) if s.success() => 0,
-        _ => -libc::EIO,
+        _ => -(Errno::EIO as c_int),
     }
 }
 
@@ -298,7 +195,7 @@ impl Kmod {
         let dir = match &config.module_dir {
             Some(d) => d.clone(),
             None => {
-                let rel = release();
+                let rel = sysfs::release();
                 PathBuf::from("/lib/modules").join(rel)
             }
         };
@@ -332,14 +229,14 @@ impl Kmod {
         }
     }
 
-    fn lookup(&self, name: &str) -> Result<ModuleList, i32> {
-        let cname = CString::new(name).map_err(|_| -libc::EINVAL)?;
+    fn lookup(&self, name: &str) -> Result<ModuleList, Errno> {
+        let cname = CString::new(name).map_err(|_| Errno::EINVAL)?;
         let mut list: *mut sys::kmod_list = ptr::null_mut();
         // SAFETY: valid ctx and C string; list is ours on success.
         let r = unsafe { sys::kmod_module_new_from_lookup(self.ctx, cname.as_ptr(), &mut list) };
         let list = ModuleList(list);
         if r < 0 {
-            return Err(r);
+            return Err(Errno::from_raw(-r));
         }
         Ok(list)
     }
@@ -406,28 +303,14 @@ impl Kmod {
     }
 }
 
-/// The running kernel's release (`uname -r`).
-pub fn release() -> String {
-    // SAFETY: utsname is plain data filled by uname.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) != 0 {
-            return String::new();
-        }
-        CStr::from_ptr(u.release.as_ptr())
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
 fn push_unique(v: &mut Vec<String>, s: String) {
     if !v.contains(&s) {
         v.push(s);
     }
 }
 
-impl ModuleSystem for Kmod {
-    fn resolve(&mut self, name: &str) -> Result<Resolution, i32> {
+impl ModuleBackend for Kmod {
+    fn resolve(&mut self, name: &str) -> Result<Resolution, Errno> {
         self.revalidate();
         let list = self.lookup(name)?;
         let refs = ModuleRefs(list.modules());
@@ -457,7 +340,7 @@ impl ModuleSystem for Kmod {
         Ok(res)
     }
 
-    fn load(&mut self, name: &str) -> Result<LoadOutcome, i32> {
+    fn load(&mut self, name: &str) -> Result<LoadOutcome, Errno> {
         self.revalidate();
         let list = self.lookup(name)?;
         let refs = ModuleRefs(list.modules());
@@ -474,7 +357,7 @@ impl ModuleSystem for Kmod {
                     .last()
                     .map(|(n, _)| n.clone())
                     .unwrap_or_else(|| module_name(m));
-                failures.push((culprit, r));
+                failures.push((culprit, Errno::from_raw(-r)));
             } else {
                 any_ok = true;
             }
@@ -494,59 +377,34 @@ impl ModuleSystem for Kmod {
         Ok(out)
     }
 
-    fn remove(&mut self, module: &str) -> Result<(), i32> {
-        let cname = CString::new(module).map_err(|_| libc::EINVAL)?;
+    fn remove(&mut self, module: &str) -> Result<(), Errno> {
+        let cname = CString::new(module).map_err(|_| Errno::EINVAL)?;
         let mut m: *mut sys::kmod_module = ptr::null_mut();
         // SAFETY: valid ctx; m released below.  NOWAIT (O_NONBLOCK) is
         // never forced: an in-use module stays.
         unsafe {
             let r = sys::kmod_module_new_from_name(self.ctx, cname.as_ptr(), &mut m);
             if r < 0 {
-                return Err(-r);
+                return Err(Errno::from_raw(-r));
             }
             let r = sys::kmod_module_remove_module(m, sys::kmod_remove_KMOD_REMOVE_NOWAIT);
             sys::kmod_module_unref(m);
             if r < 0 {
-                return Err(-r);
+                return Err(Errno::from_raw(-r));
             }
         }
         Ok(())
     }
 
     fn usage(&self, module: &str) -> Usage {
-        sysfs_usage(Path::new("/sys/module"), module)
+        sysfs::sysfs_usage(Path::new("/sys/module"), module)
     }
-}
 
-/// A module's state read from sysfs (`/sys/module/NAME`): `initstate`
-/// exists only for loadable modules; a directory without it is builtin.
-pub fn sysfs_usage(root: &Path, module: &str) -> Usage {
-    let dir = root.join(module.replace('-', "_"));
-    let initstate = match std::fs::read_to_string(dir.join("initstate")) {
-        Ok(s) => s,
-        Err(_) if dir.is_dir() => return Usage::Builtin,
-        Err(_) => return Usage::NotLoaded,
-    };
-    let refcnt = std::fs::read_to_string(dir.join("refcnt"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    let mut holders: Vec<String> = std::fs::read_dir(dir.join("holders"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    holders.sort();
-    Usage::Loaded {
-        refcnt,
-        holders,
-        live: initstate.trim() == "live",
+    fn links(&self) -> Vec<(i32, String)> {
+        netlink::links()
     }
-}
 
-/// A one-line reason for a failed load, for the reply text and the log.
-pub fn load_error_text(module: &str, err: i32) -> String {
-    format!("could not insert {module}: {}", errno_text(-err))
+    fn insertion_refused(&self) -> Option<Errno> {
+        sysfs::insertion_refused()
+    }
 }

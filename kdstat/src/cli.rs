@@ -71,6 +71,12 @@ schema number):
       (boolean), rules (array of objects: rule, origin (strings), hits
       (integer))
   tracing             string or null   how requesters are traced
+  kernel_shim         object     only while the kerneld_shim module is
+      loaded, added by kdstat from /sys/module/kerneld_shim/parameters:
+      key, read_wait_ms, reply_wait_ms, fallback, and the counters
+      requests, answered, failed, nowait, fallback_no_queue,
+      fallback_unread, fallback_full, fallback_gone, refused_queue,
+      timed_out, interrupted, late_answers
 A requester object has pid, uid, gid (integers), comm, cgroup (strings)
 and namespaces (array of strings).
 kdstat --json prints the document as the daemon sent it, after checking

@@ -145,13 +145,13 @@ fn watch(key: Key, interval: Duration, timeout: Timeout, json: bool) -> ! {
     loop {
         if json {
             match ask_json(key, timeout) {
-                Ok(text) => print_out(&one_line(&text)),
+                Ok(text) => print_out(&one_line(&with_shim_json(text))),
                 Err(f) if first => f.exit("kdstat"),
                 Err(f) => eprintln!("kdstat: {}", f.message),
             }
         } else {
             let body = match ask(key, "status", timeout) {
-                Ok(text) => with_newline(&text),
+                Ok(text) => with_newline(&with_shim_text(text)),
                 Err(f) if first => f.exit("kdstat"),
                 Err(f) => format!("kdstat: {}\n", f.message),
             };

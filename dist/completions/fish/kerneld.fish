@@ -1,5 +1,5 @@
 complete -c kerneld -l delay -d 'Seconds between sweeps for idle modules, and the delay of a delayed release, 1 to 604800 (also `delay=N`; default 60)' -r -f
-complete -c kerneld -l type -d 'Serve only this message type, 1 to 255; negative N serves every type up to |N| (also `type=N`; default -255)' -r -f
+complete -c kerneld -l type -d 'Serve only this message type, 1 to 1023 (256: arp); negative N serves every type up to |N|, at most 255 (also `type=N`; default -255)' -r -f
 complete -c kerneld -l key -d 'Queue key, hex (0x6b65726e) or decimal' -r -f
 complete -c kerneld -l config -d 'Configuration file' -r -F
 complete -c kerneld -l shim -d 'The shim to register (default: kerneld-modprobe beside this program)' -r -F

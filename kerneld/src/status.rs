@@ -49,7 +49,7 @@ pub struct Snapshot {
 }
 
 /// `1 message`, `2 messages`.
-fn count(n: impl Into<u64>, one: &str) -> String {
+pub(crate) fn count(n: impl Into<u64>, one: &str) -> String {
     let n = n.into();
     if n == 1 {
         format!("1 {one}")

@@ -291,7 +291,9 @@ fn a_queue_others_could_have_made_is_not_trusted() {
     assert_eq!(setup.modprobe_argv(), None, "no fallback");
     assert_eq!(queue.0.stat().unwrap().messages, 0, "nothing sent to it");
     assert!(
-        setup.log().contains("is not kerneld's: owner uid 0, creator uid 0, mode 666"),
+        setup
+            .log()
+            .contains("is not kerneld's: owner uid 0, creator uid 0, mode 666"),
         "{}",
         setup.log()
     );

@@ -4,6 +4,7 @@
 //! worked on join it: one action, whose result every waiter receives, as
 //! the 1996 daemon's check_pending_load did.
 
+use crate::backend::Resolution;
 use crate::requester::Requester;
 use kmod_ipc::{Message, MsgType};
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,14 @@ pub struct Waiter {
     pub arrived: Instant,
 }
 
+/// A request decided on the receive thread: what to load, and since when
+/// it is served.  The worker loads it without resolving it again.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub resolution: Resolution,
+    pub since: Instant,
+}
+
 /// One action in progress.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -36,6 +45,18 @@ pub struct Job {
     /// Who it is for, when the policy depends on the requester: requests
     /// from different requesters are then not merged.
     pub identity: String,
+    /// The resolution found when the request was decided, taken by the
+    /// worker (type 2 only).
+    pub planned: Option<Planned>,
+}
+
+/// What a worker needs of the job it starts.
+#[derive(Debug)]
+pub struct Started {
+    pub kind: MsgType,
+    pub text: Vec<u8>,
+    pub requester: Option<Requester>,
+    pub planned: Option<Planned>,
 }
 
 /// All jobs in progress.
@@ -56,6 +77,7 @@ impl JobTable {
         text: &[u8],
         identity: &str,
         waiter: Waiter,
+        planned: Option<Planned>,
     ) -> Option<u64> {
         let key = (kind.number(), text.to_vec(), identity.to_string());
         if let Some(id) = self.by_key.get(&key) {
@@ -77,15 +99,23 @@ impl JobTable {
                 started: Instant::now(),
                 worker: None,
                 identity: identity.to_string(),
+                planned,
             },
         );
         Some(id)
     }
 
-    pub fn set_worker(&mut self, id: u64, tid: i32) {
-        if let Some(j) = self.jobs.get_mut(&id) {
-            j.worker = Some(tid);
-        }
+    /// A worker (thread `tid`) starts on job `id`: its type, text, first
+    /// requester and plan.  None: no such job.
+    pub fn start(&mut self, id: u64, tid: i32) -> Option<Started> {
+        let j = self.jobs.get_mut(&id)?;
+        j.worker = Some(tid);
+        Some(Started {
+            kind: j.kind,
+            text: j.text.clone(),
+            requester: j.waiters.first().and_then(|w| w.requester.clone()),
+            planned: j.planned.take(),
+        })
     }
 
     /// The job is done: remove it and hand back its waiters.  Requests
@@ -158,27 +188,33 @@ mod tests {
     fn identical_requests_merge_until_finished() {
         let mut t = JobTable::default();
         let id = t
-            .join_or_create(MsgType::RequestModule, b"dummy", "", waiter(1))
+            .join_or_create(MsgType::RequestModule, b"dummy", "", waiter(1), None)
             .unwrap();
         assert_eq!(
-            t.join_or_create(MsgType::RequestModule, b"dummy", "", waiter(2)),
+            t.join_or_create(MsgType::RequestModule, b"dummy", "", waiter(2), None),
             None
         );
         assert!(t
-            .join_or_create(MsgType::RequestModule, b"bridge", "", waiter(3))
+            .join_or_create(MsgType::RequestModule, b"bridge", "", waiter(3), None)
             .is_some());
         assert!(t
-            .join_or_create(MsgType::ReleaseModule, b"dummy", "", waiter(4))
+            .join_or_create(MsgType::ReleaseModule, b"dummy", "", waiter(4), None)
             .is_some());
         let w = t.finish(id);
         assert_eq!(w.iter().map(|w| w.request.id).collect::<Vec<_>>(), [1, 2]);
         assert!(t
-            .join_or_create(MsgType::RequestModule, b"dummy", "", waiter(5))
+            .join_or_create(MsgType::RequestModule, b"dummy", "", waiter(5), None)
             .is_some());
         assert_eq!(t.len(), 3);
         assert!(
-            t.join_or_create(MsgType::RequestModule, b"dummy", "uid=1000", waiter(6))
-                .is_some(),
+            t.join_or_create(
+                MsgType::RequestModule,
+                b"dummy",
+                "uid=1000",
+                waiter(6),
+                None
+            )
+            .is_some(),
             "another requester's request is its own action"
         );
     }

@@ -8,6 +8,7 @@
 //! - `daemon`: receive, merge, dispatch; timers; control words
 //! - `reply`, `outbox`: replies sent, unread ones removed, and those that
 //!   wait for room (one thread of their own)
+//! - `request`: the request path of type 2 (decide, load), one copy
 //! - `jobs`: requests in progress and their waiters (merging)
 //! - `pool`: worker threads and libkmod contexts
 //! - `backend`: the module system behind a trait: libkmod (resolve, load,
@@ -39,6 +40,7 @@ pub mod pool;
 pub mod programs;
 pub mod record;
 pub mod reply;
+pub mod request;
 pub mod requester;
 pub mod settings;
 pub mod status;

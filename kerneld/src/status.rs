@@ -342,6 +342,7 @@ mod tests {
             started: Instant::now(),
             worker: Some(7),
             identity: String::new(),
+            planned: None,
         };
         let mut record = BTreeMap::new();
         record.insert(

@@ -11,6 +11,8 @@ scripts/install-deps.sh
 tests/vm/fetch-kernel.sh 6.12 >/dev/null
 tests/vm/fetch-kernel.sh 6.1 >/dev/null
 
+# Where cargo puts the binaries, which the VM test boots with.
+export KERNELD_BIN_DIR=${KERNELD_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}
 cargo build --workspace --bins
 cargo test --workspace
 dist/test-deb.sh

@@ -8,13 +8,13 @@
 
 use crate::backend::Usage;
 use crate::config::Config;
+use crate::control::{self, Owners};
 use crate::errno::errno_text;
+use crate::expiry::Expiry;
 use crate::jobs::{JobTable, Planned, Waiter, MAX_WAITERS};
-use crate::limits;
 use crate::log;
 use crate::names;
 use crate::negcache::NegativeCache;
-use crate::policy::{Mode, Rule};
 use crate::pool::{Contexts, Factory, Pool};
 use crate::programs::Programs;
 use crate::record::{Record, Removal};
@@ -28,24 +28,15 @@ use kmod_ipc::{
     Error as IpcError, Header, Key, Message, MsgType, Queue, TypeFilter, DEFAULT_TEXT_MAX,
     KERNELD_MINSEQ, MAX_DAEMON_TYPE,
 };
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Delayed releases pending at most: each names a module, and there are
-/// not that many modules; more would only grow kerneld.
-pub const DELAYED_MAX: usize = 4096;
+pub use crate::expiry::DELAYED_MAX;
 
 pub use crate::metrics::{Counters, Recent, RECENT_MAX};
 pub use crate::outcome::Outcome;
 pub use crate::settings::Settings;
-
-#[derive(Debug)]
-struct Timers {
-    next_sweep: Instant,
-    delayed: HashMap<String, Instant>,
-}
 
 /// What the daemon is built from.
 pub struct Parts {
@@ -66,7 +57,7 @@ pub struct Daemon {
     config: RwLock<Arc<Config>>,
     requests: Requests,
     jobs: Mutex<JobTable>,
-    record: Mutex<Record>,
+    expiry: Expiry,
     pub counters: Counters,
     pool: Pool,
     contexts: Contexts,
@@ -74,8 +65,6 @@ pub struct Daemon {
     replies: Arc<Replies>,
     key: Key,
     filter: TypeFilter,
-    timers: Mutex<Timers>,
-    timer_cv: Condvar,
     stopping: AtomicBool,
     started: Instant,
     started_at: SystemTime,
@@ -113,16 +102,11 @@ impl Daemon {
             programs: Programs::new(&cfg),
             config: RwLock::new(cfg),
             jobs: Mutex::new(JobTable::default()),
-            record: Mutex::new(p.record),
+            expiry: Expiry::new(p.record, p.settings.delay),
             counters: Counters::default(),
             contexts: Contexts::new(p.factory),
             replies,
             filter: p.filter,
-            timers: Mutex::new(Timers {
-                next_sweep: limits::after(Instant::now(), Duration::from_secs(p.settings.delay)),
-                delayed: HashMap::new(),
-            }),
-            timer_cv: Condvar::new(),
             stopping: AtomicBool::new(false),
             started: Instant::now(),
             started_at: SystemTime::now(),
@@ -154,7 +138,7 @@ impl Daemon {
     /// Stop taking requests; the receiver leaves its loop.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
-        self.timer_cv.notify_all();
+        self.expiry.notify();
         self.replies.stop();
     }
 
@@ -292,41 +276,24 @@ impl Daemon {
                 let Some(name) = self.checked_name(&msg) else {
                     return;
                 };
-                if !self.record.lock().unwrap().holds(&name) {
-                    // Only what kerneld loaded is its to release later:
-                    // anything else would fill the table with bogus names.
-                    let why = "kerneld did not load it (kdstat lists what it loaded)";
-                    log::warn(&format!("delayed release of {name} refused: {why}"));
-                    self.reply(&msg, 1, format!("{name}: {why}").as_bytes());
-                    return;
-                }
                 let delay = self.settings().delay;
-                {
-                    let mut timers = self.timers.lock().unwrap();
-                    if timers.delayed.len() >= DELAYED_MAX && !timers.delayed.contains_key(&name) {
-                        drop(timers);
-                        let why = format!("{DELAYED_MAX} delayed releases are pending already");
+                match self.expiry.delay_release(&name, delay) {
+                    Ok(()) => self.reply(
+                        &msg,
+                        0,
+                        format!("{name} will be released in {delay} s").as_bytes(),
+                    ),
+                    Err(why) => {
                         log::warn(&format!("delayed release of {name} refused: {why}"));
                         self.reply(&msg, 1, format!("{name}: {why}").as_bytes());
-                        return;
                     }
-                    timers.delayed.insert(
-                        name.clone(),
-                        limits::after(Instant::now(), Duration::from_secs(delay)),
-                    );
                 }
-                self.timer_cv.notify_all();
-                self.reply(
-                    &msg,
-                    0,
-                    format!("{name} will be released in {delay} s").as_bytes(),
-                );
             }
             MsgType::CancelRelease => {
                 let Some(name) = self.checked_name(&msg) else {
                     return;
                 };
-                let had = self.timers.lock().unwrap().delayed.remove(&name).is_some();
+                let had = self.expiry.cancel(&name);
                 let text = if had {
                     format!("release of {name} cancelled")
                 } else {
@@ -515,7 +482,7 @@ impl Daemon {
         let ask = Ask::new(name, who, &identity);
         let answer = match self.requests.decide(&self.contexts, &ask, &self.counters) {
             Plan::Answer(a) => a,
-            Plan::Load(res) => self.requests.load(&self.contexts, &self.record, &ask, &res),
+            Plan::Load(res) => self.requests.load(&self.contexts, &self.expiry, &ask, &res),
         };
         answer.line.emit();
         answer.outcome
@@ -528,7 +495,7 @@ impl Daemon {
         ask.since = p.since;
         let answer = self
             .requests
-            .load(&self.contexts, &self.record, &ask, &p.resolution);
+            .load(&self.contexts, &self.expiry, &ask, &p.resolution);
         answer.line.emit();
         answer.outcome
     }
@@ -545,13 +512,7 @@ impl Daemon {
                 Usage::Builtin => return Err(format!("{name} is built into the kernel")),
                 Usage::Loaded { .. } => {}
             }
-            let mut rec = self.record.lock().unwrap();
-            let mut out = Removal::default();
-            rec.remove_with_deps(sys, name, &keep, &mut out);
-            if let Err(e) = rec.save() {
-                log::error(&format!("cannot save the record of loaded modules: {e}"));
-            }
-            Ok(out)
+            Ok(self.expiry.remove_with_deps(sys, name, &keep))
         });
         let out = match r {
             Ok(Ok(o)) => o,
@@ -579,75 +540,35 @@ impl Daemon {
     // ---------------------------------------------------------------
     // Timers
 
-    fn rearm_sweep(&self) {
-        let delay = Duration::from_secs(self.settings().delay);
-        self.timers.lock().unwrap().next_sweep = limits::after(Instant::now(), delay);
-    }
-
     /// A request for `name`: the next sweep waits a full delay again, and a
     /// delayed release of `name` is off.
     fn rearm_sweep_and_cancel(&self, name: &str) {
-        let delay = Duration::from_secs(self.settings().delay);
-        let mut timers = self.timers.lock().unwrap();
-        timers.next_sweep = limits::after(Instant::now(), delay);
-        // Hashing the name is the costly part, and there is rarely any
-        // delayed release to cancel.
-        if !timers.delayed.is_empty() {
-            timers.delayed.remove(name);
-        }
+        self.expiry.requested(name, self.settings.delay());
     }
 
     /// Seconds until the next sweep, None with `keep`.
     pub fn next_sweep_in(&self) -> Option<f64> {
-        if self.settings().keep {
+        if self.settings.keep() {
             return None;
         }
-        let t = self.timers.lock().unwrap().next_sweep;
-        Some(t.saturating_duration_since(Instant::now()).as_secs_f64())
+        Some(self.expiry.next_sweep_in().as_secs_f64())
     }
 
     /// The timer loop: sweeps and delayed releases; returns on stop.
     pub fn timer_loop(self: &Arc<Self>) {
-        let mut timers = self.timers.lock().unwrap();
-        while !self.stopping() {
-            let now = Instant::now();
-            let due: Vec<String> = timers
-                .delayed
-                .iter()
-                .filter(|(_, t)| **t <= now)
-                .map(|(n, _)| n.clone())
-                .collect();
-            for n in &due {
-                timers.delayed.remove(n);
-            }
-            let sweep_due = timers.next_sweep <= now;
-            if sweep_due {
-                timers.next_sweep = limits::after(now, Duration::from_secs(self.settings().delay));
-            }
-            drop(timers);
-            for name in due {
+        self.expiry.run(
+            || self.stopping(),
+            || self.settings.delay(),
+            |name| {
                 let d = Arc::clone(self);
-                log::info(&format!("delayed release of {name} is due"));
                 self.pool.execute(move || {
                     d.release_module(&name);
                 });
-            }
-            if sweep_due {
+            },
+            || {
                 self.sweep();
-            }
-            timers = self.timers.lock().unwrap();
-            let next = timers
-                .delayed
-                .values()
-                .copied()
-                .chain(std::iter::once(timers.next_sweep))
-                .min()
-                .unwrap_or(now);
-            let wait = next
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(1));
-            timers = self.timer_cv.wait_timeout(timers, wait).unwrap().0;
-        }
+            },
+        );
     }
 
     /// One idle sweep (unless `keep`, or a load is in progress, as in 1996).
@@ -656,17 +577,7 @@ impl Daemon {
             return Removal::default();
         }
         let keep = self.config().keep_modules.clone();
-        let r = self.contexts.with(|sys| {
-            let mut rec = self.record.lock().unwrap();
-            let before = rec.modules.clone();
-            let out = rec.sweep(sys, &keep);
-            if rec.modules != before {
-                if let Err(e) = rec.save() {
-                    log::error(&format!("cannot save the record of loaded modules: {e}"));
-                }
-            }
-            out
-        });
+        let r = self.contexts.with(|sys| self.expiry.sweep(sys, &keep));
         let out = r.unwrap_or_default();
         if !out.removed.is_empty() {
             self.counters
@@ -686,68 +597,14 @@ impl Daemon {
     // ---------------------------------------------------------------
     // Status and control (type 255)
 
-    /// Apply a control word and produce the reply.
+    /// Apply a control word and produce the reply (see `control.rs`).
     pub fn control(&self, text: &str) -> Outcome {
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let mut prefix = String::new();
-        match words.as_slice() {
-            [] | ["status"] => {}
-            ["json"] => return Outcome::ok(crate::status::json(&self.snapshot()).to_string()),
-            ["policy"] => return Outcome::ok(self.requests.policy.read().unwrap().describe()),
-            ["debug"] => self.set(|s| s.debug = true),
-            ["nodebug"] => self.set(|s| s.debug = false),
-            ["keep"] => self.set(|s| s.keep = true),
-            ["nokeep"] => self.set(|s| s.keep = false),
-            ["flush"] => prefix = format!("flushed {} entries\n", self.flush()),
-            ["mode=enforce"] | ["mode=audit"] => {
-                let mode = if words[0] == "mode=audit" {
-                    Mode::Audit
-                } else {
-                    Mode::Enforce
-                };
-                if let Err(e) = self.requests.policy.write().unwrap().set_mode_live(mode) {
-                    return Outcome::fail(e);
-                }
-                // Denials remembered under the old mode must not outlive it.
-                self.requests.negcache.lock().unwrap().clear();
-                log::notice(&format!("policy {} set live", words[0]));
-            }
-            [w, ..] if *w == "allow" || *w == "deny" => {
-                let rule = match Rule::parse(&words, "live") {
-                    Ok(r) => r,
-                    Err(e) => return Outcome::fail(format!("bad rule: {e}")),
-                };
-                let shown = rule.to_string();
-                if let Err(e) = self.requests.policy.write().unwrap().add_live_rule(rule) {
-                    return Outcome::fail(e);
-                }
-                self.requests.negcache.lock().unwrap().clear();
-                log::notice(&format!("policy rule added live: {shown}"));
-                return Outcome::ok(self.requests.policy.read().unwrap().describe());
-            }
-            [w] if w.starts_with("delay=") => match limits::DELAY.parse(&w[6..]) {
-                Ok(n) => {
-                    self.set(|s| s.delay = n);
-                    self.rearm_sweep();
-                    self.timer_cv.notify_all();
-                }
-                Err(e) => return Outcome::fail(format!("{w}: {e}")),
-            },
-            _ => {
-                return Outcome::fail(format!(
-                    "unknown control word {text:?}: use status, json, policy, debug, nodebug, \
-                     keep, nokeep, delay=N, flush, mode=enforce|audit, allow|deny request|module PATTERN"
-                ))
-            }
-        }
-        if !words.is_empty() && words != ["status"] {
-            log::info(&format!("control: {text}"));
-        }
-        Outcome::ok(prefix + &crate::status::text(&self.snapshot()))
-    }
-
-    fn set(&self, f: impl FnOnce(&mut Settings)) {
-        self.settings.set(f);
+        let owners = Owners {
+            settings: &self.settings,
+            requests: &self.requests,
+            expiry: &self.expiry,
+        };
+        control::apply(&owners, text, || self.flush(), || self.snapshot())
     }
 
     /// Drop every waiting message (types the daemon serves); answer those
@@ -768,27 +625,9 @@ impl Daemon {
     // ---------------------------------------------------------------
     // Reload
 
-    /// SIGHUP: read the configuration again (keeping the old one on error,
-    /// and the old policy if it is locked), and reopen the module index.
+    /// SIGHUP: read the configuration again (see `control::reload`).
     pub fn reload(&self, path: &std::path::Path, required: bool) {
-        match Config::load(path, required) {
-            Err(e) => log::error(&format!(
-                "configuration not reloaded, keeping the old one: {e}"
-            )),
-            Ok(new) => {
-                let mut policy = self.requests.policy.write().unwrap();
-                if policy.lock {
-                    log::notice("policy is locked (lock = yes): rules kept until restart");
-                } else {
-                    *policy = new.policy.clone();
-                }
-                drop(policy);
-                *self.config.write().unwrap() = Arc::new(new);
-                log::notice(&format!("configuration reloaded from {}", path.display()));
-            }
-        }
-        self.contexts.clear();
-        self.requests.negcache.lock().unwrap().clear();
+        control::reload(path, required, &self.config, &self.requests, &self.contexts);
     }
 
     /// Wait for actions in flight, up to `timeout`.
@@ -809,7 +648,7 @@ impl Daemon {
             started_at: self.started_at,
             workers: self.pool.workers(),
             next_sweep_in: self.next_sweep_in(),
-            record: self.record.lock().unwrap().modules.clone(),
+            record: self.expiry.modules(),
             recent: self
                 .requests
                 .recent
@@ -1033,7 +872,7 @@ mod tests {
         assert_eq!(d.request_module("rtnl-link-dummy", None).status, 0);
         let r = ask(11_001, "dummy");
         assert_eq!(r.status, 0, "{}", r.text_lossy());
-        assert_eq!(d.timers.lock().unwrap().delayed.len(), 1);
+        assert_eq!(d.expiry.pending(), 1);
     }
 
     #[test]
@@ -1050,15 +889,11 @@ mod tests {
                 .unwrap()
         };
         for i in 0..DELAYED_MAX {
-            d.timers
-                .lock()
-                .unwrap()
-                .delayed
-                .insert(format!("m{i}"), Instant::now() + Duration::from_secs(60));
+            d.expiry.pend(&format!("m{i}"));
         }
         for name in ["one-too-many", "m7"] {
             let m = [name.to_string()];
-            d.record.lock().unwrap().add(name, &m, &m);
+            d.expiry.with_record(|r| r.add(name, &m, &m));
         }
         let r = ask(0, "one-too-many");
         assert_eq!(r.status, 1, "{}", r.text_lossy());
@@ -1069,7 +904,7 @@ mod tests {
         );
         // A name already pending is rescheduled all the same.
         assert_eq!(ask(1, "m7").status, 0);
-        assert_eq!(d.timers.lock().unwrap().delayed.len(), DELAYED_MAX);
+        assert_eq!(d.expiry.pending(), DELAYED_MAX);
     }
 
     #[test]

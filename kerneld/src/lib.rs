@@ -5,7 +5,8 @@
 //! job:
 //!
 //! - `cli`, `config`: command line and /etc/kerneld.conf
-//! - `daemon`: receive, merge, dispatch; timers; control words
+//! - `daemon`: receive, merge, dispatch
+//! - `control`: control words (type 255) and the reload on SIGHUP
 //! - `reply`, `outbox`: replies sent, unread ones removed, and those that
 //!   wait for room (one thread of their own)
 //! - `request`: the request path of type 2 (decide, load), one copy
@@ -13,20 +14,25 @@
 //! - `pool`: worker threads and libkmod contexts
 //! - `backend`: the module system behind a trait: libkmod (resolve, load,
 //!   unload), sysfs, netlink; a fake with the `fake` feature
-//! - `record`: what kerneld loaded, and idle expiry
+//! - `expiry`, `record`: what kerneld loaded, idle sweeps and delayed
+//!   releases (one lock), and the record's file
 //! - `policy`, `negcache`, `names`: who may load what; failures remembered;
 //!   validation of names
 //! - `trace`, `requester`: who asked (the module_request tracepoint)
 //! - `programs`: system, route, blanker, pnp and arp requests
-//! - `status`: status text and JSON
+//! - `status`: status text and JSON from a plain snapshot
+//! - `metrics`, `settings`, `outcome`: counters by type and the recent
+//!   requests; the live settings; the answer to a request
 //! - `limits`: the range of every duration and count
 //! - `log`, `errno`: syslog and readable errors
 
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod errno;
+pub mod expiry;
 pub mod jobs;
 pub mod limits;
 pub mod log;

@@ -8,13 +8,13 @@
 
 use crate::backend::{load_error_text, ModuleBackend, Resolution};
 use crate::errno::errno_text;
+use crate::expiry::Expiry;
 use crate::log;
 use crate::metrics::{Counters, Recent, RECENT_MAX};
 use crate::negcache::NegativeCache;
 use crate::outcome::Outcome;
 use crate::policy::{Decision, Mode, Policy};
 use crate::pool::Contexts;
-use crate::record::Record;
 use crate::requester::Requester;
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -148,12 +148,12 @@ impl Requests {
     pub fn load(
         &self,
         contexts: &Contexts,
-        record: &Mutex<Record>,
+        expiry: &Expiry,
         ask: &Ask,
         res: &Resolution,
     ) -> Answer {
         let outcome = contexts
-            .with(|sys| load(sys, record, ask.name, res))
+            .with(|sys| load(sys, expiry, ask.name, res))
             .unwrap_or_else(|e| Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)));
         self.settle(ask, outcome)
     }
@@ -337,22 +337,12 @@ fn denied(name: &str, d: &Decision, c: &Counters) -> Outcome {
 }
 
 /// Load what `plan` allowed, and record what was inserted.
-fn load(
-    sys: &mut dyn ModuleBackend,
-    record: &Mutex<Record>,
-    name: &str,
-    res: &Resolution,
-) -> Outcome {
+fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, name: &str, res: &Resolution) -> Outcome {
     match sys.load(name) {
         Err(e) => Outcome::fail(format!("{name}: lookup failed: {}", errno_text(e))),
         Ok(out) => {
             if !out.inserted.is_empty() {
-                let mut rec = record.lock().unwrap();
-                rec.add(name, &res.candidates, &out.inserted);
-                rec.note_own_links(&out.inserted, &sys.links());
-                if let Err(e) = rec.save() {
-                    log::error(&format!("cannot save the record of loaded modules: {e}"));
-                }
+                expiry.loaded(name, &res.candidates, &out.inserted, &sys.links());
             }
             match out.error {
                 Some((m, e)) => Outcome::fail(format!("{name}: {}", load_error_text(&m, e))),

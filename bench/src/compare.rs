@@ -73,7 +73,7 @@ pub fn run(old: &Path, new: &Path, module_dir: &Path, work: &Path, conf_dir: &Pa
             start("new-bl", new, fair, Some(conf_dir)),
         ),
     ];
-    let cases: [(&str, usize, MsgType, &str); 5] = [
+    let cases: [(&str, usize, MsgType, &str); 6] = [
         ("status (type 255, \"\")", 0, MsgType::Status, ""),
         (
             "unknown name",
@@ -98,6 +98,12 @@ pub fn run(old: &Path, new: &Path, module_dir: &Path, work: &Path, conf_dir: &Pa
             0,
             MsgType::RequestModule,
             "rtnl-link-dummy",
+        ),
+        (
+            "name already in the kernel (crypto-sha256-generic, built in)",
+            0,
+            MsgType::RequestModule,
+            "crypto-sha256-generic",
         ),
     ];
     let mut t = Table::new(&[

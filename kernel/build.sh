@@ -18,8 +18,8 @@
 # Everything is cached outside the repository, under
 # ${KERNELD_KERNEL_CACHE:-/var/cache/kerneld-kernel}:
 #   k-HASH/  the kernel build tree, image and modules; HASH covers the
-#            linux-source version, the patches, the fragment, this script
-#            and the toolchain (rustc, bindgen, clang)
+#            linux-source version, the patches, the fragment, the kernel
+#            part of this script and the toolchain (rustc, bindgen, clang)
 #   m-HASH/  the module and the ROOT above; HASH adds the module's sources
 #            and kmod-ipc/src/wire.rs, which it includes
 # A warm machine therefore rebuilds nothing, and a change to the module
@@ -111,7 +111,9 @@ toolchain="$(/usr/bin/rustc --version) | $("$bindgen" --version) | $(clang --ver
 khash=$( {
     echo "linux-source-6.12 $srcver"
     echo "$toolchain"
-    cat "$here/kerneld.config" "$here/build.sh"
+    cat "$here/kerneld.config"
+    # The kernel part of this script, not the module's.
+    sed '/^# --- the module/,$d' "$here/build.sh"
     for p in "$here"/patches/*.patch; do
         echo "$(basename "$p")"
         cat "$p"

@@ -80,6 +80,7 @@ add_bin kdsend bin
 cc -static -O2 -Wall -o "$stage/bin/trigger" "$here/trigger.c"
 install -m 0755 "$here/init" "$stage/init"
 install -m 0755 "$here/scenarios.sh" "$stage/scenarios.sh"
+install -m 0755 "$here/shim-scenarios.sh" "$stage/shim-scenarios.sh"
 if [[ -n "${KERNELD_VM_SCRIPT:-}" ]]; then
     install -m 0755 "$KERNELD_VM_SCRIPT" "$stage/script.sh"
 fi
@@ -121,6 +122,11 @@ while read -r name _; do
         fi
     done <<<"$deps"
 done <"$here/modules.list"
+# Our own kernel (kernel/build.sh) carries the in-kernel sender.
+if [[ -f "$moddir/extra/kerneld_shim.ko" ]]; then
+    mkdir -p "$stage/lib/modules/$kver/extra"
+    cp "$moddir/extra/kerneld_shim.ko" "$stage/lib/modules/$kver/extra/"
+fi
 cp "$moddir"/modules.order "$moddir"/modules.builtin* "$stage/lib/modules/$kver/"
 depmod -b "$stage" "$kver"
 # libcrc32c's softdep (pre: crc32c) makes modprobe and libkmod load crc32c

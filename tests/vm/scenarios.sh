@@ -1,7 +1,7 @@
 #!/bin/sh
 # shellcheck shell=dash
 # Scenarios run inside the test guest by /init (busybox sh).
-# Usage: sh /scenarios.sh kerneld|baseline
+# Usage: sh /scenarios.sh kerneld|baseline|shim (shim: shim-scenarios.sh)
 #
 # Every scenario prints exactly one line, which tests/vm/run parses:
 #   VMTEST PASS <n> <description>
@@ -536,7 +536,9 @@ restart_kerneld() {
     wait_until 10 no_queue || note "queue still there 10 s after SIGTERM"
     write_conf modprobe
     for _l in "$@"; do echo "$_l"; done >>/etc/kerneld.conf
-    echo /sbin/kerneld-modprobe >/proc/sys/kernel/modprobe
+    # The in-kernel sender's scenarios (shim-scenarios.sh) keep a helper
+    # that does not exist.
+    echo "${KDVM_HELPER:-/sbin/kerneld-modprobe}" >/proc/sys/kernel/modprobe
     _t_start=$(ms)
     start_kerneld "$_rlog" debug delay=60
 }
@@ -715,6 +717,10 @@ scenario_modules_disabled() {
 case "$mode" in
     baseline) baseline ;;
     kerneld) kerneld_scenarios ;;
+    shim)
+        . /shim-scenarios.sh
+        shim_scenarios
+        ;;
     *) echo "VMTEST FAIL 0 unknown mode: $mode" ;;
 esac
 

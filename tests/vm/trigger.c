@@ -16,6 +16,17 @@
  *       Prints "ready" once the file is open (and the interface exists).
  *   trigger ms
  *       print CLOCK_MONOTONIC in milliseconds (busybox has no such date).
+ *   trigger [-u UID] queue KEY MODE
+ *       create a SysV message queue at KEY (decimal or 0x hex) with MODE
+ *       (octal), as a squatter would; prints its id.
+ *   trigger rmqueue ID
+ *       remove the message queue ID (busybox has no ipcrm).
+ *   trigger pid-above N
+ *       fork and reap children until one gets a pid above N (set
+ *       kernel.pid_max first), so that the next process does too.
+ *   trigger nlbind GROUP
+ *       bind a NETLINK_NETFILTER socket to GROUP: nfnetlink asks for its
+ *       subsystem with request_module_nowait() and bind returns at once.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,9 +37,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <grp.h>
+#include <linux/netlink.h>
 #include <sys/ioctl.h>
+#include <sys/msg.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,7 +50,11 @@ static void usage(void)
 {
 	fputs("usage: trigger [-u UID] socket FAMILY TYPE PROTO [HOLD_SECONDS]\n"
 	      "       trigger [-u UID] hold PATH SECONDS\n"
-	      "       trigger ms\n",
+	      "       trigger ms\n"
+	      "       trigger [-u UID] queue KEY MODE\n"
+	      "       trigger rmqueue ID\n"
+	      "       trigger pid-above N\n"
+	      "       trigger nlbind GROUP\n",
 	      stderr);
 	exit(2);
 }
@@ -147,6 +165,81 @@ static int do_ms(void)
 	return 0;
 }
 
+static int do_queue(char **argv, int argc)
+{
+	char *end;
+	long mode;
+	int id;
+
+	if (argc != 2)
+		usage();
+	mode = strtol(argv[1], &end, 8);
+	if (*end != '\0')
+		usage();
+	id = msgget((key_t)strtoul(argv[0], NULL, 0), IPC_CREAT | IPC_EXCL | (int)mode);
+	if (id < 0) {
+		printf("msgget: %s\n", strerror(errno));
+		return 1;
+	}
+	printf("%d\n", id);
+	return 0;
+}
+
+static int do_rmqueue(char **argv, int argc)
+{
+	if (argc != 1)
+		usage();
+	if (msgctl((int)num(argv[0]), IPC_RMID, NULL) != 0) {
+		printf("msgctl IPC_RMID: %s\n", strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
+static int do_pid_above(char **argv, int argc)
+{
+	long n;
+	pid_t p;
+
+	if (argc != 1)
+		usage();
+	n = num(argv[0]);
+	do {
+		p = vfork();
+		if (p == 0)
+			_exit(0);
+		if (p < 0) {
+			printf("vfork: %s\n", strerror(errno));
+			return 1;
+		}
+		waitpid(p, NULL, 0);
+	} while (p <= n);
+	return 0;
+}
+
+static int do_nlbind(char **argv, int argc)
+{
+	struct sockaddr_nl sa;
+	int fd;
+
+	if (argc != 1)
+		usage();
+	fd = socket(AF_NETLINK, SOCK_RAW, NETLINK_NETFILTER);
+	if (fd < 0) {
+		printf("socket: %s\n", strerror(errno));
+		return 1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.nl_family = AF_NETLINK;
+	sa.nl_groups = 1u << (num(argv[0]) - 1);
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		printf("bind: %s\n", strerror(errno));
+		return 1;
+	}
+	close(fd);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	argv++;
@@ -164,6 +257,14 @@ int main(int argc, char **argv)
 		return do_hold(argv + 1, argc - 1);
 	if (strcmp(argv[0], "ms") == 0 && argc == 1)
 		return do_ms();
+	if (strcmp(argv[0], "queue") == 0)
+		return do_queue(argv + 1, argc - 1);
+	if (strcmp(argv[0], "rmqueue") == 0)
+		return do_rmqueue(argv + 1, argc - 1);
+	if (strcmp(argv[0], "pid-above") == 0)
+		return do_pid_above(argv + 1, argc - 1);
+	if (strcmp(argv[0], "nlbind") == 0)
+		return do_nlbind(argv + 1, argc - 1);
 	usage();
 	return 2;
 }

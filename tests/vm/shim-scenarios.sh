@@ -1,0 +1,299 @@
+#!/bin/sh
+# shellcheck shell=dash disable=SC2154
+# Scenarios of the in-kernel sender (kernel/, the kerneld_shim module), on
+# our patched 6.12 kernel with 2 CPUs.  Sourced by scenarios.sh (mode shim),
+# whose helpers they use; same output contract (one VMTEST PASS/FAIL line
+# per scenario).
+#
+# In the kerneld scenarios /proc/sys/kernel/modprobe names a path that does
+# not exist: whatever loads was asked for without executing anything.  The
+# shim's own scenarios (21-27) set it to /sbin/modprobe where a fallback is
+# expected, or where one that must not happen would show.
+
+NO_HELPER=/nonexistent/modprobe
+SHIM_PARAMS=/sys/module/kerneld_shim/parameters
+SHIM_KO=/lib/modules/$(uname -r)/extra/kerneld_shim.ko
+
+cnt() { cat "$SHIM_PARAMS/$1" 2>/dev/null || echo 0; }
+helper() { echo "$1" >/proc/sys/kernel/modprobe; }
+# Messages waiting in the queue at QUEUE_KEY (qnum of /proc/sysvipc/msg).
+queue_qnum() {
+    awk -v k="$QUEUE_KEY" '$1 == k { print $5; f = 1 } END { if (!f) print "none" }' /proc/sysvipc/msg
+}
+queue_id() {
+    awk -v k="$QUEUE_KEY" '$1 == k { print $2 }' /proc/sysvipc/msg
+}
+
+shim_scenarios() {
+    for b in kerneld kdstat; do
+        command -v "$b" >/dev/null || note "$b is not in the image"
+    done
+    note "$(nproc) CPUs, clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+    if ! /sbin/insmod "$SHIM_KO"; then
+        note "insmod $SHIM_KO failed: $(dmesg | tail -n 5 | tr '\n' '|')"
+    fi
+    helper "$NO_HELPER"
+    # restart_kerneld (scenarios 9-14) sets the helper to this.
+    KDVM_HELPER=$NO_HELPER
+    write_conf modprobe
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld.log debug delay=60
+    want_delay=60
+    want_keep=nokeep
+
+    # 1-4 ----------------------------------------------------------------
+    _a=$(cnt answered)
+    if check_dummy 1 "the in-kernel sender"; then
+        if [ "$(cat /proc/sys/kernel/modprobe)" != "$NO_HELPER" ]; then
+            fail 1 "$d" "the helper is $(cat /proc/sys/kernel/modprobe), not $NO_HELPER"
+        elif [ "$(cnt answered)" -le "$_a" ]; then
+            fail 1 "$d" "kerneld_shim's answered counter did not move ($(cnt answered))"
+        elif ! klog_has rtnl-link-dummy; then
+            fail 1 "$d" "kerneld's log does not mention rtnl-link-dummy"
+        else
+            pass 1 "$d ($dt ms)"
+        fi
+    fi
+    if check_bridge 2 "the in-kernel sender"; then
+        klog_has rtnl-link-bridge && pass 2 "$d ($dt ms)" ||
+            fail 2 "$d" "kerneld's log does not mention rtnl-link-bridge"
+    fi
+    if check_sctp 3 "the in-kernel sender"; then
+        if ! klog_has net-pf-2-proto-132; then
+            fail 3 "$d" "kerneld's log does not mention net-pf-2-proto-132"
+        elif ! klog_has crypto-crc32c; then
+            fail 3 "$d" "kerneld's log does not mention the nested crypto-crc32c"
+        else
+            pass 3 "$d ($dt ms)"
+        fi
+    fi
+    if check_nosuchkind 4 "the in-kernel sender"; then
+        kdstat_ok && pass 4 "$d ($dt ms)" || fail 4 "$d" "kerneld does not answer kdstat afterwards"
+    fi
+
+    # 5, 7 ----------------------------------------------------------------
+    scenario_expiry
+    scenario_kdstat
+
+    # 9-11, 12 (full pid), 13, 14 -------------------------------------------
+    scenario_deny_request
+    scenario_audit
+    scenario_deny_dependency
+    shim_requester
+    scenario_deny_users
+    scenario_two_users
+
+    # 21-27: the shim itself ---------------------------------------------
+    shim_no_kerneld
+    shim_killed_kerneld
+    shim_squatted
+    shim_nowait
+    shim_slow_load
+    shim_unload_burst
+    shim_kdstat
+
+    # 15: last, it holds until reboot -------------------------------------
+    helper "$NO_HELPER"
+    scenario_modules_disabled
+    stop_kerneld TERM
+}
+
+# 12: the requester as the kernel module names it, with a pid above 65535
+# (the header's 16 bits could not carry it) and no tracepoint.
+shim_requester() {
+    d="uid 1000's AF_CAN socket, pid above 65535: kerneld's log, kdstat and --json name the full pid, uid, gid, trigger and cgroup"
+    restart_kerneld /tmp/kerneld5.log || { fail 12 "$d" "kerneld not ready"; return; }
+    unload can_raw can || { fail 12 "$d" "cannot unload first: $(loaded_of can_raw can)"; return; }
+    echo 4194304 >/proc/sys/kernel/pid_max
+    run 120 trigger pid-above 70000
+    [ "$rc" = 0 ] || { fail 12 "$d" "trigger pid-above 70000: exit $rc: $out"; return; }
+    run 60 trigger -u 1000 socket 29 3 1
+    { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||
+        { fail 12 "$d" "trigger -u 1000 socket 29 3 1: exit $rc: $out"; return; }
+    _l=$(log_line 'request_module for pid [0-9]+ uid 1000 gid 1000 \(trigger\) cgroup /user.slice/user-1000.slice: net-pf-29: loaded can')
+    [ -n "$_l" ] || { fail 12 "$d" "no 'request_module for pid P uid 1000 gid 1000 (trigger) cgroup /user.slice/user-1000.slice: net-pf-29: loaded can' in $KLOG: $(log_line net-pf-29)"; return; }
+    _pid=$(echo "$_l" | sed -E 's/.*request_module for pid ([0-9]+) .*/\1/')
+    [ "$_pid" -gt 65535 ] || { fail 12 "$d" "pid $_pid is not above 65535"; return; }
+    _k=$(timeout 10 kdstat 2>&1)
+    echo "$_k" | grep -E -q "net-pf-29 from pid $_pid uid 1000 gid 1000 \(trigger\)" ||
+        { fail 12 "$d" "kdstat has no 'net-pf-29 from pid $_pid uid 1000 gid 1000 (trigger)': $(echo "$_k" | tr '\n' '|')"; return; }
+    _j=$(json_requesters net-pf-29 | tail -n 1)
+    for _f in "uid 1000" "gid 1000" "pid $_pid" 'comm "trigger"' 'cgroup "/user.slice/user-1000.slice"'; do
+        json_has "$_j" "${_f% *}" "${_f#* }" ||
+            { fail 12 "$d" "kdstat --json: requester lacks \"${_f% *}\":${_f#* }: {$_j"; return; }
+    done
+    pass 12 "$d (pid $_pid)"
+}
+
+# 21: no kerneld: the usermode helper runs; with fallback=N the request fails.
+shim_no_kerneld() {
+    d="no kerneld: request_module() runs the usermode helper; with fallback=N it fails and nothing loads"
+    stop_kerneld TERM
+    wait_until 10 no_queue || { fail 21 "$d" "queue still there after SIGTERM"; return; }
+    helper /sbin/modprobe
+    unload dummy || { fail 21 "$d" "cannot unload dummy first"; return; }
+    _n=$(cnt fallback_no_queue)
+    run 60 ip link add d7 type dummy
+    { [ "$rc" = 0 ] && loaded dummy; } || { fail 21 "$d" "with fallback=Y: exit $rc: $out"; return; }
+    _fb=$dt
+    [ "$(cnt fallback_no_queue)" -gt "$_n" ] || { fail 21 "$d" "fallback_no_queue did not move"; return; }
+    ip link del d7
+    unload dummy || { fail 21 "$d" "cannot unload dummy"; return; }
+    echo N >"$SHIM_PARAMS/fallback"
+    run 60 ip link add d8 type dummy
+    echo Y >"$SHIM_PARAMS/fallback"
+    [ "$rc" != 0 ] || { fail 21 "$d" "with fallback=N the link was made"; ip link del d8; return; }
+    ! loaded dummy || { fail 21 "$d" "with fallback=N dummy got loaded"; return; }
+    pass 21 "$d (helper path $_fb ms, fallback=N $dt ms)"
+}
+
+# 22: kerneld SIGKILLed, its queue left behind: the request is taken back
+# after read_wait_ms and the helper runs; nothing stale stays queued.
+shim_killed_kerneld() {
+    d="kerneld SIGKILLed, queue left: the request is taken back after about 1 s, the helper loads dummy, no stale request stays"
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld6.log debug delay=60 || { fail 22 "$d" "kerneld not ready"; return; }
+    stop_kerneld KILL
+    queue_exists || { fail 22 "$d" "queue gone after SIGKILL"; return; }
+    helper /sbin/modprobe
+    unload dummy || { fail 22 "$d" "cannot unload dummy first"; return; }
+    _n=$(cnt fallback_unread)
+    run 60 ip link add d9 type dummy
+    { [ "$rc" = 0 ] && loaded dummy; } || { fail 22 "$d" "exit $rc after $dt ms: $out"; return; }
+    [ "$(cnt fallback_unread)" -gt "$_n" ] || { fail 22 "$d" "fallback_unread did not move"; return; }
+    _q=$(queue_qnum)
+    [ "$_q" = 0 ] || { fail 22 "$d" "$_q messages left in the queue"; return; }
+    _took=$dt
+    ip link del d9
+    # The next kerneld takes the queue over and finds nothing to serve twice.
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld7.log debug delay=60 || { fail 22 "$d" "next kerneld not ready"; return; }
+    sleep 1
+    ! log_has rtnl-link-dummy || { fail 22 "$d" "the next kerneld served the stale request: $(log_line rtnl-link-dummy)"; return; }
+    pass 22 "$d ($_took ms)"
+}
+
+# 23: a queue someone else made at the key: refused, never handed to the
+# helper (which would load dummy) nor left in the queue.
+shim_squatted() {
+    d="a squatted queue (uid 1000's 0600, root's 0666): refused with nothing queued, helper not run, dummy stays out"
+    stop_kerneld TERM
+    wait_until 10 no_queue || { fail 23 "$d" "queue still there"; return; }
+    helper /sbin/modprobe
+    unload dummy || { fail 23 "$d" "cannot unload dummy first"; return; }
+    _n=$(cnt refused_queue)
+    for _who in "-u 1000 queue $QUEUE_KEY 600" "queue $QUEUE_KEY 666"; do
+        # shellcheck disable=SC2086
+        _id=$(trigger $_who) || { fail 23 "$d" "trigger $_who: $_id"; return; }
+        run 60 ip link add d10 type dummy
+        _q=$(queue_qnum)
+        trigger rmqueue "$_id"
+        if [ "$rc" = 0 ]; then
+            ip link del d10
+            fail 23 "$d" "trigger $_who: the link was made"
+            return
+        fi
+        ! loaded dummy || { fail 23 "$d" "trigger $_who: dummy got loaded"; return; }
+        [ "$_q" = 0 ] || { fail 23 "$d" "trigger $_who: $_q messages handed to the squatter"; return; }
+    done
+    [ "$(cnt refused_queue)" -ge $((_n + 2)) ] || { fail 23 "$d" "refused_queue $(cnt refused_queue), was $_n"; return; }
+    pass 23 "$d ($out)"
+}
+
+# 24: request_module_nowait() (nfnetlink's bind) sends id 0 and returns.
+shim_nowait() {
+    d="request_module_nowait() (nfnetlink bind): sent with id 0, bind returns, kerneld gets nfnetlink-subsys-1"
+    helper "$NO_HELPER"
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld8.log debug delay=60 || { fail 24 "$d" "kerneld not ready"; return; }
+    _n=$(cnt nowait)
+    run 30 trigger nlbind 1
+    [ "$rc" = 0 ] || { fail 24 "$d" "trigger nlbind 1: exit $rc: $out"; return; }
+    [ "$(cnt nowait)" -gt "$_n" ] || { fail 24 "$d" "nowait counter did not move"; return; }
+    wait_until 10 log_has 'received request_module .*id 0 .*nfnetlink-subsys-1' ||
+        { fail 24 "$d" "no 'received request_module ... id 0 ... nfnetlink-subsys-1' in $KLOG: $(log_line nfnetlink)"; return; }
+    pass 24 "$d ($dt ms)"
+}
+
+# 25: a load slower than read_wait_ms: kerneld read it, so the shim waits
+# for the answer; served once, no fallback.
+shim_slow_load() {
+    d="a load that takes 2 s (longer than read_wait_ms): the shim waits for kerneld's answer, served once, no fallback"
+    helper "$NO_HELPER"
+    unload dummy || { fail 25 "$d" "cannot unload dummy first"; return; }
+    mkdir -p /etc/modprobe.d
+    rm -f /tmp/slow.count
+    echo 'install dummy echo x >>/tmp/slow.count; sleep 2; /sbin/modprobe --ignore-install dummy' >/etc/modprobe.d/slow.conf
+    restart_kerneld /tmp/kerneld9.log || { fail 25 "$d" "kerneld not ready"; rm -f /etc/modprobe.d/slow.conf; return; }
+    _u=$(cnt fallback_unread)
+    _t=$(cnt timed_out)
+    run 60 ip link add d11 type dummy
+    rm -f /etc/modprobe.d/slow.conf
+    { [ "$rc" = 0 ] && loaded dummy; } || { fail 25 "$d" "exit $rc after $dt ms: $out"; return; }
+    ip link del d11
+    _c=$(wc -l </tmp/slow.count)
+    [ "$_c" = 1 ] || { fail 25 "$d" "the install command ran $_c times"; return; }
+    [ "$(cnt fallback_unread)" = "$_u" ] || { fail 25 "$d" "it fell back (fallback_unread $(cnt fallback_unread))"; return; }
+    [ "$(cnt timed_out)" = "$_t" ] || { fail 25 "$d" "it timed out"; return; }
+    restart_kerneld /tmp/kerneld10.log || note "kerneld not ready after the slow load"
+    pass 25 "$d ($dt ms)"
+}
+
+# 26: rmmod kerneld_shim while requests run on both CPUs: each request is
+# answered (by kerneld or the helper), the module goes, the kernel is fine.
+shim_unload_burst() {
+    d="rmmod kerneld_shim during a burst of requests on 2 CPUs: it unloads, every request returns, the kernel stays healthy"
+    helper /sbin/modprobe
+    _pids=
+    for _i in 1 2 3 4; do
+        (
+            _j=0
+            while [ "$_j" -lt 25 ]; do
+                ip link add "b$_i$_j" type "nosuchkind$_i$_j" 2>/dev/null
+                _j=$((_j + 1))
+            done
+            echo done >"/tmp/burst.$_i"
+        ) &
+        _pids="$_pids $!"
+    done
+    _unloads=0
+    _tries=0
+    while [ "$_unloads" -lt 3 ] && [ "$_tries" -lt 400 ]; do
+        _tries=$((_tries + 1))
+        if /sbin/rmmod kerneld_shim 2>/dev/null; then
+            _unloads=$((_unloads + 1))
+            /sbin/insmod "$SHIM_KO" || { fail 26 "$d" "insmod after rmmod failed"; break; }
+        fi
+        sleep 0.05
+    done
+    for _p in $_pids; do
+        wait_until 120 dead "$_p" || { fail 26 "$d" "a request loop is stuck"; return; }
+    done
+    _done=$(cat /tmp/burst.* 2>/dev/null | grep -c done)
+    rm -f /tmp/burst.*
+    [ "$_done" = 4 ] || { fail 26 "$d" "$_done of 4 loops finished"; return; }
+    [ "$_unloads" -ge 1 ] || { fail 26 "$d" "rmmod never succeeded in $_tries tries"; return; }
+    kernel_healthy || { fail 26 "$d" "kernel complained: $(dmesg | grep -E 'BUG:|Oops|WARNING:|blocked for' | head -n 3 | tr '\n' ' ')"; return; }
+    loaded kerneld_shim || /sbin/insmod "$SHIM_KO"
+    helper "$NO_HELPER"
+    unload dummy
+    check_dummy 26 "the reloaded kerneld_shim" || return
+    pass 26 "$d ($_unloads unloads in $_tries tries)"
+}
+
+# 27: kdstat shows the in-kernel sender and its counters.
+shim_kdstat() {
+    d="kdstat and kdstat --json show kerneld_shim, its settings and counters"
+    run 10 kdstat
+    [ "$rc" = 0 ] || { fail 27 "$d" "kdstat: exit $rc: $out"; return; }
+    case "$out" in
+        *"Requests arrive through the kernel module kerneld_shim"*"key 0x6b65726e, read_wait_ms 1000, reply_wait_ms 60000, fallback Y"*"requests "*) ;;
+        *) fail 27 "$d" "kdstat: $out"; return ;;
+    esac
+    run 10 kdstat --json
+    case "$out" in
+        *'"kernel_shim":{'*'"requests":'*) ;;
+        *) fail 27 "$d" "kdstat --json has no kernel_shim: $out"; return ;;
+    esac
+    pass 27 "$d"
+}

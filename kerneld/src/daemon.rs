@@ -239,7 +239,7 @@ impl Daemon {
                     return;
                 };
                 if msg.msg_type() == MsgType::RequestModule {
-                    self.rearm_sweep_and_cancel(&name);
+                    self.rearm_sweep_and_cancel(name);
                     // Quick answers skip the hop to a worker, unless the
                     // same request is in progress (then it joins that).
                     let busy = self.jobs.lock().unwrap().in_progress(
@@ -248,7 +248,7 @@ impl Daemon {
                         &identity,
                     );
                     if !busy {
-                        let ask = Ask::new(&name, requester.as_ref(), &identity);
+                        let ask = Ask::new(name, requester.as_ref(), &identity);
                         let planned =
                             match self.requests.decide(&self.contexts, &ask, &self.counters) {
                                 Plan::Answer(a) => {
@@ -277,7 +277,7 @@ impl Daemon {
                     return;
                 };
                 let delay = self.settings().delay;
-                match self.expiry.delay_release(&name, delay) {
+                match self.expiry.delay_release(name, delay) {
                     Ok(()) => self.reply(
                         &msg,
                         0,
@@ -293,7 +293,7 @@ impl Daemon {
                 let Some(name) = self.checked_name(&msg) else {
                     return;
                 };
-                let had = self.expiry.cancel(&name);
+                let had = self.expiry.cancel(name);
                 let text = if had {
                     format!("release of {name} cancelled")
                 } else {
@@ -341,9 +341,10 @@ impl Daemon {
         None
     }
 
-    fn checked_name(&self, msg: &Message) -> Option<String> {
+    /// The validated name of a request, borrowed from its text (no copy).
+    fn checked_name<'m>(&self, msg: &'m Message) -> Option<&'m str> {
         match names::validate(&msg.text) {
-            Ok(n) => Some(n.to_string()),
+            Ok(n) => Some(n),
             Err(e) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
@@ -949,10 +950,11 @@ mod tests {
     }
 
     /// Allocations per quick answer before the redesign (dad3877, this
-    /// test run there): 9.6, 9.1 and 12.0.  Not to grow again.
-    const ALLOCS_UNKNOWN: f64 = 10.0;
-    const ALLOCS_CACHED: f64 = 9.5;
-    const ALLOCS_LOADED: f64 = 12.5;
+    /// test run there): 9.6, 9.1 and 12.0; after it 8.6, 6.0 and 11.0.
+    /// Not to grow again.
+    const ALLOCS_UNKNOWN: f64 = 9.0;
+    const ALLOCS_CACHED: f64 = 6.5;
+    const ALLOCS_LOADED: f64 = 11.5;
 
     /// Counts the allocations of each thread, for the figure of
     /// allocations per quick answer (README, benchmarks).

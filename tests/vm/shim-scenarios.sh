@@ -277,8 +277,9 @@ shim_unload_burst() {
     loaded kerneld_shim || /sbin/insmod "$SHIM_KO"
     helper "$NO_HELPER"
     unload dummy
+    _d=$d
     check_dummy 26 "the reloaded kerneld_shim" || return
-    pass 26 "$d ($_unloads unloads in $_tries tries)"
+    pass 26 "$_d ($_unloads unloads in $_tries tries; then the reloaded module loads dummy)"
 }
 
 # 27: kdstat shows the in-kernel sender and its counters.

@@ -78,9 +78,12 @@ for b in kerneld kerneld-modprobe kdstat; do
 done
 
 smp=1
+extra=
 if [[ $series == shim ]]; then
     read -r root kver vmlinuz < <("$repo/kernel/build.sh" --print)
     smp=2
+    # It cannot power off; a reboot ends QEMU (-no-reboot).
+    extra=" kdvm_reboot=1"
 else
     read -r root kver vmlinuz < <("$repo/tests/vm/fetch-kernel.sh" "$series")
 fi
@@ -112,7 +115,7 @@ rc=0
 t0=$SECONDS
 timeout "${KERNELD_VM_TIMEOUT:-900}" qemu-system-x86_64 -accel tcg -m 512 -smp "$smp" -nographic \
     -no-reboot -net none -kernel "$vmlinuz" -initrd "$work/initramfs.gz" \
-    -append "console=ttyS0 panic=-1 quiet kdvm_mode=bench kdvm_bench=$rounds,$per" \
+    -append "console=ttyS0 panic=-1 quiet kdvm_mode=bench kdvm_bench=$rounds,$per$extra" \
     </dev/null >"$work/console.log" 2>&1 || rc=$?
 echo "vm-bench: guest ran $((SECONDS - t0)) s" >&2
 tr -d '\r' <"$work/console.log" | grep -a '^VMBENCH' || true

@@ -109,7 +109,6 @@ impl Replies {
             return;
         }
         let q = self.queue();
-        self.note_sent(&q, req.id);
         let part_max = q.text_max(req.header);
         if text.len() <= part_max {
             // Nearly every answer is one part: no list of parts to build.
@@ -119,7 +118,7 @@ impl Replies {
                 sent = q.send(&msg, usize::MAX, true);
             }
             match sent {
-                Ok(()) => {}
+                Ok(()) => self.note_sent(&q, req.id),
                 Err(e) if queue_full(&e) => self.defer(req.id, VecDeque::from([msg])),
                 Err(e) => log::error(&format!("cannot send reply to id {}: {e}", req.id)),
             }
@@ -127,10 +126,15 @@ impl Replies {
         }
         let mut parts: VecDeque<Message> = req.reply_parts(status, self.pid, text, part_max).into();
         let mut purged = false;
+        let mut noted = false;
         while let Some(part) = parts.front() {
             match q.send(part, usize::MAX, true) {
                 Ok(()) => {
                     parts.pop_front();
+                    if !noted {
+                        noted = true;
+                        self.note_sent(&q, req.id);
+                    }
                 }
                 Err(e) if queue_full(&e) && !purged => {
                     purged = true;
@@ -200,16 +204,23 @@ impl Replies {
         removed
     }
 
-    /// Forget the ids answered at least `age` ago without looking at the
-    /// queue: right when it holds no message at all.
-    fn forget(&self, age: Duration) {
-        if let Some(cutoff) = Instant::now().checked_sub(age) {
-            let mut sent = self.sent.lock().unwrap();
-            while sent.take_oldest(Some(cutoff)).is_some() {}
+    /// When the queue holds no message at all, every reply noted so far
+    /// was read: forget them (None).  Else the queue's state.  The lock is
+    /// held from the look to the forgetting, so that no reply put on the
+    /// queue after the look is forgotten unread.
+    fn forget_if_empty(&self, q: &Queue) -> Result<Option<kmod_ipc::QueueStat>, IpcError> {
+        let mut sent = self.sent.lock().unwrap();
+        let st = q.stat()?;
+        if st.messages > 0 {
+            return Ok(Some(st));
         }
+        while sent.take_oldest(None).is_some() {}
+        Ok(None)
     }
 
-    /// A reply goes out on `id` now: its unread clock starts.
+    /// A reply went out on `id` just now: its unread clock starts.  Noted
+    /// only once the reply is on the queue, so that an empty queue seen
+    /// under the lock means every noted reply was read (see `run`).
     fn note_sent(&self, q: &Queue, id: i64) {
         let forgotten = self.sent.lock().unwrap().note(id, Instant::now());
         if let Some(old) = forgotten {
@@ -238,13 +249,13 @@ impl Replies {
             let q = self.queue();
             let backlog = !self.outbox.lock().unwrap().is_empty();
             pressure = backlog;
-            match q.stat() {
-                Ok(st) if st.messages == 0 => self.forget(FULL_GRACE),
-                Ok(st) if backlog || st.bytes * PRESSURE.1 >= st.max_bytes * PRESSURE.0 => {
+            match self.forget_if_empty(&q) {
+                Ok(None) => {}
+                Ok(Some(st)) if backlog || st.bytes * PRESSURE.1 >= st.max_bytes * PRESSURE.0 => {
                     pressure = true;
                     self.purge_unread(FULL_GRACE);
                 }
-                Ok(_) => {
+                Ok(Some(_)) => {
                     self.purge_unread(UNREAD_AGE);
                 }
                 // Removed or unreadable: the receiver re-creates it.

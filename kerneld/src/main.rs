@@ -244,8 +244,9 @@ fn serve(
         Ok(t) => Some(t),
         Err(e) => {
             log::warn(&format!(
-                "requester tracing unavailable: {e}; requests from the kernel have no known requester, \
-                 and rules with `if` conditions treat them as unknown-requester = {}",
+                "requester tracing unavailable: {e}; requests through the usermode helper \
+                 (kerneld-modprobe) have no known requester (the in-kernel sender, kerneld_shim, \
+                 sends its own), and rules with `if` conditions treat them as unknown-requester = {}",
                 if cfg.policy.unknown_requester_root { "root" } else { "user" }
             ));
             None

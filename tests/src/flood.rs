@@ -2,6 +2,7 @@
 //! and the time kerneld then takes to answer a status request.  Used by
 //! the flood test and by the benchmark, which reports the figure.
 
+use crate::rng::Rng;
 use kmod_ipc::{Client, Error, Key, MsgType, Queue, KERNELD_MINSEQ};
 use std::time::{Duration, Instant};
 
@@ -18,23 +19,6 @@ pub struct Flood {
     pub took: Duration,
 }
 
-/// splitmix64: deterministic, enough to pick cases.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 /// One random message: a reply id of a dead client for a third of them
 /// (kernel-style or tool-style), none for the rest; quick requests of
 /// every kind, status requests (long replies), and junk.
@@ -48,7 +32,7 @@ fn message(rng: &mut Rng) -> (i64, Vec<u8>, bool) {
     let mut body = id.to_ne_bytes().to_vec();
     if rng.below(2) == 0 {
         body.extend_from_slice(&2i16.to_ne_bytes());
-        body.extend_from_slice(&(rng.next() as i16).to_ne_bytes());
+        body.extend_from_slice(&(rng.next_u64() as i16).to_ne_bytes());
     }
     let mtype = match rng.below(10) {
         0..=4 => {
@@ -67,7 +51,7 @@ fn message(rng: &mut Rng) -> (i64, Vec<u8>, bool) {
         }
         _ => {
             let n = rng.below(64) as usize;
-            body.extend((0..n).map(|_| rng.next() as u8));
+            body.extend((0..n).map(|_| rng.next_u64() as u8));
             // Not 255: random text there could spell a control word.
             1 + rng.below(254) as i64
         }

@@ -2,3 +2,4 @@ pub mod daemon;
 pub mod fake;
 pub mod flood;
 pub mod layout;
+pub mod rng;

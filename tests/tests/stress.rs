@@ -14,6 +14,7 @@
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
 use kerneld_tests::daemon::{Kerneld, LIMIT};
+use kerneld_tests::rng::Rng;
 use kmod_ipc::{
     msgmax, Error, Message, MsgType, Queue, TypeFilter, DEFAULT_TEXT_MAX, KERNELD_MINSEQ,
 };
@@ -22,41 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MESSAGES: usize = 100_000;
-
-/// splitmix64: small, deterministic, good enough to pick cases.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-
-    /// Random bytes, fewer than `max` of them.
-    fn bytes_below(&mut self, max: u64) -> Vec<u8> {
-        let n = self.below(max) as usize;
-        self.bytes(n)
-    }
-
-    fn percent(&mut self) -> u64 {
-        self.below(100)
-    }
-}
 
 /// Every reply id the test uses; the drainer empties exactly these types.
 /// Tool-style (1024 + pid), kernel-style (from KERNELD_MINSEQ), and the
@@ -125,7 +91,7 @@ fn random_message(rng: &mut Rng, replies: &[i64]) -> (i64, Vec<u8>) {
     } else {
         let mut h = id.to_ne_bytes().to_vec();
         h.extend_from_slice(&2i16.to_ne_bytes());
-        h.extend_from_slice(&(rng.next() as i16).to_ne_bytes());
+        h.extend_from_slice(&(rng.next_u64() as i16).to_ne_bytes());
         h
     };
     let with_header = |text: &[u8], nul: bool| {

@@ -83,6 +83,17 @@ pub fn debian_tree() -> &'static Path {
     }
 }
 
+/// `kerneld --check-config --config PATH`, run to its end.
+pub fn check_config(path: &Path) -> Outcome {
+    run(
+        Command::new(bin("kerneld"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(path),
+        LIMIT,
+    )
+}
+
 /// A reply id no other request of this process uses: concurrent requests
 /// on one queue must not take each other's replies.  Above 1024 + any pid
 /// (pids stay below 2^22), so kdstat and kdsend run by tests never clash.

@@ -3,3 +3,4 @@ pub mod fake;
 pub mod flood;
 pub mod layout;
 pub mod rng;
+pub mod shim;

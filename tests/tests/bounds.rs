@@ -5,7 +5,7 @@
 //!
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
-use kerneld_tests::daemon::{Kerneld, LIMIT};
+use kerneld_tests::daemon::{check_config, Kerneld, LIMIT};
 use kerneld_tests::fake::{bin, run, TempDir};
 use std::process::Command;
 
@@ -59,13 +59,7 @@ fn check_config_refuses_values_out_of_range_naming_the_line() {
     ] {
         let conf = dir.join("kerneld.conf");
         std::fs::write(&conf, format!("# bounds\n{line}\n")).unwrap();
-        let out = run(
-            Command::new(bin("kerneld"))
-                .arg("--check-config")
-                .arg("--config")
-                .arg(&conf),
-            LIMIT,
-        );
+        let out = check_config(&conf);
         assert_eq!(out.code(), 3, "{line}: {out:?}");
         let at = format!("{}:2: ", conf.display());
         assert!(

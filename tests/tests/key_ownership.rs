@@ -7,7 +7,8 @@
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
 use kerneld_tests::daemon::{Kerneld, LIMIT};
-use kerneld_tests::fake::{bin, run, unused_key, Outcome, RawQueue, TempDir};
+use kerneld_tests::fake::{bin, run, unused_key, RawQueue};
+use kerneld_tests::shim::Setup;
 use kmod_ipc::{Error, Key, MsgType, Queue};
 use std::process::Command;
 
@@ -135,59 +136,19 @@ fn a_squatter_looping_on_msgget_never_holds_the_key_for_kerneld() {
 
 // ---- the shim tells no queue from a squatter's ------------------------------
 
-/// The shim's configuration, log and a stand-in modprobe recording its
-/// arguments.
-struct Shim {
-    dir: TempDir,
-}
-
-impl Shim {
-    fn new(config: &str) -> Shim {
-        let dir = TempDir::new();
-        let argv = dir.join("argv");
-        let modprobe = dir.script(
-            "modprobe",
-            &format!("printf '%s\\n' \"$@\" > '{}'\nexit 0\n", argv.display()),
-        );
-        std::fs::write(
-            dir.join("kerneld.conf"),
-            format!("shim-modprobe = {}\n{config}", modprobe.display()),
-        )
-        .unwrap();
-        Shim { dir }
-    }
-
-    /// `kerneld-modprobe -q -- NAME` in the kernel's environment.
-    fn request(&self, key: Key, name: &str) -> Outcome {
-        let mut cmd = Command::new(bin("kerneld-modprobe"));
-        cmd.env_clear()
-            .env("PATH", "/sbin:/usr/sbin:/bin:/usr/bin")
-            .env("KERNELD_KEY", key.to_string())
-            .env("KERNELD_CONFIG", self.dir.join("kerneld.conf"))
-            .env("KERNELD_SHIM_LOG", self.dir.join("log"))
-            .args(["-q", "--", name]);
-        run(&mut cmd, LIMIT)
-    }
-
-    fn modprobe_ran(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.join("argv")).ok()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-}
-
 #[test]
 fn without_a_queue_the_shim_falls_back_and_with_a_squatters_it_fails() {
     let key = unused_key();
     let _c = Cleanup(key);
 
     // No queue at all: kerneld is not running; hand over to modprobe.
-    let shim = Shim::new("");
+    let shim = Setup::new("");
     let out = shim.request(key, "net-pf-99");
     assert_eq!(out.code(), 0, "{out:?} {}", shim.log());
-    assert_eq!(shim.modprobe_ran().as_deref(), Some("-q\n--\nnet-pf-99\n"));
+    assert_eq!(
+        shim.modprobe_argv(),
+        Some(vec!["-q".into(), "--".into(), "net-pf-99".into()])
+    );
     assert!(
         shim.log().contains("kerneld is not running"),
         "{}",
@@ -197,12 +158,12 @@ fn without_a_queue_the_shim_falls_back_and_with_a_squatters_it_fails() {
     // A squatter's queue: the request fails, unsent, and modprobe never
     // runs (it would load past kerneld's policy).
     let qid = squat(key);
-    let shim = Shim::new("");
+    let shim = Setup::new("");
     let out = shim.request(key, "net-pf-99");
     assert_eq!(out.code(), 1, "{out:?} {}", shim.log());
     assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("", ""));
     assert_eq!(
-        shim.modprobe_ran(),
+        shim.modprobe_argv(),
         None,
         "handed to modprobe: {}",
         shim.log()
@@ -220,14 +181,14 @@ fn without_a_queue_the_shim_falls_back_and_with_a_squatters_it_fails() {
 
     // shim-fallback = fail changes nothing there; and once kerneld has
     // replaced the squatter's queue, requests reach kerneld.
-    let shim = Shim::new("shim-fallback = fail\n");
+    let shim = Setup::new("shim-fallback = fail\n");
     assert_eq!(shim.request(key, "net-pf-99").code(), 1);
     assert!(shim.log().contains("refused, not sent"), "{}", shim.log());
     let k = Kerneld::builder().key(key).start_without_status();
-    let shim = Shim::new("");
+    let shim = Setup::new("");
     let out = shim.request(key, "kdtest-no-such-module");
     assert_eq!(out.code(), 1, "{out:?}");
-    assert_eq!(shim.modprobe_ran(), None);
+    assert_eq!(shim.modprobe_argv(), None);
     assert_eq!(
         shim.log(),
         "",

@@ -8,6 +8,7 @@
 //! Needs mandoc and man-db (scripts/install-deps.sh installs both) and
 //! the workspace binaries (`cargo build --workspace --bins`).
 
+use kerneld_tests::daemon::check_config;
 use kerneld_tests::fake::{bin, run, TempDir, LIMIT};
 use kerneld_tests::layout::MAN_PAGES;
 use std::collections::BTreeSet;
@@ -354,13 +355,7 @@ fn every_documented_setting_is_one_kerneld_reads() {
         // key an error about the key.
         let conf = dir.path().join("k.conf");
         std::fs::write(&conf, format!("{key} = 7\n")).unwrap();
-        let out = run(
-            Command::new(bin("kerneld"))
-                .arg("--check-config")
-                .arg("--config")
-                .arg(&conf),
-            LIMIT,
-        );
+        let out = check_config(&conf);
         assert!(
             !out.stderr.contains("unknown setting"),
             "kerneld.conf(5) documents {key}, which kerneld refuses: {}",
@@ -399,13 +394,7 @@ fn every_setting_of_the_shipped_configuration_is_documented() {
 #[test]
 fn the_shipped_configuration_is_valid() {
     for conf in ["etc/kerneld.conf", "etc/rare-protocols.conf"] {
-        let out = run(
-            Command::new(bin("kerneld"))
-                .arg("--check-config")
-                .arg("--config")
-                .arg(repo().join(conf)),
-            LIMIT,
-        );
+        let out = check_config(&repo().join(conf));
         assert_eq!(out.code(), 0, "{conf}: {}", out.stderr);
     }
 }

@@ -6,7 +6,7 @@
 //! Needs the binaries (`cargo build --workspace --bins`) and the Debian
 //! module tree (tests/vm/fetch-kernel.sh).
 
-use kerneld_tests::daemon::{host_has_module_support, Kerneld, LIMIT};
+use kerneld_tests::daemon::{check_config, host_has_module_support, Kerneld, LIMIT};
 use kerneld_tests::fake::{bin, run, TempDir};
 use kmod_ipc::{MsgType, Reply};
 use std::process::Command;
@@ -325,15 +325,7 @@ fn configuration_errors_name_file_and_line() {
     let sub = dir.join("rules.conf");
     std::fs::write(&main, "delay = 30\ninclude rules.conf\n").unwrap();
     std::fs::write(&sub, "deny request net-pf-31\n\ndeny request x if euid=3\n").unwrap();
-    let check = |path: &std::path::Path| {
-        run(
-            Command::new(bin("kerneld"))
-                .arg("--check-config")
-                .arg("--config")
-                .arg(path),
-            LIMIT,
-        )
-    };
+    let check = |path: &std::path::Path| check_config(path);
     let out = check(&main);
     assert_eq!(out.code(), 3, "{out:?}");
     assert!(

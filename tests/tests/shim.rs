@@ -5,65 +5,11 @@
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
 use kerneld_tests::fake::{self, bin, run, Action, FakeDaemon, Outcome, RawQueue, TempDir, LIMIT};
-use kmod_ipc::{Header, Key, KERNELD_MINSEQ};
+use kerneld_tests::shim::Setup;
+use kmod_ipc::{Header, KERNELD_MINSEQ};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-
-/// A temp dir with the shim's configuration, its log, and a stand-in for
-/// the real modprobe that records its arguments.
-struct Setup {
-    dir: TempDir,
-    modprobe: PathBuf,
-}
-
-impl Setup {
-    /// `config` is appended to `shim-modprobe = <the stand-in>`.
-    fn new(config: &str) -> Setup {
-        let dir = TempDir::new();
-        let argv = dir.join("argv");
-        let modprobe = dir.script(
-            "modprobe",
-            &format!("printf '%s\\n' \"$@\" > '{}'\nexit 0\n", argv.display()),
-        );
-        std::fs::write(
-            dir.join("kerneld.conf"),
-            format!("shim-modprobe = {}\n{config}", modprobe.display()),
-        )
-        .unwrap();
-        Setup { dir, modprobe }
-    }
-
-    /// The shim with the kernel's environment and the given arguments.
-    fn command(&self, key: Key, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin("kerneld-modprobe"));
-        cmd.env_clear()
-            .env("HOME", "/")
-            .env("TERM", "linux")
-            .env("PATH", "/sbin:/usr/sbin:/bin:/usr/bin")
-            .env("KERNELD_KEY", key.to_string())
-            .env("KERNELD_CONFIG", self.dir.join("kerneld.conf"))
-            .env("KERNELD_SHIM_LOG", self.dir.join("log"))
-            .args(args);
-        cmd
-    }
-
-    /// Run `kerneld-modprobe -q -- NAME` as the kernel does.
-    fn request(&self, key: Key, name: &str) -> Outcome {
-        run(&mut self.command(key, &["-q", "--", name]), LIMIT)
-    }
-
-    /// The stand-in modprobe's arguments, if it ran.
-    fn modprobe_argv(&self) -> Option<Vec<String>> {
-        std::fs::read_to_string(self.dir.join("argv"))
-            .ok()
-            .map(|s| s.lines().map(String::from).collect())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
-    }
-}
 
 /// The kernel path writes nothing to fds 0-2.
 fn assert_silent(out: &Outcome) {

@@ -2,11 +2,15 @@
 # Boot the real-kernel test guest (tests/vm) with the benchmark in place of
 # its scenarios, and print the guest's VMBENCH lines on stdout.
 #
-# Usage: bench/vm/run.sh [--series 6.12|6.1|shim] [--rounds R] [--per-round N]
+# Usage: bench/vm/run.sh [--series 6.12|6.1|shim] [--smp N] [--rounds R] [--per-round N]
 #                        [--shim-variants] [--guest SCRIPT]
 #   --series shim  our patched 6.12 (kernel/build.sh) with 2 CPUs: the
 #                  in-kernel sender (kerneld_shim.ko) is measured too, in
 #                  the same boot, against both helpers
+#   --smp N        virtual CPUs of the guest (default 1; 2 for shim, as the
+#                  real-kernel test boots it).  Under TCG a wake-up from one
+#                  vCPU to another costs far more than on hardware, and the
+#                  in-kernel path makes two per request
 #   --shim-variants  also measure kerneld with two other builds of
 #                  kerneld-modprobe, for comparison with the installed static
 #                  PIE: the plain dynamic PIE of `cargo build`, and a static
@@ -36,6 +40,7 @@ rounds=10
 per=10
 guest=$here/guest.sh
 shim_variants=0
+smp=
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --series)
@@ -48,6 +53,11 @@ while [[ $# -gt 0 ]]; do
             ;;
         --per-round)
             per=${2:?}
+            shift 2
+            ;;
+        --smp)
+            smp=${2:?}
+            [[ $smp =~ ^[1-8]$ ]] || { echo "bench/vm/run.sh: --smp takes 1 to 8, not $smp" >&2; exit 2; }
             shift 2
             ;;
         --shim-variants)
@@ -77,16 +87,16 @@ for b in kerneld kerneld-modprobe kdstat; do
     }
 done
 
-smp=1
 extra=
 if [[ $series == shim ]]; then
     read -r root kver vmlinuz < <("$repo/kernel/build.sh" --print)
-    smp=2
+    smp=${smp:-2}
     # It cannot power off; a reboot ends QEMU (-no-reboot).
     extra=" kdvm_reboot=1"
 else
     read -r root kver vmlinuz < <("$repo/tests/vm/fetch-kernel.sh" "$series")
 fi
+smp=${smp:-1}
 work=$(mktemp -d "${TMPDIR:-/tmp}/kerneld-vmbench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 

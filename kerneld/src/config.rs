@@ -18,6 +18,7 @@
 
 use crate::limits;
 use crate::policy::{MatchOrder, Mode, Policy, Rule};
+use kmod_ipc::conf;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -119,7 +120,7 @@ impl Config {
             ..Config::default()
         };
         let mut rules = Vec::new();
-        cfg.parse(path, text, &mut rules, 0)?;
+        cfg.parse(path, text, &mut rules)?;
         if rules.len() > crate::policy::MAX_RULES {
             return Err(ConfigError {
                 file: path.display().to_string(),
@@ -135,60 +136,8 @@ impl Config {
         Ok(cfg)
     }
 
-    fn parse(
-        &mut self,
-        path: &Path,
-        text: &str,
-        rules: &mut Vec<Rule>,
-        depth: usize,
-    ) -> Result<(), ConfigError> {
-        let file = path.display().to_string();
-        for (i, raw) in text.lines().enumerate() {
-            let err = |problem: String| ConfigError {
-                file: file.clone(),
-                line: i + 1,
-                problem,
-            };
-            let line = strip_comment(raw).trim();
-            if line.is_empty() {
-                continue;
-            }
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words[0] {
-                "allow" | "deny" => {
-                    let rule = Rule::parse(&words, &format!("{file}:{}", i + 1)).map_err(err)?;
-                    rules.push(rule);
-                    continue;
-                }
-                "include" => {
-                    if words.len() != 2 {
-                        return Err(err("include takes one path".into()));
-                    }
-                    if depth >= 8 {
-                        return Err(err("includes nested too deeply".into()));
-                    }
-                    let inc = Path::new(words[1]);
-                    let inc = if inc.is_relative() {
-                        path.parent().unwrap_or(Path::new("/")).join(inc)
-                    } else {
-                        inc.to_path_buf()
-                    };
-                    let text = read_config(&inc)
-                        .map_err(|e| err(format!("cannot read {}: {e}", inc.display())))?;
-                    self.parse(&inc, &text, rules, depth + 1)?;
-                    continue;
-                }
-                _ => {}
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                return Err(err(format!(
-                    "expected `key = value`, `allow ...`, `deny ...` or `include PATH`, found {line:?}"
-                )));
-            };
-            let (key, value) = (key.trim(), value.trim());
-            self.set(key, value).map_err(err)?;
-        }
-        Ok(())
+    fn parse(&mut self, path: &Path, text: &str, rules: &mut Vec<Rule>) -> Result<(), ConfigError> {
+        conf::walk(path, text.as_bytes(), &mut Reader { cfg: self, rules })
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -277,50 +226,54 @@ impl Config {
     }
 }
 
-/// `#` starts a comment at the start of a line or after white space, as
-/// kerneld-modprobe reads it too; elsewhere (`/opt/a#b`) it is a character.
-fn strip_comment(line: &str) -> &str {
-    let mut prev_space = true;
-    for (i, c) in line.char_indices() {
-        if c == '#' && prev_space {
-            return &line[..i];
-        }
-        prev_space = c.is_whitespace();
-    }
-    line
-}
-
 /// Largest configuration file (or included file) kerneld reads.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+pub const MAX_FILE_BYTES: u64 = conf::MAX_FILE_BYTES;
 
 /// Read a configuration file: a regular file of at most
-/// [`MAX_FILE_BYTES`].  A FIFO would hang the reload, and `/dev/zero`
-/// would have the root daemon read without end.
+/// [`MAX_FILE_BYTES`] (see [`conf::read`]), as UTF-8.
 fn read_config(path: &Path) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind, Read};
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking, so that opening a FIFO returns at once (and is then
-    // refused); it changes nothing for a regular file.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file (kerneld reads only regular files)",
-        ));
+    String::from_utf8(conf::read(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8"))
+}
+
+/// Hands the lines of the file and its includes to [`Config::set`] and
+/// [`Rule::parse`]; an include that cannot be followed is an error.
+struct Reader<'c> {
+    cfg: &'c mut Config,
+    rules: &'c mut Vec<Rule>,
+}
+
+impl conf::Visitor for Reader<'_> {
+    type Error = ConfigError;
+
+    fn line(&mut self, l: &conf::Line<'_>) -> Result<(), ConfigError> {
+        let err = |problem: String| ConfigError {
+            file: l.file.display().to_string(),
+            line: l.number,
+            problem,
+        };
+        let line = std::str::from_utf8(l.text).map_err(|_| err("not valid UTF-8".into()))?;
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        if matches!(words[0], "allow" | "deny") {
+            let at = format!("{}:{}", l.file.display(), l.number);
+            self.rules.push(Rule::parse(&words, &at).map_err(err)?);
+            return Ok(());
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(err(format!(
+                "expected `key = value`, `allow ...`, `deny ...` or `include PATH`, found {line:?}"
+            )));
+        };
+        self.cfg.set(key.trim(), value.trim()).map_err(err)
     }
-    let mut text = String::new();
-    f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_BYTES} bytes"),
-        ));
+
+    fn include_failed(&mut self, e: conf::IncludeError<'_>) -> Result<(), ConfigError> {
+        Err(ConfigError {
+            file: e.line.file.display().to_string(),
+            line: e.line.number,
+            problem: e.problem.to_string(),
+        })
     }
-    Ok(text)
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {

@@ -60,7 +60,8 @@ shim-fallback says; a queue there that is not root's with mode 0600 (a
 squatter) fails the request, which is never handed to modprobe.
 Messages go to syslog (facility daemon), never to stdout or stderr.
 
-Settings, in /etc/kerneld.conf (other lines belong to kerneld):
+Settings, in /etc/kerneld.conf or a file it includes (other lines belong to
+kerneld; an include that cannot be read fails safe, as shim-fallback = fail):
   shim-fallback = modprobe|fail  without kerneld, run the real modprobe with
                                  the same arguments, or fail (default modprobe)
   shim-modprobe = PATH           the real modprobe (default /sbin/modprobe)

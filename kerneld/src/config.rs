@@ -305,9 +305,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kerneld-fifo-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("fifo.conf");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: c is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         // Returns at once (no writer would ever come).
         let e = parse(&format!("include {}\n", fifo.display())).unwrap_err();
         assert!(e.problem.contains("not a regular file"), "{e}");

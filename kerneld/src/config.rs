@@ -17,7 +17,7 @@
 //! See kerneld.conf(5) for every key.
 
 use crate::limits;
-use crate::policy::{MatchOrder, Mode, Policy, Rule};
+use crate::policy::{MatchOrder, Mode, Pattern, Policy, Rule};
 use kmod_ipc::conf;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,7 +57,7 @@ pub struct Config {
     /// Where the record of loaded modules lives.
     pub state_dir: Option<PathBuf>,
     /// Module names (globs) never expired.
-    pub keep_modules: Vec<String>,
+    pub keep_modules: Vec<Pattern>,
     /// Exact command lines a type-1 (system) message may run.
     pub system_commands: Vec<String>,
     pub route_program: PathBuf,
@@ -147,12 +147,11 @@ impl Config {
             "debug" => self.debug = Some(parse_bool(key, value)?),
             "max-workers" => self.max_workers = limits::MAX_WORKERS.parse(value)? as usize,
             "state-dir" => self.state_dir = Some(PathBuf::from(value)),
-            "keep-module" => self.keep_modules.extend(
-                value
-                    .split([' ', ','])
-                    .filter(|s| !s.is_empty())
-                    .map(String::from),
-            ),
+            "keep-module" => {
+                for p in value.split([' ', ',']).filter(|s| !s.is_empty()) {
+                    self.keep_modules.push(Pattern::module(p)?);
+                }
+            }
             "system-command" => {
                 if value.is_empty() {
                     return Err("system-command needs a command line".into());

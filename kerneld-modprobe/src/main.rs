@@ -262,8 +262,7 @@ fn check_queue(queue: &Queue) -> Check {
         Err(Error::Removed) => return Check::Gone,
         Err(e) => return Check::Unknown(e.to_string()),
     };
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     let owner_ok = st.uid == st.cuid && (st.uid == 0 || st.uid == euid);
     if !owner_ok || st.mode & 0o077 != 0 {
         return Check::Foreign(format!(

@@ -98,8 +98,8 @@ impl Config {
     /// path (`required` false): kerneld then runs on built-in defaults.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
-        match read_config(path) {
-            Ok(text) => cfg = Config::from_text(path, &text)?,
+        match conf::read(path) {
+            Ok(bytes) => cfg = Config::from_bytes(path, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
             Err(e) => {
                 return Err(ConfigError {
@@ -115,6 +115,12 @@ impl Config {
     /// The configuration `text`, read from `path` (which names it in
     /// errors and anchors relative includes).
     pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::from_bytes(path, text.as_bytes())
+    }
+
+    /// The file's bytes: as in included files, a line that is not UTF-8 is
+    /// an error with its number, and a comment may hold any bytes.
+    fn from_bytes(path: &Path, text: &[u8]) -> Result<Config, ConfigError> {
         let mut cfg = Config {
             path: Some(path.to_path_buf()),
             ..Config::default()
@@ -136,8 +142,13 @@ impl Config {
         Ok(cfg)
     }
 
-    fn parse(&mut self, path: &Path, text: &str, rules: &mut Vec<Rule>) -> Result<(), ConfigError> {
-        conf::walk(path, text.as_bytes(), &mut Reader { cfg: self, rules })
+    fn parse(
+        &mut self,
+        path: &Path,
+        text: &[u8],
+        rules: &mut Vec<Rule>,
+    ) -> Result<(), ConfigError> {
+        conf::walk(path, text, &mut Reader { cfg: self, rules })
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -227,13 +238,6 @@ impl Config {
 
 /// Largest configuration file (or included file) kerneld reads.
 pub const MAX_FILE_BYTES: u64 = conf::MAX_FILE_BYTES;
-
-/// Read a configuration file: a regular file of at most
-/// [`MAX_FILE_BYTES`] (see [`conf::read`]), as UTF-8.
-fn read_config(path: &Path) -> std::io::Result<String> {
-    String::from_utf8(conf::read(path)?)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8"))
-}
 
 /// Hands the lines of the file and its includes to [`Config::set`] and
 /// [`Rule::parse`]; an include that cannot be followed is an error.
@@ -365,6 +369,21 @@ mod tests {
         assert!(e.problem.contains("unknown setting"));
         let e = parse("shim-fallback = maybe\n").unwrap_err();
         assert!(e.problem.contains("shim-fallback"));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_an_error_with_its_number() {
+        let dir = std::env::temp_dir().join(format!("kerneld-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bytes.conf");
+        std::fs::write(
+            &p,
+            b"# caf\xe9 in a comment is fine\ndelay = 5\nkeep-module = \xff\n",
+        )
+        .unwrap();
+        let e = Config::load(&p, true).unwrap_err();
+        assert_eq!((e.line, e.problem.as_str()), (3, "not valid UTF-8"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

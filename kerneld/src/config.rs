@@ -14,6 +14,8 @@
 //!
 //! Lines starting with `shim-` belong to kerneld-modprobe, which reads this
 //! file too; the daemon checks their syntax and otherwise ignores them.
+//! Both read the lines, includes and bounds through [`kmod_ipc::conf`], so
+//! that they see the same settings.
 //! See kerneld.conf(5) for every key.
 
 use crate::limits;

@@ -412,9 +412,10 @@ pub fn run_once(cmd: &mut Command) -> Result<Run, String> {
     let child = cmd.spawn().map_err(|e| e.to_string())?;
     let pid = child.id() as i32;
     let mut status = 0;
-    // SAFETY: rusage is plain data filled by wait4; pid is our child,
-    // reaped here (std's Child is not waited on afterwards).
+    // SAFETY: rusage is plain data, valid all zeroes.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 fills status and ru, both ours; pid is our child,
+    // reaped here (std's Child is not waited on afterwards).
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let ns = t0.elapsed().as_nanos() as u64;
     drop(child);

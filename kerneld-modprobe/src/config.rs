@@ -2,8 +2,10 @@
 //!
 //! The file belongs to the daemon; the shim reads only `shim-fallback`,
 //! `shim-modprobe` and `shim-timeout` and ignores every other line, so the
-//! daemon may grow its format freely.
+//! daemon may grow its format freely.  It follows `include` lines with
+//! kerneld's own reader ([`kmod_ipc::conf`]), so both see the same lines.
 
+use kmod_ipc::conf;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,10 +55,11 @@ pub fn path() -> PathBuf {
 }
 
 /// Read the configuration; a missing file means the defaults, and every
-/// problem goes to `warn` (the log) with the default kept.
+/// problem goes to `warn` (the log) with the default kept.  Includes are
+/// followed as kerneld follows them (see [`kmod_ipc::conf`]).
 pub fn load(warn: &mut dyn FnMut(String)) -> Config {
     let path = path();
-    match read(&path) {
+    match conf::read(&path) {
         Ok(bytes) => parse(&bytes, &path, warn),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
         Err(e) => {
@@ -66,43 +69,44 @@ pub fn load(warn: &mut dyn FnMut(String)) -> Config {
     }
 }
 
-/// The whole file, read plainly: `std::fs::read` first asks statx for the
-/// size and then probes for the end, code every request would execute (and
-/// under emulation translate) for a file of a few hundred bytes.
-fn read(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut bytes = Vec::with_capacity(4096);
-    loop {
-        if bytes.len() == bytes.capacity() {
-            bytes.reserve(bytes.capacity());
-        }
-        let start = bytes.len();
-        bytes.resize(bytes.capacity(), 0);
-        match file.read(&mut bytes[start..]) {
-            Ok(0) => {
-                bytes.truncate(start);
-                return Ok(bytes);
-            }
-            Ok(n) => bytes.truncate(start + n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => bytes.truncate(start),
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Parse the shim's lines of `text` (read from `path`, named in warnings).
+/// Parse the shim's lines of `text` (read from `path`, named in warnings)
+/// and of the files it includes.
 ///
 /// Byte by byte rather than with `str` searching and float parsing: it runs
 /// at every request_module(), and every line of code it executes is start-up
 /// time (under emulation, translated afresh at each exec).
+///
+/// An include that cannot be followed fails safe: it may hold
+/// `shim-fallback = fail`, so the shim then fails without kerneld
+/// whatever the other lines say, rather than run modprobe past a policy.
 pub fn parse(text: &[u8], path: &std::path::Path, warn: &mut dyn FnMut(String)) -> Config {
-    let mut config = Config::default();
-    for (n, raw) in text.split(|&b| b == b'\n').enumerate() {
-        let line = strip_comment(raw).trim_ascii();
-        // Every other line belongs to kerneld.
-        let Some(setting) = line.strip_prefix(b"shim-") else {
-            continue;
+    let mut reader = Reader {
+        config: Config::default(),
+        warn,
+        include_failed: false,
+    };
+    let Ok(()) = conf::walk(path, text, &mut reader);
+    let mut config = reader.config;
+    if reader.include_failed {
+        config.fallback = Fallback::Fail;
+    }
+    config
+}
+
+/// Takes the `shim-` lines; every other line belongs to kerneld.
+struct Reader<'w> {
+    config: Config,
+    warn: &'w mut dyn FnMut(String),
+    include_failed: bool,
+}
+
+impl conf::Visitor for Reader<'_> {
+    type Error = std::convert::Infallible;
+
+    fn line(&mut self, l: &conf::Line<'_>) -> Result<(), Self::Error> {
+        let config = &mut self.config;
+        let Some(setting) = l.text.strip_prefix(b"shim-") else {
+            return Ok(());
         };
         let name_end = setting
             .iter()
@@ -110,19 +114,20 @@ pub fn parse(text: &[u8], path: &std::path::Path, warn: &mut dyn FnMut(String)) 
             .unwrap_or(setting.len());
         let (name, rest) = setting.split_at(name_end);
         if !matches!(name, b"fallback" | b"modprobe" | b"timeout") {
-            continue;
+            return Ok(());
         }
+        let warn = &mut *self.warn;
         let mut bad = |why: &str| {
             warn(format!(
                 "{}:{}: {why} in {:?}; using the default",
-                path.display(),
-                n + 1,
-                String::from_utf8_lossy(line)
+                l.file.display(),
+                l.number,
+                String::from_utf8_lossy(l.text)
             ))
         };
         let Some(value) = rest.trim_ascii_start().strip_prefix(b"=") else {
             bad("expected `key = value`");
-            continue;
+            return Ok(());
         };
         let value = value.trim_ascii();
         match name {
@@ -150,8 +155,19 @@ pub fn parse(text: &[u8], path: &std::path::Path, warn: &mut dyn FnMut(String)) 
                 }
             },
         }
+        Ok(())
     }
-    config
+
+    fn include_failed(&mut self, e: conf::IncludeError<'_>) -> Result<(), Self::Error> {
+        (self.warn)(format!(
+            "{}:{}: {}; failing safe: shim-fallback = fail whatever the other lines say",
+            e.line.file.display(),
+            e.line.number,
+            e.problem
+        ));
+        self.include_failed = true;
+        Ok(())
+    }
 }
 
 /// `SECONDS[.FRACTION]`, above 0 and at most 10^6 seconds.
@@ -177,20 +193,6 @@ fn seconds(value: &[u8]) -> Option<Duration> {
     });
     let t = Duration::new(secs, nanos);
     (t > Duration::ZERO && t <= Duration::from_secs(1_000_000)).then_some(t)
-}
-
-/// The line without its comment: `#` at the start of the line or after
-/// whitespace (a `#` inside a word, as in a path, is kept).
-fn strip_comment(line: &[u8]) -> &[u8] {
-    if line.trim_ascii_start().starts_with(b"#") {
-        return b"";
-    }
-    for i in 1..line.len() {
-        if line[i] == b'#' && line[i - 1].is_ascii_whitespace() {
-            return &line[..i];
-        }
-    }
-    line
 }
 
 #[cfg(test)]
@@ -278,5 +280,54 @@ mod tests {
         assert_eq!(w.len(), 1);
         let (_, w) = parse_warnings("shim-timeout = 1e300\n");
         assert_eq!(w.len(), 1);
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("shim-conf-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn included_files_are_read_like_kerneld_reads_them() {
+        let d = temp_dir("inc");
+        std::fs::write(
+            d.join("rare.conf"),
+            "deny request net-pf-33\nshim-fallback = fail\n",
+        )
+        .unwrap();
+        let top = d.join("kerneld.conf");
+        let c = parse(
+            b"delay = 60\ninclude rare.conf\nshim-timeout = 4\n",
+            &top,
+            &mut |w| panic!("unexpected warning {w}"),
+        );
+        assert_eq!(c.fallback, Fallback::Fail);
+        assert_eq!(c.timeout, Duration::from_secs(4));
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn an_include_that_cannot_be_read_fails_safe() {
+        let d = temp_dir("bad");
+        let top = d.join("kerneld.conf");
+        for include in ["include missing.conf", "include /dev/zero", "include a b"] {
+            let text = format!("{include}\nshim-fallback = modprobe\nshim-timeout = 3\n");
+            let mut w = Vec::new();
+            let c = parse(text.as_bytes(), &top, &mut |s| w.push(s));
+            assert_eq!(c.fallback, Fallback::Fail, "{include}");
+            assert_eq!(
+                c.timeout,
+                Duration::from_secs(3),
+                "the other lines still count"
+            );
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert!(
+                w[0].contains("kerneld.conf:1: ") && w[0].contains("failing safe"),
+                "{}",
+                w[0]
+            );
+        }
+        std::fs::remove_dir_all(&d).ok();
     }
 }

@@ -60,7 +60,8 @@ shim-fallback says; a queue there that is not root's with mode 0600 (a
 squatter) fails the request, which is never handed to modprobe.
 Messages go to syslog (facility daemon), never to stdout or stderr.
 
-Settings, in /etc/kerneld.conf (other lines belong to kerneld):
+Settings, in /etc/kerneld.conf or a file it includes (other lines belong to
+kerneld; an include that cannot be read fails safe, as shim-fallback = fail):
   shim-fallback = modprobe|fail  without kerneld, run the real modprobe with
                                  the same arguments, or fail (default modprobe)
   shim-modprobe = PATH           the real modprobe (default /sbin/modprobe)
@@ -261,8 +262,7 @@ fn check_queue(queue: &Queue) -> Check {
         Err(Error::Removed) => return Check::Gone,
         Err(e) => return Check::Unknown(e.to_string()),
     };
-    // SAFETY: geteuid cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = nix::unistd::geteuid().as_raw();
     let owner_ok = st.uid == st.cuid && (st.uid == 0 || st.uid == euid);
     if !owner_ok || st.mode & 0o077 != 0 {
         return Check::Foreign(format!(

@@ -14,10 +14,13 @@
 //!
 //! Lines starting with `shim-` belong to kerneld-modprobe, which reads this
 //! file too; the daemon checks their syntax and otherwise ignores them.
+//! Both read the lines, includes and bounds through [`kmod_ipc::conf`], so
+//! that they see the same settings.
 //! See kerneld.conf(5) for every key.
 
 use crate::limits;
-use crate::policy::{MatchOrder, Mode, Policy, Rule};
+use crate::policy::{MatchOrder, Mode, Pattern, Policy, Rule};
+use kmod_ipc::conf;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -56,7 +59,7 @@ pub struct Config {
     /// Where the record of loaded modules lives.
     pub state_dir: Option<PathBuf>,
     /// Module names (globs) never expired.
-    pub keep_modules: Vec<String>,
+    pub keep_modules: Vec<Pattern>,
     /// Exact command lines a type-1 (system) message may run.
     pub system_commands: Vec<String>,
     pub route_program: PathBuf,
@@ -97,8 +100,8 @@ impl Config {
     /// path (`required` false): kerneld then runs on built-in defaults.
     pub fn load(path: &Path, required: bool) -> Result<Config, ConfigError> {
         let mut cfg = Config::default();
-        match read_config(path) {
-            Ok(text) => cfg = Config::from_text(path, &text)?,
+        match conf::read(path) {
+            Ok(bytes) => cfg = Config::from_bytes(path, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {}
             Err(e) => {
                 return Err(ConfigError {
@@ -114,12 +117,18 @@ impl Config {
     /// The configuration `text`, read from `path` (which names it in
     /// errors and anchors relative includes).
     pub fn from_text(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::from_bytes(path, text.as_bytes())
+    }
+
+    /// The file's bytes: as in included files, a line that is not UTF-8 is
+    /// an error with its number, and a comment may hold any bytes.
+    fn from_bytes(path: &Path, text: &[u8]) -> Result<Config, ConfigError> {
         let mut cfg = Config {
             path: Some(path.to_path_buf()),
             ..Config::default()
         };
         let mut rules = Vec::new();
-        cfg.parse(path, text, &mut rules, 0)?;
+        cfg.parse(path, text, &mut rules)?;
         if rules.len() > crate::policy::MAX_RULES {
             return Err(ConfigError {
                 file: path.display().to_string(),
@@ -138,57 +147,10 @@ impl Config {
     fn parse(
         &mut self,
         path: &Path,
-        text: &str,
+        text: &[u8],
         rules: &mut Vec<Rule>,
-        depth: usize,
     ) -> Result<(), ConfigError> {
-        let file = path.display().to_string();
-        for (i, raw) in text.lines().enumerate() {
-            let err = |problem: String| ConfigError {
-                file: file.clone(),
-                line: i + 1,
-                problem,
-            };
-            let line = strip_comment(raw).trim();
-            if line.is_empty() {
-                continue;
-            }
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words[0] {
-                "allow" | "deny" => {
-                    let rule = Rule::parse(&words, &format!("{file}:{}", i + 1)).map_err(err)?;
-                    rules.push(rule);
-                    continue;
-                }
-                "include" => {
-                    if words.len() != 2 {
-                        return Err(err("include takes one path".into()));
-                    }
-                    if depth >= 8 {
-                        return Err(err("includes nested too deeply".into()));
-                    }
-                    let inc = Path::new(words[1]);
-                    let inc = if inc.is_relative() {
-                        path.parent().unwrap_or(Path::new("/")).join(inc)
-                    } else {
-                        inc.to_path_buf()
-                    };
-                    let text = read_config(&inc)
-                        .map_err(|e| err(format!("cannot read {}: {e}", inc.display())))?;
-                    self.parse(&inc, &text, rules, depth + 1)?;
-                    continue;
-                }
-                _ => {}
-            }
-            let Some((key, value)) = line.split_once('=') else {
-                return Err(err(format!(
-                    "expected `key = value`, `allow ...`, `deny ...` or `include PATH`, found {line:?}"
-                )));
-            };
-            let (key, value) = (key.trim(), value.trim());
-            self.set(key, value).map_err(err)?;
-        }
-        Ok(())
+        conf::walk(path, text, &mut Reader { cfg: self, rules })
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -198,12 +160,11 @@ impl Config {
             "debug" => self.debug = Some(parse_bool(key, value)?),
             "max-workers" => self.max_workers = limits::MAX_WORKERS.parse(value)? as usize,
             "state-dir" => self.state_dir = Some(PathBuf::from(value)),
-            "keep-module" => self.keep_modules.extend(
-                value
-                    .split([' ', ','])
-                    .filter(|s| !s.is_empty())
-                    .map(String::from),
-            ),
+            "keep-module" => {
+                for p in value.split([' ', ',']).filter(|s| !s.is_empty()) {
+                    self.keep_modules.push(Pattern::module(p)?);
+                }
+            }
             "system-command" => {
                 if value.is_empty() {
                     return Err("system-command needs a command line".into());
@@ -277,50 +238,47 @@ impl Config {
     }
 }
 
-/// `#` starts a comment at the start of a line or after white space, as
-/// kerneld-modprobe reads it too; elsewhere (`/opt/a#b`) it is a character.
-fn strip_comment(line: &str) -> &str {
-    let mut prev_space = true;
-    for (i, c) in line.char_indices() {
-        if c == '#' && prev_space {
-            return &line[..i];
-        }
-        prev_space = c.is_whitespace();
-    }
-    line
+/// Largest configuration file (or included file) kerneld reads.
+pub const MAX_FILE_BYTES: u64 = conf::MAX_FILE_BYTES;
+
+/// Hands the lines of the file and its includes to [`Config::set`] and
+/// [`Rule::parse`]; an include that cannot be followed is an error.
+struct Reader<'c> {
+    cfg: &'c mut Config,
+    rules: &'c mut Vec<Rule>,
 }
 
-/// Largest configuration file (or included file) kerneld reads.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+impl conf::Visitor for Reader<'_> {
+    type Error = ConfigError;
 
-/// Read a configuration file: a regular file of at most
-/// [`MAX_FILE_BYTES`].  A FIFO would hang the reload, and `/dev/zero`
-/// would have the root daemon read without end.
-fn read_config(path: &Path) -> std::io::Result<String> {
-    use std::io::{Error, ErrorKind, Read};
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking, so that opening a FIFO returns at once (and is then
-    // refused); it changes nothing for a regular file.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            "not a regular file (kerneld reads only regular files)",
-        ));
+    fn line(&mut self, l: &conf::Line<'_>) -> Result<(), ConfigError> {
+        let err = |problem: String| ConfigError {
+            file: l.file.display().to_string(),
+            line: l.number,
+            problem,
+        };
+        let line = std::str::from_utf8(l.text).map_err(|_| err("not valid UTF-8".into()))?;
+        let words: Vec<&str> = line.split_ascii_whitespace().collect();
+        if matches!(words[0], "allow" | "deny") {
+            let at = format!("{}:{}", l.file.display(), l.number);
+            self.rules.push(Rule::parse(&words, &at).map_err(err)?);
+            return Ok(());
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(err(format!(
+                "expected `key = value`, `allow ...`, `deny ...` or `include PATH`, found {line:?}"
+            )));
+        };
+        self.cfg.set(key.trim(), value.trim()).map_err(err)
     }
-    let mut text = String::new();
-    f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_FILE_BYTES {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_BYTES} bytes"),
-        ));
+
+    fn include_failed(&mut self, e: conf::IncludeError<'_>) -> Result<(), ConfigError> {
+        Err(ConfigError {
+            file: e.line.file.display().to_string(),
+            line: e.line.number,
+            problem: e.problem.to_string(),
+        })
     }
-    Ok(text)
 }
 
 fn parse_bool(key: &str, value: &str) -> Result<bool, String> {
@@ -352,9 +310,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kerneld-fifo-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let fifo = dir.join("fifo.conf");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: c is a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         // Returns at once (no writer would ever come).
         let e = parse(&format!("include {}\n", fifo.display())).unwrap_err();
         assert!(e.problem.contains("not a regular file"), "{e}");
@@ -415,6 +371,21 @@ mod tests {
         assert!(e.problem.contains("unknown setting"));
         let e = parse("shim-fallback = maybe\n").unwrap_err();
         assert!(e.problem.contains("shim-fallback"));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_an_error_with_its_number() {
+        let dir = std::env::temp_dir().join(format!("kerneld-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bytes.conf");
+        std::fs::write(
+            &p,
+            b"# caf\xe9 in a comment is fine\ndelay = 5\nkeep-module = \xff\n",
+        )
+        .unwrap();
+        let e = Config::load(&p, true).unwrap_err();
+        assert_eq!((e.line, e.problem.as_str()), (3, "not valid UTF-8"), "{e}");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

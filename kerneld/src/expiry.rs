@@ -143,7 +143,7 @@ impl Expiry {
         &self,
         sys: &mut dyn ModuleBackend,
         name: &str,
-        keep: &[String],
+        keep: &[crate::pattern::Pattern],
     ) -> Removal {
         let mut st = self.state.lock().unwrap();
         let mut out = Removal::default();
@@ -153,7 +153,7 @@ impl Expiry {
     }
 
     /// One idle sweep over the record.
-    pub fn sweep(&self, sys: &mut dyn ModuleBackend, keep: &[String]) -> Removal {
+    pub fn sweep(&self, sys: &mut dyn ModuleBackend, keep: &[crate::pattern::Pattern]) -> Removal {
         let mut st = self.state.lock().unwrap();
         let before = st.record.modules.clone();
         let out = st.record.sweep(sys, keep);

@@ -41,6 +41,7 @@ pub mod names;
 pub mod negcache;
 pub mod outbox;
 pub mod outcome;
+pub mod pattern;
 pub mod policy;
 pub mod pool;
 pub mod programs;

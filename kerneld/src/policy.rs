@@ -19,8 +19,8 @@
 //! otherwise; a denied module denies the whole request.  Without any
 //! matching rule, `default` (allow) applies.
 
+pub use crate::pattern::Pattern;
 use crate::requester::Requester;
-use std::ffi::CString;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,8 +54,8 @@ pub enum Condition {
     Uid(u32),
     NotUid(u32),
     Gid(u32),
-    Comm(String),
-    Cgroup(String),
+    Comm(Pattern),
+    Cgroup(Pattern),
 }
 
 /// One allow or deny rule.
@@ -63,7 +63,7 @@ pub enum Condition {
 pub struct Rule {
     pub allow: bool,
     pub target: Target,
-    pub patterns: Vec<String>,
+    pub patterns: Vec<Pattern>,
     pub conditions: Vec<Condition>,
     /// Where it came from: `file:line` or `live`.
     pub origin: String,
@@ -88,14 +88,16 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} {} {}",
+            "{} {}",
             if self.allow { "allow" } else { "deny" },
             match self.target {
                 Target::Request => "request",
                 Target::Module => "module",
             },
-            self.patterns.join(" ")
         )?;
+        for p in &self.patterns {
+            write!(f, " {p}")?;
+        }
         if !self.conditions.is_empty() {
             f.write_str(" if")?;
             for c in &self.conditions {
@@ -132,14 +134,19 @@ impl Rule {
         };
         let rest = &words[2..];
         let split = rest.iter().position(|w| *w == "if").unwrap_or(rest.len());
-        let patterns: Vec<String> = rest[..split].iter().map(|s| s.to_string()).collect();
-        if patterns.is_empty() {
+        let words = &rest[..split];
+        if words.is_empty() {
             return Err("a rule needs at least one name pattern".into());
         }
-        for p in &patterns {
+        let mut patterns = Vec::with_capacity(words.len());
+        for p in words {
             if p.contains('/') || p.contains('=') {
                 return Err(format!("{p:?} is not a module name pattern"));
             }
+            patterns.push(match target {
+                Target::Request => Pattern::new(p)?,
+                Target::Module => Pattern::module(p)?,
+            });
         }
         let mut conditions = Vec::new();
         for w in rest.get(split + 1..).unwrap_or(&[]) {
@@ -161,11 +168,8 @@ impl Rule {
     fn pattern_match(&self, name: &str) -> Option<usize> {
         self.patterns
             .iter()
-            .filter(|p| match self.target {
-                Target::Request => glob(p, name),
-                Target::Module => glob(&p.replace('-', "_"), &name.replace('-', "_")),
-            })
-            .map(|p| specificity(p))
+            .filter(|p| p.matches(name))
+            .map(Pattern::specificity)
             .max()
     }
 
@@ -175,8 +179,8 @@ impl Rule {
                 Condition::Uid(u) => r.uid == *u,
                 Condition::NotUid(u) => r.uid != *u,
                 Condition::Gid(g) => r.gid == *g,
-                Condition::Comm(p) => glob(p, &r.comm),
-                Condition::Cgroup(p) => glob(p, &r.cgroup),
+                Condition::Comm(p) => p.matches(&r.comm),
+                Condition::Cgroup(p) => p.matches(&r.cgroup),
             },
             None => {
                 // Unknown requester: judged as root (uid 0) or as an
@@ -209,31 +213,14 @@ fn parse_condition(w: &str) -> Result<Condition, String> {
         return Ok(Condition::Gid(num(v)?));
     }
     if let Some(v) = w.strip_prefix("comm=") {
-        return Ok(Condition::Comm(v.to_string()));
+        return Ok(Condition::Comm(Pattern::new(v)?));
     }
     if let Some(v) = w.strip_prefix("cgroup=") {
-        return Ok(Condition::Cgroup(v.to_string()));
+        return Ok(Condition::Cgroup(Pattern::new(v)?));
     }
     Err(format!(
         "unknown condition {w:?} (use uid=N, uid!=N, gid=N, comm=GLOB, cgroup=GLOB)"
     ))
-}
-
-/// Shell-style glob match (fnmatch(3)).
-pub fn glob(pattern: &str, name: &str) -> bool {
-    let (Ok(p), Ok(n)) = (CString::new(pattern), CString::new(name)) else {
-        return false;
-    };
-    // SAFETY: two valid C strings.
-    unsafe { libc::fnmatch(p.as_ptr(), n.as_ptr(), 0) == 0 }
-}
-
-/// Literal characters of a pattern: more means more specific.
-fn specificity(p: &str) -> usize {
-    p.chars()
-        .filter(|c| !matches!(c, '*' | '?' | '[' | ']'))
-        .count()
-        + if p.contains(['*', '?', '[']) { 0 } else { 1000 }
 }
 
 /// The outcome for one request.

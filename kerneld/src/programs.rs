@@ -159,10 +159,9 @@ impl Programs {
             }
             "off" => match slot.take() {
                 Some(mut c) => {
-                    // SAFETY: kill on the pid of our own child.
-                    unsafe {
-                        libc::kill(c.id() as libc::pid_t, libc::SIGQUIT);
-                    }
+                    // Our own child, not yet reaped: the pid is still its.
+                    let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
                     // A blanker that ignores SIGQUIT is killed after 2 s,
                     // so that a worker never waits for ever.
                     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);

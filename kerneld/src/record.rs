@@ -14,7 +14,7 @@
 
 use crate::backend::netlink::{serves_kind, serves_live_link};
 use crate::backend::{Errno, ModuleBackend, Usage};
-use crate::policy::glob;
+use crate::pattern::Pattern;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -172,7 +172,7 @@ impl Record {
 
     /// A sweep: count unused sweeps, unload modules unused at two in a row
     /// (unless kept), forget modules that are gone.
-    pub fn sweep(&mut self, sys: &mut dyn ModuleBackend, keep: &[String]) -> Removal {
+    pub fn sweep(&mut self, sys: &mut dyn ModuleBackend, keep: &[Pattern]) -> Removal {
         let now = Instant::now();
         let links = sys.links();
         let names: Vec<String> = self.modules.keys().cloned().collect();
@@ -218,7 +218,7 @@ impl Record {
         &mut self,
         sys: &mut dyn ModuleBackend,
         module: &str,
-        keep: &[String],
+        keep: &[Pattern],
         out: &mut Removal,
     ) {
         let module = norm(module);
@@ -255,8 +255,8 @@ impl Record {
     }
 }
 
-fn is_kept(module: &str, keep: &[String]) -> bool {
-    keep.iter().any(|k| glob(&norm(k), &norm(module)))
+fn is_kept(module: &str, keep: &[Pattern]) -> bool {
+    keep.iter().any(|k| k.matches(module))
 }
 
 #[cfg(test)]
@@ -346,7 +346,7 @@ mod tests {
         r.add("rtnl-link-dummy", &s(&["dummy"]), &s(&["dummy"]));
         r.add("e1000e", &s(&["e1000e"]), &s(&["e1000e"]));
         for _ in 0..4 {
-            r.sweep(&mut k, &s(&["e1000*"]));
+            r.sweep(&mut k, &[Pattern::module("e1000*").unwrap()]);
         }
         assert_eq!(k.usage("dummy"), Usage::NotLoaded);
         assert!(matches!(k.usage("can"), Usage::Loaded { .. }));

@@ -51,18 +51,14 @@ fn find_tracefs() -> Result<PathBuf, String> {
         }
     }
     // Not mounted yet: try to mount it where it belongs.
-    let target = c"/sys/kernel/tracing";
-    // SAFETY: valid C strings; mount(2) fails harmlessly if not possible.
-    let r = unsafe {
-        libc::mount(
-            c"tracefs".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if r == 0 && Path::new(TRACEFS[0]).join("instances").is_dir() {
+    let r = nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS[0],
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    );
+    if r.is_ok() && Path::new(TRACEFS[0]).join("instances").is_dir() {
         return Ok(PathBuf::from(TRACEFS[0]));
     }
     Err("tracefs is not available (no /sys/kernel/tracing)".into())
@@ -222,8 +218,7 @@ mod tests {
     fn own_task_reads_back() {
         let me = read_task(std::process::id(), "x".into());
         assert_eq!(me.pid, std::process::id());
-        // SAFETY: geteuid cannot fail.
-        assert_eq!(me.uid, unsafe { libc::geteuid() });
+        assert_eq!(me.uid, nix::unistd::geteuid().as_raw());
         assert!(!me.comm.is_empty());
     }
 }

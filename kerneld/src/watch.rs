@@ -24,9 +24,8 @@
 //! modprobe.d directory and entry); 0 means "not known", and contexts
 //! then always validate.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -40,15 +39,15 @@ pub fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
 }
 
-const MASK: u32 = libc::IN_ATTRIB
-    | libc::IN_CLOSE_WRITE
-    | libc::IN_MODIFY
-    | libc::IN_CREATE
-    | libc::IN_DELETE
-    | libc::IN_MOVED_FROM
-    | libc::IN_MOVED_TO
-    | libc::IN_DELETE_SELF
-    | libc::IN_MOVE_SELF;
+const MASK: AddWatchFlags = AddWatchFlags::IN_ATTRIB
+    .union(AddWatchFlags::IN_CLOSE_WRITE)
+    .union(AddWatchFlags::IN_MODIFY)
+    .union(AddWatchFlags::IN_CREATE)
+    .union(AddWatchFlags::IN_DELETE)
+    .union(AddWatchFlags::IN_MOVED_FROM)
+    .union(AddWatchFlags::IN_MOVED_TO)
+    .union(AddWatchFlags::IN_DELETE_SELF)
+    .union(AddWatchFlags::IN_MOVE_SELF);
 
 /// A fingerprint of `files` and of `dirs` with their entries.
 pub struct Watched {
@@ -60,7 +59,7 @@ pub struct Watched {
 
 struct State {
     /// The watches in force; None: compute every time.
-    inotify: Option<OwnedFd>,
+    inotify: Option<Inotify>,
     /// The fingerprint when the watches were set.
     value: u64,
 }
@@ -105,14 +104,8 @@ impl Watched {
 
     /// A fresh inotify instance watching every path; None if any watch
     /// cannot be set.
-    fn arm(&self) -> Option<OwnedFd> {
-        // SAFETY: inotify_init1 has no memory arguments; the fd is ours.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return None;
-        }
-        // SAFETY: fd is a new descriptor owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    fn arm(&self) -> Option<Inotify> {
+        let fd = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
         for f in &self.files {
             watch(&fd, f)?;
             watch(&fd, f.parent().unwrap_or(Path::new("/")))?;
@@ -130,41 +123,32 @@ impl Watched {
 }
 
 /// Watch `path`, or its nearest existing ancestor if it does not exist.
-fn watch(fd: &OwnedFd, path: &Path) -> Option<()> {
+fn watch(fd: &Inotify, path: &Path) -> Option<()> {
     let mut p = path;
     loop {
-        let c = CString::new(p.as_os_str().as_bytes()).ok()?;
-        // SAFETY: valid fd and C string.
-        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), MASK) } >= 0 {
-            return Some(());
-        }
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) => p = p.parent()?,
-            _ => return None,
+        match fd.add_watch(p, MASK) {
+            Ok(_) => return Some(()),
+            Err(Errno::ENOENT | Errno::ENOTDIR) => p = p.parent()?,
+            Err(_) => return None,
         }
     }
 }
 
 /// Whether any event arrived (read them all); an error counts as a change.
-fn changed(fd: &OwnedFd) -> bool {
-    // Never read: only whether something arrived matters, so the buffer
-    // is not initialised (zeroing 4 KiB on every request would cost more
-    // than the read itself).
-    let mut buf = std::mem::MaybeUninit::<[u8; 4096]>::uninit();
+fn changed(fd: &Inotify) -> bool {
+    // Only whether something arrived matters, not what.  The buffer holds
+    // one event with the longest name (16 + NAME_MAX + 1 bytes), the least
+    // a read of inotify accepts; zeroing it costs little next to the read,
+    // and `Inotify::read_events` would zero 4 KiB and allocate.
+    let mut buf = [0u8; 512];
     let mut any = false;
     loop {
-        // SAFETY: the kernel writes at most 4096 bytes into the buffer;
-        // nothing reads them.
-        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), 4096) };
-        if n > 0 {
-            any = true;
-            continue;
+        match nix::unistd::read(fd, &mut buf) {
+            Ok(n) if n > 0 => any = true,
+            Err(Errno::EAGAIN) => return any,
+            Err(Errno::EINTR) => {}
+            _ => return true,
         }
-        return match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EAGAIN) if n < 0 => any,
-            Some(libc::EINTR) if n < 0 => continue,
-            _ => true,
-        };
     }
 }
 

@@ -84,6 +84,7 @@
 //! request/reply exchange with a timeout.
 
 mod client;
+pub mod conf;
 mod error;
 mod key;
 mod msg;

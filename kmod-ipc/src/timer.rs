@@ -11,6 +11,12 @@
 //! lands just before the thread enters `msgrcv`, the next one still breaks
 //! it.  A daemon can use [`interrupt_thread`] to wake one of its threads
 //! the same way (for example on shutdown).
+//!
+//! This stays raw libc, with each block's reason stated: nix's `Signal`
+//! has no real-time signals (nix-rust/nix#495; PR #2451 is open), and its
+//! `sigaction`, `pthread_kill`, `SigSet` and `SigevNotify::SigevThreadId`
+//! all take a `Signal`.  A standard signal would fit nix but could clash
+//! with a program's own use of it; the real-time one cannot.
 
 use std::io;
 use std::sync::Once;
@@ -69,7 +75,7 @@ impl Alarm {
             let mut sev: libc::sigevent = std::mem::zeroed();
             sev.sigev_notify = libc::SIGEV_THREAD_ID;
             sev.sigev_signo = interrupt_signal();
-            sev.sigev_notify_thread_id = libc::gettid();
+            sev.sigev_notify_thread_id = nix::unistd::gettid().as_raw();
             let mut timer: libc::timer_t = std::mem::zeroed();
             if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut timer) != 0 {
                 let e = io::Error::last_os_error();

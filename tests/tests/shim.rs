@@ -4,6 +4,7 @@
 //!
 //! Needs the binaries: `cargo build --workspace --bins` first.
 
+use kerneld_tests::daemon::check_config;
 use kerneld_tests::fake::{self, bin, run, Action, FakeDaemon, Outcome, RawQueue, TempDir, LIMIT};
 use kerneld_tests::shim::Setup;
 use kmod_ipc::{Header, KERNELD_MINSEQ};
@@ -224,6 +225,48 @@ fn malformed_lines_are_logged_and_defaults_used() {
     let log = setup.log();
     assert!(log.contains("shim-fallback must be"), "{log}");
     assert!(log.contains("shim-timeout must be"), "{log}");
+}
+
+/// `shim-fallback = fail` in an included file (the rare-protocols split
+/// kerneld.conf(5) suggests) is the shim's setting as it is kerneld's.
+#[test]
+fn an_included_shim_fallback_is_read_as_kerneld_reads_it() {
+    let setup = Setup::new("include rare.conf\n");
+    std::fs::write(
+        setup.dir.join("rare.conf"),
+        "deny request net-pf-33\nshim-fallback = fail\n",
+    )
+    .unwrap();
+    let check = check_config(&setup.dir.join("kerneld.conf"));
+    assert_eq!(check.code(), 0, "kerneld accepts it: {check:?}");
+    let out = setup.request(fake::unused_key(), "net-pf-33");
+    assert_eq!(out.code(), 1, "{out:?} {}", setup.log());
+    assert_silent(&out);
+    assert_eq!(setup.modprobe_argv(), None, "modprobe must not run");
+    assert!(
+        setup.log().contains("shim-fallback = fail"),
+        "{}",
+        setup.log()
+    );
+}
+
+/// An include the shim cannot read may have said `fail`: it fails safe,
+/// and says so in its log, naming the include line.
+#[test]
+fn an_unreadable_include_fails_safe() {
+    let setup = Setup::new("include missing.conf\nshim-fallback = modprobe\n");
+    let check = check_config(&setup.dir.join("kerneld.conf"));
+    assert_ne!(check.code(), 0, "kerneld refuses it: {check:?}");
+    assert!(
+        check.stderr.contains("kerneld.conf:2: cannot read"),
+        "{check:?}"
+    );
+    let out = setup.request(fake::unused_key(), "ppp");
+    assert_eq!(out.code(), 1, "{out:?} {}", setup.log());
+    assert_eq!(setup.modprobe_argv(), None, "modprobe must not run");
+    let log = setup.log();
+    assert!(log.contains("kerneld.conf:2: cannot read"), "{log}");
+    assert!(log.contains("failing safe"), "{log}");
 }
 
 #[test]

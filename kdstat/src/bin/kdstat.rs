@@ -139,8 +139,7 @@ fn watch(key: Key, interval: Duration, timeout: Timeout, json: bool) -> ! {
             exit_on_interrupt as *const () as libc::sighandler_t,
         );
     }
-    // SAFETY: isatty only inspects the descriptor.
-    let terminal = unsafe { libc::isatty(libc::STDOUT_FILENO) } == 1;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut first = true;
     loop {
         if json {

@@ -70,7 +70,11 @@ unsafe extern "C" fn run_install(
     cmdline: *const c_char,
     _data: *mut c_void,
 ) -> c_int {
-    let cmd = CStr::from_ptr(cmdline).to_string_lossy().into_owned();
+    // SAFETY: libkmod passes the install command as a NUL-terminated
+    // string that lives for the duration of this call.
+    let cmd = unsafe { CStr::from_ptr(cmdline) }
+        .to_string_lossy()
+        .into_owned();
     let status = Command::new("/bin/sh")
         .arg("-c")
         .arg(&cmd)

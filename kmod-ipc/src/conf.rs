@@ -1,0 +1,390 @@
+//! The lines of `kerneld.conf`, includes and all, for kerneld and
+//! kerneld-modprobe alike.
+//!
+//! This module knows the file's shape, not its keys: a line is a comment,
+//! blank, an `include PATH`, or something else that the reader's
+//! [`Visitor`] makes sense of (`key = value`, a policy rule).  [`walk`]
+//! reads a file, follows its includes in place, and hands every other
+//! non-empty line to the visitor, so that kerneld and the shim read the
+//! same lines from the same files under the same bounds:
+//!
+//! - every file read is a regular file of at most [`MAX_FILE_BYTES`]
+//!   (a FIFO would hang the reader, `/dev/zero` would never end);
+//! - includes nest at most [`MAX_INCLUDE_DEPTH`] deep, which also ends a
+//!   cycle of includes;
+//! - a relative include is taken from the directory of the including file.
+//!
+//! It works on bytes and allocates one buffer per file read (and a path
+//! per include): the shim runs it at every request_module(), where every
+//! instruction is start-up time.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Largest configuration file (or included file) read.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// How deep includes nest: the top file is depth 0, and an `include` at
+/// this depth is an error.
+pub const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// One non-empty line, its comment removed and its blanks trimmed.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    /// The file it is in.
+    pub file: &'a Path,
+    /// Its line number, from 1.
+    pub number: usize,
+    /// The text: not empty, no leading or trailing ASCII blanks.
+    pub text: &'a [u8],
+}
+
+impl Line<'_> {
+    /// `key = value` (blanks around `=` optional), both trimmed; `None`
+    /// when the line has no `=`.
+    pub fn setting(&self) -> Option<(&[u8], &[u8])> {
+        let eq = self.text.iter().position(|&b| b == b'=')?;
+        Some((
+            self.text[..eq].trim_ascii(),
+            self.text[eq + 1..].trim_ascii(),
+        ))
+    }
+}
+
+/// An include that could not be followed.
+#[derive(Debug)]
+pub struct IncludeError<'a> {
+    /// The `include` line.
+    pub line: Line<'a>,
+    pub problem: IncludeProblem,
+}
+
+/// Why an include was not followed.
+#[derive(Debug)]
+pub enum IncludeProblem {
+    /// `include` without exactly one path.
+    Syntax,
+    /// The include would be nested deeper than [`MAX_INCLUDE_DEPTH`].
+    TooDeep,
+    /// The included file could not be read (see [`read`]).
+    Unreadable { path: PathBuf, error: io::Error },
+}
+
+impl std::fmt::Display for IncludeProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IncludeProblem::Syntax => f.write_str("include takes one path"),
+            IncludeProblem::TooDeep => f.write_str("includes nested too deeply"),
+            IncludeProblem::Unreadable { path, error } => {
+                write!(f, "cannot read {}: {error}", path.display())
+            }
+        }
+    }
+}
+
+/// What a reader does with the lines [`walk`] finds.
+pub trait Visitor {
+    type Error;
+    /// Every non-empty line that is not an `include`.
+    fn line(&mut self, line: &Line<'_>) -> Result<(), Self::Error>;
+    /// An include that could not be followed: `Err` stops the walk, `Ok`
+    /// skips the include and goes on with the next line.
+    fn include_failed(&mut self, error: IncludeError<'_>) -> Result<(), Self::Error>;
+}
+
+/// Walk `text`, the contents of `file`, following its includes.
+pub fn walk<V: Visitor>(file: &Path, text: &[u8], visitor: &mut V) -> Result<(), V::Error> {
+    walk_at(file, text, visitor, 0)
+}
+
+fn walk_at<V: Visitor>(
+    file: &Path,
+    text: &[u8],
+    visitor: &mut V,
+    depth: usize,
+) -> Result<(), V::Error> {
+    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let text = strip_comment(raw).trim_ascii();
+        if text.is_empty() {
+            continue;
+        }
+        let line = Line {
+            file,
+            number: i + 1,
+            text,
+        };
+        let mut words = text
+            .split(u8::is_ascii_whitespace)
+            .filter(|w| !w.is_empty());
+        if words.next() != Some(b"include") {
+            visitor.line(&line)?;
+            continue;
+        }
+        let (Some(target), None) = (words.next(), words.next()) else {
+            visitor.include_failed(IncludeError {
+                line,
+                problem: IncludeProblem::Syntax,
+            })?;
+            continue;
+        };
+        if depth >= MAX_INCLUDE_DEPTH {
+            visitor.include_failed(IncludeError {
+                line,
+                problem: IncludeProblem::TooDeep,
+            })?;
+            continue;
+        }
+        let target = Path::new(std::ffi::OsStr::from_bytes(target));
+        let path = if target.is_relative() {
+            file.parent().unwrap_or(Path::new("/")).join(target)
+        } else {
+            target.to_path_buf()
+        };
+        match read(&path) {
+            Ok(inner) => walk_at(&path, &inner, visitor, depth + 1)?,
+            Err(error) => visitor.include_failed(IncludeError {
+                line,
+                problem: IncludeProblem::Unreadable { path, error },
+            })?,
+        }
+    }
+    Ok(())
+}
+
+/// The line without its comment: `#` at the start of the line or after a
+/// blank starts one; elsewhere (`/opt/a#b`) it is a character.
+pub fn strip_comment(line: &[u8]) -> &[u8] {
+    let mut prev_blank = true;
+    for (i, &b) in line.iter().enumerate() {
+        if b == b'#' && prev_blank {
+            return &line[..i];
+        }
+        prev_blank = b.is_ascii_whitespace();
+    }
+    line
+}
+
+/// Read a configuration file: a regular file of at most
+/// [`MAX_FILE_BYTES`], opened without blocking so that a FIFO is refused
+/// at once rather than waited on.
+///
+/// One `fstat` and plain reads into a buffer sized from it: no probing for
+/// the end beyond the one read that returns 0.
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file (kerneld reads only regular files)",
+        ));
+    }
+    let too_large = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        )
+    };
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
+    // One byte more than the size, so that the end is seen without a
+    // second allocation (and a file that grew since is caught below).
+    let mut bytes = vec![0u8; meta.len() as usize + 1];
+    let mut len = 0;
+    loop {
+        if len == bytes.len() {
+            if len as u64 > MAX_FILE_BYTES {
+                return Err(too_large());
+            }
+            bytes.resize((len * 2).min(MAX_FILE_BYTES as usize + 1), 0);
+        }
+        match file.read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Collects lines as `file:n: text` and include errors as
+    /// `file:n: problem`, going on past them.
+    #[derive(Default)]
+    struct Collect(Vec<String>);
+
+    impl Visitor for Collect {
+        type Error = ();
+        fn line(&mut self, l: &Line<'_>) -> Result<(), ()> {
+            let name = l.file.file_name().unwrap().to_string_lossy();
+            let text = String::from_utf8_lossy(l.text);
+            self.0.push(format!("{name}:{}: {text}", l.number));
+            Ok(())
+        }
+        fn include_failed(&mut self, e: IncludeError<'_>) -> Result<(), ()> {
+            let name = e.line.file.file_name().unwrap().to_string_lossy();
+            self.0
+                .push(format!("{name}:{}: error: {}", e.line.number, e.problem));
+            Ok(())
+        }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("kmod-ipc-conf-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn walk_file(path: &Path) -> Vec<String> {
+        let mut c = Collect::default();
+        walk(path, &read(path).unwrap(), &mut c).unwrap();
+        c.0
+    }
+
+    #[test]
+    fn comments_blanks_and_settings() {
+        assert_eq!(strip_comment(b"# all"), b"");
+        assert_eq!(strip_comment(b"a = /opt/a#b # c"), b"a = /opt/a#b ");
+        assert_eq!(strip_comment(b"a\t#c"), b"a\t");
+        let l = Line {
+            file: Path::new("f"),
+            number: 1,
+            text: b"shim-timeout=2.5",
+        };
+        assert_eq!(l.setting(), Some((&b"shim-timeout"[..], &b"2.5"[..])));
+        let l = Line {
+            text: b"a  =  b c ",
+            ..l
+        };
+        assert_eq!(l.setting(), Some((&b"a"[..], &b"b c"[..])));
+        assert_eq!(
+            Line {
+                text: b"deny x",
+                ..l
+            }
+            .setting(),
+            None
+        );
+    }
+
+    #[test]
+    fn includes_are_read_in_place_relative_to_their_file() {
+        let d = temp_dir("inc");
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(
+            d.join("top.conf"),
+            "a = 1\r\ninclude sub/mid.conf # here\nb = 2\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("sub/mid.conf"),
+            "  # comment\n\nc = 3\ninclude leaf.conf\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("sub/leaf.conf"), "d = 4").unwrap();
+        assert_eq!(
+            walk_file(&d.join("top.conf")),
+            [
+                "top.conf:1: a = 1",
+                "mid.conf:3: c = 3",
+                "leaf.conf:1: d = 4",
+                "top.conf:3: b = 2"
+            ]
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn include_errors_name_the_include_line() {
+        let d = temp_dir("err");
+        let top = d.join("top.conf");
+        std::fs::write(
+            &top,
+            "include\ninclude a b\ninclude missing.conf\ninclude /dev/zero\nx = 1\n",
+        )
+        .unwrap();
+        let got = walk_file(&top);
+        assert_eq!(got[0], "top.conf:1: error: include takes one path");
+        assert_eq!(got[1], "top.conf:2: error: include takes one path");
+        assert!(
+            got[2].starts_with("top.conf:3: error: cannot read "),
+            "{}",
+            got[2]
+        );
+        assert!(got[3].contains("not a regular file"), "{}", got[3]);
+        assert_eq!(got[4], "top.conf:5: x = 1");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_cycle_ends_at_the_depth_bound() {
+        let d = temp_dir("cycle");
+        let top = d.join("self.conf");
+        std::fs::write(&top, "x = 1\ninclude self.conf\n").unwrap();
+        let got = walk_file(&top);
+        assert_eq!(got.len(), MAX_INCLUDE_DEPTH + 2, "{got:?}");
+        assert_eq!(
+            got.last().unwrap(),
+            "self.conf:2: error: includes nested too deeply"
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn only_regular_files_of_bounded_size_are_read() {
+        let d = temp_dir("size");
+        let big = d.join("big.conf");
+        std::fs::write(&big, vec![b'#'; MAX_FILE_BYTES as usize + 1]).unwrap();
+        let e = read(&big).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+        let exact = d.join("exact.conf");
+        std::fs::write(&exact, vec![b'#'; MAX_FILE_BYTES as usize]).unwrap();
+        assert_eq!(read(&exact).unwrap().len(), MAX_FILE_BYTES as usize);
+        nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = read(&d.join("fifo")).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(read(&d)
+            .unwrap_err()
+            .to_string()
+            .contains("not a regular file"));
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_stop_from_the_visitor_ends_the_walk() {
+        struct Stop(usize);
+        impl Visitor for Stop {
+            type Error = usize;
+            fn line(&mut self, l: &Line<'_>) -> Result<(), usize> {
+                self.0 += 1;
+                if l.text == b"stop" {
+                    Err(l.number)
+                } else {
+                    Ok(())
+                }
+            }
+            fn include_failed(&mut self, e: IncludeError<'_>) -> Result<(), usize> {
+                Err(e.line.number)
+            }
+        }
+        let mut v = Stop(0);
+        assert_eq!(walk(Path::new("t"), b"a\nstop\nb\n", &mut v), Err(2));
+        assert_eq!(v.0, 2);
+        assert_eq!(
+            walk(Path::new("t"), b"a\ninclude\nb\n", &mut Stop(0)),
+            Err(2)
+        );
+    }
+}

@@ -106,6 +106,7 @@ pub struct Replies {
     pub purged: AtomicU64,
 }
 
+/// The reply edge, as senders use it.
 impl Replies {
     pub fn new(queue: Queue) -> Replies {
         Replies {
@@ -293,7 +294,10 @@ impl Replies {
         self.purged.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
+}
 
+/// The reply thread.
+impl Replies {
     /// The reply thread: keeps the queue free of unread replies and sends
     /// what waits for room.  Returns once [`Replies::stop`] was called.
     pub fn run(&self) {

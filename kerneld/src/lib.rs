@@ -31,7 +31,10 @@
 //! - `metrics`, `settings`, `outcome`: counters by type and the recent
 //!   requests; the live settings; the answer to a request
 //! - `limits`: the range of every duration and count
-//! - `log`, `errno`: syslog and readable errors
+//! - `log`, `errno`: syslog and readable errors (`log_debug!` formats only
+//!   when debug is on)
+//! - `testing` (tests only): the harness of the daemon-level tests and the
+//!   counting allocator
 
 pub mod actions;
 pub mod backend;

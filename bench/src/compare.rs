@@ -45,7 +45,36 @@ fn rate(kd: &Kerneld, clients: usize, dur: Duration, tag: &str) -> f64 {
     total as f64 / dur.as_secs_f64()
 }
 
-pub fn run(old: &Path, new: &Path, module_dir: &Path, work: &Path, conf_dir: &Path, reps: usize) {
+/// One request after an exec of /bin/true, which evicts the daemon from
+/// the CPU caches as a sporadic request from the kernel finds it.
+fn cold_rtt_ns(c: &Conn, t: MsgType, text: &[u8], id: i64) -> u64 {
+    if let Err(e) = std::process::Command::new("/bin/true").status() {
+        proc::abort(&format!("compare: /bin/true: {e}"));
+    }
+    rtt_ns(c, t, text, id)
+}
+
+/// `storm` on `kd`: (total ms, actions, merged, answers == clients).
+fn storm(kd: &Kerneld, count_file: &Path) -> (f64, u64, u64, bool) {
+    let s = crate::sections::storm(kd, count_file, 1000, 1, Duration::from_millis(500));
+    let r = &s.json["runs"][0];
+    (
+        r["total_ms"].as_f64().unwrap_or(f64::NAN),
+        r["actions"].as_u64().unwrap_or(0),
+        r["merged"].as_u64().unwrap_or(0),
+        r["answers"].as_u64() == Some(1000),
+    )
+}
+
+pub fn run(
+    old: &Path,
+    new: &Path,
+    module_dir: &Path,
+    work: &Path,
+    conf_dir: &Path,
+    count_file: &Path,
+    reps: usize,
+) {
     let fair = "negative-cache = 0\nrate-limit = 0\n";
     let default = "# defaults\n";
     let start = |name: &str, bin: &Path, config: &str, d: Option<&Path>| {
@@ -137,6 +166,32 @@ pub fn run(old: &Path, new: &Path, module_dir: &Path, work: &Path, conf_dir: &Pa
             ),
         ]);
     }
+    {
+        // Cold: fewer pairs, each request after an exec.
+        let (a, b) = (pairs[0].0.conn(), pairs[0].1.conn());
+        let (ia, ib) = (fresh_id(), fresh_id());
+        let text = b"kdbench-no-such-module";
+        let n = (reps / 10).max(20);
+        let (va, vb) = interleave(
+            n,
+            3,
+            || cold_rtt_ns(&a, MsgType::RequestModule, text, ia),
+            || cold_rtt_ns(&b, MsgType::RequestModule, text, ib),
+        );
+        let (sa, sb, r) = (Summary::of(&va), Summary::of(&vb), Ratio::of(&va, &vb));
+        t.row(vec![
+            format!("unknown name, cold (after an exec; {n} pairs)"),
+            num(us(sa.median)),
+            num(us(sa.p99)),
+            num(us(sb.median)),
+            num(us(sb.p99)),
+            format!(
+                "{} (of medians {})",
+                num(r.pairwise_median),
+                num(r.of_medians)
+            ),
+        ]);
+    }
     for (clients, p) in [(1, 0), (8, 0), (64, 0), (8, 1)] {
         let (mut ra, mut rb) = (Vec::new(), Vec::new());
         for round in 0..4 {
@@ -166,6 +221,55 @@ pub fn run(old: &Path, new: &Path, module_dir: &Path, work: &Path, conf_dir: &Pa
             format!("{} (rate new / old)", num(mb / ma)),
         ]);
     }
+    // The storm: 1000 identical requests for one slow install command,
+    // old then new then new then old.
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    for round in 0..2 {
+        if round == 0 {
+            sa.push(storm(&pairs[2].0, count_file));
+            sb.push(storm(&pairs[2].1, count_file));
+        } else {
+            sb.push(storm(&pairs[2].1, count_file));
+            sa.push(storm(&pairs[2].0, count_file));
+        }
+    }
+    let show = |v: &[(f64, u64, u64, bool)]| {
+        v.iter()
+            .map(|(ms, actions, merged, all)| {
+                format!(
+                    "{ms:.0} ms, {actions} action, {merged} merged{}",
+                    if *all { "" } else { ", NOT all answered" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let mean = |v: &[(f64, u64, u64, bool)]| v.iter().map(|r| r.0).sum::<f64>() / v.len() as f64;
+    t.row(vec![
+        "1000-request storm (500 ms action; 2 runs each)".into(),
+        show(&sa),
+        String::new(),
+        show(&sb),
+        String::new(),
+        format!("{} (mean total new / old)", num(mean(&sb) / mean(&sa))),
+    ]);
+    let hwm = |k: &Kerneld| k.vm("VmHWM").map_or("?".into(), |v| format!("{v} kB"));
+    t.row(vec![
+        "peak RSS (VmHWM): fair / default / blacklist daemons".into(),
+        pairs
+            .iter()
+            .map(|p| hwm(&p.0))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        String::new(),
+        pairs
+            .iter()
+            .map(|p| hwm(&p.1))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        String::new(),
+        String::new(),
+    ]);
     for (a, b) in &pairs {
         eprintln!(
             "VmHWM {}: {:?} kB, {}: {:?} kB",

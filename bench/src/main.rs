@@ -476,7 +476,15 @@ fn compare_main(args: &[String]) {
     let work = std::env::temp_dir().join(format!("kerneld-bench-cmp.{}", std::process::id()));
     let conf_dir = work.join("modprobe.d");
     std::fs::create_dir_all(&conf_dir).expect("work dir");
-    std::fs::write(conf_dir.join("kdbench.conf"), "blacklist dummy\n").expect("modprobe.d");
+    let count_file = work.join("install-runs");
+    std::fs::write(
+        conf_dir.join("kdbench.conf"),
+        format!(
+            "blacklist dummy\ninstall kdbench-slow echo run >> {} ; /bin/sleep 0.5\n",
+            count_file.display()
+        ),
+    )
+    .expect("modprobe.d");
     proc::start_watchdog(Duration::from_secs(60));
     compare::run(
         Path::new(old),
@@ -484,6 +492,7 @@ fn compare_main(args: &[String]) {
         &root.join("lib/modules").join(&kver),
         &work,
         &conf_dir,
+        &count_file,
         reps,
     );
     let _ = std::fs::remove_dir_all(&work);

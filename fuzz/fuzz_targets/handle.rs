@@ -6,7 +6,7 @@
 #![no_main]
 
 use kerneld::config::Config;
-use kerneld::daemon::{Daemon, Parts, Settings};
+use kerneld::server::{Daemon, Parts, Settings};
 use kerneld::backend::fake::FakeKernel;
 use kerneld::backend::ModuleBackend;
 use kerneld::record::Record;

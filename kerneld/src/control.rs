@@ -51,7 +51,7 @@ pub fn apply(
             } else {
                 Mode::Enforce
             };
-            if let Err(e) = policy.write().unwrap().set_mode_live(mode) {
+            if let Err(e) = Arc::make_mut(&mut policy.write().unwrap()).set_mode_live(mode) {
                 return Outcome::fail(e);
             }
             // Denials remembered under the old mode must not outlive it.
@@ -64,7 +64,7 @@ pub fn apply(
                 Err(e) => return Outcome::fail(format!("bad rule: {e}")),
             };
             let shown = rule.to_string();
-            if let Err(e) = policy.write().unwrap().add_live_rule(rule) {
+            if let Err(e) = Arc::make_mut(&mut policy.write().unwrap()).add_live_rule(rule) {
                 return Outcome::fail(e);
             }
             o.requests.negcache.lock().unwrap().clear();
@@ -109,7 +109,7 @@ pub fn reload(
             if policy.lock {
                 log::notice("policy is locked (lock = yes): rules kept until restart");
             } else {
-                *policy = new.policy.clone();
+                *policy = Arc::new(new.policy.clone());
             }
             drop(policy);
             *config.write().unwrap() = Arc::new(new);

@@ -7,7 +7,6 @@
 use crate::backend::Resolution;
 use crate::requester::Requester;
 use kmod_ipc::{Message, MsgType};
-use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 /// Senders one action may gather at most.  A hung install command would
@@ -56,18 +55,32 @@ pub struct Started {
     pub kind: MsgType,
     pub text: Vec<u8>,
     pub requester: Option<Requester>,
+    /// Whether its first request came through the kernel's helper (see
+    /// `actions.rs`).
+    pub from_helper: bool,
     pub planned: Option<Planned>,
 }
 
-/// All jobs in progress.
+/// All jobs in progress: at most one per worker and a few more, so a
+/// list compared by type, text and identity finds one quickly, and a
+/// lookup builds no key.
 #[derive(Debug, Default)]
 pub struct JobTable {
     next_id: u64,
-    by_key: HashMap<(i64, Vec<u8>, String), u64>,
-    jobs: BTreeMap<u64, Job>,
+    jobs: Vec<Job>,
+}
+
+impl Job {
+    fn is(&self, kind: MsgType, text: &[u8], identity: &str) -> bool {
+        self.kind == kind && self.text == text && self.identity == identity
+    }
 }
 
 impl JobTable {
+    fn find(&self, kind: MsgType, text: &[u8], identity: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.is(kind, text, identity))
+    }
+
     /// Join an identical job (same type, text and identity), or start a
     /// new one.  Returns the new job's id when the caller must start the
     /// action, `None` when merged.
@@ -79,41 +92,38 @@ impl JobTable {
         waiter: Waiter,
         planned: Option<Planned>,
     ) -> Option<u64> {
-        let key = (kind.number(), text.to_vec(), identity.to_string());
-        if let Some(id) = self.by_key.get(&key) {
-            if let Some(job) = self.jobs.get_mut(id) {
-                job.waiters.push(waiter);
-                return None;
-            }
+        if let Some(job) = self.jobs.iter_mut().find(|j| j.is(kind, text, identity)) {
+            job.waiters.push(waiter);
+            return None;
         }
         self.next_id += 1;
         let id = self.next_id;
-        self.by_key.insert(key, id);
-        self.jobs.insert(
+        self.jobs.push(Job {
             id,
-            Job {
-                id,
-                kind,
-                text: text.to_vec(),
-                waiters: vec![waiter],
-                started: Instant::now(),
-                worker: None,
-                identity: identity.to_string(),
-                planned,
-            },
-        );
+            kind,
+            text: text.to_vec(),
+            waiters: vec![waiter],
+            started: Instant::now(),
+            worker: None,
+            identity: identity.to_string(),
+            planned,
+        });
         Some(id)
     }
 
     /// A worker (thread `tid`) starts on job `id`: its type, text, first
     /// requester and plan.  None: no such job.
     pub fn start(&mut self, id: u64, tid: i32) -> Option<Started> {
-        let j = self.jobs.get_mut(&id)?;
+        let j = self.jobs.iter_mut().find(|j| j.id == id)?;
         j.worker = Some(tid);
         Some(Started {
             kind: j.kind,
             text: j.text.clone(),
             requester: j.waiters.first().and_then(|w| w.requester.clone()),
+            from_helper: j
+                .waiters
+                .first()
+                .is_some_and(|w| w.request.id >= kmod_ipc::KERNELD_MINSEQ),
             planned: j.planned.take(),
         })
     }
@@ -121,45 +131,32 @@ impl JobTable {
     /// The job is done: remove it and hand back its waiters.  Requests
     /// arriving after this start a new action.
     pub fn finish(&mut self, id: u64) -> Vec<Waiter> {
-        match self.jobs.remove(&id) {
-            Some(job) => {
-                self.by_key
-                    .remove(&(job.kind.number(), job.text, job.identity));
-                job.waiters
-            }
+        match self.jobs.iter().position(|j| j.id == id) {
+            // In start order, for the status.
+            Some(i) => self.jobs.remove(i).waiters,
             None => Vec::new(),
         }
     }
 
     /// Whether this exact request is in progress (a new one would join it).
     pub fn in_progress(&self, kind: MsgType, text: &[u8], identity: &str) -> bool {
-        // Most requests find nothing in progress: no key is built for them.
-        if self.by_key.is_empty() {
-            return false;
-        }
-        self.by_key
-            .contains_key(&(kind.number(), text.to_vec(), identity.to_string()))
+        self.find(kind, text, identity).is_some()
     }
 
     /// How many senders wait for the job identical to this request (0:
     /// none in progress).
     pub fn waiters_of(&self, kind: MsgType, text: &[u8], identity: &str) -> usize {
-        if self.by_key.is_empty() {
-            return 0;
-        }
-        self.by_key
-            .get(&(kind.number(), text.to_vec(), identity.to_string()))
-            .and_then(|id| self.jobs.get(id))
+        self.find(kind, text, identity)
             .map_or(0, |j| j.waiters.len())
     }
 
     /// Whether a job of this kind is in progress.
     pub fn any_of(&self, kind: MsgType) -> bool {
-        self.jobs.values().any(|j| j.kind == kind)
+        self.jobs.iter().any(|j| j.kind == kind)
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
-        self.jobs.values()
+        self.jobs.iter()
     }
 
     pub fn len(&self) -> usize {

@@ -1,11 +1,18 @@
 //! kerneld: the daemon that serves the kernel's module requests.
 //!
 //! The binary (`main.rs`) reads the command line and configuration,
-//! creates the queue and starts [`daemon::Daemon`].  Each module has one
+//! creates the queue and starts [`server::Daemon`].  Each module has one
 //! job:
 //!
 //! - `cli`, `config`: command line and /etc/kerneld.conf
-//! - `daemon`: receive, merge, dispatch
+//! - `server`: the daemon's handles on the owners of state; start, stop,
+//!   drain, status snapshot
+//! - `receiver`: the receive loop (one reused buffer), queue re-creation,
+//!   answers to malformed messages, flush
+//! - `dispatch`: decode a borrowed view, id rules, names, counts, and the
+//!   one match over message types
+//! - `actions`: loads, unloads and programs on the worker pool (merged),
+//!   idle sweeps and delayed releases
 //! - `control`: control words (type 255) and the reload on SIGHUP
 //! - `reply`, `outbox`: replies sent, unread ones removed, and those that
 //!   wait for room (one thread of their own)
@@ -24,13 +31,17 @@
 //! - `metrics`, `settings`, `outcome`: counters by type and the recent
 //!   requests; the live settings; the answer to a request
 //! - `limits`: the range of every duration and count
-//! - `log`, `errno`: syslog and readable errors
+//! - `log`, `errno`: syslog and readable errors (`log_debug!` formats only
+//!   when debug is on)
+//! - `testing` (tests only): the harness of the daemon-level tests and the
+//!   counting allocator
 
+pub mod actions;
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod control;
-pub mod daemon;
+pub mod dispatch;
 pub mod errno;
 pub mod expiry;
 pub mod jobs;
@@ -45,14 +56,19 @@ pub mod pattern;
 pub mod policy;
 pub mod pool;
 pub mod programs;
+pub mod receiver;
 pub mod record;
 pub mod reply;
 pub mod request;
 pub mod requester;
+pub mod server;
 pub mod settings;
 pub mod status;
 pub mod trace;
 pub mod watch;
+
+#[cfg(test)]
+mod testing;
 
 /// Capacity the daemon gives its queue: the 16 KiB default holds only a
 /// few hundred requests, too few for a storm of concurrent callers.

@@ -162,6 +162,17 @@ pub fn warn_sampled(count: &AtomicU64, line: impl FnOnce(u64) -> String) {
     }
 }
 
+/// `log_debug!("...", args)`: a debug line, formatted only when debug is
+/// on (the arguments are not even evaluated otherwise).
+#[macro_export]
+macro_rules! log_debug {
+    ($($arg:tt)*) => {
+        if $crate::log::debug_enabled() {
+            $crate::log::debug(&format!($($arg)*));
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,10 @@
 
 use crate::log;
 use crate::outbox::{patience, Outbox};
-use kmod_ipc::{Error as IpcError, Message, Queue, TypeFilter, MAX_DAEMON_TYPE};
+use kmod_ipc::{
+    Error as IpcError, Header, Message, MessageView, Queue, TypeFilter, MAX_DAEMON_TYPE,
+};
+use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -54,6 +57,37 @@ fn queue_full(e: &IpcError) -> bool {
     matches!(e, IpcError::Sys { source, .. } if source.raw_os_error() == Some(libc::EAGAIN))
 }
 
+thread_local! {
+    /// The encoded reply of each sending thread (receiver, workers), kept
+    /// from one reply to the next.
+    static SEND_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whom a reply goes to: the request's reply id and header format.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyTo {
+    pub id: i64,
+    pub header: Header,
+}
+
+impl From<&Message> for ReplyTo {
+    fn from(m: &Message) -> ReplyTo {
+        ReplyTo {
+            id: m.id,
+            header: m.header,
+        }
+    }
+}
+
+impl From<&MessageView<'_>> for ReplyTo {
+    fn from(m: &MessageView<'_>) -> ReplyTo {
+        ReplyTo {
+            id: m.id,
+            header: m.header,
+        }
+    }
+}
+
 /// The reply edge: the queue handle, the ids answered, the outbox.
 pub struct Replies {
     queue: Mutex<Queue>,
@@ -72,6 +106,7 @@ pub struct Replies {
     pub purged: AtomicU64,
 }
 
+/// The reply edge, as senders use it.
 impl Replies {
     pub fn new(queue: Queue) -> Replies {
         Replies {
@@ -103,27 +138,50 @@ impl Replies {
     }
 
     /// Send the answer to `req` if it wants one, in parts if long.  Never
-    /// blocks; what finds no room goes to the outbox.
-    pub fn send(&self, req: &Message, status: i64, text: &[u8]) {
-        if req.id <= MAX_DAEMON_TYPE {
+    /// blocks; what finds no room goes to the outbox.  A one-part answer
+    /// is encoded into a buffer each thread keeps: no allocation.
+    pub fn send(&self, req: impl Into<ReplyTo>, status: i64, text: &[u8]) {
+        let to: ReplyTo = req.into();
+        if to.id <= MAX_DAEMON_TYPE {
             return;
         }
         let q = self.queue();
-        let part_max = q.text_max(req.header);
+        let part_max = q.text_max(to.header);
         if text.len() <= part_max {
             // Nearly every answer is one part: no list of parts to build.
-            let msg = req.reply(status, self.pid, text);
-            let mut sent = q.send(&msg, usize::MAX, true);
+            let header = to.header.for_reply(self.pid);
+            let send = || {
+                SEND_BUF.with(|b| {
+                    let mut b = b.borrow_mut();
+                    kmod_ipc::encode_into(&mut b, to.id, status, header, text, part_max)?;
+                    q.send_encoded(&b, true)
+                })
+            };
+            let mut sent = send();
             if sent.as_ref().is_err_and(queue_full) && self.purge_unread(FULL_GRACE) > 0 {
-                sent = q.send(&msg, usize::MAX, true);
+                sent = send();
             }
             match sent {
-                Ok(()) => self.note_sent(&q, req.id),
-                Err(e) if queue_full(&e) => self.defer(req.id, VecDeque::from([msg])),
-                Err(e) => log::error(&format!("cannot send reply to id {}: {e}", req.id)),
+                Ok(()) => self.note_sent(&q, to.id),
+                Err(e) if queue_full(&e) => {
+                    let msg = Message {
+                        mtype: to.id,
+                        id: status,
+                        header,
+                        text: text.to_vec(),
+                    };
+                    self.defer(to.id, VecDeque::from([msg]));
+                }
+                Err(e) => log::error(&format!("cannot send reply to id {}: {e}", to.id)),
             }
             return;
         }
+        let req = Message {
+            mtype: 0,
+            id: to.id,
+            header: to.header,
+            text: Vec::new(),
+        };
         let mut parts: VecDeque<Message> = req.reply_parts(status, self.pid, text, part_max).into();
         let mut purged = false;
         let mut noted = false;
@@ -236,7 +294,10 @@ impl Replies {
         self.purged.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
+}
 
+/// The reply thread.
+impl Replies {
     /// The reply thread: keeps the queue free of unread replies and sends
     /// what waits for room.  Returns once [`Replies::stop`] was called.
     pub fn run(&self) {

@@ -18,7 +18,7 @@ use crate::pool::Contexts;
 use crate::requester::Requester;
 use std::borrow::Cow;
 use std::collections::VecDeque;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// What to do with a request.
@@ -85,7 +85,8 @@ impl LogLine {
 /// The state of the request path: policy, remembered failures, and the
 /// ring of recent requests the status shows.
 pub struct Requests {
-    pub(crate) policy: RwLock<Policy>,
+    /// Read by cloning the Arc: a decision holds no lock and copies no rule.
+    pub(crate) policy: RwLock<Arc<Policy>>,
     pub(crate) negcache: Mutex<NegativeCache>,
     pub(crate) recent: Mutex<VecDeque<Recent>>,
     /// Changes when the module index or modprobe.d changes.
@@ -99,17 +100,27 @@ impl Requests {
         fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
     ) -> Requests {
         Requests {
-            policy: RwLock::new(policy),
+            policy: RwLock::new(Arc::new(policy)),
             negcache: Mutex::new(negcache),
             recent: Mutex::new(VecDeque::new()),
             fingerprint,
         }
     }
 
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap())
+    }
+
+    /// Whether any rule looks at the requester.
+    pub fn needs_requester(&self) -> bool {
+        self.policy.read().unwrap().needs_requester()
+    }
+
     /// When rules look at the requester, requests (and remembered answers)
     /// of different requesters must be kept apart; else all are one.
     pub fn identity(&self, who: Option<&Requester>) -> String {
-        if !self.policy.read().unwrap().needs_requester() {
+        if !self.needs_requester() {
             return String::new();
         }
         match who {
@@ -132,7 +143,7 @@ impl Requests {
                 line: LogLine::default(),
             });
         }
-        let policy = self.policy.read().unwrap().clone();
+        let policy = self.policy();
         let plan = contexts.with(|sys| plan(sys, ask.name, ask.who, &policy, c));
         match plan {
             Ok(Ok(res)) => Plan::Load(res),
@@ -165,9 +176,7 @@ impl Requests {
         let (status, text) = nc.lookup(&ask.cache_key, ask.since)?;
         drop(nc);
         c.cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if log::debug_enabled() {
-            log::debug(&format!("request_module{}: {text}", for_whom(ask.who)));
-        }
+        crate::log_debug!("request_module{}: {text}", for_whom(ask.who));
         let o = Outcome { status, text };
         self.remember(ask, &o, ask.since.elapsed());
         Some(o)

@@ -131,6 +131,15 @@ impl Tracer {
         }
     }
 
+    /// The requester of a kernel request for `name`, if its event was
+    /// read already: no wait (for the receive thread, when no rule looks
+    /// at the requester).
+    pub fn claim_now(&self, name: &str) -> Option<Requester> {
+        let mut q = self.events.0.lock().unwrap();
+        let i = q.iter().position(|e| e.name == name)?;
+        q.remove(i).map(|e| e.requester)
+    }
+
     pub fn describe(&self) -> String {
         format!("module:module_request via {}", self.instance.display())
     }

@@ -101,8 +101,9 @@ pub use client::{Client, Reply};
 pub use error::{DecodeError, Error};
 pub use key::{Key, DEFAULT_KEY, KEY_ENV};
 pub use msg::{
-    Header, Message, MsgType, DEFAULT_TEXT_MAX, HEADER_NEW_LEN, HEADER_OLD_LEN, KERNELD_MINSEQ,
-    MAX_DAEMON_TYPE, NEW_PROTOCOL_VERSION, REPLY_CONTINUES, TOOL_ID_BASE,
+    encode_into, Header, Message, MessageView, MsgType, DEFAULT_TEXT_MAX, HEADER_NEW_LEN,
+    HEADER_OLD_LEN, KERNELD_MINSEQ, MAX_DAEMON_TYPE, NEW_PROTOCOL_VERSION, REPLY_CONTINUES,
+    TOOL_ID_BASE,
 };
 pub use queue::{msgmax, Claimed, Foreign, How, Queue, QueueStat, TypeFilter, CLAIM_ATTEMPTS};
 pub use timer::{install_interrupt_handler, interrupt_signal, interrupt_thread, Alarm};

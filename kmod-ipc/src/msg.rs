@@ -178,6 +178,120 @@ impl Header {
     pub fn is_empty(self) -> bool {
         false
     }
+
+    /// The header of a reply to a request with this header: the same
+    /// format, with the replier's `pid` in a new header.
+    pub fn for_reply(self, pid: u32) -> Header {
+        match self {
+            Header::Old => Header::Old,
+            Header::New { .. } => Header::new_with_pid(pid),
+        }
+    }
+}
+
+/// A received message whose text borrows the receive buffer: decoding it
+/// copies nothing.  [`MessageView::to_message`] makes an owned one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    pub mtype: i64,
+    pub id: i64,
+    pub header: Header,
+    /// The text, without a NUL (see [`Message::text`]).
+    pub text: &'a [u8],
+}
+
+impl<'a> MessageView<'a> {
+    /// Decode a body received with type `mtype`, as
+    /// [`Message::decode_body`] does, without copying the text.
+    pub fn decode_body(
+        mtype: i64,
+        body: &'a [u8],
+        text_max: usize,
+    ) -> Result<MessageView<'a>, DecodeError> {
+        let Some(id_bytes) = body.get(..8) else {
+            return Err(DecodeError::Truncated { len: body.len() });
+        };
+        let id = i64::from_ne_bytes(id_bytes.try_into().expect("8 bytes"));
+        let header = match body.get(8..12) {
+            Some(h) if i16::from_ne_bytes([h[0], h[1]]) == NEW_PROTOCOL_VERSION => Header::New {
+                pid: i16::from_ne_bytes([h[2], h[3]]),
+            },
+            _ => Header::Old,
+        };
+        let rest = &body[header.len()..];
+        let len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        if len > text_max {
+            return Err(DecodeError::TextTooLong { len, max: text_max });
+        }
+        Ok(MessageView {
+            mtype,
+            id,
+            header,
+            text: &rest[..len],
+        })
+    }
+
+    /// The message type as a [`MsgType`].
+    pub fn msg_type(&self) -> MsgType {
+        MsgType::from_number(self.mtype)
+    }
+
+    /// The requester pid from a new header (16 bits, see the crate docs).
+    pub fn pid(&self) -> Option<i16> {
+        match self.header {
+            Header::New { pid } => Some(pid),
+            Header::Old => None,
+        }
+    }
+
+    /// The text as lossy UTF-8, borrowed when it is valid UTF-8.
+    pub fn text_lossy(&self) -> std::borrow::Cow<'a, str> {
+        String::from_utf8_lossy(self.text)
+    }
+
+    /// An owned copy.
+    pub fn to_message(&self) -> Message {
+        Message {
+            mtype: self.mtype,
+            id: self.id,
+            header: self.header,
+            text: self.text.to_vec(),
+        }
+    }
+}
+
+/// Encode a whole message (`mtype` first, as `msgsnd` takes it) into
+/// `buf`, replacing what it held: a sender that keeps `buf` allocates
+/// nothing once it is large enough.  The text is checked as
+/// [`Message::encode_body`] checks it.
+pub fn encode_into(
+    buf: &mut Vec<u8>,
+    mtype: i64,
+    id: i64,
+    header: Header,
+    text: &[u8],
+    text_max: usize,
+) -> Result<(), DecodeError> {
+    if text.contains(&0) {
+        return Err(DecodeError::NulInText);
+    }
+    if text.len() > text_max {
+        return Err(DecodeError::TextTooLong {
+            len: text.len(),
+            max: text_max,
+        });
+    }
+    buf.clear();
+    buf.reserve(8 + header.len() + text.len() + 1);
+    buf.extend_from_slice(&mtype.to_ne_bytes());
+    buf.extend_from_slice(&id.to_ne_bytes());
+    if let Header::New { pid } = header {
+        buf.extend_from_slice(&NEW_PROTOCOL_VERSION.to_ne_bytes());
+        buf.extend_from_slice(&pid.to_ne_bytes());
+    }
+    buf.extend_from_slice(text);
+    buf.push(0);
+    Ok(())
 }
 
 /// One `struct kerneld_msg`.
@@ -208,10 +322,7 @@ impl Message {
     /// The reply to `self`: type = request id, id = status, same header
     /// format; `pid` is the replier's pid for a new header.
     pub fn reply(&self, status: i64, pid: u32, text: impl Into<Vec<u8>>) -> Message {
-        let header = match self.header {
-            Header::Old => Header::Old,
-            Header::New { .. } => Header::new_with_pid(pid),
-        };
+        let header = self.header.for_reply(pid);
         Message {
             mtype: self.id,
             id: status,
@@ -305,27 +416,7 @@ impl Message {
     /// is [`DecodeError::Truncated`]; text longer than `text_max` is
     /// [`DecodeError::TextTooLong`].
     pub fn decode_body(mtype: i64, body: &[u8], text_max: usize) -> Result<Message, DecodeError> {
-        let Some(id_bytes) = body.get(..8) else {
-            return Err(DecodeError::Truncated { len: body.len() });
-        };
-        let id = i64::from_ne_bytes(id_bytes.try_into().expect("8 bytes"));
-        let header = match body.get(8..12) {
-            Some(h) if i16::from_ne_bytes([h[0], h[1]]) == NEW_PROTOCOL_VERSION => Header::New {
-                pid: i16::from_ne_bytes([h[2], h[3]]),
-            },
-            _ => Header::Old,
-        };
-        let rest = &body[header.len()..];
-        let len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-        if len > text_max {
-            return Err(DecodeError::TextTooLong { len, max: text_max });
-        }
-        Ok(Message {
-            mtype,
-            id,
-            header,
-            text: rest[..len].to_vec(),
-        })
+        MessageView::decode_body(mtype, body, text_max).map(|v| v.to_message())
     }
 
     /// Decode a whole buffer, `mtype` first.

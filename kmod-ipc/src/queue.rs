@@ -188,6 +188,23 @@ impl Queue {
         self.send_buf(&buf, nowait, true)
     }
 
+    /// Send a message already encoded whole (`mtype` first, as
+    /// [`crate::msg::encode_into`] writes it), for a sender that reuses
+    /// its buffer.  A body longer than [`Queue::body_max`] is refused.
+    pub fn send_encoded(&self, buf: &[u8], nowait: bool) -> Result<(), Error> {
+        if buf.len() < 8 + crate::msg::HEADER_OLD_LEN {
+            return Err(DecodeError::Truncated { len: buf.len() }.into());
+        }
+        if buf.len() - 8 > self.body_max {
+            return Err(DecodeError::TextTooLong {
+                len: buf.len() - 8,
+                max: self.body_max,
+            }
+            .into());
+        }
+        self.send_buf(buf, nowait, true)
+    }
+
     fn send_buf(&self, buf: &[u8], nowait: bool, retry_eintr: bool) -> Result<(), Error> {
         let flags = if nowait { libc::IPC_NOWAIT } else { 0 };
         loop {
@@ -235,10 +252,43 @@ impl Queue {
     ) -> Result<Option<(i64, Vec<u8>)>, Error> {
         // Not zeroed: msgrcv writes what is kept, and zeroing msgmax bytes
         // (8 KiB) cost more than the rest of a receive.
+        let mut buf: Vec<u8> = Vec::new();
+        let Some(mtype) = self.recv_buf(filter, nowait, &mut buf)? else {
+            return Ok(None);
+        };
+        buf.drain(..8);
+        Ok(Some((mtype, buf)))
+    }
+
+    /// Like [`Queue::recv_raw`], into `buf`, which a receiver keeps from
+    /// one message to the next: once it has grown to `8 + body_max + 1`
+    /// bytes, receiving allocates nothing.  Returns the type and the body,
+    /// borrowed from `buf` (cut bodies have `body_max + 1` bytes, as with
+    /// `recv_raw`).
+    pub fn recv_into<'b>(
+        &self,
+        filter: TypeFilter,
+        nowait: bool,
+        buf: &'b mut Vec<u8>,
+    ) -> Result<Option<(i64, &'b [u8])>, Error> {
+        Ok(self
+            .recv_buf(filter, nowait, buf)?
+            .map(|mtype| (mtype, &buf[8..])))
+    }
+
+    /// msgrcv into `buf` (mtype, then the body); its length is set to what
+    /// was received.
+    fn recv_buf(
+        &self,
+        filter: TypeFilter,
+        nowait: bool,
+        buf: &mut Vec<u8>,
+    ) -> Result<Option<i64>, Error> {
         // One byte more than body_max tells a cut body from one that fits
         // (no message exceeds msgmax, so at msgmax the byte stays unused).
         let size = self.body_max + 1;
-        let mut buf: Vec<u8> = Vec::with_capacity(8 + size);
+        buf.clear();
+        buf.reserve(8 + size);
         let mut flags = libc::MSG_NOERROR;
         if nowait {
             flags |= libc::IPC_NOWAIT;
@@ -269,9 +319,9 @@ impl Queue {
         }
         // SAFETY: msgrcv wrote mtype (8 bytes) and n <= size body bytes.
         unsafe { buf.set_len(8 + n as usize) };
-        let mtype = i64::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
-        buf.drain(..8);
-        Ok(Some((mtype, buf)))
+        Ok(Some(i64::from_ne_bytes(
+            buf[..8].try_into().expect("8 bytes"),
+        )))
     }
 
     /// Receive and decode one message.  The outer result is the transport;

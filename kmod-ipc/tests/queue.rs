@@ -107,6 +107,45 @@ fn receive_by_type_filter() {
 }
 
 #[test]
+fn a_reused_buffer_receives_and_sends_what_the_owned_api_does() {
+    let g = QueueGuard::create();
+    let q = &g.queue;
+    let mut out = Vec::new();
+    for (t, id, hdr, text) in [
+        (2, 4000, Header::Old, &b"rtnl-link-dummy"[..]),
+        (255, 4001, Header::New { pid: 7 }, &b"json"[..]),
+        (3, 0, Header::Old, &b""[..]),
+    ] {
+        kmod_ipc::encode_into(&mut out, t, id, hdr, text, DEFAULT_TEXT_MAX).unwrap();
+        let owned = Message::request(MsgType::from_number(t), id, hdr, text);
+        assert_eq!(out, owned.encode(DEFAULT_TEXT_MAX).unwrap());
+        q.send_encoded(&out, true).unwrap();
+    }
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    while let Some((t, body)) = q.recv_into(TypeFilter::Any, true, &mut buf).unwrap() {
+        let view = kmod_ipc::MessageView::decode_body(t, body, DEFAULT_TEXT_MAX).unwrap();
+        assert_eq!(
+            view.to_message(),
+            Message::decode_body(t, body, DEFAULT_TEXT_MAX).unwrap()
+        );
+        seen.push((t, view.id, view.header, view.text.to_vec()));
+    }
+    assert_eq!(
+        seen,
+        [
+            (2, 4000, Header::Old, b"rtnl-link-dummy".to_vec()),
+            (255, 4001, Header::New { pid: 7 }, b"json".to_vec()),
+            (3, 0, Header::Old, Vec::new()),
+        ]
+    );
+    // A NUL inside the text and a truncated buffer are refused, not sent.
+    assert!(kmod_ipc::encode_into(&mut out, 2, 1, Header::Old, b"a\0b", 10).is_err());
+    assert!(q.send_encoded(&out[..4], true).is_err());
+    assert_eq!(q.stat().unwrap().messages, 0);
+}
+
+#[test]
 fn nonblocking_receive_on_empty_queue_is_none() {
     let g = QueueGuard::create();
     for f in [

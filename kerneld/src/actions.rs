@@ -1,0 +1,296 @@
+//! Actions on the worker pool: loads, unloads and programs, identical ones
+//! merged into one (`jobs.rs`), and the timer's idle sweeps and delayed
+//! releases.  Every waiter of an action gets its result.
+
+use crate::backend::Usage;
+use crate::errno::errno_text;
+use crate::jobs::{Planned, Waiter, MAX_WAITERS};
+use crate::outcome::Outcome;
+use crate::record::Removal;
+use crate::request::{Ask, Plan};
+use crate::requester::Requester;
+use crate::server::Daemon;
+use crate::{log, log_debug};
+use kmod_ipc::{MessageView, MsgType};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The thread id of a worker (the "pid" of the classic status).
+fn tid() -> i32 {
+    nix::unistd::gettid().as_raw()
+}
+
+impl Daemon {
+    /// Start an action for `msg`, or join the identical one in progress.
+    /// `identity` is [`Requests::identity`](crate::request::Requests::identity)
+    /// of the requester; `planned`: what the receive thread decided to
+    /// load (type 2).
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        msg: &MessageView,
+        requester: Option<Requester>,
+        identity: String,
+        planned: Option<Planned>,
+    ) {
+        let kind = msg.msg_type();
+        let mut jobs = self.jobs.lock().unwrap();
+        if jobs.waiters_of(kind, msg.text, &identity) >= MAX_WAITERS {
+            drop(jobs);
+            let why = format!("{MAX_WAITERS} identical requests wait for the action in progress");
+            log::warn_sampled(&self.counters.refused_waiters, |n| {
+                format!(
+                    "{kind} '{}' refused: {why} ({n} refused since start)",
+                    msg.text_lossy()
+                )
+            });
+            self.reply(msg, 1, why.as_bytes());
+            return;
+        }
+        let waiter = Waiter {
+            request: msg.to_message(),
+            requester,
+            arrived: Instant::now(),
+        };
+        let new = jobs.join_or_create(kind, msg.text, &identity, waiter, planned);
+        drop(jobs);
+        match new {
+            Some(id) => {
+                let d = Arc::clone(self);
+                self.pool.execute(move || d.run_job(id));
+            }
+            None => {
+                self.counters.merged.fetch_add(1, Ordering::Relaxed);
+                log_debug!(
+                    "merged {kind} '{}' into the action in progress",
+                    msg.text_lossy()
+                );
+            }
+        }
+    }
+
+    fn run_job(self: &Arc<Self>, id: u64) {
+        let Some(job) = self.jobs.lock().unwrap().start(id, tid()) else {
+            return;
+        };
+        let (kind, text, mut requester) = (job.kind, job.text, job.requester);
+        let text_s = String::from_utf8_lossy(&text).into_owned();
+        if requester.is_none()
+            && job.from_helper
+            && kind == MsgType::RequestModule
+            && !self.requests.needs_requester()
+        {
+            // The receive thread did not wait for the trace event (no rule
+            // looks at the requester); the load's log line may.
+            requester = self.tracer.as_ref().and_then(|t| t.claim(&text_s));
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match kind {
+            MsgType::RequestModule => match job.planned {
+                Some(p) => self.load_planned(&text_s, requester.as_ref(), p),
+                None => self.request_module(&text_s, requester.as_ref()),
+            },
+            MsgType::ReleaseModule => self.release_module(&text_s),
+            other => self.programs.run(other, &text_s, &self.config()),
+        }))
+        .unwrap_or_else(|_| {
+            log::error(&format!("internal error while serving {kind} '{text_s}'"));
+            Outcome::fail("internal error in kerneld (see its log)")
+        });
+        self.counters.count_status(outcome.status);
+        let waiters = self.jobs.lock().unwrap().finish(id);
+        for w in waiters {
+            self.reply(&w.request, outcome.status, outcome.text.as_bytes());
+        }
+    }
+
+    /// Type 2: what `modprobe -q NAME` does, with policy in front, decided
+    /// and loaded on this thread (the one request path; see `request.rs`).
+    pub fn request_module(&self, name: &str, who: Option<&Requester>) -> Outcome {
+        let identity = self.requests.identity(who);
+        let ask = Ask::new(name, who, &identity);
+        let answer = match self.requests.decide(&self.contexts, &ask, &self.counters) {
+            Plan::Answer(a) => a,
+            Plan::Load(res) => self.requests.load(&self.contexts, &self.expiry, &ask, &res),
+        };
+        answer.line.emit();
+        answer.outcome
+    }
+
+    /// Type 2 decided on the receive thread: load what it resolved to.
+    fn load_planned(&self, name: &str, who: Option<&Requester>, p: Planned) -> Outcome {
+        let identity = self.requests.identity(who);
+        let mut ask = Ask::new(name, who, &identity);
+        ask.since = p.since;
+        let answer = self
+            .requests
+            .load(&self.contexts, &self.expiry, &ask, &p.resolution);
+        answer.line.emit();
+        answer.outcome
+    }
+
+    /// Type 3: unload now, never forced, with the recorded dependencies
+    /// only it held.
+    pub fn release_module(&self, name: &str) -> Outcome {
+        let keep = self.config().keep_modules.clone();
+        let r = self.contexts.with(|sys| {
+            // delete_module() answers ENOENT for these, whose errno text
+            // speaks of loading ("unknown symbol"): say what it is.
+            match sys.usage(name) {
+                Usage::NotLoaded => return Err(format!("{name} is not loaded")),
+                Usage::Builtin => return Err(format!("{name} is built into the kernel")),
+                Usage::Loaded { .. } => {}
+            }
+            Ok(self.expiry.remove_with_deps(sys, name, &keep))
+        });
+        let out = match r {
+            Ok(Ok(o)) => o,
+            Ok(Err(why)) => {
+                let o = Outcome::fail(format!("release {name}: {why}"));
+                log::info(&o.text);
+                return o;
+            }
+            Err(e) => return Outcome::fail(format!("cannot use libkmod: {e}")),
+        };
+        let o = match out.failed.first() {
+            Some((m, e)) if out.removed.is_empty() => Outcome::fail(format!(
+                "release {name}: could not unload {m}: {}",
+                errno_text(*e)
+            )),
+            _ => Outcome::ok(format!(
+                "release {name}: unloaded {}",
+                out.removed.join(" ")
+            )),
+        };
+        log::info(&o.text);
+        o
+    }
+
+    /// The timer loop: sweeps and delayed releases; returns on stop.
+    pub fn timer_loop(self: &Arc<Self>) {
+        self.expiry.run(
+            || self.stopping(),
+            || self.settings.delay(),
+            |name| {
+                let d = Arc::clone(self);
+                self.pool.execute(move || {
+                    d.release_module(&name);
+                });
+            },
+            || {
+                self.sweep();
+            },
+        );
+    }
+
+    /// One idle sweep (unless `keep`, or a load is in progress, as in 1996).
+    pub fn sweep(&self) -> Removal {
+        if self.settings().keep || self.jobs.lock().unwrap().any_of(MsgType::RequestModule) {
+            return Removal::default();
+        }
+        let keep = self.config().keep_modules.clone();
+        let r = self.contexts.with(|sys| self.expiry.sweep(sys, &keep));
+        let out = r.unwrap_or_default();
+        if !out.removed.is_empty() {
+            self.counters
+                .expired
+                .fetch_add(out.removed.len() as u64, Ordering::Relaxed);
+            log::info(&format!("expired idle modules: {}", out.removed.join(" ")));
+        }
+        for (m, e) in &out.failed {
+            log::warn(&format!(
+                "could not unload idle module {m}: {}",
+                errno_text(*e)
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::FakeKernel;
+    use crate::backend::{load_error_text, Errno};
+    use crate::testing::{daemon, test_key};
+
+    #[test]
+    fn a_kernel_that_takes_no_modules_is_answered_without_a_load() {
+        let mut k =
+            FakeKernel::with_tree(&[("llc", &[]), ("stp", &["llc"])]).alias("rtnl-link-stp", "stp");
+        k.refuse_insertions = Some(Errno::EPERM);
+        let fake = k.shared();
+        let (d, _queue) = daemon(fake.clone(), test_key(7));
+        let o = d.request_module("rtnl-link-stp", None);
+        assert_eq!(o.status, 1);
+        // The first module of the load order is the one the kernel would
+        // have refused.
+        assert_eq!(
+            o.text,
+            format!("rtnl-link-stp: {}", load_error_text("llc", Errno::EPERM))
+        );
+        assert!(o.text.contains("modules_disabled"), "{}", o.text);
+        assert!(fake.0.lock().unwrap().loads.is_empty(), "a load was tried");
+        // Once the kernel takes modules again, the load goes ahead (by
+        // the module's own name: the alias's refusal is in the negative
+        // cache for a few seconds).
+        fake.0.lock().unwrap().refuse_insertions = None;
+        assert_eq!(d.request_module("stp", None).status, 0);
+        assert_eq!(fake.0.lock().unwrap().loads, ["stp"]);
+    }
+
+    #[test]
+    fn loaded_modules_expire_after_two_idle_sweeps_unless_keep() {
+        let k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        let fake = k.shared();
+        let (d, _queue) = daemon(fake.clone(), test_key(2));
+        assert_eq!(d.request_module("rtnl-link-dummy", None).status, 0);
+        d.control("keep");
+        assert!(d.sweep().removed.is_empty());
+        assert!(d.sweep().removed.is_empty());
+        d.control("nokeep");
+        assert!(d.sweep().removed.is_empty(), "second chance");
+        assert_eq!(d.sweep().removed, ["dummy"]);
+        assert_eq!(d.counters.expired.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn denied_results_are_not_shared_between_requesters() {
+        let k = FakeKernel::with_tree(&[("can", &[])]).alias("net-pf-29", "can");
+        let fake = k.shared();
+        let (d, _queue) = daemon(fake, test_key(3));
+        d.control("deny request net-pf-29 if uid!=0");
+        let user = Requester {
+            pid: 10,
+            uid: 1000,
+            gid: 1000,
+            comm: "sh".into(),
+            ..Requester::default()
+        };
+        let root = Requester {
+            pid: 11,
+            comm: "sh".into(),
+            ..Requester::default()
+        };
+        let o = d.request_module("net-pf-29", Some(&user));
+        assert_eq!(o.status, 1);
+        assert!(o.text.contains("denied by policy"), "{}", o.text);
+        let o = d.request_module("net-pf-29", Some(&root));
+        assert_eq!(
+            o.status, 0,
+            "root must not get the user's cached denial: {}",
+            o.text
+        );
+    }
+
+    #[test]
+    fn audit_mode_set_live_is_not_answered_by_a_remembered_denial() {
+        let k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        let (d, _queue) = daemon(k.shared(), test_key(5));
+        d.control("deny request rtnl-link-dummy");
+        assert_eq!(d.request_module("rtnl-link-dummy", None).status, 1);
+        assert_eq!(d.control("mode=audit").status, 0);
+        let o = d.request_module("rtnl-link-dummy", None);
+        assert_eq!(o.status, 0, "{}", o.text);
+        assert!(o.text.contains("loaded dummy"), "{}", o.text);
+    }
+}

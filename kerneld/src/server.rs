@@ -1,0 +1,201 @@
+//! The running daemon: the handles of the state owners, and start, stop
+//! and drain.  No logic of its own: receiving is `receiver.rs`, the one
+//! match over message types `dispatch.rs`, the actions on the worker pool
+//! `actions.rs`; each piece of state lives in its owner module (request
+//! path, jobs, expiry, replies, settings, counters).
+
+use crate::config::Config;
+use crate::control::{self, Owners};
+use crate::expiry::Expiry;
+use crate::jobs::JobTable;
+use crate::negcache::NegativeCache;
+use crate::policy::Policy;
+use crate::pool::{Contexts, Factory, Pool};
+use crate::programs::Programs;
+use crate::record::Record;
+use crate::reply::Replies;
+use crate::request::Requests;
+use crate::settings::LiveSettings;
+use crate::status::Snapshot;
+use crate::trace::Tracer;
+use kmod_ipc::{Key, Queue, TypeFilter};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+pub use crate::expiry::DELAYED_MAX;
+pub use crate::metrics::{Counters, Recent, RECENT_MAX};
+pub use crate::outcome::Outcome;
+pub use crate::settings::Settings;
+
+/// What the daemon is built from.
+pub struct Parts {
+    pub settings: Settings,
+    pub config: Config,
+    pub queue: Queue,
+    pub filter: TypeFilter,
+    pub factory: Factory,
+    pub record: Record,
+    /// Changes when the module index or modprobe.d changes.
+    pub fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
+    pub tracer: Option<Tracer>,
+}
+
+/// The running daemon: one handle per owner of state.
+pub struct Daemon {
+    pub(crate) settings: LiveSettings,
+    pub(crate) config: RwLock<Arc<Config>>,
+    pub(crate) requests: Requests,
+    pub(crate) jobs: Mutex<JobTable>,
+    pub(crate) expiry: Expiry,
+    pub counters: Counters,
+    pub(crate) pool: Pool,
+    pub(crate) contexts: Contexts,
+    /// The queue, and the replies sent to it (its own thread).
+    pub(crate) replies: Arc<Replies>,
+    pub(crate) key: Key,
+    pub(crate) filter: TypeFilter,
+    stopping: AtomicBool,
+    started: Instant,
+    started_at: SystemTime,
+    pub(crate) programs: Programs,
+    pub(crate) tracer: Option<Tracer>,
+}
+
+impl Daemon {
+    /// The daemon, with its reply thread running (`Daemon::new` runs after
+    /// the fork: the pid in reply headers is read there).
+    pub fn new(p: Parts) -> Arc<Daemon> {
+        let cfg = Arc::new(p.config);
+        let replies = Arc::new(Replies::new(p.queue.clone()));
+        {
+            let r = Arc::clone(&replies);
+            std::thread::Builder::new()
+                .name("kerneld-replies".into())
+                .spawn(move || r.run())
+                .expect("spawn the reply thread");
+        }
+        Arc::new(Daemon {
+            key: p.queue.key(),
+            settings: LiveSettings::new(p.settings),
+            requests: Requests::new(
+                cfg.policy.clone(),
+                NegativeCache::new(cfg.negative_cache, cfg.rate_limit_per_minute),
+                p.fingerprint,
+            ),
+            pool: Pool::new(cfg.max_workers),
+            programs: Programs::new(&cfg),
+            config: RwLock::new(cfg),
+            jobs: Mutex::new(JobTable::default()),
+            expiry: Expiry::new(p.record, p.settings.delay),
+            counters: Counters::default(),
+            contexts: Contexts::new(p.factory),
+            replies,
+            filter: p.filter,
+            stopping: AtomicBool::new(false),
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            tracer: p.tracer,
+        })
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.settings.get()
+    }
+
+    pub fn queue(&self) -> Queue {
+        self.replies.queue()
+    }
+
+    /// The reply edge (counters of dropped and purged replies).
+    pub fn replies(&self) -> &Replies {
+        &self.replies
+    }
+
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().unwrap().clone()
+    }
+
+    pub fn tracer(&self) -> Option<&Tracer> {
+        self.tracer.as_ref()
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Stop taking requests; the receiver leaves its loop.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.expiry.notify();
+        self.replies.stop();
+    }
+
+    /// Wait for actions in flight, up to `timeout`.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        self.pool.wait_idle(timeout)
+    }
+
+    /// SIGHUP: read the configuration again (see `control::reload`).
+    pub fn reload(&self, path: &std::path::Path, required: bool) {
+        control::reload(path, required, &self.config, &self.requests, &self.contexts);
+    }
+
+    /// Apply a control word and produce the reply (see `control.rs`).
+    pub fn control(&self, text: &str) -> Outcome {
+        let owners = Owners {
+            settings: &self.settings,
+            requests: &self.requests,
+            expiry: &self.expiry,
+        };
+        control::apply(&owners, text, || self.flush(), || self.snapshot())
+    }
+
+    /// Seconds until the next sweep, None with `keep`.
+    pub fn next_sweep_in(&self) -> Option<f64> {
+        if self.settings.keep() {
+            return None;
+        }
+        Some(self.expiry.next_sweep_in().as_secs_f64())
+    }
+
+    /// Everything the status shows, gathered once.
+    pub fn snapshot(&self) -> Snapshot {
+        let q = self.queue();
+        Snapshot {
+            settings: self.settings(),
+            key: self.key,
+            queue_id: q.id(),
+            queue: q.stat().map_err(|e| e.to_string()),
+            jobs: self.jobs.lock().unwrap().jobs().cloned().collect(),
+            uptime: self.started.elapsed(),
+            started_at: self.started_at,
+            workers: self.pool.workers(),
+            next_sweep_in: self.next_sweep_in(),
+            record: self.expiry.modules(),
+            recent: self
+                .requests
+                .recent
+                .lock()
+                .unwrap()
+                .iter()
+                .cloned()
+                .collect(),
+            counters: self.counters.values(),
+            replies_dropped: self.replies.dropped.load(Ordering::Relaxed),
+            replies_purged: self.replies.purged.load(Ordering::Relaxed),
+            negative_entries: self.requests.negcache.lock().unwrap().len(),
+            policy: Policy::clone(&self.requests.policy()),
+            tracing: self.tracer.as_ref().map(|t| t.describe()),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn workers(&self) -> usize {
+        self.pool.workers()
+    }
+}

@@ -6,7 +6,7 @@
 //! [`Plan::Load`] carries the [`Resolution`] to the worker, which loads it
 //! with [`Requests::load`] without resolving again.
 
-use crate::backend::{load_error_text, ModuleBackend, Resolution};
+use crate::backend::{load_error_text, ModuleBackend, Provenance, Resolution};
 use crate::errno::errno_text;
 use crate::expiry::Expiry;
 use crate::log;
@@ -153,7 +153,7 @@ impl Requests {
         res: &Resolution,
     ) -> Answer {
         let outcome = contexts
-            .with(|sys| load(sys, expiry, ask.name, res))
+            .with(|sys| load(sys, expiry, ask, res))
             .unwrap_or_else(|e| Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)));
         self.settle(ask, outcome)
     }
@@ -265,14 +265,14 @@ fn plan(
     let request_denied = !policy.allows_all() && policy.request_denied(name, who);
     if request_denied && policy.mode == Mode::Enforce {
         let d = policy.decide(name, &[], who);
-        log_policy(name, &[], who, &d);
+        log_policy(name, &[], who, &d, None);
         return Err(denied(name, &d, c));
     }
-    let res = match sys.resolve(name) {
+    let mut res = match sys.resolve(name) {
         Ok(r) if !r.candidates.is_empty() => r,
         found => {
             if request_denied {
-                log_policy(name, &[], who, &policy.decide(name, &[], who));
+                log_policy(name, &[], who, &policy.decide(name, &[], who), None);
             }
             return Err(match found {
                 Ok(_) => Outcome::fail([name, ": not found"].concat()),
@@ -299,13 +299,37 @@ fn plan(
                 closure.push(m.clone());
             }
         }
-        let d = policy.decide(name, &closure, who);
+        // Module files are read (their signature and modinfo) only when
+        // a rule looks at them, and only those still to be inserted.
+        let provenance: Vec<Option<Provenance>> = if policy.needs_provenance() {
+            closure
+                .iter()
+                .map(|m| {
+                    res.to_insert
+                        .contains(m)
+                        .then(|| sys.provenance(m))
+                        .flatten()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let d = policy.decide_with(name, &closure, &provenance, who);
         if d.would_deny || !d.allowed || !policy.rules.is_empty() {
-            log_policy(name, &closure, who, &d);
+            let of_module = d.module.as_ref().and_then(|m| {
+                let i = closure.iter().position(|x| x == m)?;
+                provenance.get(i)
+            });
+            log_policy(name, &closure, who, &d, of_module);
         }
         if !d.allowed {
             return Err(denied(name, &d, c));
         }
+        res.allowed_by = if d.would_deny {
+            format!("audit mode (would deny by {})", d.rule)
+        } else {
+            d.rule.clone()
+        };
     }
     if res.to_insert.is_empty() {
         if !res.blacklisted.is_empty() {
@@ -337,12 +361,13 @@ fn denied(name: &str, d: &Decision, c: &Counters) -> Outcome {
 }
 
 /// Load what `plan` allowed, and record what was inserted.
-fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, name: &str, res: &Resolution) -> Outcome {
+fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, ask: &Ask, res: &Resolution) -> Outcome {
+    let name = ask.name;
     match sys.load(name) {
         Err(e) => Outcome::fail(format!("{name}: lookup failed: {}", errno_text(e))),
         Ok(out) => {
             if !out.inserted.is_empty() {
-                expiry.loaded(name, &res.candidates, &out.inserted, &sys.links());
+                expiry.loaded(name, res, &out.inserted, &sys.links(), ask.who);
             }
             match out.error {
                 Some((m, e)) => Outcome::fail(format!("{name}: {}", load_error_text(&m, e))),
@@ -370,7 +395,13 @@ fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, name: &str, res: &Resoluti
 
 /// The policy's line for a decision on `name` and the modules it would
 /// load (none: decided on the name alone).
-fn log_policy(name: &str, closure: &[String], who: Option<&Requester>, d: &Decision) {
+fn log_policy(
+    name: &str,
+    closure: &[String],
+    who: Option<&Requester>,
+    d: &Decision,
+    provenance: Option<&Option<Provenance>>,
+) {
     let verdict = if d.would_deny {
         "would deny (audit mode)"
     } else if d.allowed {
@@ -384,13 +415,32 @@ fn log_policy(name: &str, closure: &[String], who: Option<&Requester>, d: &Decis
         d.rule,
         d.module
             .as_ref()
-            .map_or(String::new(), |m| format!(" (module {m})")),
+            .map_or(String::new(), |m| match provenance {
+                Some(p) => format!(" (module {m}, {})", describe_provenance(p.as_ref())),
+                None => format!(" (module {m})"),
+            }),
         if who.is_some() {
             for_whom(who)
         } else {
             " for unknown requester".into()
         }
     ));
+}
+
+/// `signed by NAME, in-tree`, or `unsigned, out-of-tree`, for log lines.
+pub fn describe_provenance(p: Option<&Provenance>) -> String {
+    let Some(p) = p else {
+        return "provenance unreadable".into();
+    };
+    let signed = match (p.signed, p.signer.is_empty()) {
+        (false, _) => "unsigned".to_string(),
+        (true, true) => "signed".to_string(),
+        (true, false) => format!("signed by {}", p.signer),
+    };
+    format!(
+        "{signed}, {}",
+        if p.intree { "in-tree" } else { "out-of-tree" }
+    )
 }
 
 /// ` for pid P uid U ...` after a request's name in log lines, or nothing.

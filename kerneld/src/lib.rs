@@ -52,6 +52,7 @@ pub mod settings;
 pub mod status;
 pub mod trace;
 pub mod watch;
+pub mod why;
 
 /// Capacity the daemon gives its queue: the 16 KiB default holds only a
 /// few hundred requests, too few for a storm of concurrent callers.

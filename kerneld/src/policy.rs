@@ -377,6 +377,16 @@ impl Policy {
             .any(|r| r.conditions.iter().any(Condition::is_provenance))
     }
 
+    /// Whether a rule with a provenance condition names `module`: only
+    /// such modules' files are read.
+    pub fn needs_provenance_of(&self, module: &str) -> bool {
+        self.rules.iter().any(|r| {
+            r.target == Target::Module
+                && r.conditions.iter().any(Condition::is_provenance)
+                && r.pattern_match(module).is_some()
+        })
+    }
+
     /// Whether a `request` rule denies `name` itself: that is known
     /// before the name is resolved (and whether or not it resolves).
     pub fn request_denied(&self, name: &str, who: Option<&Requester>) -> bool {
@@ -770,6 +780,9 @@ mod tests {
         assert!(!p.decide_with("x", &mods, &both, None).allowed);
         assert!(p.decide_with("x", &mods[1..], &oot[1..], None).allowed);
         assert!(p.describe().contains("deny module * if intree signed"));
+        let p = policy(&["deny module dccp* if !signed", "deny module x if uid=3"]);
+        assert!(p.needs_provenance_of("dccp_ipv4"));
+        assert!(!p.needs_provenance_of("x"));
     }
 
     #[test]

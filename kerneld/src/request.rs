@@ -300,13 +300,14 @@ fn plan(
             }
         }
         // Module files are read (their signature and modinfo) only when
-        // a rule looks at them, and only those still to be inserted.
+        // a rule looks at them, and only those such a rule names (the
+        // candidates too, already loaded or not: they are judged as well).
         let provenance: Vec<Option<Provenance>> = if policy.needs_provenance() {
             closure
                 .iter()
                 .map(|m| {
-                    res.to_insert
-                        .contains(m)
+                    policy
+                        .needs_provenance_of(m)
                         .then(|| sys.provenance(m))
                         .flatten()
                 })
@@ -476,6 +477,59 @@ fn push_millis(s: &mut String, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::fake::FakeKernel;
+    use crate::policy::Rule;
+
+    fn policy(lines: &[&str]) -> Policy {
+        let mut p = Policy::default();
+        p.set_rules(
+            lines
+                .iter()
+                .map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    Rule::parse(&w, "test:1").unwrap()
+                })
+                .collect(),
+        );
+        p
+    }
+
+    fn who(uid: u32) -> Requester {
+        Requester {
+            pid: 9,
+            uid,
+            comm: "sh".into(),
+            ..Requester::default()
+        }
+    }
+
+    #[test]
+    fn provenance_is_read_for_the_closure_and_the_rule_is_kept() {
+        let mut k =
+            FakeKernel::with_tree(&[("can_bcm", &["can"]), ("can", &[]), ("can_raw", &["can"])])
+                .alias("can-proto-2", "can_bcm")
+                .alias("can-proto-1", "can_raw")
+                .with_provenance("can_bcm", Provenance::default());
+        let c = Counters::default();
+        let p = policy(&["deny module * if !signed if uid!=0"]);
+        let denied = plan(&mut k, "can-proto-2", Some(&who(1000)), &p, &c).unwrap_err();
+        assert_eq!(
+            denied.text,
+            "can-proto-2: denied by policy: deny module * if !signed uid!=0 (test:1)"
+        );
+        let res = plan(&mut k, "can-proto-2", Some(&who(0)), &p, &c).unwrap();
+        assert_eq!(res.allowed_by, "default");
+        assert_eq!(res.pulled_in_by("can"), Some("can_bcm"));
+        // A signed module already in the kernel is not judged unknown.
+        k.load("can-proto-1").unwrap();
+        let o = plan(&mut k, "can-proto-1", Some(&who(1000)), &p, &c).unwrap_err();
+        assert_eq!(o.text, "can-proto-1: already loaded");
+        let mut p = policy(&["allow module * if signer=Fake*"]);
+        p.default_allow = false;
+        let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        let res = plan(&mut k, "rtnl-link-dummy", None, &p, &c).unwrap();
+        assert_eq!(res.allowed_by, "allow module * if signer=Fake* (test:1)");
+    }
 
     #[test]
     fn millis_are_written_with_one_decimal_as_the_float_format_would() {

@@ -140,7 +140,7 @@ if [[ -n "$bcm" ]]; then
         *) cp "$bcm" "$plain.tmp" ;;
     esac
     rm -f "$bcm"
-    if [[ $(tail -c 28 "$plain.tmp") == "~Module signature appended~" ]]; then
+    if tail -c 28 "$plain.tmp" | grep -qa '^~Module signature appended~$'; then
         siglen=$(tail -c 32 "$plain.tmp" | head -c 4 | od -An -tu1 |
             awk '{print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4}')
         truncate -s $(($(stat -c %s "$plain.tmp") - 40 - siglen)) "$plain.tmp"

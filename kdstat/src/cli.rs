@@ -27,6 +27,11 @@ prints the status:
   deny request|module PATTERN [if COND...]
                     add a policy rule live (allow ... likewise; a locked
                     policy takes only deny rules)
+  why MODULE        why MODULE is loaded: for a module kerneld loaded, the
+                    name requested, the requester, the time, the module
+                    that pulled it in and the rule that allowed it; for
+                    another, the kernel's refcount and holders (--json:
+                    one document with the same)
   status            the status (the default)
 
 Settings changed this way last until kerneld restarts; to keep them, put
@@ -55,7 +60,11 @@ schema number):
   loaded_modules      array      modules kerneld loaded, each with
       name (string), requested_as (string), dependencies (array of
       strings), loaded_at (integer, unix seconds), age_seconds (integer),
-      idle_seconds (number or null), unused_sweeps (integer)
+      idle_seconds (number or null), unused_sweeps (integer), requester
+      (object or null), pulled_in_by (string or null: the module of the
+      same request that needed it), allowed_by (string or null: the
+      policy rule, or default; null in records written before kerneld
+      kept it)
   recent_requests     array      the last module requests, oldest first,
       each with name (string), requester (object or null), status
       (integer), text (string: the answer), age_seconds (number),
@@ -77,8 +86,14 @@ schema number):
       requests, answered, failed, nowait, fallback_no_queue,
       fallback_unread, fallback_full, fallback_gone, refused_queue,
       timed_out, interrupted, late_answers
-A requester object has pid, uid, gid (integers), comm, cgroup (strings)
-and namespaces (array of strings).
+A requester object has pid, uid, gid (integers), comm, cgroup,
+parent_comm (strings) and namespaces (array of strings).
+
+kdstat why MODULE --json prints {\"name\", \"modules\": [...]}, one object
+per module (an alias gives the module requested as it), each with module
+(string), loaded_by_kerneld (boolean), kernel (object: state, refcount,
+holders) and, when loaded_by_kerneld, requested_as, loaded_at, requester,
+pulled_in_by, allowed_by and dependencies as in loaded_modules.
 kdstat --json prints the document as the daemon sent it, after checking
 it parses.
 
@@ -94,6 +109,7 @@ Examples:
   kdstat                 print the status
   kdstat delay=120       unload unused modules after two to four minutes
   kdstat --json | jq .counters
+  kdstat why sctp        who asked for sctp, when, and which rule allowed it
   kdstat --watch 1       refresh every second until Ctrl-C
   kdstat --watch 10 --json >>kerneld.jsonl   a JSON line every 10 seconds";
 
@@ -108,12 +124,12 @@ Examples:
 )]
 pub struct KdstatArgs {
     /// status, debug, nodebug, keep, nokeep, delay=N, flush, policy,
-    /// mode=enforce|audit, or a rule (deny request net-pf-33)
-    #[arg(value_name = "WORD", conflicts_with_all = ["json", "watch"])]
+    /// mode=enforce|audit, why MODULE, or a rule (deny request net-pf-33)
+    #[arg(value_name = "WORD", conflicts_with_all = ["watch"])]
     pub word: Vec<String>,
 
     /// Print the status as one JSON document (fields below, in --help);
-    /// with --watch, one per line
+    /// with --watch, one per line; with `why MODULE`, its answer
     #[arg(long)]
     pub json: bool,
 

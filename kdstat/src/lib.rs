@@ -10,6 +10,8 @@ use std::time::Duration;
 
 /// The daemon answered with a non-zero status, or any unexpected failure.
 pub const EXIT_FAILURE: i32 = 1;
+/// A usage error (as clap's own).
+pub const EXIT_USAGE: i32 = 2;
 /// No queue at the key.
 pub const EXIT_NOT_RUNNING: i32 = 3;
 /// The queue exists but this user may not use it.

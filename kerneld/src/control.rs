@@ -40,6 +40,22 @@ pub fn apply(
         [] | ["status"] => {}
         ["json"] => return Outcome::ok(status::json(&snapshot()).to_string()),
         ["policy"] => return Outcome::ok(policy.read().unwrap().describe()),
+        ["why", name] | ["why", name, "json"] => {
+            let name = match crate::why::check_name(name) {
+                Ok(n) => n,
+                Err(e) => return Outcome::fail(e),
+            };
+            let record = o.expiry.modules();
+            let usage = |m: &str| crate::backend::sysfs::sysfs_usage(Path::new("/sys/module"), m);
+            return Outcome::ok(if words.len() == 3 {
+                crate::why::json(name, &record, &usage).to_string()
+            } else {
+                crate::why::text(name, &record, &usage)
+            });
+        }
+        ["why", ..] => {
+            return Outcome::fail("why takes one module name: why NAME, or why NAME json")
+        }
         ["debug"] => o.settings.set(|s| s.debug = true),
         ["nodebug"] => o.settings.set(|s| s.debug = false),
         ["keep"] => o.settings.set(|s| s.keep = true),
@@ -81,7 +97,8 @@ pub fn apply(
         _ => {
             return Outcome::fail(format!(
                 "unknown control word {text:?}: use status, json, policy, debug, nodebug, \
-                 keep, nokeep, delay=N, flush, mode=enforce|audit, allow|deny request|module PATTERN"
+                 keep, nokeep, delay=N, flush, mode=enforce|audit, why NAME, \
+                 allow|deny request|module PATTERN"
             ))
         }
     }

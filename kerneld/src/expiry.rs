@@ -4,10 +4,11 @@
 //! The record is saved here after every change, and a failure to save is
 //! logged here (once, in one wording).
 
-use crate::backend::ModuleBackend;
+use crate::backend::{ModuleBackend, Resolution};
 use crate::limits;
 use crate::log;
 use crate::record::{Entry, Record, Removal};
+use crate::requester::Requester;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -124,16 +125,18 @@ impl Expiry {
         t.saturating_duration_since(Instant::now())
     }
 
-    /// A load of `name` inserted these modules (out of `candidates`).
+    /// A load of `name` (decided on `res`, for `who`) inserted these
+    /// modules.
     pub fn loaded(
         &self,
         name: &str,
-        candidates: &[String],
+        res: &Resolution,
         inserted: &[String],
         links: &[(i32, String)],
+        who: Option<&Requester>,
     ) {
         let mut st = self.state.lock().unwrap();
-        st.record.add(name, candidates, inserted);
+        st.record.add_for(name, res, inserted, who);
         st.record.note_own_links(inserted, links);
         save(&st.record);
     }

@@ -66,6 +66,7 @@ pub mod settings;
 pub mod status;
 pub mod trace;
 pub mod watch;
+pub mod why;
 
 #[cfg(test)]
 mod testing;

@@ -12,6 +12,12 @@
 //! tracing), `unknown-requester` says whether to treat it as root or as an
 //! unprivileged user.
 //!
+//! Module rules may also judge where each module file comes from, as
+//! libkmod reads it before anything is inserted: `signed`, `!signed`,
+//! `signer=GLOB`, `intree`, `!intree` (see [`Provenance`]).  A module whose
+//! provenance cannot be read is judged as the unknown requester is: deny
+//! rules apply, allow rules do not.
+//!
 //! Which rule decides: with `match = first` (the default) the first
 //! matching rule in file order; with `match = specific` the matching rule
 //! whose pattern has the most literal characters (ties: the earlier one).
@@ -19,6 +25,7 @@
 //! otherwise; a denied module denies the whole request.  Without any
 //! matching rule, `default` (allow) applies.
 
+use crate::backend::Provenance;
 pub use crate::pattern::Pattern;
 use crate::requester::Requester;
 use std::fmt;
@@ -56,6 +63,22 @@ pub enum Condition {
     Gid(u32),
     Comm(Pattern),
     Cgroup(Pattern),
+    /// The module file has a signature (`signed`, or `!signed`: false).
+    Signed(bool),
+    /// The signer's name matches the glob.
+    Signer(Pattern),
+    /// modinfo's `intree=Y` (`intree`, or `!intree`: false).
+    Intree(bool),
+}
+
+impl Condition {
+    /// Whether it judges the module file rather than the requester.
+    pub fn is_provenance(&self) -> bool {
+        matches!(
+            self,
+            Condition::Signed(_) | Condition::Signer(_) | Condition::Intree(_)
+        )
+    }
 }
 
 /// One allow or deny rule.
@@ -107,6 +130,11 @@ impl fmt::Display for Rule {
                     Condition::Gid(g) => write!(f, " gid={g}")?,
                     Condition::Comm(p) => write!(f, " comm={p}")?,
                     Condition::Cgroup(p) => write!(f, " cgroup={p}")?,
+                    Condition::Signed(true) => f.write_str(" signed")?,
+                    Condition::Signed(false) => f.write_str(" !signed")?,
+                    Condition::Signer(p) => write!(f, " signer={p}")?,
+                    Condition::Intree(true) => f.write_str(" intree")?,
+                    Condition::Intree(false) => f.write_str(" !intree")?,
                 }
             }
         }
@@ -149,11 +177,21 @@ impl Rule {
             });
         }
         let mut conditions = Vec::new();
+        // `if A if B` reads as `if A B`: every condition must hold.
         for w in rest.get(split + 1..).unwrap_or(&[]) {
-            conditions.push(parse_condition(w)?);
+            if *w != "if" {
+                conditions.push(parse_condition(w)?);
+            }
         }
         if split < rest.len() && conditions.is_empty() {
             return Err("`if` needs at least one condition".into());
+        }
+        if target == Target::Request && conditions.iter().any(Condition::is_provenance) {
+            return Err(
+                "signed, !signed, signer=, intree and !intree judge module files: \
+                 use them in `module` rules (deny module * if !signed)"
+                    .into(),
+            );
         }
         Ok(Rule {
             allow,
@@ -173,14 +211,36 @@ impl Rule {
             .max()
     }
 
-    fn conditions_hold(&self, who: Option<&Requester>, unknown_is_root: bool) -> bool {
-        self.conditions.iter().all(|c| match who {
+    fn conditions_hold(
+        &self,
+        who: Option<&Requester>,
+        unknown_is_root: bool,
+        provenance: Option<&Provenance>,
+    ) -> bool {
+        self.conditions.iter().all(|c| match (c, provenance) {
+            (Condition::Signed(want), Some(p)) => p.signed == *want,
+            (Condition::Signer(pat), Some(p)) => p.signed && pat.matches(&p.signer),
+            (Condition::Intree(want), Some(p)) => p.intree == *want,
+            // Unreadable provenance fails closed: deny rules apply.
+            (c, None) if c.is_provenance() => !self.allow,
+            _ => self.requester_condition_holds(c, who, unknown_is_root),
+        })
+    }
+
+    fn requester_condition_holds(
+        &self,
+        c: &Condition,
+        who: Option<&Requester>,
+        unknown_is_root: bool,
+    ) -> bool {
+        match who {
             Some(r) => match c {
                 Condition::Uid(u) => r.uid == *u,
                 Condition::NotUid(u) => r.uid != *u,
                 Condition::Gid(g) => r.gid == *g,
                 Condition::Comm(p) => p.matches(&r.comm),
                 Condition::Cgroup(p) => p.matches(&r.cgroup),
+                _ => false,
             },
             None => {
                 // Unknown requester: judged as root (uid 0) or as an
@@ -194,7 +254,7 @@ impl Rule {
                     _ => self.allow == unknown_is_root,
                 }
             }
-        })
+        }
     }
 }
 
@@ -218,8 +278,22 @@ fn parse_condition(w: &str) -> Result<Condition, String> {
     if let Some(v) = w.strip_prefix("cgroup=") {
         return Ok(Condition::Cgroup(Pattern::new(v)?));
     }
+    if let Some(v) = w.strip_prefix("signer=") {
+        if v.is_empty() {
+            return Err(format!("{w:?}: needs a signer name pattern"));
+        }
+        return Ok(Condition::Signer(Pattern::new(v)?));
+    }
+    match w {
+        "signed" => return Ok(Condition::Signed(true)),
+        "!signed" => return Ok(Condition::Signed(false)),
+        "intree" => return Ok(Condition::Intree(true)),
+        "!intree" => return Ok(Condition::Intree(false)),
+        _ => {}
+    }
     Err(format!(
-        "unknown condition {w:?} (use uid=N, uid!=N, gid=N, comm=GLOB, cgroup=GLOB)"
+        "unknown condition {w:?} (use uid=N, uid!=N, gid=N, comm=GLOB, cgroup=GLOB, \
+         signed, !signed, signer=GLOB, intree, !intree)"
     ))
 }
 
@@ -277,19 +351,45 @@ impl Policy {
 
     /// Whether any rule looks at the requester.
     pub fn needs_requester(&self) -> bool {
-        self.rules.iter().any(|r| !r.conditions.is_empty())
+        self.rules
+            .iter()
+            .any(|r| r.conditions.iter().any(|c| !c.is_provenance()))
+    }
+
+    /// Whether any rule looks at module files (signature, intree): only
+    /// then are they read.
+    pub fn needs_provenance(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.conditions.iter().any(Condition::is_provenance))
+    }
+
+    /// Whether a rule with a provenance condition names `module`: only
+    /// such modules' files are read.
+    pub fn needs_provenance_of(&self, module: &str) -> bool {
+        self.rules.iter().any(|r| {
+            r.target == Target::Module
+                && r.conditions.iter().any(Condition::is_provenance)
+                && r.pattern_match(module).is_some()
+        })
     }
 
     /// Whether a `request` rule denies `name` itself: that is known
     /// before the name is resolved (and whether or not it resolves).
     pub fn request_denied(&self, name: &str, who: Option<&Requester>) -> bool {
-        self.deciding_rule(Target::Request, name, who)
+        self.deciding_rule(Target::Request, name, who, None)
             .is_some_and(|r| !r.allow)
     }
 
-    fn deciding_rule(&self, target: Target, name: &str, who: Option<&Requester>) -> Option<&Rule> {
+    fn deciding_rule(
+        &self,
+        target: Target,
+        name: &str,
+        who: Option<&Requester>,
+        provenance: Option<&Provenance>,
+    ) -> Option<&Rule> {
         let mut matching = self.rules.iter().filter_map(|r| {
-            (r.target == target && r.conditions_hold(who, self.unknown_requester_root))
+            (r.target == target && r.conditions_hold(who, self.unknown_requester_root, provenance))
                 .then(|| r.pattern_match(name).map(|s| (r, s)))
                 .flatten()
         });
@@ -309,8 +409,20 @@ impl Policy {
 
     /// Decide on a request for `requested` that would load `modules`.
     pub fn decide(&self, requested: &str, modules: &[String], who: Option<&Requester>) -> Decision {
+        self.decide_with(requested, modules, &[], who)
+    }
+
+    /// [`Policy::decide`], with the provenance of `modules` (same order;
+    /// None or missing: not read, judged as unknown).
+    pub fn decide_with(
+        &self,
+        requested: &str,
+        modules: &[String],
+        provenance: &[Option<Provenance>],
+        who: Option<&Requester>,
+    ) -> Decision {
         let describe = |r: &Rule| format!("{r} ({})", r.origin);
-        let req_rule = self.deciding_rule(Target::Request, requested, who);
+        let req_rule = self.deciding_rule(Target::Request, requested, who, None);
         // A module without a rule of its own follows the request's rule,
         // or the default.
         let fallback = req_rule.map_or(self.default_allow, |r| r.allow);
@@ -319,8 +431,9 @@ impl Policy {
         let mut module = None;
         let mut decider = req_rule;
         if req_rule.is_none_or(|r| r.allow) {
-            for m in modules {
-                let (allow, by) = match self.deciding_rule(Target::Module, m, who) {
+            for (i, m) in modules.iter().enumerate() {
+                let prov = provenance.get(i).and_then(Option::as_ref);
+                let (allow, by) = match self.deciding_rule(Target::Module, m, who, prov) {
                     Some(r) => (r.allow, Some(r)),
                     None => (fallback, None),
                 };
@@ -596,6 +709,82 @@ mod tests {
         assert!(!p.decide("b", &[], None).allowed);
         assert!(p.set_mode_live(Mode::Audit).is_err());
         assert_eq!(p.mode, Mode::Enforce);
+    }
+
+    fn signed(signer: &str, intree: bool) -> Option<Provenance> {
+        Some(Provenance {
+            signed: true,
+            signer: signer.into(),
+            sig_key: "15:FD".into(),
+            sig_hashalgo: "sha256".into(),
+            intree,
+        })
+    }
+
+    #[test]
+    fn provenance_conditions_judge_each_module() {
+        let p = policy(&["deny module * if !signed if uid!=0"]);
+        assert!(p.needs_provenance());
+        assert!(p.needs_requester());
+        let mods = ["bridge".to_string(), "stp".to_string()];
+        let debian = signed("Build time autogenerated kernel key", true);
+        let both = [debian.clone(), debian.clone()];
+        assert!(p.decide_with("x", &mods, &both, Some(&user(1000))).allowed);
+        let one_unsigned = [debian.clone(), Some(Provenance::default())];
+        let d = p.decide_with("x", &mods, &one_unsigned, Some(&user(1000)));
+        assert!(!d.allowed);
+        assert_eq!(d.module.as_deref(), Some("stp"));
+        assert!(
+            d.rule.contains("deny module * if !signed uid!=0 (test:1)"),
+            "{}",
+            d.rule
+        );
+        // Root may load it; the rule's hit counts once.
+        assert!(
+            p.decide_with("x", &mods, &one_unsigned, Some(&user(0)))
+                .allowed
+        );
+        assert_eq!(p.rules[0].hits.load(Ordering::Relaxed), 1);
+        // Unreadable provenance: deny rules apply, allow rules do not.
+        assert!(!p.decide_with("x", &mods, &[], Some(&user(1000))).allowed);
+        let mut allow = policy(&["allow module * if signer=Build*", "deny module *"]);
+        assert!(!allow.needs_requester());
+        assert!(allow.decide_with("x", &mods, &both, None).allowed);
+        assert!(!allow.decide_with("x", &mods, &[], None).allowed);
+        let other = [signed("Someone else", true), debian.clone()];
+        assert!(!allow.decide_with("x", &mods, &other, None).allowed);
+        allow.mode = Mode::Audit;
+        let d = allow.decide_with("x", &mods, &other, None);
+        assert!(d.allowed && d.would_deny, "{d:?}");
+        let p = policy(&["deny module * if !intree"]);
+        let oot = [
+            debian.clone(),
+            signed("Build time autogenerated kernel key", false),
+        ];
+        assert!(!p.decide_with("x", &mods, &oot, None).allowed);
+        assert!(p.decide_with("x", &mods, &both, None).allowed);
+        let p = policy(&["deny module * if intree signed"]);
+        assert!(!p.decide_with("x", &mods, &both, None).allowed);
+        assert!(p.decide_with("x", &mods[1..], &oot[1..], None).allowed);
+        assert!(p.describe().contains("deny module * if intree signed"));
+        let p = policy(&["deny module dccp* if !signed", "deny module x if uid=3"]);
+        assert!(p.needs_provenance_of("dccp_ipv4"));
+        assert!(!p.needs_provenance_of("x"));
+    }
+
+    #[test]
+    fn provenance_conditions_are_for_module_rules() {
+        let w: Vec<&str> = "deny request net-pf-* if !signed"
+            .split_whitespace()
+            .collect();
+        assert!(Rule::parse(&w, "t").unwrap_err().contains("`module` rules"));
+        let w: Vec<&str> = "deny module * if signer=".split_whitespace().collect();
+        assert!(Rule::parse(&w, "t").unwrap_err().contains("signer name"));
+        for c in ["signed", "!signed", "intree", "!intree", "signer=Build*"] {
+            let line = format!("allow module * if {c}");
+            let w: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(Rule::parse(&w, "t").unwrap().to_string(), line);
+        }
     }
 
     #[test]

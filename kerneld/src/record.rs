@@ -13,8 +13,9 @@
 //! load are never touched.
 
 use crate::backend::netlink::{serves_kind, serves_live_link};
-use crate::backend::{Errno, ModuleBackend, Usage};
+use crate::backend::{Errno, ModuleBackend, Resolution, Usage};
 use crate::pattern::Pattern;
+use crate::requester::Requester;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,17 @@ pub struct Entry {
     /// they do not keep it in use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub own_links: Vec<i32>,
+    /// Who asked, as traced (None: unknown).  Records written before
+    /// kerneld kept it lack this and the next two fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<Requester>,
+    /// The policy rule that allowed the request (`default` without one).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub allowed_by: String,
+    /// The module of the same request that needed it (a dependency) or
+    /// softdep'ed it; None for the module asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled_in_by: Option<String>,
 }
 
 /// What one sweep or release did.
@@ -125,6 +137,24 @@ impl Record {
     /// Note modules inserted for a request.  `candidates` are the modules
     /// the name resolved to; the rest are their dependencies.
     pub fn add(&mut self, requested_as: &str, candidates: &[String], inserted: &[String]) {
+        let res = Resolution {
+            candidates: candidates.to_vec(),
+            ..Resolution::default()
+        };
+        self.add_for(requested_as, &res, inserted, None);
+    }
+
+    /// [`Record::add`], keeping why: the requester, the rule that allowed
+    /// the request and which module pulled in each dependency (from the
+    /// resolution the request was decided on).
+    pub fn add_for(
+        &mut self,
+        requested_as: &str,
+        res: &Resolution,
+        inserted: &[String],
+        who: Option<&Requester>,
+    ) {
+        let candidates = &res.candidates;
         let at = now_unix();
         for m in inserted {
             let deps = if candidates.iter().any(|c| norm(c) == norm(m)) {
@@ -145,6 +175,19 @@ impl Record {
                     unused_sweeps: 0,
                     idle_since: None,
                     own_links: Vec::new(),
+                    requester: who.cloned(),
+                    allowed_by: if res.allowed_by.is_empty() {
+                        "default".to_string()
+                    } else {
+                        res.allowed_by.clone()
+                    },
+                    pulled_in_by: res.pulled_in_by(m).map(str::to_string).or_else(|| {
+                        // Not a candidate and unknown to the resolution:
+                        // it came with the (first) candidate.
+                        (!candidates.iter().any(|c| norm(c) == norm(m)))
+                            .then(|| candidates.first().cloned())
+                            .flatten()
+                    }),
                 },
             );
         }
@@ -378,6 +421,46 @@ mod tests {
         k.remove("dummy").unwrap();
         r.sweep(&mut k, &[]);
         assert!(r.modules.is_empty());
+    }
+
+    #[test]
+    fn why_is_kept_and_old_records_still_load() {
+        let mut k =
+            FakeKernel::with_tree(&[("bridge", &["stp", "llc"]), ("stp", &["llc"]), ("llc", &[])])
+                .alias("rtnl-link-bridge", "bridge");
+        let mut res = k.resolve("rtnl-link-bridge").unwrap();
+        res.allowed_by = "allow module * if signed (test:1)".into();
+        let who = Requester {
+            pid: 802,
+            uid: 1000,
+            comm: "ip".into(),
+            parent_comm: "bash".into(),
+            ..Requester::default()
+        };
+        let out = k.load("rtnl-link-bridge").unwrap();
+        let dir = std::env::temp_dir().join(format!("kerneld-record-why-{}", std::process::id()));
+        let (mut r, _) = Record::load(&dir);
+        r.add_for("rtnl-link-bridge", &res, &out.inserted, Some(&who));
+        assert_eq!(r.modules["llc"].pulled_in_by.as_deref(), Some("stp"));
+        assert_eq!(r.modules["stp"].pulled_in_by.as_deref(), Some("bridge"));
+        assert_eq!(r.modules["bridge"].pulled_in_by, None);
+        r.save().unwrap();
+        let (back, _) = Record::load(&dir);
+        assert_eq!(back.modules, r.modules);
+        let e = &back.modules["stp"];
+        assert_eq!(e.requester.as_ref().unwrap().parent_comm, "bash");
+        assert_eq!(e.allowed_by, "allow module * if signed (test:1)");
+        // A record written before these fields existed.
+        std::fs::write(
+            dir.join("loaded.json"),
+            br#"{"dummy":{"requested_as":"rtnl-link-dummy","dependencies":[],"loaded_at":5,"unused_sweeps":0}}"#,
+        )
+        .unwrap();
+        let (old, w) = Record::load(&dir);
+        assert!(w.is_none(), "{w:?}");
+        let e = &old.modules["dummy"];
+        assert_eq!((e.requester.as_ref(), e.allowed_by.as_str()), (None, ""));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! [`Plan::Load`] carries the [`Resolution`] to the worker, which loads it
 //! with [`Requests::load`] without resolving again.
 
-use crate::backend::{load_error_text, ModuleBackend, Resolution};
+use crate::backend::{load_error_text, ModuleBackend, Provenance, Resolution};
 use crate::errno::errno_text;
 use crate::expiry::Expiry;
 use crate::log;
@@ -164,7 +164,7 @@ impl Requests {
         res: &Resolution,
     ) -> Answer {
         let outcome = contexts
-            .with(|sys| load(sys, expiry, ask.name, res))
+            .with(|sys| load(sys, expiry, ask, res))
             .unwrap_or_else(|e| Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)));
         self.settle(ask, outcome)
     }
@@ -274,14 +274,14 @@ fn plan(
     let request_denied = !policy.allows_all() && policy.request_denied(name, who);
     if request_denied && policy.mode == Mode::Enforce {
         let d = policy.decide(name, &[], who);
-        log_policy(name, &[], who, &d);
+        log_policy(name, &[], who, &d, None);
         return Err(denied(name, &d, c));
     }
-    let res = match sys.resolve(name) {
+    let mut res = match sys.resolve(name) {
         Ok(r) if !r.candidates.is_empty() => r,
         found => {
             if request_denied {
-                log_policy(name, &[], who, &policy.decide(name, &[], who));
+                log_policy(name, &[], who, &policy.decide(name, &[], who), None);
             }
             return Err(match found {
                 Ok(_) => Outcome::fail([name, ": not found"].concat()),
@@ -308,13 +308,38 @@ fn plan(
                 closure.push(m.clone());
             }
         }
-        let d = policy.decide(name, &closure, who);
+        // Module files are read (their signature and modinfo) only when
+        // a rule looks at them, and only those such a rule names (the
+        // candidates too, already loaded or not: they are judged as well).
+        let provenance: Vec<Option<Provenance>> = if policy.needs_provenance() {
+            closure
+                .iter()
+                .map(|m| {
+                    policy
+                        .needs_provenance_of(m)
+                        .then(|| sys.provenance(m))
+                        .flatten()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let d = policy.decide_with(name, &closure, &provenance, who);
         if d.would_deny || !d.allowed || !policy.rules.is_empty() {
-            log_policy(name, &closure, who, &d);
+            let of_module = d.module.as_ref().and_then(|m| {
+                let i = closure.iter().position(|x| x == m)?;
+                provenance.get(i)
+            });
+            log_policy(name, &closure, who, &d, of_module);
         }
         if !d.allowed {
             return Err(denied(name, &d, c));
         }
+        res.allowed_by = if d.would_deny {
+            format!("audit mode (would deny by {})", d.rule)
+        } else {
+            d.rule.clone()
+        };
     }
     if res.to_insert.is_empty() {
         if !res.blacklisted.is_empty() {
@@ -346,12 +371,13 @@ fn denied(name: &str, d: &Decision, c: &Counters) -> Outcome {
 }
 
 /// Load what `plan` allowed, and record what was inserted.
-fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, name: &str, res: &Resolution) -> Outcome {
+fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, ask: &Ask, res: &Resolution) -> Outcome {
+    let name = ask.name;
     match sys.load(name) {
         Err(e) => Outcome::fail(format!("{name}: lookup failed: {}", errno_text(e))),
         Ok(out) => {
             if !out.inserted.is_empty() {
-                expiry.loaded(name, &res.candidates, &out.inserted, &sys.links());
+                expiry.loaded(name, res, &out.inserted, &sys.links(), ask.who);
             }
             match out.error {
                 Some((m, e)) => Outcome::fail(format!("{name}: {}", load_error_text(&m, e))),
@@ -379,7 +405,13 @@ fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, name: &str, res: &Resoluti
 
 /// The policy's line for a decision on `name` and the modules it would
 /// load (none: decided on the name alone).
-fn log_policy(name: &str, closure: &[String], who: Option<&Requester>, d: &Decision) {
+fn log_policy(
+    name: &str,
+    closure: &[String],
+    who: Option<&Requester>,
+    d: &Decision,
+    provenance: Option<&Option<Provenance>>,
+) {
     let verdict = if d.would_deny {
         "would deny (audit mode)"
     } else if d.allowed {
@@ -393,13 +425,32 @@ fn log_policy(name: &str, closure: &[String], who: Option<&Requester>, d: &Decis
         d.rule,
         d.module
             .as_ref()
-            .map_or(String::new(), |m| format!(" (module {m})")),
+            .map_or(String::new(), |m| match provenance {
+                Some(p) => format!(" (module {m}, {})", describe_provenance(p.as_ref())),
+                None => format!(" (module {m})"),
+            }),
         if who.is_some() {
             for_whom(who)
         } else {
             " for unknown requester".into()
         }
     ));
+}
+
+/// `signed by NAME, in-tree`, or `unsigned, out-of-tree`, for log lines.
+pub fn describe_provenance(p: Option<&Provenance>) -> String {
+    let Some(p) = p else {
+        return "provenance unreadable".into();
+    };
+    let signed = match (p.signed, p.signer.is_empty()) {
+        (false, _) => "unsigned".to_string(),
+        (true, true) => "signed".to_string(),
+        (true, false) => format!("signed by {}", p.signer),
+    };
+    format!(
+        "{signed}, {}",
+        if p.intree { "in-tree" } else { "out-of-tree" }
+    )
 }
 
 /// ` for pid P uid U ...` after a request's name in log lines, or nothing.
@@ -435,6 +486,59 @@ fn push_millis(s: &mut String, d: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::fake::FakeKernel;
+    use crate::policy::Rule;
+
+    fn policy(lines: &[&str]) -> Policy {
+        let mut p = Policy::default();
+        p.set_rules(
+            lines
+                .iter()
+                .map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    Rule::parse(&w, "test:1").unwrap()
+                })
+                .collect(),
+        );
+        p
+    }
+
+    fn who(uid: u32) -> Requester {
+        Requester {
+            pid: 9,
+            uid,
+            comm: "sh".into(),
+            ..Requester::default()
+        }
+    }
+
+    #[test]
+    fn provenance_is_read_for_the_closure_and_the_rule_is_kept() {
+        let mut k =
+            FakeKernel::with_tree(&[("can_bcm", &["can"]), ("can", &[]), ("can_raw", &["can"])])
+                .alias("can-proto-2", "can_bcm")
+                .alias("can-proto-1", "can_raw")
+                .with_provenance("can_bcm", Provenance::default());
+        let c = Counters::default();
+        let p = policy(&["deny module * if !signed if uid!=0"]);
+        let denied = plan(&mut k, "can-proto-2", Some(&who(1000)), &p, &c).unwrap_err();
+        assert_eq!(
+            denied.text,
+            "can-proto-2: denied by policy: deny module * if !signed uid!=0 (test:1)"
+        );
+        let res = plan(&mut k, "can-proto-2", Some(&who(0)), &p, &c).unwrap();
+        assert_eq!(res.allowed_by, "default");
+        assert_eq!(res.pulled_in_by("can"), Some("can_bcm"));
+        // A signed module already in the kernel is not judged unknown.
+        k.load("can-proto-1").unwrap();
+        let o = plan(&mut k, "can-proto-1", Some(&who(1000)), &p, &c).unwrap_err();
+        assert_eq!(o.text, "can-proto-1: already loaded");
+        let mut p = policy(&["allow module * if signer=Fake*"]);
+        p.default_allow = false;
+        let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
+        let res = plan(&mut k, "rtnl-link-dummy", None, &p, &c).unwrap();
+        assert_eq!(res.allowed_by, "allow module * if signer=Fake* (test:1)");
+    }
 
     #[test]
     fn millis_are_written_with_one_decimal_as_the_float_format_would() {

@@ -9,9 +9,13 @@
 //! have only the 16-bit pid of the new header.
 
 use kmod_ipc::origin::RequestOrigin;
+use serde::{Deserialize, Serialize};
 
-/// The task that caused a request, as far as it is known.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The task that caused a request, as far as it is known.  Kept in the
+/// record of loaded modules (`kdstat why`); fields missing from an older
+/// record read as their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Requester {
     /// Full pid (not the 16 bits of the wire header).
     pub pid: u32,
@@ -23,6 +27,9 @@ pub struct Requester {
     pub cgroup: String,
     /// Namespace identities, `net:[4026531840]` style, if read in time.
     pub namespaces: Vec<String>,
+    /// The parent's command name, empty if unknown (only tracing reads
+    /// it).
+    pub parent_comm: String,
 }
 
 impl Requester {
@@ -37,6 +44,7 @@ impl Requester {
             comm: o.comm,
             cgroup: o.cgroup,
             namespaces: Vec::new(),
+            parent_comm: String::new(),
         })
     }
 
@@ -61,6 +69,7 @@ impl Requester {
             "comm": self.comm,
             "cgroup": self.cgroup,
             "namespaces": self.namespaces,
+            "parent_comm": self.parent_comm,
         })
     }
 }

@@ -253,6 +253,9 @@ pub fn json(d: &Snapshot) -> Value {
                 "age_seconds": now_unix.saturating_sub(e.loaded_at),
                 "idle_seconds": e.idle_since.map(|t| t.elapsed().as_secs_f64()),
                 "unused_sweeps": e.unused_sweeps,
+                "requester": e.requester.as_ref().map(|r| r.to_json()),
+                "pulled_in_by": e.pulled_in_by,
+                "allowed_by": (!e.allowed_by.is_empty()).then_some(&e.allowed_by),
             })
         })
         .collect();
@@ -326,6 +329,7 @@ pub fn json(d: &Snapshot) -> Value {
 mod tests {
     use super::*;
     use crate::jobs::Waiter;
+    use crate::requester::Requester;
     use kmod_ipc::{Header, Message, MsgType};
     use std::time::Instant;
 
@@ -354,6 +358,13 @@ mod tests {
                 unused_sweeps: 1,
                 idle_since: None,
                 own_links: vec![],
+                requester: Some(Requester {
+                    pid: 802,
+                    comm: "ip".into(),
+                    ..Requester::default()
+                }),
+                allowed_by: "default".into(),
+                pulled_in_by: None,
             },
         );
         let c = crate::metrics::Counters::default();
@@ -456,11 +467,21 @@ mod tests {
             ".key",
             ".loaded_modules",
             ".loaded_modules[].age_seconds",
+            ".loaded_modules[].allowed_by",
             ".loaded_modules[].dependencies",
             ".loaded_modules[].idle_seconds",
             ".loaded_modules[].loaded_at",
             ".loaded_modules[].name",
+            ".loaded_modules[].pulled_in_by",
             ".loaded_modules[].requested_as",
+            ".loaded_modules[].requester",
+            ".loaded_modules[].requester.cgroup",
+            ".loaded_modules[].requester.comm",
+            ".loaded_modules[].requester.gid",
+            ".loaded_modules[].requester.namespaces",
+            ".loaded_modules[].requester.parent_comm",
+            ".loaded_modules[].requester.pid",
+            ".loaded_modules[].requester.uid",
             ".loaded_modules[].unused_sweeps",
             ".next_sweep_seconds",
             ".pid",

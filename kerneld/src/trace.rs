@@ -190,6 +190,14 @@ fn read_task(pid: u32, comm: String) -> Requester {
     let comm = std::fs::read_to_string(dir.join("comm"))
         .map(|c| c.trim_end().to_string())
         .unwrap_or(comm);
+    let parent_comm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .filter(|&p| p != 0)
+        .and_then(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).ok())
+        .map(|c| c.trim_end().to_string())
+        .unwrap_or_default();
     Requester {
         pid,
         uid: field("Uid:"),
@@ -197,6 +205,7 @@ fn read_task(pid: u32, comm: String) -> Requester {
         comm,
         cgroup,
         namespaces,
+        parent_comm,
     }
 }
 
@@ -229,5 +238,6 @@ mod tests {
         assert_eq!(me.pid, std::process::id());
         assert_eq!(me.uid, nix::unistd::geteuid().as_raw());
         assert!(!me.comm.is_empty());
+        assert!(!me.parent_comm.is_empty(), "the test runner has a parent");
     }
 }

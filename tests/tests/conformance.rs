@@ -169,7 +169,7 @@ const STATUS: &str = "Version {version}, pid={pid}, delay=60, nokeep, nodebug\n{
 
 const UNKNOWN_WORD: &str = "unknown control word \"{text}\": use status, json, policy, debug, \
                             nodebug, keep, nokeep, delay=N, flush, mode=enforce|audit, \
-                            allow|deny request|module PATTERN";
+                            why NAME, allow|deny request|module PATTERN";
 
 const FLUSHED: &str = "flushed by the operator (kdstat flush)";
 

@@ -127,6 +127,26 @@ if [[ -f "$moddir/extra/kerneld_shim.ko" ]]; then
     mkdir -p "$stage/lib/modules/$kver/extra"
     cp "$moddir/extra/kerneld_shim.ko" "$stage/lib/modules/$kver/extra/"
 fi
+# can-bcm without its signature: the unsigned module of scenario 17. The
+# appended signature ends with a 12-byte struct module_signature (its last
+# field the signature's length, big-endian) and the 28-byte magic.
+bcm=$(find "$stage/lib/modules/$kver" -name 'can-bcm.ko*' | head -n 1)
+if [[ -n "$bcm" ]]; then
+    plain=${bcm%.ko*}.ko
+    case "$bcm" in
+        *.ko.xz) xz -dc "$bcm" >"$plain.tmp" ;;
+        *.ko.zst) zstd -qdc "$bcm" >"$plain.tmp" ;;
+        *.ko.gz) gzip -dc "$bcm" >"$plain.tmp" ;;
+        *) cp "$bcm" "$plain.tmp" ;;
+    esac
+    rm -f "$bcm"
+    if tail -c 28 "$plain.tmp" | grep -qa '^~Module signature appended~$'; then
+        siglen=$(tail -c 32 "$plain.tmp" | head -c 4 | od -An -tu1 |
+            awk '{print $1 * 16777216 + $2 * 65536 + $3 * 256 + $4}')
+        truncate -s $(($(stat -c %s "$plain.tmp") - 40 - siglen)) "$plain.tmp"
+    fi
+    mv "$plain.tmp" "$plain"
+fi
 cp "$moddir"/modules.order "$moddir"/modules.builtin* "$stage/lib/modules/$kver/"
 depmod -b "$stage" "$kver"
 # libcrc32c's softdep (pre: crc32c) makes modprobe and libkmod load crc32c

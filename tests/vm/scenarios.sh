@@ -360,6 +360,10 @@ kerneld_scenarios() {
     scenario_deny_users
     scenario_two_users
 
+    # 16-17: why a module is loaded; where it comes from ------------------
+    scenario_why
+    scenario_unsigned
+
     # 15: last, since the setting holds until reboot ----------------------
     scenario_modules_disabled
 
@@ -697,6 +701,82 @@ scenario_two_users() {
         attributed "$_p1" 1000 can-proto-1 can_raw &&
         attributed "$_p2" 1001 net-pf-38 af_alg || return
     pass 14 "$d (pid $_p1 uid 1000 net-pf-29, can-proto-1; pid $_p2 uid 1001 net-pf-38)"
+}
+
+# why_note MODULE: kdstat why MODULE, each line as a note (for the record).
+why_note() {
+    timeout 10 kdstat why "$1" 2>&1 | sed 's/^/VMTEST NOTE kdstat why: /'
+}
+
+# 16: kdstat why: the chain bridge -> stp -> llc that kerneld loaded for
+# ip's request, and veth, loaded by hand in scenario 5; the record keeps
+# it across a restart.
+scenario_why() {
+    d="kdstat why: llc pulled in by stp, stp by bridge, for ip's rtnl-link-bridge; veth loaded by hand; kept across a restart"
+    ip link del br0 2>/dev/null
+    unload bridge stp llc || { fail 16 "$d" "cannot unload first: $(loaded_of bridge stp llc)"; return; }
+    loaded veth || /sbin/modprobe veth || { fail 16 "$d" "cannot load veth by hand"; return; }
+    run 60 ip link add br6 type bridge
+    { [ "$rc" = 0 ] && [ -z "$(not_loaded_of bridge stp llc)" ]; } ||
+        { fail 16 "$d" "ip link add br6 type bridge: exit $rc: $out (missing: $(not_loaded_of bridge stp llc))"; return; }
+    _req='requested by pid [0-9]+ \(ip, uid 0, gid 0[^)]*\), allowed by default'
+    run 10 kdstat why llc
+    echo "$out" | grep -E -q "^llc: loaded [0-9-]+ [0-9:]+ for rtnl-link-bridge \(pulled in by stp\) $_req .* now: live, refcount [0-9]+, held by (bridge stp|stp bridge)" ||
+        { fail 16 "$d" "kdstat why llc: exit $rc: $out"; return; }
+    run 10 kdstat why stp
+    echo "$out" | grep -E -q "^stp: loaded .* for rtnl-link-bridge \(pulled in by bridge\) $_req" ||
+        { fail 16 "$d" "kdstat why stp: exit $rc: $out"; return; }
+    run 10 kdstat why bridge
+    echo "$out" | grep -E -q "^bridge: loaded .* for rtnl-link-bridge $_req; pulled in llc, stp" ||
+        { fail 16 "$d" "kdstat why bridge: exit $rc: $out"; return; }
+    why_note bridge
+    why_note llc
+    run 10 kdstat why veth
+    echo "$out" | grep -E -q "^veth: not loaded by kerneld .*the kernel says: live, refcount [0-9]+" ||
+        { fail 16 "$d" "kdstat why veth: exit $rc: $out"; return; }
+    why_note veth
+    run 10 kdstat why llc --json
+    echo "$out" | grep -q '"pulled_in_by":"stp"' || { fail 16 "$d" "kdstat why llc --json: $out"; return; }
+    _lm=$(timeout 5 kdstat --json | sed -n 's/.*"loaded_modules":\(.*\),"next_sweep_seconds".*/\1/p')
+    json_has "$_lm" comm '"ip"' ||
+        { fail 16 "$d" "kdstat --json: no requester with comm \"ip\" in loaded_modules: $_lm"; return; }
+    restart_kerneld /tmp/kerneld7.log || { fail 16 "$d" "kerneld not ready after restart"; return; }
+    run 10 kdstat why llc
+    echo "$out" | grep -E -q "^llc: loaded .* \(pulled in by stp\) $_req" ||
+        { fail 16 "$d" "after a restart, kdstat why llc: exit $rc: $out"; return; }
+    ip link del br6
+    pass 16 "$d"
+}
+
+# 17: provenance. The guest's can-bcm is a copy with its signature stripped
+# (build-initramfs.sh); can and can-raw are Debian's, signed. With
+# `deny module * if !signed if uid!=0`, uid 1000 may autoload can and
+# can_raw but not can_bcm, and the log names the rule; root may.
+scenario_unsigned() {
+    d="deny module * if !signed if uid!=0: uid 1000 loads signed can, can_raw; its unsigned can_bcm is refused, rule named; root's loads"
+    _s=$(modinfo -F signer can_bcm 2>&1)
+    [ -z "$_s" ] || { fail 17 "$d" "the guest's can_bcm is signed ($_s): the image is wrong"; return; }
+    unload can_bcm can_raw can || { fail 17 "$d" "cannot unload first: $(loaded_of can_bcm can_raw can)"; return; }
+    restart_kerneld /tmp/kerneld8.log 'deny module * if !signed if uid!=0' ||
+        { fail 17 "$d" "kerneld with the rule not ready"; return; }
+    run 60 trigger -u 1000 socket 29 3 1
+    { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||
+        { fail 17 "$d" "uid 1000's CAN_RAW socket: exit $rc: $out (loaded: $(loaded_of can can_raw)) $(log_line 'policy: ')"; return; }
+    run 60 trigger -u 1000 socket 29 2 2
+    [ "$rc" != 0 ] || { fail 17 "$d" "uid 1000's CAN_BCM socket was created (loaded: $(loaded_of can_bcm))"; return; }
+    _u=$out
+    loaded can_bcm && { fail 17 "$d" "uid 1000 was refused ($_u) but can_bcm got loaded"; return; }
+    log_has 'policy: deny request_module can-proto-2 -> \[can_bcm\] by deny module \* if !signed uid!=0 \(/etc/kerneld.conf:[0-9]+\) \(module can_bcm, unsigned, in-tree\) for pid [0-9]+ uid 1000 ' ||
+        { fail 17 "$d" "no 'policy: deny request_module can-proto-2 -> [can_bcm] by deny module * if !signed uid!=0 (/etc/kerneld.conf:N) (module can_bcm, unsigned, in-tree) for pid P uid 1000' in $KLOG: $(log_line can-proto-2)"; return; }
+    note "$(log_line 'policy: deny request_module can-proto-2')"
+    run 60 trigger socket 29 2 2
+    { [ "$rc" = 0 ] && loaded can_bcm; } ||
+        { fail 17 "$d" "root's CAN_BCM socket: exit $rc: $out (loaded: $(loaded_of can_bcm))"; return; }
+    timeout 5 kdstat policy | grep -E -q '^ +1 hits  deny module \* if !signed uid!=0' ||
+        { fail 17 "$d" "kdstat policy does not count 1 hit: $(timeout 5 kdstat policy | tr '\n' '|')"; return; }
+    why_note can_raw
+    why_note can_bcm
+    pass 17 "$d (uid 1000: $_u)"
 }
 
 # 15: kernel.modules_disabled=1 (it cannot be undone until reboot, so this

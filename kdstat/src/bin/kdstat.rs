@@ -17,7 +17,17 @@ fn main() {
         watch(key, interval, args.timeout, args.json);
     }
     let word = args.word.join(" ");
-    let result = if args.json {
+    let result = if args.word.first().is_some_and(|w| w == "why") {
+        why(key, &args.word[1..], args.json, args.timeout)
+    } else if args.json && !args.word.is_empty() {
+        Err(Failure {
+            message: format!(
+                "--json goes with the status or `why MODULE`, not with {word:?}: \
+                 run `kdstat {word}` without --json"
+            ),
+            code: kdstat::EXIT_USAGE,
+        })
+    } else if args.json {
         ask_json(key, args.timeout).map(with_shim_json)
     } else if word.is_empty() {
         ask(key, &word, args.timeout).map(with_shim_text)
@@ -76,6 +86,27 @@ fn ask(key: Key, word: &str, timeout: Timeout) -> Result<Vec<u8>, Failure> {
         });
     }
     Ok(reply.text)
+}
+
+/// `why MODULE`: the daemon's answer, text or JSON (checked to parse).
+fn why(key: Key, names: &[String], json: bool, timeout: Timeout) -> Result<Vec<u8>, Failure> {
+    let [name] = names else {
+        return Err(Failure {
+            message: "why takes one module name: kdstat why MODULE (e.g. kdstat why bridge)".into(),
+            code: kdstat::EXIT_USAGE,
+        });
+    };
+    if !json {
+        return ask(key, &format!("why {name}"), timeout);
+    }
+    let text = ask(key, &format!("why {name} json"), timeout)?;
+    match serde_json::from_slice::<serde_json::Value>(&text) {
+        Ok(_) => Ok(text),
+        Err(e) => Err(Failure {
+            message: format!("kerneld sent a why answer that is not valid JSON: {e}"),
+            code: kdstat::EXIT_FAILURE,
+        }),
+    }
 }
 
 /// Ask for the JSON status; the promise of --json is a document that

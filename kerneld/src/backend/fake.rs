@@ -3,7 +3,7 @@
 //! `fake`; it is not in the release library).  It never stands in for the real
 //! kernel test, which boots a real kernel (tests/vm).
 
-use super::{Errno, LoadOutcome, ModuleBackend, Resolution, Usage};
+use super::{Errno, LoadOutcome, ModuleBackend, Provenance, Resolution, Usage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +25,13 @@ pub struct FakeKernel {
     /// Refuse every insertion with this errno (a kernel without
     /// module support, or with kernel.modules_disabled=1).
     pub refuse_insertions: Option<Errno>,
+    /// Provenance of modules that differ from the default (signed by
+    /// [`FAKE_SIGNER`], in-tree).
+    pub provenance: HashMap<String, Provenance>,
 }
+
+/// The signer of the fake tree's modules, unless set otherwise.
+pub const FAKE_SIGNER: &str = "Fake kernel key";
 
 impl FakeKernel {
     pub fn with_tree(tree: &[(&str, &[&str])]) -> FakeKernel {
@@ -40,6 +46,12 @@ impl FakeKernel {
 
     pub fn alias(mut self, alias: &str, module: &str) -> FakeKernel {
         self.aliases.insert(alias.into(), module.into());
+        self
+    }
+
+    /// Give `module` this provenance (an unsigned or out-of-tree module).
+    pub fn with_provenance(mut self, module: &str, p: Provenance) -> FakeKernel {
+        self.provenance.insert(module.into(), p);
         self
     }
 
@@ -72,20 +84,48 @@ impl FakeKernel {
 }
 
 impl ModuleBackend for FakeKernel {
+    fn provenance(&mut self, module: &str) -> Option<Provenance> {
+        if let Some(p) = self.provenance.get(module) {
+            return Some(p.clone());
+        }
+        self.tree.contains_key(module).then(|| Provenance {
+            signed: true,
+            signer: FAKE_SIGNER.into(),
+            sig_key: "00:11:22".into(),
+            sig_hashalgo: "sha256".into(),
+            intree: true,
+        })
+    }
+
     fn resolve(&mut self, name: &str) -> Result<Resolution, Errno> {
         let Some(t) = self.target(name) else {
             return Ok(Resolution::default());
         };
         let mut all = Vec::new();
         self.order(&t, &mut all);
+        let to_insert: Vec<String> = all
+            .into_iter()
+            .filter(|m| !self.loaded.contains_key(m))
+            .collect();
+        // The first dependant after it (in load order) that lists it.
+        let pulled_in_by = to_insert
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| **m != t)
+            .filter_map(|(i, m)| {
+                let by = to_insert[i + 1..].iter().find(|d| {
+                    self.tree
+                        .get(*d)
+                        .is_some_and(|deps| deps.iter().any(|x| x == m))
+                })?;
+                Some((m.clone(), by.clone()))
+            })
+            .collect();
         Ok(Resolution {
             candidates: vec![t],
-            to_insert: all
-                .into_iter()
-                .filter(|m| !self.loaded.contains_key(m))
-                .collect(),
-            blacklisted: Vec::new(),
-            commands: Vec::new(),
+            to_insert,
+            pulled_in_by,
+            ..Resolution::default()
         })
     }
 
@@ -150,6 +190,9 @@ impl ModuleBackend for FakeKernel {
 pub struct SharedFake(pub Arc<Mutex<FakeKernel>>);
 
 impl ModuleBackend for SharedFake {
+    fn provenance(&mut self, module: &str) -> Option<Provenance> {
+        self.0.lock().unwrap().provenance(module)
+    }
     fn resolve(&mut self, name: &str) -> Result<Resolution, Errno> {
         self.0.lock().unwrap().resolve(name)
     }

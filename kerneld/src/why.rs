@@ -1,0 +1,265 @@
+//! `kdstat why MODULE`: why a module is loaded.
+//!
+//! For a module kerneld loaded, the record keeps the name that was
+//! requested, the requester as traced, the time, the module of the same
+//! request that pulled it in, and the rule that allowed it.  For any other
+//! module, what the kernel says: its state, refcount and holders from
+//! /sys/module.  The control word is `why NAME` (text) or `why NAME json`.
+
+use crate::backend::Usage;
+use crate::record::Entry;
+use crate::requester::Requester;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Check the name given to `why`: a module name (letters, digits, `-`,
+/// `_`), or an alias that some recorded module was requested as.
+pub fn check_name(name: &str) -> Result<&str, String> {
+    crate::names::validate(name.as_bytes())
+        .map_err(|e| format!("why {name:?}: {e}; give a module name such as `kdstat why bridge`"))
+}
+
+/// Module names compare with `-` and `_` alike.
+fn norm(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// The recorded modules `name` stands for: the module of that name, else
+/// those requested as `name` (an alias such as `net-pf-2-proto-132`).
+fn find<'a>(record: &'a BTreeMap<String, Entry>, name: &str) -> Vec<(&'a String, &'a Entry)> {
+    let n = norm(name);
+    let own: Vec<_> = record.iter().filter(|(k, _)| norm(k) == n).collect();
+    if !own.is_empty() {
+        return own;
+    }
+    record
+        .iter()
+        .filter(|(_, e)| e.requested_as == name && e.pulled_in_by.is_none())
+        .collect()
+}
+
+/// `pid 802 (sockas, uid 1000, gid 1000, /user.slice/..., parent bash)`.
+fn requester_text(r: &Requester) -> String {
+    let mut s = format!("pid {} ({}, uid {}, gid {}", r.pid, r.comm, r.uid, r.gid);
+    if !r.cgroup.is_empty() {
+        let _ = write!(s, ", {}", r.cgroup);
+    }
+    if !r.parent_comm.is_empty() {
+        let _ = write!(s, ", parent {}", r.parent_comm);
+    }
+    s.push(')');
+    s
+}
+
+/// What the kernel says of a module, in words.
+fn usage_text(u: &Usage) -> String {
+    match u {
+        Usage::NotLoaded => "not in the kernel now".into(),
+        Usage::Builtin => "built into the kernel".into(),
+        Usage::Loaded {
+            refcnt,
+            holders,
+            live,
+        } => {
+            let mut s = format!(
+                "{}, refcount {refcnt}",
+                if *live { "live" } else { "not live yet" }
+            );
+            if holders.is_empty() {
+                s.push_str(", no holders");
+            } else {
+                let _ = write!(s, ", held by {}", holders.join(" "));
+            }
+            s
+        }
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    match u {
+        Usage::NotLoaded => json!({ "state": "not loaded", "refcount": null, "holders": [] }),
+        Usage::Builtin => json!({ "state": "builtin", "refcount": null, "holders": [] }),
+        Usage::Loaded {
+            refcnt,
+            holders,
+            live,
+        } => json!({
+            "state": if *live { "live" } else { "coming" },
+            "refcount": refcnt,
+            "holders": holders,
+        }),
+    }
+}
+
+/// A local time as `YYYY-MM-DD HH:MM:SS`.
+fn local_time(unix: u64) -> String {
+    let mut buf = [0u8; 64];
+    let t = unix as libc::time_t;
+    // SAFETY: localtime_r and strftime get valid pointers; strftime writes
+    // at most buf.len() bytes and returns how many.
+    let n = unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            return format!("@{unix}");
+        }
+        libc::strftime(
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+            c"%Y-%m-%d %H:%M:%S".as_ptr(),
+            &tm,
+        )
+    };
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The text answer; `usage` tells the kernel's view of a module.
+pub fn text(name: &str, record: &BTreeMap<String, Entry>, usage: &dyn Fn(&str) -> Usage) -> String {
+    let found = find(record, name);
+    if found.is_empty() {
+        let u = usage(name);
+        return match u {
+            Usage::NotLoaded => format!(
+                "{name}: not loaded (no module of that name is in the kernel, \
+                 and kerneld loaded nothing requested as {name})\n"
+            ),
+            Usage::Builtin => format!("{name}: built into the kernel, not loaded by kerneld\n"),
+            u => format!(
+                "{name}: not loaded by kerneld (by hand, at boot or by another loader); \
+                 the kernel says: {}\n",
+                usage_text(&u)
+            ),
+        };
+    }
+    let mut out = String::new();
+    for (m, e) in found {
+        let _ = write!(
+            out,
+            "{m}: loaded {} for {}",
+            local_time(e.loaded_at),
+            e.requested_as
+        );
+        if let Some(by) = &e.pulled_in_by {
+            let _ = write!(out, " (pulled in by {by})");
+        }
+        match &e.requester {
+            Some(r) => {
+                let _ = write!(out, " requested by {}", requester_text(r));
+            }
+            None => out.push_str(" by an unknown requester"),
+        }
+        if e.allowed_by.is_empty() {
+            out.push_str(", rule not recorded (loaded before kerneld kept it)");
+        } else {
+            let _ = write!(out, ", allowed by {}", e.allowed_by);
+        }
+        if !e.dependencies.is_empty() {
+            let _ = write!(out, "; pulled in {}", e.dependencies.join(", "));
+        }
+        let _ = writeln!(out, "\n  now: {}", usage_text(&usage(m)));
+    }
+    out
+}
+
+/// The JSON answer: `{"name", "modules": [...]}`, one object per module
+/// `name` stands for, each with `loaded_by_kerneld` and the kernel's view.
+pub fn json(name: &str, record: &BTreeMap<String, Entry>, usage: &dyn Fn(&str) -> Usage) -> Value {
+    let found = find(record, name);
+    let modules: Vec<Value> = if found.is_empty() {
+        vec![json!({
+            "module": name,
+            "loaded_by_kerneld": false,
+            "kernel": usage_json(&usage(name)),
+        })]
+    } else {
+        found
+            .into_iter()
+            .map(|(m, e)| {
+                json!({
+                    "module": m,
+                    "loaded_by_kerneld": true,
+                    "requested_as": e.requested_as,
+                    "loaded_at": e.loaded_at,
+                    "requester": e.requester.as_ref().map(|r| r.to_json()),
+                    "pulled_in_by": e.pulled_in_by,
+                    "allowed_by": (!e.allowed_by.is_empty()).then_some(&e.allowed_by),
+                    "dependencies": e.dependencies,
+                    "kernel": usage_json(&usage(m)),
+                })
+            })
+            .collect()
+    };
+    json!({ "name": name, "modules": modules })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::fake::FakeKernel;
+    use crate::backend::ModuleBackend;
+    use crate::record::Record;
+
+    #[test]
+    fn a_chain_a_hand_loaded_module_and_an_unknown_one() {
+        let mut k =
+            FakeKernel::with_tree(&[("bridge", &["stp", "llc"]), ("stp", &["llc"]), ("llc", &[])])
+                .alias("rtnl-link-bridge", "bridge");
+        let mut res = k.resolve("rtnl-link-bridge").unwrap();
+        res.allowed_by = "default".into();
+        let out = k.load("rtnl-link-bridge").unwrap();
+        let mut r = Record::in_memory();
+        let who = Requester {
+            pid: 802,
+            uid: 1000,
+            gid: 1000,
+            comm: "ip".into(),
+            cgroup: "/user.slice/user-1000.slice".into(),
+            parent_comm: "bash".into(),
+            ..Requester::default()
+        };
+        r.add_for("rtnl-link-bridge", &res, &out.inserted, Some(&who));
+        let usage = |m: &str| k.usage(m);
+        let t = text("llc", &r.modules, &usage);
+        assert!(
+            t.contains(" for rtnl-link-bridge (pulled in by stp) requested by pid 802 (ip, uid 1000, gid 1000, /user.slice/user-1000.slice, parent bash), allowed by default"),
+            "{t}"
+        );
+        assert!(
+            t.contains("now: live, refcount 0, held by bridge stp"),
+            "{t}"
+        );
+        let t = text("bridge", &r.modules, &usage);
+        assert!(t.contains("; pulled in llc, stp"), "{t}");
+        // The alias finds the module asked for, not its dependencies.
+        let t = text("rtnl-link-bridge", &r.modules, &usage);
+        assert!(t.starts_with("bridge: loaded "), "{t}");
+        assert_eq!(t.lines().count(), 2, "{t}");
+        // Loaded by hand: only the kernel's view.
+        let mut k2 = FakeKernel::with_tree(&[("can", &[])]);
+        k2.load("can").unwrap();
+        let usage2 = |m: &str| k2.usage(m);
+        let t = text("can", &r.modules, &usage2);
+        assert!(t.starts_with("can: not loaded by kerneld"), "{t}");
+        assert!(t.contains("live, refcount 0, no holders"), "{t}");
+        let t = text("nosuch", &r.modules, &usage2);
+        assert!(t.starts_with("nosuch: not loaded ("), "{t}");
+        let j = json("stp", &r.modules, &usage);
+        let m = &j["modules"][0];
+        assert_eq!(m["loaded_by_kerneld"], true);
+        assert_eq!(m["pulled_in_by"], "bridge");
+        assert_eq!(m["requester"]["parent_comm"], "bash");
+        assert_eq!(m["kernel"]["holders"][0], "bridge");
+        let j = json("can", &r.modules, &usage2);
+        assert_eq!(j["modules"][0]["loaded_by_kerneld"], false);
+        assert_eq!(j["modules"][0]["kernel"]["refcount"], 0);
+    }
+
+    #[test]
+    fn bad_names_say_what_to_give() {
+        assert!(check_name("../etc")
+            .unwrap_err()
+            .contains("kdstat why bridge"));
+        assert!(check_name("").is_err());
+        assert_eq!(check_name("bridge"), Ok("bridge"));
+    }
+}

@@ -34,6 +34,7 @@ pub mod daemon;
 pub mod errno;
 pub mod expiry;
 pub mod jobs;
+pub mod journal;
 pub mod limits;
 pub mod log;
 pub mod metrics;

@@ -519,7 +519,7 @@ impl Daemon {
             Ok(Ok(o)) => o,
             Ok(Err(why)) => {
                 let o = Outcome::fail(format!("release {name}: {why}"));
-                log::info(&o.text);
+                log::module_event(log::Event::Released, &[name], o.status, &o.text);
                 return o;
             }
             Err(e) => return Outcome::fail(format!("cannot use libkmod: {e}")),
@@ -534,7 +534,7 @@ impl Daemon {
                 out.removed.join(" ")
             )),
         };
-        log::info(&o.text);
+        log::module_event(log::Event::Released, &[name], o.status, &o.text);
         o
     }
 
@@ -584,7 +584,8 @@ impl Daemon {
             self.counters
                 .expired
                 .fetch_add(out.removed.len() as u64, Ordering::Relaxed);
-            log::info(&format!("expired idle modules: {}", out.removed.join(" ")));
+            let line = format!("expired idle modules: {}", out.removed.join(" "));
+            log::module_event(log::Event::Expired, &out.removed, 0, &line);
         }
         for (m, e) in &out.failed {
             log::warn(&format!(
@@ -619,7 +620,12 @@ impl Daemon {
                 self.reply(&m, 1, b"flushed by the operator (kdstat flush)");
             }
         }
-        log::notice(&format!("flushed {n} waiting messages"));
+        log::event(
+            log::Level::Notice,
+            log::Event::Flushed,
+            &log::Fields::new(),
+            &format!("flushed {n} waiting messages"),
+        );
         n
     }
 

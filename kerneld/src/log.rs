@@ -49,6 +49,19 @@ pub fn init(stderr: bool) {
     );
 }
 
+/// An info line about modules (MODULE= each, and STATUS=), such as a
+/// release or an expiry.
+pub fn module_event(event: Event, modules: &[impl AsRef<str>], status: i64, msg: &str) {
+    let mut fields = Fields::new();
+    if crate::journal::present() {
+        for m in modules {
+            fields.push("MODULE", m.as_ref());
+        }
+        fields.push_num("STATUS", status);
+    }
+    self::event(Level::Info, event, &fields, msg);
+}
+
 /// Turn debug logging (every message) on or off.
 pub fn set_debug(on: bool) {
     DEBUG.store(on, Ordering::Relaxed);

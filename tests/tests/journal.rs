@@ -191,6 +191,65 @@ fn journal_entries_carry_message_ids_and_fields() {
         assert_eq!(get(&e, "MESSAGE").len(), 1, "{e:?}");
         assert!(get(&e, "MESSAGE_ID").len() <= 1, "{e:?}");
     }
+    read_back_with_journalctl(&dir, &seen);
+}
+
+/// What journald would store, read back by journalctl: the entries in the
+/// journal's export format, written to a journal file by
+/// systemd-journal-remote, then `journalctl --file F -t kerneld MODULE=sctp`.
+fn read_back_with_journalctl(dir: &TempDir, entries: &[String]) {
+    let remote = Path::new("/lib/systemd/systemd-journal-remote");
+    assert!(
+        remote.exists(),
+        "{} is missing: install systemd-journal-remote (scripts/install-deps.sh)",
+        remote.display()
+    );
+    let mut export = String::new();
+    for (i, e) in entries.iter().enumerate() {
+        // The fields journald adds itself (trusted, with a leading _ or __).
+        export.push_str(&format!(
+            "__REALTIME_TIMESTAMP={}\n__MONOTONIC_TIMESTAMP={}\n_BOOT_ID=4b0c8e5d7c1e4a3e9f1d2c3b4a596877\n",
+            1_700_000_000_000_000u64 + i as u64,
+            1 + i
+        ));
+        export.push_str(e);
+        export.push('\n');
+    }
+    let export_path = dir.join("entries.export");
+    std::fs::write(&export_path, export).unwrap();
+    let file = dir.join("kerneld.journal");
+    let out = std::process::Command::new(remote)
+        .arg("-o")
+        .arg(&file)
+        .arg(&export_path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "systemd-journal-remote: {out:?}");
+    let query = |matches: &[&str]| -> Vec<serde_json::Value> {
+        let out = std::process::Command::new("journalctl")
+            .arg("--file")
+            .arg(&file)
+            .args(["-o", "json", "-t", "kerneld"])
+            .args(matches)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "journalctl: {out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let sctp = query(&["MODULE=sctp"]);
+    let ids: Vec<&str> = sctp
+        .iter()
+        .map(|e| e["MESSAGE_ID"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids, [POLICY_DENIED, REQUEST_FAILED], "{sctp:#?}");
+    assert_eq!(sctp[1]["REQUESTER_COMM"], "trigger");
+    let denied = query(&[&format!("MESSAGE_ID={POLICY_DENIED}")]);
+    assert_eq!(denied.len(), 1, "{denied:#?}");
+    assert_eq!(denied[0]["REQUEST"], "sctp");
 }
 
 #[test]

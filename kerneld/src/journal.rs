@@ -226,6 +226,14 @@ mod tests {
     }
 
     #[test]
+    fn kerneld_8_lists_every_message_id() {
+        let page = include_str!("../../man/kerneld.8");
+        for e in Event::ALL {
+            assert!(page.contains(&format!(".B {}\n", e.id())), "{e:?}");
+        }
+    }
+
+    #[test]
     fn an_entry_is_key_value_lines_and_values_cannot_forge_a_field() {
         let mut f = Fields::new();
         f.push("MODULE", "sctp")

@@ -24,7 +24,8 @@
 //! - `metrics`, `settings`, `outcome`: counters by type and the recent
 //!   requests; the live settings; the answer to a request
 //! - `limits`: the range of every duration and count
-//! - `log`, `errno`: syslog and readable errors
+//! - `log`, `journal`, `errno`: the journal (native protocol, structured
+//!   fields) or syslog, and readable errors
 
 pub mod backend;
 pub mod cli;

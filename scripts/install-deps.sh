@@ -17,6 +17,9 @@ packages=(
     # debhelper (dh, dh_installsystemd), lintian, and the check of the
     # installed unit (systemd-analyze verify)
     dpkg-dev debhelper lintian systemd
+    # the journal test reads kerneld's entries back with journalctl --file
+    # (systemd-journal-remote writes the journal file)
+    systemd-journal-remote
 )
 
 missing=()

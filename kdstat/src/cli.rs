@@ -21,7 +21,9 @@ prints the status:
                     unused at two sweeps in a row is unloaded, so N to 2N
                     seconds after its last use (the second chance)
   flush             drop the requests waiting in the queue for kerneld
-                    (their senders get an error; says how many)
+                    (types 1-255; their senders get an error); says how
+                    many, and how many messages it left (replies, types
+                    above 255), which the status's queue line counts
   policy            print the policy rules in force, with hit counters
   mode=enforce      enforce the policy; mode=audit only logs would-denies
   deny request|module PATTERN [if COND...]

@@ -146,7 +146,7 @@ impl Daemon {
             Ok(Ok(o)) => o,
             Ok(Err(why)) => {
                 let o = Outcome::fail(format!("release {name}: {why}"));
-                log::info(&o.text);
+                log::module_event(log::Event::Released, &[name], o.status, &o.text);
                 return o;
             }
             Err(e) => return Outcome::fail(format!("cannot use libkmod: {e}")),
@@ -161,7 +161,7 @@ impl Daemon {
                 out.removed.join(" ")
             )),
         };
-        log::info(&o.text);
+        log::module_event(log::Event::Released, &[name], o.status, &o.text);
         o
     }
 
@@ -194,7 +194,8 @@ impl Daemon {
             self.counters
                 .expired
                 .fetch_add(out.removed.len() as u64, Ordering::Relaxed);
-            log::info(&format!("expired idle modules: {}", out.removed.join(" ")));
+            let line = format!("expired idle modules: {}", out.removed.join(" "));
+            log::module_event(log::Event::Expired, &out.removed, 0, &line);
         }
         for (m, e) in &out.failed {
             log::warn(&format!(

@@ -26,11 +26,12 @@ pub struct Owners<'a> {
 }
 
 /// Apply a control word and produce the reply.  `flush` empties the queue
-/// (and tells how many messages it dropped); `snapshot` gathers the status.
+/// (and tells how many messages it dropped, and how many it left: replies
+/// and types it does not serve); `snapshot` gathers the status.
 pub fn apply(
     o: &Owners,
     text: &str,
-    flush: impl FnOnce() -> usize,
+    flush: impl FnOnce() -> (usize, u64),
     snapshot: impl Fn() -> Snapshot,
 ) -> Outcome {
     let words: Vec<&str> = text.split_whitespace().collect();
@@ -60,7 +61,19 @@ pub fn apply(
         ["nodebug"] => o.settings.set(|s| s.debug = false),
         ["keep"] => o.settings.set(|s| s.keep = true),
         ["nokeep"] => o.settings.set(|s| s.keep = false),
-        ["flush"] => prefix = format!("flushed {} entries\n", flush()),
+        ["flush"] => {
+            // The 1995 line first; then what a flush does not take, which
+            // the status's queue line counts too.
+            let (n, left) = flush();
+            prefix = format!("flushed {n} entries\n");
+            if left > 0 {
+                prefix.push_str(&format!(
+                    "left {} in the queue: replies, and types kerneld does not serve \
+                     (above 255), are not flushed\n",
+                    status::count(left, "message")
+                ));
+            }
+        }
         ["mode=enforce"] | ["mode=audit"] => {
             let mode = if words[0] == "mode=audit" {
                 Mode::Audit

@@ -23,15 +23,17 @@
 //!   unload), sysfs, netlink; a fake with the `fake` feature
 //! - `expiry`, `record`: what kerneld loaded, idle sweeps and delayed
 //!   releases (one lock), and the record's file
-//! - `policy`, `negcache`, `names`: who may load what; failures remembered;
-//!   validation of names
+//! - `policy`, `pattern`, `negcache`, `names`: who may load what (shell
+//!   globs compiled once); failures remembered; validation of names
+//! - `why`: why a module is loaded (`kdstat why`), from the record
 //! - `trace`, `requester`: who asked (the module_request tracepoint)
 //! - `programs`: system, route, blanker, pnp and arp requests
 //! - `status`: status text and JSON from a plain snapshot
 //! - `metrics`, `settings`, `outcome`: counters by type and the recent
 //!   requests; the live settings; the answer to a request
 //! - `limits`: the range of every duration and count
-//! - `log`, `errno`: syslog and readable errors (`log_debug!` formats only
+//! - `log`, `journal`, `errno`: the journal (native protocol, structured
+//!   fields) or syslog, and readable errors (`log_debug!` formats only
 //!   when debug is on)
 //! - `testing` (tests only): the harness of the daemon-level tests and the
 //!   counting allocator
@@ -45,6 +47,7 @@ pub mod dispatch;
 pub mod errno;
 pub mod expiry;
 pub mod jobs;
+pub mod journal;
 pub mod limits;
 pub mod log;
 pub mod metrics;

@@ -1,10 +1,14 @@
-//! Logging to syslog (facility LOG_DAEMON), and to stderr in the foreground.
+//! Logging to the journal (native protocol, with structured fields; see
+//! `journal`) when it is present, else to syslog (facility LOG_DAEMON);
+//! and to stderr in the foreground.
 //!
-//! libc's syslog(3) is used directly: it reconnects to /dev/log by itself
-//! and needs no formatter crate.
+//! syslog(3), through nix, reconnects to /dev/log by itself and needs no
+//! formatter crate.
 
+pub use crate::journal::{Event, Fields};
+use nix::syslog::{Facility, LogFlags, Severity};
 use std::borrow::Cow;
-use std::ffi::CString;
+use std::io::{IoSlice, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -38,15 +42,24 @@ fn syslog_up() -> bool {
 pub fn init(stderr: bool) {
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     STDERR.store(stderr && !journal, Ordering::Relaxed);
-    static IDENT: &[u8] = b"kerneld\0";
-    // SAFETY: IDENT is a static NUL-terminated string, as openlog keeps it.
-    unsafe {
-        libc::openlog(
-            IDENT.as_ptr() as *const libc::c_char,
-            libc::LOG_PID | libc::LOG_NDELAY,
-            libc::LOG_DAEMON,
-        );
+    let _ = nix::syslog::openlog(
+        Some(c"kerneld"),
+        LogFlags::LOG_PID | LogFlags::LOG_NDELAY,
+        Facility::LOG_DAEMON,
+    );
+}
+
+/// An info line about modules (MODULE= each, and STATUS=), such as a
+/// release or an expiry.
+pub fn module_event(event: Event, modules: &[impl AsRef<str>], status: i64, msg: &str) {
+    let mut fields = Fields::new();
+    if crate::journal::present() {
+        for m in modules {
+            fields.push("MODULE", m.as_ref());
+        }
+        fields.push_num("STATUS", status);
     }
+    self::event(Level::Info, event, &fields, msg);
 }
 
 /// Turn debug logging (every message) on or off.
@@ -77,78 +90,91 @@ fn clean(msg: &str) -> Cow<'_, str> {
 /// of several threads never interleave and nothing is allocated or copied
 /// for the common case.
 fn write_stderr(parts: &[&str]) {
-    let mut iov = [libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }; 4];
-    let n = parts.len().min(iov.len());
-    let mut total = 0;
-    for (v, p) in iov.iter_mut().zip(&parts[..n]) {
-        v.iov_base = p.as_ptr() as *mut libc::c_void;
-        v.iov_len = p.len();
-        total += p.len();
-    }
-    // SAFETY: every iovec points into a live &str of the given length.
-    let written = unsafe { libc::writev(2, iov.as_ptr(), n as libc::c_int) };
-    if written >= 0 && written as usize == total {
-        return;
-    }
-    // Rare (interrupted, partial, or stderr closed): finish from a copy,
-    // as write_all would.
-    let line = parts[..n].concat();
-    let mut rest = &line.as_bytes()[written.max(0) as usize..];
-    while !rest.is_empty() {
-        // SAFETY: rest is a live byte slice.
-        let w = unsafe { libc::write(2, rest.as_ptr().cast(), rest.len()) };
-        if w > 0 {
-            rest = &rest[w as usize..];
-        } else if w == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
+    let mut err = std::io::stderr().lock();
+    let slices: [IoSlice; 4] =
+        std::array::from_fn(|i| IoSlice::new(parts.get(i).map_or(&[][..], |p| p.as_bytes())));
+    let total: usize = parts.iter().take(4).map(|p| p.len()).sum();
+    let written = loop {
+        match err.write_vectored(&slices) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r,
         }
-    }
+    };
+    let written = match written {
+        Ok(n) if n == total => return,
+        Ok(n) => n,
+        Err(_) => return,
+    };
+    // Rare (partial): finish from a copy, as write_all would.
+    let line = parts[..parts.len().min(4)].concat();
+    let _ = err.write_all(&line.as_bytes()[written..]);
 }
 
-fn emit(priority: libc::c_int, msg: &str) {
+fn emit(severity: Severity, msg: &str) {
+    emit_event(severity, None, "", msg);
+}
+
+/// One line: to the journal with `event`'s MESSAGE_ID and `fields` if the
+/// journal is present (and takes it), else to syslog; and to stderr.
+fn emit_event(severity: Severity, event: Option<Event>, fields: &str, msg: &str) {
     let clean = clean(msg);
-    if syslog_up() {
-        if let Ok(c) = CString::new(&*clean) {
-            // SAFETY: "%s" with one valid C string.
-            unsafe {
-                libc::syslog(priority, c"%s".as_ptr(), c.as_ptr());
-            }
-        }
+    let journaled =
+        crate::journal::present() && crate::journal::send(severity as u8, &clean, event, fields);
+    if !journaled && syslog_up() {
+        let _ = nix::syslog::syslog(severity, &*clean);
     }
     if STDERR.load(Ordering::Relaxed) {
-        let level = match priority {
-            libc::LOG_ERR => "error: ",
-            libc::LOG_WARNING => "warning: ",
-            libc::LOG_DEBUG => "debug: ",
+        let level = match severity {
+            Severity::LOG_ERR => "error: ",
+            Severity::LOG_WARNING => "warning: ",
+            Severity::LOG_DEBUG => "debug: ",
             _ => "",
         };
         write_stderr(&["kerneld: ", level, &clean, "\n"]);
     }
 }
 
+/// The severity of a line with structured fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Notice,
+    Warning,
+    Error,
+}
+
+/// A line of the kind `event`, with structured fields for the journal
+/// (syslog and stderr get the text alone).
+pub fn event(level: Level, event: Event, fields: &Fields, msg: &str) {
+    let severity = match level {
+        Level::Info => Severity::LOG_INFO,
+        Level::Notice => Severity::LOG_NOTICE,
+        Level::Warning => Severity::LOG_WARNING,
+        Level::Error => Severity::LOG_ERR,
+    };
+    emit_event(severity, Some(event), fields.as_str(), msg);
+}
+
 pub fn info(msg: &str) {
-    emit(libc::LOG_INFO, msg);
+    emit(Severity::LOG_INFO, msg);
 }
 
 pub fn notice(msg: &str) {
-    emit(libc::LOG_NOTICE, msg);
+    emit(Severity::LOG_NOTICE, msg);
 }
 
 pub fn warn(msg: &str) {
-    emit(libc::LOG_WARNING, msg);
+    emit(Severity::LOG_WARNING, msg);
 }
 
 pub fn error(msg: &str) {
-    emit(libc::LOG_ERR, msg);
+    emit(Severity::LOG_ERR, msg);
 }
 
 /// Logged only when debug is on.
 pub fn debug(msg: &str) {
     if debug_enabled() {
-        emit(libc::LOG_DEBUG, msg);
+        emit(Severity::LOG_DEBUG, msg);
     }
 }
 

@@ -101,18 +101,29 @@ impl Daemon {
     }
 
     /// Drop every waiting message (types the daemon serves); answer those
-    /// whose senders wait, so that nobody hangs.
-    pub(crate) fn flush(&self) -> usize {
+    /// whose senders wait, so that nobody hangs.  Also: how many messages
+    /// it left in the queue (replies, types it does not serve), counted
+    /// before its own answers go in.
+    pub(crate) fn flush(&self) -> (usize, u64) {
         let q = self.queue();
         let mut buf = Vec::new();
-        let mut n = 0;
+        let mut drained = Vec::new();
         while let Ok(Some((mtype, body))) = q.recv_into(self.filter, true, &mut buf) {
-            n += 1;
-            if let Ok(m) = MessageView::decode_body(mtype, body, usize::MAX) {
+            drained.push((mtype, body.to_vec()));
+        }
+        let left = q.stat().map_or(0, |s| s.messages);
+        for (mtype, body) in &drained {
+            if let Ok(m) = MessageView::decode_body(*mtype, body, usize::MAX) {
                 self.reply(&m, 1, b"flushed by the operator (kdstat flush)");
             }
         }
-        log::notice(&format!("flushed {n} waiting messages"));
-        n
+        let n = drained.len();
+        log::event(
+            log::Level::Notice,
+            log::Event::Flushed,
+            &log::Fields::new(),
+            &format!("flushed {n} waiting messages; left {left} that kerneld does not serve"),
+        );
+        (n, left)
     }
 }

@@ -70,14 +70,25 @@ impl<'a> Ask<'a> {
 pub struct LogLine {
     warn: bool,
     line: Option<String>,
+    /// The journal's fields (REQUEST=, STATUS=, REQUESTER_*=), built only
+    /// while the journal is present.
+    fields: log::Fields,
 }
 
 impl LogLine {
     pub fn emit(self) {
-        match (self.line, self.warn) {
-            (Some(l), true) => log::warn(&l),
-            (Some(l), false) => log::info(&l),
-            (None, _) => {}
+        let Some(l) = self.line else {
+            return;
+        };
+        if self.warn {
+            log::event(
+                log::Level::Warning,
+                log::Event::RequestFailed,
+                &self.fields,
+                &l,
+            );
+        } else {
+            log::event(log::Level::Info, log::Event::RequestDone, &self.fields, &l);
         }
     }
 }
@@ -147,10 +158,11 @@ impl Requests {
         let plan = contexts.with(|sys| plan(sys, ask.name, ask.who, &policy, c));
         match plan {
             Ok(Ok(res)) => Plan::Load(res),
-            Ok(Err(outcome)) => Plan::Answer(self.settle(ask, outcome)),
+            Ok(Err(outcome)) => Plan::Answer(self.settle(ask, outcome, &[])),
             Err(e) => Plan::Answer(self.settle(
                 ask,
                 Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)),
+                &[],
             )),
         }
     }
@@ -166,7 +178,7 @@ impl Requests {
         let outcome = contexts
             .with(|sys| load(sys, expiry, ask, res))
             .unwrap_or_else(|e| Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)));
-        self.settle(ask, outcome)
+        self.settle(ask, outcome, &res.candidates)
     }
 
     /// A remembered failure for this name, if still fresh.
@@ -183,8 +195,9 @@ impl Requests {
     }
 
     /// Remember and (for failures) cache the outcome of a request; its log
-    /// line is for the caller to emit.
-    fn settle(&self, ask: &Ask, outcome: Outcome) -> Answer {
+    /// line is for the caller to emit.  `modules`: what the name resolved
+    /// to, if known (the journal's MODULE=; else the name itself).
+    fn settle(&self, ask: &Ask, outcome: Outcome, modules: &[String]) -> Answer {
         let took = ask.since.elapsed();
         self.remember(ask, &outcome, took);
         // Built by hand: format! with {:.1} of a float brings in the float
@@ -212,11 +225,25 @@ impl Requests {
             );
         }
         drop(nc);
+        let mut fields = log::Fields::new();
+        if crate::journal::present() {
+            fields
+                .push("REQUEST", ask.name)
+                .push_num("STATUS", outcome.status)
+                .requester(ask.who);
+            if modules.is_empty() {
+                fields.push("MODULE", ask.name);
+            }
+            for m in modules {
+                fields.push("MODULE", m);
+            }
+        }
         Answer {
             outcome,
             line: LogLine {
                 warn,
                 line: Some(line),
+                fields,
             },
         }
     }
@@ -412,29 +439,50 @@ fn log_policy(
     d: &Decision,
     provenance: Option<&Option<Provenance>>,
 ) {
-    let verdict = if d.would_deny {
-        "would deny (audit mode)"
+    let (verdict, event) = if d.would_deny {
+        ("would deny (audit mode)", log::Event::PolicyAudit)
     } else if d.allowed {
-        "allow"
+        ("allow", log::Event::PolicyAllowed)
     } else {
-        "deny"
+        ("deny", log::Event::PolicyDenied)
     };
-    log::notice(&format!(
-        "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
-        closure.join(" "),
-        d.rule,
-        d.module
-            .as_ref()
-            .map_or(String::new(), |m| match provenance {
-                Some(p) => format!(" (module {m}, {})", describe_provenance(p.as_ref())),
-                None => format!(" (module {m})"),
-            }),
-        if who.is_some() {
-            for_whom(who)
-        } else {
-            " for unknown requester".into()
-        }
-    ));
+    let mut fields = log::Fields::new();
+    fields.push("REQUEST", name);
+    for m in closure {
+        fields.push("MODULE", m);
+    }
+    if closure.is_empty() {
+        fields.push("MODULE", name);
+    }
+    if let Some(m) = d
+        .module
+        .as_deref()
+        .filter(|m| !closure.iter().any(|c| c == m))
+    {
+        fields.push("MODULE", m);
+    }
+    fields.push("POLICY_RULE", &d.rule).requester(who);
+    log::event(
+        log::Level::Notice,
+        event,
+        &fields,
+        &format!(
+            "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
+            closure.join(" "),
+            d.rule,
+            d.module
+                .as_ref()
+                .map_or(String::new(), |m| match provenance {
+                    Some(p) => format!(" (module {m}, {})", describe_provenance(p.as_ref())),
+                    None => format!(" (module {m})"),
+                }),
+            if who.is_some() {
+                for_whom(who)
+            } else {
+                " for unknown requester".into()
+            }
+        ),
+    );
 }
 
 /// `signed by NAME, in-tree`, or `unsigned, out-of-tree`, for log lines.

@@ -139,6 +139,41 @@ fn kdstat_flush_drops_waiting_messages_and_says_how_many() {
 }
 
 #[test]
+fn kdstat_flush_says_what_it_leaves_and_status_counts_it() {
+    let k = Kerneld::start();
+    let q = k.queue();
+    // A message of a type above 255 (a reply, or another program's): not
+    // kerneld's to flush, and the status counts it in the queue.
+    q.send_raw(300, b"\0\0not for kerneld", false).unwrap();
+    let out = kdstat(&k, &["flush"]);
+    let mut lines = out.stdout.lines();
+    assert_eq!(lines.next(), Some("flushed 0 entries"), "{out:?}");
+    assert_eq!(
+        lines.next(),
+        Some(
+            "left 1 message in the queue: replies, and types kerneld does not serve \
+             (above 255), are not flushed"
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some(classic(&k, 60, "nokeep", "nodebug").as_str())
+    );
+    assert!(
+        out.stdout.contains("queue: key ") && out.stdout.contains(", 1 message ("),
+        "{out:?}"
+    );
+    assert_eq!(k.status_json()["queue"]["messages"], 1);
+    k.wait_log("flushed 0 waiting messages; left 1 that kerneld does not serve");
+    // Ours: taken away again.
+    assert!(q
+        .recv_raw(kmod_ipc::TypeFilter::Exactly(300), true)
+        .unwrap()
+        .is_some());
+}
+
+#[test]
 fn kdstat_json_has_the_documented_fields() {
     let k = Kerneld::builder().arg("delay=5").start();
     let out = kdstat(&k, &["--json"]);

@@ -81,6 +81,10 @@ cc -static -O2 -Wall -o "$stage/bin/trigger" "$here/trigger.c"
 install -m 0755 "$here/init" "$stage/init"
 install -m 0755 "$here/scenarios.sh" "$stage/scenarios.sh"
 install -m 0755 "$here/shim-scenarios.sh" "$stage/shim-scenarios.sh"
+install -m 0755 "$here/early-boot.sh" "$stage/early-boot.sh"
+# The policy file the early-boot scenario includes, as installed.
+mkdir -p "$stage/etc/kerneld"
+install -m 0644 "$repo/etc/rare-protocols.conf" "$stage/etc/kerneld/rare-protocols.conf"
 if [[ -n "${KERNELD_VM_SCRIPT:-}" ]]; then
     install -m 0755 "$KERNELD_VM_SCRIPT" "$stage/script.sh"
 fi

@@ -1,0 +1,238 @@
+//! Start-up and stop of the daemon process: detaching with a start-up
+//! pipe (the parent's exit status is the daemon's until it is ready), the
+//! state directory's lock, the pid file, and what a stop undoes.
+
+use crate::{fail, helper, instance, say, EXIT_RUNTIME};
+use kerneld::log;
+use kerneld::status::VERSION;
+use kmod_ipc::{Error as IpcError, Key, Queue};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// What the daemon writes on the start-up pipe when it is ready; log lines
+/// never hold a NUL.
+const READY: &[u8] = b"\0ready\n";
+
+/// What a stop undoes, also after a failed start.
+pub struct Stopper {
+    pub key: Key,
+    pub queue: Queue,
+    pub registration: Option<instance::Instance>,
+    pub pid_file: Option<PathBuf>,
+    pub registered: Option<helper::Registered>,
+}
+
+impl Stopper {
+    pub fn finish(&mut self) {
+        if let Some(reg) = self.registered.take() {
+            match helper::restore(&reg) {
+                Ok(line) => log::notice(&line),
+                Err(e) => log::error(&format!(
+                    "could not put the previous module helper back: {e}; write it to \
+                     /proc/sys/kernel/modprobe by hand (usually /sbin/modprobe)"
+                )),
+            }
+        }
+        // The queue goes only with the last instance serving it.
+        match instance::KeyLock::acquire(self.key) {
+            Ok(lock) => {
+                let me = std::process::id();
+                let others = lock.others(me);
+                if others.is_empty() {
+                    if let Err(e) = self.queue.remove() {
+                        if !matches!(e, IpcError::Removed) {
+                            log::warn(&format!("could not remove the queue: {e}"));
+                        }
+                    }
+                } else {
+                    let names: Vec<String> = others.iter().map(|o| o.describe()).collect();
+                    log::notice(&format!(
+                        "leaving the queue at key {} to the kerneld that still serve it: {}",
+                        self.key,
+                        names.join(", ")
+                    ));
+                }
+                if let Some(r) = self.registration.take() {
+                    r.leave();
+                }
+                lock.release(others.is_empty());
+            }
+            Err(e) => log::warn(&format!("{e}; leaving the queue in place")),
+        }
+        if let Some(p) = self.pid_file.take() {
+            let ours = std::fs::read_to_string(&p)
+                .is_ok_and(|s| s.trim() == std::process::id().to_string());
+            if ours {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+/// Write `kerneld.pid` atomically (a temporary file renamed into place).
+pub fn write_pid_file(dir: &Path) -> Result<PathBuf, String> {
+    let path = dir.join("kerneld.pid");
+    let tmp = dir.join(format!(".kerneld.pid.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("cannot write {}: {e}", path.display())
+        })?;
+    Ok(path)
+}
+
+/// One kerneld per state directory: it owns the record there.
+pub fn lock_state_dir(dir: &Path) -> Result<Flock<std::fs::File>, String> {
+    let path = dir.join("kerneld.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        if e != Errno::EWOULDBLOCK {
+            return format!("cannot lock {}: {e}", path.display());
+        }
+        let pid = std::fs::read_to_string(dir.join("kerneld.pid")).unwrap_or_default();
+        format!(
+            "another kerneld (pid {}) is running with state directory {}",
+            pid.trim(),
+            dir.display()
+        )
+    })
+}
+
+pub enum Detached {
+    /// In the parent: the exit status to return.
+    Parent(ExitCode),
+    /// In the daemon: the write end of the start-up pipe.
+    Child(OwnedFd),
+}
+
+/// Fork.  The daemon continues detached (new session, stdin and stdout on
+/// /dev/null) with its stderr on a pipe to the parent until it is ready.
+/// The parent copies what comes through to its own stderr and exits 0 once
+/// the daemon says it is ready, or with the daemon's exit status if it
+/// ends first.
+pub fn daemonize() -> Result<Detached, String> {
+    let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: no threads exist yet, so fork is safe; the child only
+    // continues single-threaded start-up.
+    match unsafe { nix::unistd::fork() }.map_err(|e| e.to_string())? {
+        ForkResult::Parent { child } => {
+            drop(w);
+            Ok(Detached::Parent(wait_for_daemon(r, child)))
+        }
+        ForkResult::Child => {
+            drop(r);
+            let _ = nix::unistd::setsid();
+            let _ = nix::unistd::chdir("/");
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                let _ = nix::unistd::dup2_stdin(&null);
+                let _ = nix::unistd::dup2_stdout(&null);
+            }
+            // fd 2 is a copy without O_CLOEXEC: programs run meanwhile
+            // (the shim's --register) report there too.
+            nix::unistd::dup2_stderr(&w).map_err(|e| format!("dup2: {e}"))?;
+            Ok(Detached::Child(w))
+        }
+    }
+}
+
+/// Whether the parent shows a line of the daemon's start-up output:
+/// problems (errors, warnings, anything not a log line, such as a panic),
+/// not the notices a start logs anyway.
+fn shown_at_startup(line: &[u8]) -> bool {
+    !line.starts_with(b"kerneld: ")
+        || line.starts_with(b"kerneld: error: ")
+        || line.starts_with(b"kerneld: warning: ")
+}
+
+/// In the parent: relay the daemon's start-up problems; the exit status.
+fn wait_for_daemon(pipe: OwnedFd, child: Pid) -> ExitCode {
+    let mut pipe = std::fs::File::from(pipe);
+    let mut buf = [0u8; 4096];
+    let mut pending: Vec<u8> = Vec::new();
+    let mut err = std::io::stderr();
+    let marker = &READY[..READY.len() - 1];
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            if &line[..end] == marker {
+                say(&format!(
+                    "Starting kerneld, version {VERSION} (pid {child})"
+                ));
+                return ExitCode::SUCCESS;
+            }
+            if shown_at_startup(&line) {
+                let _ = err.write_all(&line);
+            }
+        }
+    }
+    if !pending.is_empty() && shown_at_startup(&pending) {
+        let _ = err.write_all(&pending);
+        let _ = err.write_all(b"\n");
+    }
+    // The daemon ended before it was ready.
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, code)) => {
+                let code = u8::try_from(code).unwrap_or(EXIT_RUNTIME);
+                return ExitCode::from(if code == 0 { EXIT_RUNTIME } else { code });
+            }
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return fail(
+                    EXIT_RUNTIME,
+                    &format!("the daemon (pid {child}) was killed by {sig} while starting"),
+                )
+            }
+            Ok(_) => continue,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return fail(EXIT_RUNTIME, &format!("waiting for the daemon: {e}")),
+        }
+    }
+}
+
+/// In the daemon: tell the parent it is ready, and leave the terminal.
+pub fn ready(pipe: OwnedFd) {
+    let _ = nix::unistd::write(&pipe, READY);
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+    drop(pipe);
+    log::init(false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_marker_cannot_be_a_log_line() {
+        assert_eq!(READY[0], 0);
+        assert!(!shown_at_startup(b"kerneld: started, version 1\n"));
+        assert!(shown_at_startup(b"kerneld: warning: no module index\n"));
+        assert!(shown_at_startup(b"kerneld: error: --register failed\n"));
+        assert!(shown_at_startup(b"thread 'main' panicked\n"));
+    }
+}

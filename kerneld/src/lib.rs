@@ -24,7 +24,9 @@
 //! - `expiry`, `record`: what kerneld loaded, idle sweeps and delayed
 //!   releases (one lock), and the record's file
 //! - `policy`, `pattern`, `negcache`, `names`: who may load what (shell
-//!   globs compiled once); failures remembered; validation of names
+//!   globs compiled once; `policy::condition`: the conditions after `if`,
+//!   of requester and module provenance, parsed and judged); failures
+//!   remembered; validation of names
 //! - `why`: why a module is loaded (`kdstat why`), from the record
 //! - `trace`, `requester`: who asked (the module_request tracepoint)
 //! - `programs`: system, route, blanker, pnp and arp requests

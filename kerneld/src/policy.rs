@@ -25,9 +25,12 @@
 //! otherwise; a denied module denies the whole request.  Without any
 //! matching rule, `default` (allow) applies.
 
+mod condition;
+
 use crate::backend::Provenance;
 pub use crate::pattern::Pattern;
 use crate::requester::Requester;
+pub use condition::Condition;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,32 +56,6 @@ pub enum MatchOrder {
 pub enum Target {
     Request,
     Module,
-}
-
-/// A requester condition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Condition {
-    Uid(u32),
-    NotUid(u32),
-    Gid(u32),
-    Comm(Pattern),
-    Cgroup(Pattern),
-    /// The module file has a signature (`signed`, or `!signed`: false).
-    Signed(bool),
-    /// The signer's name matches the glob.
-    Signer(Pattern),
-    /// modinfo's `intree=Y` (`intree`, or `!intree`: false).
-    Intree(bool),
-}
-
-impl Condition {
-    /// Whether it judges the module file rather than the requester.
-    pub fn is_provenance(&self) -> bool {
-        matches!(
-            self,
-            Condition::Signed(_) | Condition::Signer(_) | Condition::Intree(_)
-        )
-    }
 }
 
 /// One allow or deny rule.
@@ -124,18 +101,7 @@ impl fmt::Display for Rule {
         if !self.conditions.is_empty() {
             f.write_str(" if")?;
             for c in &self.conditions {
-                match c {
-                    Condition::Uid(u) => write!(f, " uid={u}")?,
-                    Condition::NotUid(u) => write!(f, " uid!={u}")?,
-                    Condition::Gid(g) => write!(f, " gid={g}")?,
-                    Condition::Comm(p) => write!(f, " comm={p}")?,
-                    Condition::Cgroup(p) => write!(f, " cgroup={p}")?,
-                    Condition::Signed(true) => f.write_str(" signed")?,
-                    Condition::Signed(false) => f.write_str(" !signed")?,
-                    Condition::Signer(p) => write!(f, " signer={p}")?,
-                    Condition::Intree(true) => f.write_str(" intree")?,
-                    Condition::Intree(false) => f.write_str(" !intree")?,
-                }
+                write!(f, " {c}")?;
             }
         }
         Ok(())
@@ -180,7 +146,7 @@ impl Rule {
         // `if A if B` reads as `if A B`: every condition must hold.
         for w in rest.get(split + 1..).unwrap_or(&[]) {
             if *w != "if" {
-                conditions.push(parse_condition(w)?);
+                conditions.push(Condition::parse(w)?);
             }
         }
         if split < rest.len() && conditions.is_empty() {
@@ -217,84 +183,10 @@ impl Rule {
         unknown_is_root: bool,
         provenance: Option<&Provenance>,
     ) -> bool {
-        self.conditions.iter().all(|c| match (c, provenance) {
-            (Condition::Signed(want), Some(p)) => p.signed == *want,
-            (Condition::Signer(pat), Some(p)) => p.signed && pat.matches(&p.signer),
-            (Condition::Intree(want), Some(p)) => p.intree == *want,
-            // Unreadable provenance fails closed: deny rules apply.
-            (c, None) if c.is_provenance() => !self.allow,
-            _ => self.requester_condition_holds(c, who, unknown_is_root),
-        })
+        self.conditions
+            .iter()
+            .all(|c| c.holds(self.allow, who, unknown_is_root, provenance))
     }
-
-    fn requester_condition_holds(
-        &self,
-        c: &Condition,
-        who: Option<&Requester>,
-        unknown_is_root: bool,
-    ) -> bool {
-        match who {
-            Some(r) => match c {
-                Condition::Uid(u) => r.uid == *u,
-                Condition::NotUid(u) => r.uid != *u,
-                Condition::Gid(g) => r.gid == *g,
-                Condition::Comm(p) => p.matches(&r.comm),
-                Condition::Cgroup(p) => p.matches(&r.cgroup),
-                _ => false,
-            },
-            None => {
-                // Unknown requester: judged as root (uid 0) or as an
-                // unprivileged user.  Other conditions cannot be judged:
-                // as a user, deny rules apply and allow rules do not (fail
-                // closed); as root, the other way round.
-                let uid = if unknown_is_root { 0 } else { u32::MAX };
-                match c {
-                    Condition::Uid(u) => uid == *u,
-                    Condition::NotUid(u) => uid != *u,
-                    _ => self.allow == unknown_is_root,
-                }
-            }
-        }
-    }
-}
-
-fn parse_condition(w: &str) -> Result<Condition, String> {
-    let num = |v: &str| {
-        v.parse::<u32>()
-            .map_err(|_| format!("{w:?}: needs a number"))
-    };
-    if let Some(v) = w.strip_prefix("uid!=") {
-        return Ok(Condition::NotUid(num(v)?));
-    }
-    if let Some(v) = w.strip_prefix("uid=") {
-        return Ok(Condition::Uid(num(v)?));
-    }
-    if let Some(v) = w.strip_prefix("gid=") {
-        return Ok(Condition::Gid(num(v)?));
-    }
-    if let Some(v) = w.strip_prefix("comm=") {
-        return Ok(Condition::Comm(Pattern::new(v)?));
-    }
-    if let Some(v) = w.strip_prefix("cgroup=") {
-        return Ok(Condition::Cgroup(Pattern::new(v)?));
-    }
-    if let Some(v) = w.strip_prefix("signer=") {
-        if v.is_empty() {
-            return Err(format!("{w:?}: needs a signer name pattern"));
-        }
-        return Ok(Condition::Signer(Pattern::new(v)?));
-    }
-    match w {
-        "signed" => return Ok(Condition::Signed(true)),
-        "!signed" => return Ok(Condition::Signed(false)),
-        "intree" => return Ok(Condition::Intree(true)),
-        "!intree" => return Ok(Condition::Intree(false)),
-        _ => {}
-    }
-    Err(format!(
-        "unknown condition {w:?} (use uid=N, uid!=N, gid=N, comm=GLOB, cgroup=GLOB, \
-         signed, !signed, signer=GLOB, intree, !intree)"
-    ))
 }
 
 /// The outcome for one request.

@@ -17,6 +17,7 @@
 //! - `reply`, `outbox`: replies sent, unread ones removed, and those that
 //!   wait for room (one thread of their own)
 //! - `request`: the request path of type 2 (decide, load), one copy
+//!   (`request::logline`: its log lines and the policy's)
 //! - `jobs`: requests in progress and their waiters (merging)
 //! - `pool`: worker threads and libkmod contexts
 //! - `backend`: the module system behind a trait: libkmod (resolve, load,

@@ -6,6 +6,8 @@
 //! [`Plan::Load`] carries the [`Resolution`] to the worker, which loads it
 //! with [`Requests::load`] without resolving again.
 
+mod logline;
+
 use crate::backend::{load_error_text, ModuleBackend, Provenance, Resolution};
 use crate::errno::errno_text;
 use crate::expiry::Expiry;
@@ -16,6 +18,8 @@ use crate::outcome::Outcome;
 use crate::policy::{Decision, Mode, Policy};
 use crate::pool::Contexts;
 use crate::requester::Requester;
+pub use logline::{describe_provenance, for_whom, LogLine};
+use logline::{log_policy, push_millis};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
@@ -60,35 +64,6 @@ impl<'a> Ask<'a> {
                 Cow::Owned(format!("{name} for {identity}"))
             },
             since: Instant::now(),
-        }
-    }
-}
-
-/// The log line of a request, written by whoever settled it once it may be
-/// (after the answer is sent).  None: nothing to log.
-#[derive(Debug, Default)]
-pub struct LogLine {
-    warn: bool,
-    line: Option<String>,
-    /// The journal's fields (REQUEST=, STATUS=, REQUESTER_*=), built only
-    /// while the journal is present.
-    fields: log::Fields,
-}
-
-impl LogLine {
-    pub fn emit(self) {
-        let Some(l) = self.line else {
-            return;
-        };
-        if self.warn {
-            log::event(
-                log::Level::Warning,
-                log::Event::RequestFailed,
-                &self.fields,
-                &l,
-            );
-        } else {
-            log::event(log::Level::Info, log::Event::RequestDone, &self.fields, &l);
         }
     }
 }
@@ -430,107 +405,6 @@ fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, ask: &Ask, res: &Resolutio
     }
 }
 
-/// The policy's line for a decision on `name` and the modules it would
-/// load (none: decided on the name alone).
-fn log_policy(
-    name: &str,
-    closure: &[String],
-    who: Option<&Requester>,
-    d: &Decision,
-    provenance: Option<&Option<Provenance>>,
-) {
-    let (verdict, event) = if d.would_deny {
-        ("would deny (audit mode)", log::Event::PolicyAudit)
-    } else if d.allowed {
-        ("allow", log::Event::PolicyAllowed)
-    } else {
-        ("deny", log::Event::PolicyDenied)
-    };
-    let mut fields = log::Fields::new();
-    fields.push("REQUEST", name);
-    for m in closure {
-        fields.push("MODULE", m);
-    }
-    if closure.is_empty() {
-        fields.push("MODULE", name);
-    }
-    if let Some(m) = d
-        .module
-        .as_deref()
-        .filter(|m| !closure.iter().any(|c| c == m))
-    {
-        fields.push("MODULE", m);
-    }
-    fields.push("POLICY_RULE", &d.rule).requester(who);
-    log::event(
-        log::Level::Notice,
-        event,
-        &fields,
-        &format!(
-            "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
-            closure.join(" "),
-            d.rule,
-            d.module
-                .as_ref()
-                .map_or(String::new(), |m| match provenance {
-                    Some(p) => format!(" (module {m}, {})", describe_provenance(p.as_ref())),
-                    None => format!(" (module {m})"),
-                }),
-            if who.is_some() {
-                for_whom(who)
-            } else {
-                " for unknown requester".into()
-            }
-        ),
-    );
-}
-
-/// `signed by NAME, in-tree`, or `unsigned, out-of-tree`, for log lines.
-pub fn describe_provenance(p: Option<&Provenance>) -> String {
-    let Some(p) = p else {
-        return "provenance unreadable".into();
-    };
-    let signed = match (p.signed, p.signer.is_empty()) {
-        (false, _) => "unsigned".to_string(),
-        (true, true) => "signed".to_string(),
-        (true, false) => format!("signed by {}", p.signer),
-    };
-    format!(
-        "{signed}, {}",
-        if p.intree { "in-tree" } else { "out-of-tree" }
-    )
-}
-
-/// ` for pid P uid U ...` after a request's name in log lines, or nothing.
-pub fn for_whom(who: Option<&Requester>) -> String {
-    who.map_or(String::new(), |r| format!(" for {}", r.describe()))
-}
-
-/// Append `d` in milliseconds with one decimal (what `{:.1}` prints for the
-/// same value as a float, up to the rounding of exact ties), from integers.
-fn push_millis(s: &mut String, d: Duration) {
-    // u64 nanoseconds (584 years) spare the 128-bit division of as_nanos().
-    let nanos = d
-        .as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(d.subsec_nanos()));
-    let tenths = (nanos / 50_000).div_ceil(2);
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    let mut n = tenths / 10;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    s.push_str(std::str::from_utf8(&digits[i..]).unwrap_or("?"));
-    s.push('.');
-    s.push(char::from(b'0' + (tenths % 10) as u8));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,26 +460,5 @@ mod tests {
         let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
         let res = plan(&mut k, "rtnl-link-dummy", None, &p, &c).unwrap();
         assert_eq!(res.allowed_by, "allow module * if signer=Fake* (test:1)");
-    }
-
-    #[test]
-    fn millis_are_written_with_one_decimal_as_the_float_format_would() {
-        for (nanos, want) in [
-            (0u64, "0.0"),
-            (49_999, "0.0"),
-            (50_001, "0.1"),
-            (1_234_567, "1.2"),
-            (9_960_000, "10.0"),
-            (123_456_789_000, "123456.8"),
-        ] {
-            let mut s = String::new();
-            push_millis(&mut s, Duration::from_nanos(nanos));
-            assert_eq!(s, want, "{nanos} ns");
-            let float = format!("{:.1}", Duration::from_nanos(nanos).as_secs_f64() * 1000.0);
-            assert_eq!(s, float, "{nanos} ns");
-        }
-        let mut s = String::new();
-        push_millis(&mut s, Duration::MAX);
-        assert!(s.ends_with(|c: char| c.is_ascii_digit()), "{s}");
     }
 }

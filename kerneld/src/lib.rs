@@ -21,7 +21,8 @@
 //! - `jobs`: requests in progress and their waiters (merging)
 //! - `pool`: worker threads and libkmod contexts
 //! - `backend`: the module system behind a trait: libkmod (resolve, load,
-//!   unload), sysfs, netlink; a fake with the `fake` feature
+//!   unload; module files' provenance in `modinfo`), sysfs, netlink; a
+//!   fake with the `fake` feature
 //! - `expiry`, `record`: what kerneld loaded, idle sweeps and delayed
 //!   releases (one lock), and the record's file
 //! - `policy`, `pattern`, `negcache`, `names`: who may load what (shell

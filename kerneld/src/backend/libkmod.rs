@@ -1,5 +1,6 @@
 //! libkmod, through `kmod-sys`: resolve a requested name, insert and remove
-//! modules as `modprobe` does.  The only libkmod FFI of kerneld.
+//! modules as `modprobe` does.  With `modinfo.rs` beside it (module files
+//! and modules.dep lists), the only libkmod FFI of kerneld.
 //!
 //! The `kmod` crate's safe wrapper has no probe-insert (dependencies,
 //! softdeps, install commands, blacklist), no index validation and no init
@@ -10,10 +11,10 @@
 //! A [`Kmod`] context is not thread-safe (libkmod's README says so): each
 //! is used by one worker at a time, see `pool.rs`.
 
+use super::modinfo::{self, ProvenanceCache};
 use super::{netlink, sysfs, Errno, LoadOutcome, ModuleBackend, Provenance, Resolution, Usage};
 use kmod_sys as sys;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
@@ -36,9 +37,9 @@ pub struct Kmod {
     config: KmodConfig,
     /// `watch::generation()` when last validated (see `revalidate`).
     validated: u64,
-    /// Provenance read from module files, by path, with the file's
-    /// (size, mtime) when read: reading it decompresses the whole file.
-    provenance: HashMap<PathBuf, ((u64, i64), Provenance)>,
+    /// Provenance read from module files (reading one decompresses the
+    /// whole file).
+    provenance: ProvenanceCache,
 }
 
 // SAFETY: the context is only ever used by one thread at a time (it moves
@@ -92,7 +93,7 @@ unsafe extern "C" fn run_install(
     }
 }
 
-fn module_name(m: *const sys::kmod_module) -> String {
+pub(super) fn module_name(m: *const sys::kmod_module) -> String {
     // SAFETY: libkmod documents the name as always present.
     unsafe {
         let p = sys::kmod_module_get_name(m);
@@ -104,10 +105,10 @@ fn module_name(m: *const sys::kmod_module) -> String {
 }
 
 /// An owned `kmod_list` of modules.
-struct ModuleList(*mut sys::kmod_list);
+pub(super) struct ModuleList(pub(super) *mut sys::kmod_list);
 
 impl ModuleList {
-    fn modules(&self) -> Vec<*mut sys::kmod_module> {
+    pub(super) fn modules(&self) -> Vec<*mut sys::kmod_module> {
         let mut out = Vec::new();
         // SAFETY: walking a list owned by self with kmod_list_next.
         unsafe {
@@ -133,7 +134,7 @@ impl Drop for ModuleList {
 }
 
 /// Module references taken with `kmod_module_get_module`, released on drop.
-struct ModuleRefs(Vec<*mut sys::kmod_module>);
+pub(super) struct ModuleRefs(pub(super) Vec<*mut sys::kmod_module>);
 
 impl Drop for ModuleRefs {
     fn drop(&mut self) {
@@ -195,7 +196,7 @@ impl Kmod {
             ctx,
             config: config.clone(),
             validated: generation,
-            provenance: HashMap::new(),
+            provenance: ProvenanceCache::default(),
         })
     }
 
@@ -306,46 +307,6 @@ impl Kmod {
         (r >= 0 && !m.is_null()).then(|| ModuleRefs(vec![m]))
     }
 
-    /// modules.dep's list of `name`: every module it needs.
-    fn dependencies(&self, name: &str) -> Vec<String> {
-        let Some(m) = self.module(name) else {
-            return Vec::new();
-        };
-        // SAFETY: m.0[0] is live; the list is ours.
-        let list = ModuleList(unsafe { sys::kmod_module_get_dependencies(m.0[0]) });
-        let refs = ModuleRefs(list.modules());
-        refs.0.iter().map(|&d| module_name(d)).collect()
-    }
-
-    /// For each module of `to_insert` that is not a candidate, the first
-    /// module after it in load order that needs it; a module none needs
-    /// came as a softdep of the candidate it was probed for (`first`).
-    fn pulled_in_by(&self, to_insert: &[String], candidates: &[String]) -> Vec<(String, String)> {
-        if to_insert.len() < 2 {
-            return Vec::new();
-        }
-        let deps: Vec<Vec<String>> = to_insert.iter().map(|m| self.dependencies(m)).collect();
-        let mut out = Vec::new();
-        for (i, m) in to_insert.iter().enumerate() {
-            if candidates.contains(m) {
-                continue;
-            }
-            let by = (i + 1..to_insert.len())
-                .find(|&j| deps[j].contains(m))
-                .map(|j| to_insert[j].clone())
-                .or_else(|| {
-                    to_insert[i + 1..]
-                        .iter()
-                        .find(|x| candidates.contains(x))
-                        .cloned()
-                });
-            if let Some(by) = by {
-                out.push((m.clone(), by));
-            }
-        }
-        out
-    }
-
     fn state_of(&self, module: &str) -> Option<u32> {
         let cname = CString::new(module).ok()?;
         let mut m: *mut sys::kmod_module = ptr::null_mut();
@@ -361,70 +322,6 @@ impl Kmod {
     }
 }
 
-/// A module's path in the index (None: builtin or unknown).
-fn module_path(m: *const sys::kmod_module) -> Option<PathBuf> {
-    // SAFETY: m is a live module; the string belongs to it.
-    unsafe {
-        let p = sys::kmod_module_get_path(m);
-        if p.is_null() {
-            return None;
-        }
-        Some(PathBuf::from(std::ffi::OsStr::from_bytes(
-            CStr::from_ptr(p).to_bytes(),
-        )))
-    }
-}
-
-/// The signature and modinfo fields of a module file, through
-/// `kmod_module_get_info` (which decompresses .ko.xz/.ko.zst/.ko.gz as
-/// modinfo does).  Err: libkmod could not read the file.
-fn read_provenance(m: *const sys::kmod_module) -> Result<Provenance, Errno> {
-    let mut list: *mut sys::kmod_list = ptr::null_mut();
-    // SAFETY: m is live; the list is ours and freed below.
-    let r = unsafe { sys::kmod_module_get_info(m, &mut list) };
-    if r < 0 {
-        return Err(Errno::from_raw(-r));
-    }
-    let mut p = Provenance::default();
-    // SAFETY: walking the list libkmod gave us; key and value strings
-    // belong to the list and are copied before it is freed.
-    unsafe {
-        let mut it = list;
-        while !it.is_null() {
-            let text = |s: *const c_char| {
-                if s.is_null() {
-                    String::new()
-                } else {
-                    CStr::from_ptr(s).to_string_lossy().into_owned()
-                }
-            };
-            let key = text(sys::kmod_module_info_get_key(it));
-            let value = text(sys::kmod_module_info_get_value(it));
-            match key.as_str() {
-                "sig_id" | "signature" => p.signed = true,
-                "signer" => {
-                    p.signed = true;
-                    p.signer = value;
-                }
-                "sig_key" => p.sig_key = value,
-                "sig_hashalgo" => p.sig_hashalgo = value,
-                "intree" => p.intree = value == "Y",
-                _ => {}
-            }
-            it = sys::kmod_list_next(list, it);
-        }
-        sys::kmod_module_info_free_list(list);
-    }
-    Ok(p)
-}
-
-/// Size and mtime of a file, to tell whether a cached reading still holds.
-fn file_stamp(path: &Path) -> Option<(u64, i64)> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(path).ok()?;
-    Some((md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec()))
-}
-
 fn push_unique(v: &mut Vec<String>, s: String) {
     if !v.contains(&s) {
         v.push(s);
@@ -434,19 +331,7 @@ fn push_unique(v: &mut Vec<String>, s: String) {
 impl ModuleBackend for Kmod {
     fn provenance(&mut self, module: &str) -> Option<Provenance> {
         let m = self.module(module)?;
-        let path = module_path(m.0[0])?;
-        let stamp = file_stamp(&path)?;
-        if let Some((at, p)) = self.provenance.get(&path) {
-            if *at == stamp {
-                return Some(p.clone());
-            }
-        }
-        let p = read_provenance(m.0[0]).ok()?;
-        if self.provenance.len() >= 4096 {
-            self.provenance.clear();
-        }
-        self.provenance.insert(path, (stamp, p.clone()));
-        Some(p)
+        self.provenance.of(m.0[0])
     }
 
     fn resolve(&mut self, name: &str) -> Result<Resolution, Errno> {
@@ -476,7 +361,10 @@ impl ModuleBackend for Kmod {
                 push_unique(&mut res.to_insert, a);
             }
         }
-        res.pulled_in_by = self.pulled_in_by(&res.to_insert, &res.candidates);
+        res.pulled_in_by = modinfo::pulled_in_by(&res.to_insert, &res.candidates, |name| {
+            self.module(name)
+                .map_or_else(Vec::new, |m| modinfo::dependencies(m.0[0]))
+        });
         Ok(res)
     }
 

@@ -1,7 +1,8 @@
 //! The module system behind a trait: what a request resolves to, loading
 //! and unloading, and the module state the idle sweep reads.
 //!
-//! - `libkmod`: the only libkmod FFI (resolve, load, unload);
+//! - `libkmod`: the only libkmod FFI (resolve, load, unload), with
+//!   `modinfo` (module files' provenance, cached; modules.dep lists);
 //! - `sysfs`: module state, the running release, whether the kernel takes
 //!   modules at all;
 //! - `netlink`: link kinds that keep a module busy without a reference;
@@ -13,6 +14,7 @@
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod libkmod;
+mod modinfo;
 pub mod netlink;
 pub mod sysfs;
 

@@ -82,6 +82,7 @@ install -m 0755 "$here/init" "$stage/init"
 install -m 0755 "$here/scenarios.sh" "$stage/scenarios.sh"
 install -m 0755 "$here/shim-scenarios.sh" "$stage/shim-scenarios.sh"
 install -m 0755 "$here/early-boot.sh" "$stage/early-boot.sh"
+install -m 0644 "$here/guest-lib.sh" "$stage/guest-lib.sh"
 # The policy file the early-boot scenario includes, as installed.
 mkdir -p "$stage/etc/kerneld"
 install -m 0644 "$repo/etc/rare-protocols.conf" "$stage/etc/kerneld/rare-protocols.conf"

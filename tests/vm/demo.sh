@@ -19,8 +19,8 @@ oops() {
     printf '!! %s\n' "$*"
     problems=$((problems + 1))
 }
-ms() { trigger ms; }
-loaded() { grep -q "^$1 " /proc/modules; }
+# ms, loaded, wait_until, alive, dead
+. /guest-lib.sh
 loaded_of() {
     _r=
     for _m in "$@"; do loaded "$_m" && _r="$_r $_m"; done
@@ -55,14 +55,6 @@ newlog() {
     mark
 }
 
-wait_for() { # SECONDS CMD...
-    _end=$(($(ms) + $1 * 1000))
-    shift
-    while ! "$@"; do
-        [ "$(ms)" -ge "$_end" ] && return 1
-        sleep 0.2
-    done
-}
 helper_is_shim() { [ "$(cat /proc/sys/kernel/modprobe)" = /sbin/kerneld-modprobe ]; }
 helper_not_shim() { ! helper_is_shim; }
 # The requester object of the last recent request for NAME (kdstat --json).
@@ -94,9 +86,9 @@ say "kerneld creates the SysV message queue of 1995 (key 0x6b65726e). With" \
 show "cat /proc/sys/kernel/modprobe"
 mark
 show "kerneld --register delay=3"
-wait_for 10 helper_is_shim || oops "the helper is still $(cat /proc/sys/kernel/modprobe)"
+wait_until 10 helper_is_shim || oops "the helper is still $(cat /proc/sys/kernel/modprobe)"
 show "cat /proc/sys/kernel/modprobe"
-wait_for 5 kdstat >/dev/null 2>&1 || oops "kdstat gets no answer"
+wait_until 5 kdstat >/dev/null 2>&1 || oops "kdstat gets no answer"
 newlog
 
 # ---------------------------------------------------------------------------
@@ -194,7 +186,7 @@ if [ "${KDVM_SHELL:-0}" != 1 ]; then
         "puts back the helper it replaced."
     # shellcheck disable=SC2016 # shown as typed, expanded by show's eval
     show 'kill $(cat /run/kerneld/kerneld.pid)'
-    wait_for 10 helper_not_shim ||
+    wait_until 10 helper_not_shim ||
         oops "the helper is still the shim"
     show "cat /proc/sys/kernel/modprobe"
     newlog

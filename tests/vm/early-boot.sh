@@ -21,6 +21,8 @@ d="early boot (unit's ordering, rare-protocols.conf): the first requests are gov
 log=/run/kdvm-early/kerneld.log
 mkdir -p /run/kdvm-early /etc/kerneld
 
+# ms, loaded, wait_until, alive, dead
+. /guest-lib.sh
 pass() { echo "VMTEST PASS $n $d ($1)"; }
 fail() {
     echo "VMTEST FAIL $n $d: $1"
@@ -28,20 +30,7 @@ fail() {
         sed 's/^/VMTEST LOG early: /' "$log"
     fi
 }
-loaded() { grep -q "^$1 " /proc/modules; }
-ms() { trigger ms; }
-# wait_until SECONDS CMD...
-wait_until() {
-    _end=$(($(ms) + $1 * 1000))
-    shift
-    while ! "$@"; do
-        [ "$(ms)" -ge "$_end" ] && return 1
-        sleep 0.2
-    done
-}
 answers() { timeout 5 kdstat >/dev/null 2>&1; }
-alive() { [ -r "/proc/$1/stat" ] && ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat"; }
-dead() { ! alive "$1"; }
 
 main() {
     [ ! -e /dev/log ] || { fail "a syslog socket exists already: not early boot"; return; }

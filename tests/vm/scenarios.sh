@@ -21,7 +21,8 @@ SYSLOG=/var/log/messages
 EXPIRE_WAIT=16
 failed=0
 
-ms() { trigger ms; }
+# ms, loaded, wait_until, alive, dead
+. /guest-lib.sh
 since() { echo $(($(ms) - $1)); }
 
 pass() {
@@ -32,8 +33,6 @@ fail() {
     failed=$((failed + 1))
 }
 note() { echo "VMTEST NOTE $*"; }
-
-loaded() { grep -q "^$1 " /proc/modules; }
 
 # Names from the arguments that are (not) in /proc/modules.
 not_loaded_of() {
@@ -47,23 +46,6 @@ loaded_of() {
     echo "${_r# }"
 }
 none_loaded() { [ -z "$(loaded_of "$@")" ]; }
-
-# wait_until SECONDS CMD...: poll CMD until it succeeds or time runs out.
-wait_until() {
-    _end=$(($(ms) + $1 * 1000))
-    shift
-    while ! "$@"; do
-        [ "$(ms)" -ge "$_end" ] && return 1
-        sleep 0.2
-    done
-}
-
-# A child that exited but was not reaped yet is a zombie: still in /proc.
-alive() {
-    [ -r "/proc/$1/stat" ] || return 1
-    ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat"
-}
-dead() { ! alive "$1"; }
 
 queue_exists() {
     awk -v k="$QUEUE_KEY" '$1 == k { f = 1 } END { exit !f }' /proc/sysvipc/msg

@@ -1,0 +1,25 @@
+# shellcheck shell=dash
+# Helpers shared by the guest's scripts (scenarios.sh, early-boot.sh and
+# demo.sh), sourced from /guest-lib.sh in the initramfs (busybox sh).
+
+# Milliseconds since boot (trigger ms: busybox has no date +%N).
+ms() { trigger ms; }
+
+loaded() { grep -q "^$1 " /proc/modules; }
+
+# wait_until SECONDS CMD...: poll CMD until it succeeds or time runs out.
+wait_until() {
+    _end=$(($(ms) + $1 * 1000))
+    shift
+    while ! "$@"; do
+        [ "$(ms)" -ge "$_end" ] && return 1
+        sleep 0.2
+    done
+}
+
+# A child that exited but was not reaped yet is a zombie: still in /proc.
+alive() {
+    [ -r "/proc/$1/stat" ] || return 1
+    ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat"
+}
+dead() { ! alive "$1"; }

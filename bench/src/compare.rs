@@ -66,6 +66,23 @@ fn storm(kd: &Kerneld, count_file: &Path) -> (f64, u64, u64, bool) {
     )
 }
 
+/// One latency row: medians and p99 of both daemons, and their ratio.
+fn latency_row(t: &mut Table, label: String, old: &[u64], new: &[u64]) {
+    let (sa, sb, r) = (Summary::of(old), Summary::of(new), Ratio::of(old, new));
+    t.row(vec![
+        label,
+        num(us(sa.median)),
+        num(us(sa.p99)),
+        num(us(sb.median)),
+        num(us(sb.p99)),
+        format!(
+            "{} (of medians {})",
+            num(r.pairwise_median),
+            num(r.of_medians)
+        ),
+    ]);
+}
+
 pub fn run(
     old: &Path,
     new: &Path,
@@ -152,19 +169,7 @@ pub fn run(
             || rtt_ns(&a, ty, text.as_bytes(), ia),
             || rtt_ns(&b, ty, text.as_bytes(), ib),
         );
-        let (sa, sb, r) = (Summary::of(&va), Summary::of(&vb), Ratio::of(&va, &vb));
-        t.row(vec![
-            label.into(),
-            num(us(sa.median)),
-            num(us(sa.p99)),
-            num(us(sb.median)),
-            num(us(sb.p99)),
-            format!(
-                "{} (of medians {})",
-                num(r.pairwise_median),
-                num(r.of_medians)
-            ),
-        ]);
+        latency_row(&mut t, label.into(), &va, &vb);
     }
     {
         // Cold: fewer pairs, each request after an exec.
@@ -178,19 +183,12 @@ pub fn run(
             || cold_rtt_ns(&a, MsgType::RequestModule, text, ia),
             || cold_rtt_ns(&b, MsgType::RequestModule, text, ib),
         );
-        let (sa, sb, r) = (Summary::of(&va), Summary::of(&vb), Ratio::of(&va, &vb));
-        t.row(vec![
+        latency_row(
+            &mut t,
             format!("unknown name, cold (after an exec; {n} pairs)"),
-            num(us(sa.median)),
-            num(us(sa.p99)),
-            num(us(sb.median)),
-            num(us(sb.p99)),
-            format!(
-                "{} (of medians {})",
-                num(r.pairwise_median),
-                num(r.of_medians)
-            ),
-        ]);
+            &va,
+            &vb,
+        );
     }
     for (clients, p) in [(1, 0), (8, 0), (64, 0), (8, 1)] {
         let (mut ra, mut rb) = (Vec::new(), Vec::new());

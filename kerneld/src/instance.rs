@@ -147,13 +147,7 @@ impl KeyLock {
         let path = dir.join(format!("{}.lock", key_name(key)));
         let end = Instant::now() + LOCK_PATIENCE;
         loop {
-            let file = OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+            let file = open_lock_file(&path)?;
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(lock) => {
                     // The last instance to stop removes the file: make sure
@@ -283,6 +277,18 @@ impl Instance {
     pub fn leave(self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// Open (creating it) a file that is only ever locked, never truncated:
+/// another process may hold its lock and have written its pid there.
+pub fn open_lock_file(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -91,13 +91,7 @@ pub fn write_pid_file(dir: &Path) -> Result<PathBuf, String> {
 /// One kerneld per state directory: it owns the record there.
 pub fn lock_state_dir(dir: &Path) -> Result<Flock<std::fs::File>, String> {
     let path = dir.join("kerneld.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let f = crate::instance::open_lock_file(&path)?;
     Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         if e != Errno::EWOULDBLOCK {
             return format!("cannot lock {}: {e}", path.display());

@@ -7,7 +7,7 @@ use crate::errno::errno_text;
 use crate::jobs::{Planned, Waiter, MAX_WAITERS};
 use crate::outcome::Outcome;
 use crate::record::Removal;
-use crate::request::{Ask, Plan};
+use crate::request::{Answer, Ask, Plan};
 use crate::requester::Requester;
 use crate::server::Daemon;
 use crate::{log, log_debug};
@@ -84,48 +84,62 @@ impl Daemon {
             // looks at the requester); the load's log line may.
             requester = self.tracer.as_ref().and_then(|t| t.claim(&text_s));
         }
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match kind {
-            MsgType::RequestModule => match job.planned {
-                Some(p) => self.load_planned(&text_s, requester.as_ref(), p),
-                None => self.request_module(&text_s, requester.as_ref()),
-            },
-            MsgType::ReleaseModule => self.release_module(&text_s),
-            other => self.programs.run(other, &text_s, &self.config()),
-        }))
-        .unwrap_or_else(|_| {
-            log::error(&format!("internal error while serving {kind} '{text_s}'"));
-            Outcome::fail("internal error in kerneld (see its log)")
-        });
+        // A load's log line is written after the answers are sent: the
+        // requester waits for the answer, not for the log.
+        let (outcome, line) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match kind {
+                MsgType::RequestModule => {
+                    let a = match job.planned {
+                        Some(p) => self.load_planned(&text_s, requester.as_ref(), p),
+                        None => self.answer_request(&text_s, requester.as_ref()),
+                    };
+                    (a.outcome, Some(a.line))
+                }
+                MsgType::ReleaseModule => (self.release_module(&text_s), None),
+                other => (self.programs.run(other, &text_s, &self.config()), None),
+            }))
+            .unwrap_or_else(|_| {
+                log::error(&format!("internal error while serving {kind} '{text_s}'"));
+                (
+                    Outcome::fail("internal error in kerneld (see its log)"),
+                    None,
+                )
+            });
         self.counters.count_status(outcome.status);
         let waiters = self.jobs.lock().unwrap().finish(id);
         for w in waiters {
             self.reply(&w.request, outcome.status, outcome.text.as_bytes());
+        }
+        if let Some(line) = line {
+            line.emit();
         }
     }
 
     /// Type 2: what `modprobe -q NAME` does, with policy in front, decided
     /// and loaded on this thread (the one request path; see `request.rs`).
     pub fn request_module(&self, name: &str, who: Option<&Requester>) -> Outcome {
-        let identity = self.requests.identity(who);
-        let ask = Ask::new(name, who, &identity);
-        let answer = match self.requests.decide(&self.contexts, &ask, &self.counters) {
-            Plan::Answer(a) => a,
-            Plan::Load(res) => self.requests.load(&self.contexts, &self.expiry, &ask, &res),
-        };
+        let answer = self.answer_request(name, who);
         answer.line.emit();
         answer.outcome
     }
 
+    /// [`Self::request_module`] with its log line left to the caller.
+    fn answer_request(&self, name: &str, who: Option<&Requester>) -> Answer {
+        let identity = self.requests.identity(who);
+        let ask = Ask::new(name, who, &identity);
+        match self.requests.decide(&self.contexts, &ask, &self.counters) {
+            Plan::Answer(a) => a,
+            Plan::Load(res) => self.requests.load(&self.contexts, &self.expiry, &ask, &res),
+        }
+    }
+
     /// Type 2 decided on the receive thread: load what it resolved to.
-    fn load_planned(&self, name: &str, who: Option<&Requester>, p: Planned) -> Outcome {
+    fn load_planned(&self, name: &str, who: Option<&Requester>, p: Planned) -> Answer {
         let identity = self.requests.identity(who);
         let mut ask = Ask::new(name, who, &identity);
         ask.since = p.since;
-        let answer = self
-            .requests
-            .load(&self.contexts, &self.expiry, &ask, &p.resolution);
-        answer.line.emit();
-        answer.outcome
+        self.requests
+            .load(&self.contexts, &self.expiry, &ask, &p.resolution)
     }
 
     /// Type 3: unload now, never forced, with the recorded dependencies

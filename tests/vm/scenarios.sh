@@ -52,15 +52,19 @@ queue_exists() {
 }
 no_queue() { ! queue_exists; }
 
-# Anything the daemon logged, on stderr or through syslog.
-klog_has() {
+# Anything the daemon logged, on stderr or through syslog.  kerneld writes
+# a load's log line just after its answer, so a line looked for right
+# after the request is given a few seconds to appear.
+klog_now() {
     cat /tmp/kerneld*.log "$SYSLOG" 2>/dev/null | grep -q -e "$1"
 }
+klog_has() { wait_until 5 klog_now "$1"; }
 
 # The running daemon's own log (stderr of --foreground), extended regex.
-log_has() {
+log_now() {
     grep -E -q -e "$1" "$KLOG" 2>/dev/null
 }
+log_has() { wait_until 5 log_now "$1"; }
 log_line() {
     grep -E -e "$1" "$KLOG" 2>/dev/null | tail -n 1
 }
@@ -591,6 +595,7 @@ scenario_requester() {
     run 60 trigger -u 1000 socket 29 3 1
     { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||
         { fail 12 "$d" "trigger -u 1000 socket 29 3 1: exit $rc: $out (loaded: $(loaded_of can can_raw))"; return; }
+    log_has 'request_module for pid [0-9]+ uid 1000 gid 1000 \(trigger\)( cgroup [^:]*)?: net-pf-29: loaded can'
     _l=$(log_line 'request_module for pid [0-9]+ uid 1000 gid 1000 \(trigger\)( cgroup [^:]*)?: net-pf-29: loaded can')
     [ -n "$_l" ] || { fail 12 "$d" "no 'request_module for pid P uid 1000 gid 1000 (trigger) ...: net-pf-29: loaded can' in $KLOG"; return; }
     _pid=$(echo "$_l" | sed -E 's/.*request_module for pid ([0-9]+) .*/\1/')

@@ -110,6 +110,7 @@ shim_requester() {
     run 60 trigger -u 1000 socket 29 3 1
     { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||
         { fail 12 "$d" "trigger -u 1000 socket 29 3 1: exit $rc: $out"; return; }
+    log_has 'request_module for pid [0-9]+ uid 1000 gid 1000 \(trigger\) cgroup /user.slice/user-1000.slice: net-pf-29: loaded can'
     _l=$(log_line 'request_module for pid [0-9]+ uid 1000 gid 1000 \(trigger\) cgroup /user.slice/user-1000.slice: net-pf-29: loaded can')
     [ -n "$_l" ] || { fail 12 "$d" "no 'request_module for pid P uid 1000 gid 1000 (trigger) cgroup /user.slice/user-1000.slice: net-pf-29: loaded can' in $KLOG: $(log_line net-pf-29)"; return; }
     _pid=$(echo "$_l" | sed -E 's/.*request_module for pid ([0-9]+) .*/\1/')

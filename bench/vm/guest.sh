@@ -5,8 +5,9 @@
 # initramfs).  The same kernel, in the same boot, is served alternately by
 # the stock /sbin/modprobe (Debian's kmod) and by kerneld-modprobe +
 # kerneld (and, when bench/vm/run.sh --shim-variants put them there, by a
-# dynamic PIE and a static non-PIE build of kerneld-modprobe + kerneld),
-# round after round, so all see the same guest:
+# dynamic PIE and a static non-PIE build of kerneld-modprobe + kerneld;
+# on our kernel, by the in-kernel sender and by the floor described
+# below), round after round, so all see the same guest:
 #
 #   unknown  N request_module() calls for names nothing provides
 #   dummy    N load/unload cycles of dummy (link add, link del, rmmod)
@@ -60,8 +61,19 @@ shim_fellback=0
 # It serves while loaded, with a helper path that does not exist; the
 # helpers' rounds run with it unloaded.
 shim_ko=/lib/modules/$(uname -r)/extra/kerneld_shim.ko
+# With it, the floor: what no path can go below.  An unknown name posted
+# by the in-kernel sender to a queue whose bare C loop (kdvmbench serve)
+# answers "not loaded" at once; a dummy cycle whose module is inserted by
+# finit_module() before the link add, so that nobody is asked at all.
+kerneld_key=$((0x6b65726e))
+floor_key=$((0x6b65726f))
+dummy_ko=$(find "/lib/modules/$(uname -r)" -name dummy.ko | head -n 1)
 if [ -f "$shim_ko" ]; then
     helpers="$helpers shim:in-kernel"
+    if [ -n "$dummy_ko" ]; then
+        kdvmbench serve "$floor_key" &
+        helpers="$helpers floor:floor"
+    fi
 fi
 for v in dynamic static; do
     [ -x "/sbin/kerneld-modprobe-$v" ] &&
@@ -69,9 +81,12 @@ for v in dynamic static; do
 done
 info helpers "$helpers"
 use() {
-    if [ "$1" = in-kernel ]; then
+    if [ "$1" = in-kernel ] || [ "$1" = floor ]; then
         grep -q '^kerneld_shim ' /proc/modules || /sbin/insmod "$shim_ko" ||
             echo "VMBENCH E setup insmod kerneld_shim failed"
+        key=$kerneld_key
+        [ "$1" = floor ] && key=$floor_key
+        echo "$key" >/sys/module/kerneld_shim/parameters/key
         echo /nonexistent/modprobe >/proc/sys/kernel/modprobe
         return
     fi
@@ -90,7 +105,11 @@ use() {
 round() { # LABEL HELPER ROUND N
     use "$2"
     kdvmbench unknown "$4" "kdnx$3$1" "$1"
-    kdvmbench dummy "$4" "$1"
+    if [ "$2" = floor ]; then
+        kdvmbench dummy "$4" "$1" "$dummy_ko"
+    else
+        kdvmbench dummy "$4" "$1"
+    fi
 }
 
 # Warm-up (page cache, first exec of each helper), not reported.
@@ -117,6 +136,7 @@ while [ "$r" -le "$rounds" ]; do
 done
 use /sbin/modprobe
 if [ -f "$shim_ko" ]; then
+    # Answers from kerneld and from the floor's loop together.
     info shim-answered "$shim_answered"
     info shim-fell-back "$shim_fellback"
 fi

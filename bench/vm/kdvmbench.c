@@ -7,10 +7,17 @@
  *       N times RTM_NEWLINK of kind PREFIX<i> (no such kind): the kernel asks
  *       for rtnl-link-PREFIX<i>, which nothing provides; each must fail
  *       with EOPNOTSUPP.
- *   kdvmbench dummy N LABEL
+ *   kdvmbench dummy N LABEL [MODULE.ko]
  *       N load/unload cycles: RTM_NEWLINK "kdb0" of kind dummy (the kernel
  *       asks for rtnl-link-dummy and the helper loads dummy), RTM_DELLINK,
- *       delete_module("dummy").
+ *       delete_module("dummy").  With MODULE.ko, the floor of such a
+ *       cycle: each starts with finit_module() of that file, so the kernel
+ *       finds dummy in place and asks nobody.
+ *   kdvmbench serve KEY
+ *       The floor for the in-kernel sender: the least a daemon can do.  A
+ *       queue at KEY (root's, mode 0600) whose every request is answered
+ *       "not loaded" at once, with no lookup, log or bookkeeping; runs
+ *       until killed and removes its queue on SIGTERM.
  *
  * Prints one line per measure, which the host parses:
  *   VMBENCH S <measure> LABEL <ns> <ns> ...
@@ -27,6 +34,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -130,9 +140,58 @@ static void print_samples(const char *measure, const char *label, long long *v, 
 	fflush(stdout);
 }
 
+static int served_queue = -1;
+
+static void remove_queue(int sig)
+{
+	(void)sig;
+	msgctl(served_queue, IPC_RMID, NULL);
+	_exit(0);
+}
+
+/* struct kerneld_msg as the 1995 daemon read it, new header. */
+struct kerneld_msg {
+	long mtype;
+	long id;
+	short version;
+	short pid;
+	char text[4096];
+};
+
+static int serve(const char *key_text)
+{
+	struct kerneld_msg m;
+	key_t key = (key_t)strtol(key_text, NULL, 0);
+
+	served_queue = msgget(key, IPC_CREAT | IPC_EXCL | 0600);
+	if (served_queue < 0) {
+		perror("kdvmbench serve: msgget");
+		return 1;
+	}
+	signal(SIGTERM, remove_queue);
+	signal(SIGINT, remove_queue);
+	for (;;) {
+		ssize_t len = msgrcv(served_queue, &m, sizeof(m) - sizeof(long), -255, 0);
+
+		if (len < 0) {
+			if (errno == EINTR)
+				continue;
+			perror("kdvmbench serve: msgrcv");
+			return 1;
+		}
+		if (m.id == 0)
+			continue; /* request_module_nowait(): nobody waits */
+		m.mtype = m.id;
+		m.id = 1; /* modprobe's "not found" */
+		if (msgsnd(served_queue, &m, sizeof(long), 0) < 0)
+			perror("kdvmbench serve: msgsnd");
+	}
+}
+
 static void usage(void)
 {
-	fputs("usage: kdvmbench unknown N PREFIX LABEL | kdvmbench dummy N LABEL\n", stderr);
+	fputs("usage: kdvmbench unknown N PREFIX LABEL | kdvmbench dummy N LABEL [MODULE.ko] | kdvmbench serve KEY\n",
+	      stderr);
 	exit(2);
 }
 
@@ -142,6 +201,8 @@ int main(int argc, char **argv)
 	struct sockaddr_nl sa = { .nl_family = AF_NETLINK };
 	int n, i, r, bad = 0;
 
+	if (argc == 3 && strcmp(argv[1], "serve") == 0)
+		return serve(argv[2]);
 	if (argc < 4)
 		usage();
 	n = atoi(argv[2]);
@@ -171,11 +232,20 @@ int main(int argc, char **argv)
 			}
 		}
 		print_samples("unknown", argv[4], a, n);
-	} else if (strcmp(argv[1], "dummy") == 0 && argc == 4) {
+	} else if (strcmp(argv[1], "dummy") == 0 && (argc == 4 || argc == 5)) {
 		for (i = 0; i < n; i++) {
 			long long t0 = now_ns(), t1;
 			int tries = 0;
 
+			if (argc == 5) {
+				int fd = open(argv[4], O_RDONLY | O_CLOEXEC);
+
+				if (fd < 0 || syscall(SYS_finit_module, fd, "", 0) != 0) {
+					printf("VMBENCH E dummy %s: finit_module: %s\n", argv[3], strerror(errno));
+					return 1;
+				}
+				close(fd);
+			}
 			r = newlink("kdb0", "dummy");
 			t1 = now_ns();
 			if (r != 0) {

@@ -26,7 +26,7 @@
 # alone rebuilds the module alone (seconds).  Older entries are removed
 # once a new one is complete.
 #
-# Needs root for apt-get.  First run: about 20 minutes on 2 CPUs.
+# Needs root for apt-get.  First run: 5 to 20 minutes on 2 CPUs.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -123,7 +123,7 @@ kdir=$cache/k-$khash
 
 # --- the kernel -------------------------------------------------------------
 if [[ ! -f $kdir/done ]]; then
-    log "building the kernel (linux-source-6.12 $srcver, cache $kdir; about 20 minutes on 2 CPUs)"
+    log "building the kernel (linux-source-6.12 $srcver, cache $kdir; 5 to 20 minutes on 2 CPUs)"
     t0=$SECONDS
     # Built in place (the tree's Makefiles know their absolute path); the
     # done file, written last, marks a complete build.

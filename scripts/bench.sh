@@ -17,7 +17,7 @@ scripts/install-deps.sh
 # The Debian module tree both kerneld and modprobe resolve against, and
 # the kernel the VM section boots.
 tests/vm/fetch-kernel.sh 6.12 >/dev/null
-# Our kernel with the in-kernel sender (section 5b): built once (about
+# Our kernel with the in-kernel sender (section 5b): built once (5 to
 # 20 minutes), then cached by kernel/build.sh.
 [[ " $* " == *" --no-vm "* ]] || kernel/build.sh >/dev/null
 # Release builds, as installed (the shim a static PIE): the bench starts

@@ -71,7 +71,7 @@ pub fn run(repo: &Path, bin_dir: &Path, rounds: usize, per: usize, shim_variants
 /// in-kernel sender is measured against both helpers in the same boot.
 pub fn run_shim(repo: &Path, bin_dir: &Path, rounds: usize, per: usize) -> Section {
     eprintln!(
-        "kerneld-bench: 5b. booting our kernel with the in-kernel sender ({rounds} rounds of {per}); the first time kernel/build.sh builds it (about 20 minutes)"
+        "kerneld-bench: 5b. booting our kernel with the in-kernel sender ({rounds} rounds of {per}); the first time kernel/build.sh builds it (5 to 20 minutes)"
     );
     match boot(repo, bin_dir, "shim", rounds, per, false) {
         Ok(g) => section_shim(&g),

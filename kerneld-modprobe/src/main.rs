@@ -5,8 +5,8 @@
 //! worker, with fds 0-2 closed and a minimal environment, and the
 //! requesting task waits until it exits.  The shim turns that call into the
 //! 1995 protocol: a request-module message (type 2, text NAME) with a
-//! kernel-style reply id (KERNELD_MINSEQ + pid, unique among concurrent
-//! shims), then exits 0 if kerneld loaded the module and 1 if not.
+//! kernel-style reply id (0x80000000 + pid: unique among concurrent shims,
+//! and past the in-kernel sender's 0x7fff0000..0x7fffffff), then exits 0 if kerneld loaded the module and 1 if not.
 //!
 //! It is exec'd once per request, so it stays small: arguments are parsed
 //! by hand, since the kernel's form is fixed and an argument parser would
@@ -35,7 +35,7 @@ mod log;
 mod register;
 
 use config::{Config, Fallback};
-use kmod_ipc::{Client, Error, Key, MsgType, Queue, KERNELD_MINSEQ};
+use kmod_ipc::{Client, Error, Key, MsgType, Queue};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -217,7 +217,7 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
             return 1;
         }
     }
-    let reply_id = KERNELD_MINSEQ + i64::from(std::process::id());
+    let reply_id = kmod_ipc::wire::HELPER_ID_FIRST + i64::from(std::process::id());
     match client.request(
         MsgType::RequestModule,
         name.as_bytes(),

@@ -172,6 +172,8 @@ mod tests {
         assert_eq!(wire::kernel_id(0), crate::KERNELD_MINSEQ);
         assert_eq!(wire::kernel_id(0xffff), 0x7fff_ffff);
         assert_eq!(wire::kernel_id(0x1_0000), crate::KERNELD_MINSEQ);
+        // kerneld-modprobe's ids (HELPER_ID_FIRST + pid) start past them.
+        assert_eq!(wire::HELPER_ID_FIRST, wire::kernel_id(0xffff) + 1);
         assert_eq!(wire::kernel_id(u32::MAX), 0x7fff_ffff);
     }
 

@@ -18,6 +18,11 @@ pub const KERNEL_ID_FIRST: i64 = 0x7fff_0000;
 /// Ids in the kernel's range: the kernel's ids wrap within
 /// `KERNEL_ID_FIRST .. KERNEL_ID_FIRST + KERNEL_ID_COUNT`.
 pub const KERNEL_ID_COUNT: i64 = 0x1_0000;
+/// First reply id of kerneld-modprobe, the usermode helper, which adds its
+/// pid: past the in-kernel sender's range, so that the two never wait on
+/// the same id when both serve one kernel (the helper runs when the
+/// in-kernel sender falls back).
+pub const HELPER_ID_FIRST: i64 = KERNEL_ID_FIRST + KERNEL_ID_COUNT;
 /// `version` of the new header.
 pub const NEW_PROTOCOL_VERSION: i16 = 2;
 /// Body bytes before the text with the old header (`long id`).

@@ -7,7 +7,7 @@
 use kerneld_tests::daemon::check_config;
 use kerneld_tests::fake::{self, bin, run, Action, FakeDaemon, Outcome, RawQueue, TempDir, LIMIT};
 use kerneld_tests::shim::Setup;
-use kmod_ipc::{Header, KERNELD_MINSEQ};
+use kmod_ipc::Header;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,8 +40,9 @@ fn status_0_is_exit_0_with_a_kernel_style_id() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].mtype, 2);
     assert_eq!(got[0].text_str(), "ppp");
-    assert!(got[0].id >= 0x7fff_0000, "{:#x}", got[0].id);
-    assert_eq!(got[0].id, KERNELD_MINSEQ + i64::from(out.pid));
+    // A kernel request's id (from 0x7fff0000, KERNELD_MINSEQ), past the
+    // in-kernel sender's 0x7fff0000..=0x7fffffff.
+    assert_eq!(got[0].id, 0x8000_0000 + i64::from(out.pid));
     assert_eq!(got[0].header, Header::new_with_pid(out.pid));
     assert_eq!(setup.modprobe_argv(), None, "no fallback");
     assert_eq!(setup.log(), "", "nothing to complain about");
@@ -310,10 +311,7 @@ fn concurrent_shims_get_their_own_replies() {
     }
     let mut ids: Vec<i64> = fake.received().iter().map(|r| r.id).collect();
     ids.sort();
-    let mut want: Vec<i64> = pids
-        .iter()
-        .map(|&p| KERNELD_MINSEQ + i64::from(p))
-        .collect();
+    let mut want: Vec<i64> = pids.iter().map(|&p| 0x8000_0000 + i64::from(p)).collect();
     want.sort();
     assert_eq!(ids, want);
 }

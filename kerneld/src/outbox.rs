@@ -4,8 +4,10 @@
 //! passed: after that nobody reads it, and sending it would only fill the
 //! queue again.  The newest is sent first: its client has the longest
 //! left to wait, and when dead clients' replies fill the queue, the
-//! oldest waiting are the likeliest to be theirs.  The outbox is bounded in bytes; what
-//! does not fit is dropped at once.  Only the reply thread
+//! oldest waiting are the likeliest to be theirs.  The outbox is bounded
+//! in bytes; for the same reason, when it is full the oldest waiting
+//! replies make room for a new one, so that a live client asking after a
+//! flood from dead ones still gets its answer.  Only the reply thread
 //! ([`crate::reply::Replies::run`]) sends from it, never the worker pool.
 
 use kmod_ipc::{Message, HEADER_NEW_LEN, KERNELD_MINSEQ};
@@ -60,11 +62,26 @@ fn size_of(parts: &VecDeque<Message>) -> usize {
 
 impl Outbox {
     /// Queue the unsent parts of the reply on `id`, to be sent before
-    /// `deadline`.  False: the outbox is full and the reply is dropped.
-    pub fn push(&mut self, id: i64, parts: VecDeque<Message>, deadline: Instant) -> bool {
+    /// `deadline`, dropping the oldest waiting replies if it does not fit
+    /// otherwise: the ids of those dropped.  `None`: the reply alone is
+    /// larger than the outbox, and is dropped itself.
+    pub fn push(
+        &mut self,
+        id: i64,
+        parts: VecDeque<Message>,
+        deadline: Instant,
+    ) -> Option<Vec<i64>> {
         let bytes = size_of(&parts);
-        if self.bytes + bytes > DEFERRED_MAX_BYTES {
-            return false;
+        if bytes > DEFERRED_MAX_BYTES {
+            return None;
+        }
+        let mut dropped = Vec::new();
+        while self.bytes + bytes > DEFERRED_MAX_BYTES {
+            let Some(old) = self.waiting.pop_front() else {
+                break;
+            };
+            self.bytes -= old.bytes;
+            dropped.push(old.id);
         }
         self.bytes += bytes;
         self.waiting.push_back(Deferred {
@@ -73,7 +90,7 @@ impl Outbox {
             deadline,
             bytes,
         });
-        true
+        Some(dropped)
     }
 
     /// Remove the replies whose clients stopped waiting; how many.
@@ -133,8 +150,14 @@ mod tests {
         assert_eq!(patience(KERNELD_MINSEQ + 3), SHIM_WAIT);
         let now = Instant::now();
         let mut o = Outbox::default();
-        assert!(o.push(2000, reply(2000, 10), now + Duration::from_secs(1)));
-        assert!(o.push(2001, reply(2001, 10), now + Duration::from_secs(9)));
+        assert_eq!(
+            o.push(2000, reply(2000, 10), now + Duration::from_secs(1)),
+            Some(vec![])
+        );
+        assert_eq!(
+            o.push(2001, reply(2001, 10), now + Duration::from_secs(9)),
+            Some(vec![])
+        );
         assert_eq!(o.expire(now), 0);
         assert_eq!(o.expire(now + Duration::from_secs(2)), 1);
         assert_eq!(o.next_mut().unwrap().id, 2001);
@@ -148,7 +171,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(5);
         let mut o = Outbox::default();
         for id in [4000, 4001, 4002] {
-            assert!(o.push(id, reply(id, 1), later));
+            assert_eq!(o.push(id, reply(id, 1), later), Some(vec![]));
         }
         let mut order = Vec::new();
         while let Some(d) = o.next_mut() {
@@ -159,17 +182,22 @@ mod tests {
     }
 
     #[test]
-    fn the_outbox_is_bounded_in_bytes() {
+    fn the_outbox_is_bounded_in_bytes_and_the_oldest_make_room() {
         let later = Instant::now() + Duration::from_secs(5);
         let mut o = Outbox::default();
-        let mut taken = 0;
+        let mut dropped = Vec::new();
         for i in 0..60 {
-            if o.push(3000 + i, reply(3000 + i, 100 * 1024), later) {
-                taken += 1;
-            }
+            dropped.extend(
+                o.push(3000 + i, reply(3000 + i, 100 * 1024), later)
+                    .unwrap(),
+            );
             assert!(o.bytes() <= DEFERRED_MAX_BYTES);
         }
-        assert_eq!(taken, 40, "4 MiB hold 40 replies of 100 KiB and a header");
+        assert_eq!(o.len(), 40, "4 MiB hold 40 replies of 100 KiB and a header");
+        assert_eq!(dropped, (3000..3020).collect::<Vec<_>>(), "the oldest went");
+        assert_eq!(o.next_mut().unwrap().id, 3059, "the newest waits first");
+        // A reply larger than the whole outbox is dropped itself.
+        assert_eq!(o.push(5000, reply(5000, DEFERRED_MAX_BYTES), later), None);
         assert_eq!(o.len(), 40);
     }
 }

@@ -23,7 +23,7 @@
 //! [`run`]: Replies::run
 
 use crate::log;
-use crate::outbox::{patience, Outbox};
+use crate::outbox::{patience, Outbox, DEFERRED_MAX_BYTES};
 use kmod_ipc::{
     Error as IpcError, Header, Message, MessageView, Queue, TypeFilter, MAX_DAEMON_TYPE,
 };
@@ -215,19 +215,29 @@ impl Replies {
     /// Hand what found no room to the reply thread.
     fn defer(&self, id: i64, parts: VecDeque<Message>) {
         let deadline = Instant::now() + patience(id);
-        let (taken, waiting) = {
+        let (dropped, waiting) = {
             let mut o = self.outbox.lock().unwrap();
             (o.push(id, parts, deadline), o.bytes())
         };
-        if taken {
-            self.wake.notify_one();
-        } else {
-            log::warn_sampled(&self.dropped, |n| {
+        match dropped {
+            None => log::warn_sampled(&self.dropped, |n| {
                 format!(
-                    "reply to id {id} dropped: {waiting} bytes of replies already wait for \
-                     room on the queue, whose readers are not reading ({n} dropped since start)"
+                    "reply to id {id} dropped: larger than the {DEFERRED_MAX_BYTES} bytes \
+                     that may wait for room on the queue ({n} dropped since start)"
                 )
-            });
+            }),
+            Some(older) => {
+                self.wake.notify_one();
+                for old in older {
+                    log::warn_sampled(&self.dropped, |n| {
+                        format!(
+                            "reply to id {old} dropped to make room for a newer one: \
+                             {waiting} bytes of replies wait for room on the queue, whose \
+                             readers are not reading ({n} dropped since start)"
+                        )
+                    });
+                }
+            }
         }
     }
 

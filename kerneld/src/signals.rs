@@ -56,31 +56,20 @@ fn log_start_only_changes(old: &Config, new: &Config) {
             format!("`kdstat delay={n}` changes it now"),
         ));
     }
-    if old.keep != new.keep {
-        let word = if new.keep.unwrap_or(false) {
-            "keep"
-        } else {
-            "nokeep"
-        };
-        changes.push((
-            "keep",
-            show(old.keep.map(yes_no)),
-            show(new.keep.map(yes_no)),
-            format!("`kdstat {word}` changes it now"),
-        ));
-    }
-    if old.debug != new.debug {
-        let word = if new.debug.unwrap_or(false) {
-            "debug"
-        } else {
-            "nodebug"
-        };
-        changes.push((
-            "debug",
-            show(old.debug.map(yes_no)),
-            show(new.debug.map(yes_no)),
-            format!("`kdstat {word}` changes it now"),
-        ));
+    // The on/off words: `kdstat keep` / `kdstat nokeep`, and so on.
+    for (name, from, to) in [
+        ("keep", old.keep, new.keep),
+        ("debug", old.debug, new.debug),
+    ] {
+        if from != to {
+            let no = if to.unwrap_or(false) { "" } else { "no" };
+            changes.push((
+                name,
+                show(from.map(yes_no)),
+                show(to.map(yes_no)),
+                format!("`kdstat {no}{name}` changes it now"),
+            ));
+        }
     }
     let restart = || "it takes effect when kerneld restarts".to_string();
     if old.max_workers != new.max_workers {

@@ -10,10 +10,11 @@
 
 mod fingerprint;
 mod helper;
-mod instance;
+use kmod_ipc::instances as instance;
 mod notify;
 mod signals;
 mod startup;
+mod takeover;
 
 use clap::Parser;
 use fingerprint::{fingerprint_paths, index_fingerprint};
@@ -192,8 +193,26 @@ fn serve(
         ));
     }
     if let How::Reused { messages } = claimed.how {
+        // Left by a kerneld that died, or shared with live instances of
+        // other types: what nobody waits for is not served (takeover.rs).
+        let alone = key_lock.others(me).is_empty();
+        let sorted = match takeover::sweep(&claimed.queue, filter, alone) {
+            Ok(r) => format!(
+                "; dropped {} requests whose senders stopped waiting and {} replies nobody reads, \
+                 kept {}{}",
+                r.stale_requests,
+                r.stale_replies,
+                r.swept.kept,
+                if r.swept.lost > 0 {
+                    format!(", {} lost (the queue filled up meanwhile)", r.swept.lost)
+                } else {
+                    String::new()
+                }
+            ),
+            Err(e) => format!("; could not sort them: {e}"),
+        };
         log::notice(&format!(
-            "took over kerneld's own queue at key {key} (id {}, {messages} messages waiting)",
+            "took over kerneld's own queue at key {key} (id {}, {messages} messages waiting){sorted}",
             claimed.queue.id()
         ));
     }

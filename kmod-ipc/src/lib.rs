@@ -86,6 +86,7 @@
 mod client;
 pub mod conf;
 mod error;
+pub mod instances;
 mod key;
 mod msg;
 pub mod origin;
@@ -97,7 +98,7 @@ pub mod wire {
     include!("wire.rs");
 }
 
-pub use client::{Client, Reply};
+pub use client::{Client, Reply, WATCH_PERIOD};
 pub use error::{DecodeError, Error};
 pub use key::{Key, DEFAULT_KEY, KEY_ENV};
 pub use msg::{
@@ -105,5 +106,7 @@ pub use msg::{
     HEADER_OLD_LEN, KERNELD_MINSEQ, MAX_DAEMON_TYPE, NEW_PROTOCOL_VERSION, REPLY_CONTINUES,
     TOOL_ID_BASE,
 };
-pub use queue::{msgmax, Claimed, Foreign, How, Queue, QueueStat, TypeFilter, CLAIM_ATTEMPTS};
+pub use queue::{
+    body_id, msgmax, Claimed, Foreign, How, Queue, QueueStat, Swept, TypeFilter, CLAIM_ATTEMPTS,
+};
 pub use timer::{install_interrupt_handler, interrupt_signal, interrupt_thread, Alarm};

@@ -2,8 +2,9 @@
 //! registered in `/run/kerneld/keys` (`KERNELD_KEYS_DIR` for tests).
 //!
 //! For each key there is a lock file, `KEY.lock`, held (flock) only while
-//! an instance starts or stops, and one file per running instance,
-//! `KEY.PID`, which that instance holds locked for its whole life and
+//! an instance starts or stops (or a sender takes a request back), and one
+//! file per running instance, `KEY.PID`, which that instance holds locked
+//! (an open file description lock) for its whole life and
 //! which says what it serves (`pid=... type=... state-dir=...`).  A file
 //! nobody holds belongs to an instance that died: it is removed by the
 //! next one that starts on the key.
@@ -13,8 +14,15 @@
 //! `type=` partitions on one queue, and those still share it), claims the
 //! queue and registers itself.  At stop, under the lock again, it removes
 //! the queue only if no other live instance serves it.
+//!
+//! The senders read the same files to tell whether a live kerneld serves
+//! a key ([`registered`]): a queue left behind by a kerneld that was killed is
+//! no kerneld, and its requests fall back at once instead of waiting for
+//! an answer that never comes.  A sender that must take its request back
+//! from such a queue does it under the key's lock ([`KeyLock`]), so that
+//! no kerneld starts and reads it meanwhile.
 
-use kmod_ipc::{Key, TypeFilter};
+use crate::{Key, TypeFilter};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
@@ -44,7 +52,7 @@ pub fn filter_word(f: TypeFilter) -> String {
     }
 }
 
-fn parse_filter(word: &str) -> Option<TypeFilter> {
+pub(crate) fn parse_filter(word: &str) -> Option<TypeFilter> {
     let n: i64 = word.strip_prefix("type=")?.parse().ok()?;
     Some(match n {
         0 => TypeFilter::Any,
@@ -74,7 +82,7 @@ pub struct Other {
 }
 
 impl Other {
-    fn parse(text: &str) -> Other {
+    pub(crate) fn parse(text: &str) -> Other {
         let mut o = Other {
             pid: 0,
             filter: None,
@@ -109,6 +117,122 @@ impl Other {
                 &self.state_dir
             }
         )
+    }
+}
+
+impl Other {
+    /// Whether this instance takes messages of type `mtype` (an instance
+    /// whose file names no types is taken to serve them all).
+    pub fn serves(&self, mtype: i64) -> bool {
+        self.filter
+            .is_none_or(|f| overlap(f, TypeFilter::Exactly(mtype)))
+    }
+}
+
+/// The instances registered on `key`, read without the key's lock and
+/// without removing anything: the live ones (their files are locked) and
+/// the dead ones (files nobody holds: a kerneld killed before it could
+/// unregister).  For the senders and kdstat, which must not wait for a
+/// kerneld that is starting.  A file being created is seen as dead for
+/// the instant before its instance locks it; callers that act on "dead"
+/// check again under [`KeyLock`].
+pub fn registered(key: Key) -> Registered {
+    let dir = keys_dir();
+    let prefix = format!("{}.", key_name(key));
+    let mut out = Registered::default();
+    let rd = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        // No directory: no kerneld ever ran here (since boot).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
+        // Root's directory, read by another user: nothing can be told.
+        Err(_) => {
+            out.unknown = true;
+            return out;
+        }
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let Ok(pid) = rest.parse::<u32>() else {
+            continue;
+        };
+        // Read-only, and a test that takes no lock: the check never
+        // disturbs the instance or a kerneld starting on the key.
+        let Ok(file) = open_instance_file(&e.path()) else {
+            continue;
+        };
+        let mut o = Other::parse(&read_small(&file));
+        if o.pid == 0 {
+            o.pid = pid;
+        }
+        match is_held(&file) {
+            Ok(true) => out.live.push(o),
+            Ok(false) => out.dead.push(o),
+            Err(_) => {}
+        }
+    }
+    out.live.sort_by_key(|o| o.pid);
+    out.dead.sort_by_key(|o| o.pid);
+    out
+}
+
+/// What [`registered`] found on a key.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// Instances running now.
+    pub live: Vec<Other>,
+    /// Files left by instances that died without unregistering.
+    pub dead: Vec<Other>,
+    /// The directory could not be read (not root): nothing is known.
+    pub unknown: bool,
+}
+
+impl Registered {
+    /// The live instance that takes messages of type `mtype`, if any.
+    pub fn server_of(&self, mtype: i64) -> Option<&Other> {
+        self.live.iter().find(|o| o.serves(mtype))
+    }
+
+    /// Whether a live kerneld may take messages of type `mtype`: one
+    /// does, or the registry could not be read.
+    pub fn may_serve(&self, mtype: i64) -> bool {
+        self.unknown || self.server_of(mtype).is_some()
+    }
+}
+
+/// What a human needs to know of a queue that no live kerneld serves:
+/// which kerneld left it (its pid and pid file, from the instance file it
+/// left), what waits in it, and who last read it.  `kerneld (pid 812) is
+/// not running; its queue at key 0x6b65726e (id 3) is left with 4 messages
+/// (pid file /run/kerneld/kerneld.pid, last receiver pid 812 (gone))`.
+pub fn left_behind(key: Key, queue: &crate::Queue) -> String {
+    let dead = registered(key).dead;
+    let (who, pid_file) = match dead.first() {
+        Some(o) => (
+            format!("kerneld (pid {}) is not running", o.pid),
+            (!o.state_dir.is_empty()).then(|| format!("{}/kerneld.pid", o.state_dir)),
+        ),
+        None => ("no kerneld is running".to_string(), None),
+    };
+    let pid_file = pid_file.map_or(String::new(), |p| {
+        let state = match std::fs::read_to_string(&p) {
+            Ok(t) => format!("names pid {}", t.trim()),
+            Err(_) => "missing".to_string(),
+        };
+        format!("pid file {p} {state}, ")
+    });
+    match queue.stat() {
+        Ok(st) => format!(
+            "{who}; its queue at key {key} (id {}) is left with {} message{} ({pid_file}last \
+             receiver {})",
+            queue.id(),
+            st.messages,
+            if st.messages == 1 { "" } else { "s" },
+            crate::queue::pid_and_comm(st.last_receiver)
+        ),
+        Err(_) => format!("{who}; its queue at key {key} is gone"),
     }
 }
 
@@ -205,20 +329,20 @@ impl KeyLock {
                 continue;
             }
             let path = e.path();
-            let Ok(file) = File::open(&path) else {
+            let Ok(file) = open_instance_file(&path) else {
                 continue;
             };
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                // Nobody holds it: its instance is dead.
-                Ok(_stale) => {
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err((_, Errno::EWOULDBLOCK)) => {
-                    let mut o = Other::parse(&std::fs::read_to_string(&path).unwrap_or_default());
+            match is_held(&file) {
+                Ok(true) => {
+                    let mut o = Other::parse(&read_small(&file));
                     if o.pid == 0 {
                         o.pid = pid;
                     }
                     out.push(o);
+                }
+                // Nobody holds it: its instance is dead.
+                Ok(false) => {
+                    let _ = std::fs::remove_file(&path);
                 }
                 Err(_) => {}
             }
@@ -244,16 +368,16 @@ impl KeyLock {
             .write(true)
             .open(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-        let mut lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-            .map_err(|(_, e)| format!("cannot lock {}: {e}", path.display()))?;
+        hold(&file).map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
+        let mut file = file;
         writeln!(
-            lock,
+            file,
             "pid={me} {} state-dir={}",
             filter_word(filter),
             state_dir.display()
         )
         .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(Instance { path, _lock: lock })
+        Ok(Instance { path, _held: file })
     }
 
     /// Release the lock; the last instance of the key also removes the
@@ -269,7 +393,8 @@ impl KeyLock {
 /// This instance's registration on its key.
 pub struct Instance {
     path: PathBuf,
-    _lock: Flock<File>,
+    /// Open for the instance's life: closing it (or dying) drops the lock.
+    _held: File,
 }
 
 impl Instance {
@@ -277,6 +402,54 @@ impl Instance {
     pub fn leave(self) {
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// An open file description lock over the whole file: `F_WRLCK` to hold,
+/// tested with `F_OFD_GETLK`.  Unlike flock, it can be tested without
+/// being taken, so a sender's check never makes a starting kerneld see a
+/// dead instance as live; like flock, it belongs to the open file, lives
+/// as long as the process holds the file open, and is dropped when the
+/// process dies however it dies.
+fn whole_file(kind: libc::c_int) -> libc::flock {
+    // SAFETY: flock is plain data; zero is a valid value of every field.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl
+}
+
+/// Open an instance file to test its lock: never through a link, never
+/// blocking on a FIFO planted in its place.
+fn open_instance_file(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// The first KiB of an instance file (its one line).
+fn read_small(file: &File) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    let _ = file.take(1024).read_to_string(&mut text);
+    text
+}
+
+/// Hold the instance lock on `file` (open for writing).
+fn hold(file: &File) -> nix::Result<()> {
+    nix::fcntl::fcntl(
+        file,
+        nix::fcntl::FcntlArg::F_OFD_SETLK(&whole_file(libc::F_WRLCK)),
+    )
+    .map(drop)
+}
+
+/// Whether some process holds the instance lock on `file`.
+fn is_held(file: &File) -> nix::Result<bool> {
+    let mut fl = whole_file(libc::F_WRLCK);
+    nix::fcntl::fcntl(file, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl))?;
+    Ok(fl.l_type != libc::F_UNLCK as libc::c_short)
 }
 
 /// Open (creating it) a file that is only ever locked, never truncated:

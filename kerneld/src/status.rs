@@ -383,6 +383,7 @@ mod tests {
                 max_bytes: 4096,
                 last_sender: 0,
                 last_receiver: 0,
+                last_send_time: 0,
                 uid: 0,
                 cuid: 0,
                 mode: 0o600,

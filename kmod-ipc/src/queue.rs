@@ -6,7 +6,10 @@ use crate::msg::Message;
 use std::io;
 
 mod claim;
+mod sweep;
+pub(crate) use claim::pid_and_comm;
 pub use claim::{Claimed, Foreign, How, CLAIM_ATTEMPTS};
+pub use sweep::{body_id, Swept};
 
 // The wire format writes `mtype` and `id` as i64 where C has `long`: the
 // two agree only where `long` is 8 bytes (x86_64 and other LP64 targets).
@@ -49,6 +52,9 @@ pub struct QueueStat {
     pub last_sender: i32,
     /// Pid of the last `msgrcv`.
     pub last_receiver: i32,
+    /// When the last `msgsnd` was, in seconds since the epoch (0: never).
+    /// No message in the queue is younger.
+    pub last_send_time: i64,
     /// Owner uid.
     pub uid: u32,
     /// Creator uid.
@@ -383,6 +389,7 @@ impl Queue {
             max_bytes: ds.msg_qbytes,
             last_sender: ds.msg_lspid,
             last_receiver: ds.msg_lrpid,
+            last_send_time: ds.msg_stime,
             uid: ds.msg_perm.uid,
             cuid: ds.msg_perm.cuid,
             mode: ds.msg_perm.mode as u32,

@@ -45,7 +45,7 @@ pub struct Foreign {
 }
 
 /// `pid` with its command name if it still runs (`1234 (sh)`), or `none`.
-fn pid_and_comm(pid: i32) -> String {
+pub(crate) fn pid_and_comm(pid: i32) -> String {
     if pid <= 0 {
         return "none".into();
     }

@@ -1,11 +1,17 @@
 //! The client side: send a request, wait for the reply to its own id.
 
 use crate::error::Error;
+use crate::instances;
 use crate::key::Key;
 use crate::msg::{Header, Message, MsgType, MAX_DAEMON_TYPE, REPLY_CONTINUES, TOOL_ID_BASE};
 use crate::queue::{Queue, TypeFilter};
 use crate::timer::Alarm;
 use std::time::{Duration, Instant};
+
+/// How often [`Client::request_served`] asks whether a live kerneld still
+/// serves the queue: a sender learns of a killed kerneld within this, plus
+/// a few system calls.
+pub const WATCH_PERIOD: Duration = Duration::from_millis(250);
 
 /// A reply from the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +111,110 @@ impl Client {
         self.wait_until(reply_id, &deadline)
     }
 
+    /// Like [`Client::request`], for a sender that must not wait on a
+    /// kerneld that is gone: it asks the instance registry
+    /// ([`crate::instances`]) whether a live kerneld takes messages of
+    /// type `t` on the key before sending, and every [`WATCH_PERIOD`]
+    /// while it waits.  When none does, the request is taken back from
+    /// the queue under the key's lock, so that a kerneld started later
+    /// never performs it, and the result is [`Error::NotServed`]: the
+    /// caller may then do the work itself (the shim's fallback) without
+    /// it ever being done twice.  A request a live kerneld has taken is
+    /// awaited up to `timeout`.
+    pub fn request_served(
+        &self,
+        t: MsgType,
+        text: &[u8],
+        reply_id: i64,
+        timeout: Duration,
+    ) -> Result<Reply, Error> {
+        check_reply_id(reply_id)?;
+        let key = self.queue.key();
+        let served = || instances::registered(key).may_serve(t.number());
+        if !served() {
+            return Err(Error::NotServed { key, sent: false });
+        }
+        while self
+            .queue
+            .recv_raw(TypeFilter::Exactly(reply_id), true)?
+            .is_some()
+        {}
+        // Duration::MAX: no end (an Instant cannot hold it).
+        let end = Instant::now().checked_add(timeout);
+        let left = || {
+            end.map_or(Duration::MAX, |e| {
+                e.saturating_duration_since(Instant::now())
+            })
+        };
+        let slice = || Deadline::arm(Some(WATCH_PERIOD.min(left())));
+        let msg = Message::request(t, reply_id, self.header, text);
+        // A dead kerneld's queue may be full: a blocked send is watched too.
+        loop {
+            let d = slice()?;
+            match self.queue.send_interruptible(&msg, usize::MAX) {
+                Ok(()) => break,
+                Err(Error::Interrupted) if d.check().is_err() => {
+                    if left().is_zero() {
+                        return Err(Error::Timeout(timeout));
+                    }
+                    if !served() {
+                        return Err(Error::NotServed { key, sent: false });
+                    }
+                }
+                Err(Error::Interrupted) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let mut reply = Vec::new();
+        loop {
+            let d = slice()?;
+            match self.wait_parts(reply_id, &d, &mut reply) {
+                Err(Error::Timeout(_)) => {
+                    if left().is_zero() {
+                        return Err(Error::Timeout(timeout));
+                    }
+                    if !served() && self.take_back(t, reply_id)? {
+                        return Err(Error::NotServed { key, sent: true });
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// No live kerneld was seen: under the key's lock, unless one has come
+    /// up meanwhile, take the request back.  Whether it is the caller's
+    /// again (false: a kerneld serves the key now, keep waiting).  If the
+    /// request is no longer in the queue, a kerneld read it and died: it is
+    /// the caller's again all the same, since no live kerneld has it.
+    fn take_back(&self, t: MsgType, reply_id: i64) -> Result<bool, Error> {
+        let key = self.queue.key();
+        let lock = instances::KeyLock::acquire(key).map_err(|e| Error::Sys {
+            call: "flock",
+            source: std::io::Error::other(e),
+        })?;
+        if instances::registered(key).may_serve(t.number()) {
+            lock.release(false);
+            return Ok(false);
+        }
+        let r = self.queue.take_back(t.number(), reply_id);
+        lock.release(false);
+        r?;
+        Ok(true)
+    }
+
     fn wait_until(&self, reply_id: i64, deadline: &Deadline) -> Result<Reply, Error> {
-        let mut text = Vec::new();
+        self.wait_parts(reply_id, deadline, &mut Vec::new())
+    }
+
+    /// Receive the parts of the reply on `reply_id` into `text` until the
+    /// last one; `text` keeps what came before an interruption.
+    fn wait_parts(
+        &self,
+        reply_id: i64,
+        deadline: &Deadline,
+        text: &mut Vec<u8>,
+    ) -> Result<Reply, Error> {
         loop {
             match self
                 .queue
@@ -117,7 +225,7 @@ impl Client {
                     if m.id != REPLY_CONTINUES {
                         return Ok(Reply {
                             status: m.id,
-                            text,
+                            text: std::mem::take(text),
                             header: m.header,
                         });
                     }

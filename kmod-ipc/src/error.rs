@@ -57,6 +57,11 @@ pub enum Error {
         uid: u32,
         qid: i32,
     },
+    /// No live kerneld takes the request on the queue at `key`: the queue
+    /// was left behind by a kerneld that died.  `sent`: the request had
+    /// been sent and was taken back, so nothing will perform it.
+    #[error("no live kerneld serves the message queue at key {key} (left behind by a kerneld that died)")]
+    NotServed { key: Key, sent: bool },
     /// The queue was removed while we used it.
     #[error("the kerneld message queue was removed (kerneld stopped)")]
     Removed,

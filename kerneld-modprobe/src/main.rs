@@ -170,11 +170,15 @@ fn report(result: Result<String, String>) -> i32 {
 
 /// Ask kerneld to load `name`; the exit status for the kernel.
 ///
-/// Only "no queue at all" (kerneld is not running) and "the queue went
-/// away" (kerneld stopped) fall back as configured.  A queue at the key
-/// that is not kerneld's is an attack on the policy: a local user created
-/// it to receive the kernel's requests, or to push them to the real
-/// modprobe past kerneld's rules.  That request fails, and says why.
+/// Whenever no live kerneld serves the key the request falls back as
+/// configured, as the in-kernel sender does: no queue at all, a queue
+/// that is not kerneld's (a squatter's: refusing would let any local user
+/// switch off module loading for the host), a queue left behind by a
+/// kerneld that was killed (seen before sending, or while waiting, within
+/// [`kmod_ipc::WATCH_PERIOD`]; a request already sent is taken back first,
+/// so no kerneld started later performs it too), or a queue removed while
+/// waiting.  Once a live kerneld has the request, its answer is awaited up
+/// to `shim-timeout`.
 fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
     let shown = name.to_string_lossy();
     let key = match Key::resolve(None) {
@@ -196,16 +200,8 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
         Check::Kerneld => {}
         Check::Gone => return fallback(config, args, "kerneld stopped (its queue went away)"),
         Check::Foreign(why) => {
-            log::log(
-                log::LOG_ERR,
-                &format!(
-                    "request for {shown:?} refused, not sent and not handed to modprobe: {why}. \
-                     Someone may be squatting kerneld's key to bypass its policy; kerneld removes \
-                     such a queue when it starts (or `ipcrm -q {}`)",
-                    client.queue().id()
-                ),
-            );
-            return 1;
+            log_foreign(key, &why, client.queue().id());
+            return fallback(config, args, "the queue at kerneld's key is not kerneld's");
         }
         Check::Unknown(why) => {
             log::log(
@@ -218,15 +214,18 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
         }
     }
     let reply_id = kmod_ipc::wire::HELPER_ID_FIRST + i64::from(std::process::id());
-    match client.request(
+    match client.request_served(
         MsgType::RequestModule,
         name.as_bytes(),
         reply_id,
-        Some(config.timeout),
+        config.timeout,
     ) {
         Ok(r) if r.status == 0 => 0,
         // kerneld has logged why.
         Ok(_) => 1,
+        Err(Error::NotServed { sent, .. }) => {
+            fallback(config, args, &not_served(key, client.queue(), sent))
+        }
         Err(Error::Removed) => fallback(config, args, "kerneld stopped while loading"),
         Err(e @ Error::Timeout(_)) => {
             log::log(log::LOG_WARNING, &format!("request for {shown:?}: {e}"));
@@ -237,6 +236,41 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
             1
         }
     }
+}
+
+/// Why a queue without a live kerneld falls back.
+fn not_served(key: Key, queue: &Queue, sent: bool) -> String {
+    format!(
+        "{}{}",
+        kmod_ipc::instances::left_behind(key, queue),
+        if sent { "; request taken back" } else { "" }
+    )
+}
+
+/// Log that a foreign queue sits at the key, at most once a minute: every
+/// request while it is there says the same, and a squatter must not be
+/// able to flood the log.  The stamp lives in kerneld's key directory,
+/// root's alone.
+fn log_foreign(key: Key, why: &str, qid: i32) {
+    let stamp = kmod_ipc::instances::keys_dir().join(format!("{:#010x}.foreign", key.0 as u32));
+    let recent = std::fs::metadata(&stamp)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| {
+            t.elapsed()
+                .is_ok_and(|age| age < std::time::Duration::from_secs(60))
+        });
+    if recent {
+        return;
+    }
+    let _ = std::fs::write(&stamp, b"");
+    log::log(
+        log::LOG_ERR,
+        &format!(
+            "{why}: handled as no kerneld running (shim-fallback decides). Someone may be \
+             squatting kerneld's key; kerneld removes such a queue when it starts (or `ipcrm -q \
+             {qid}`). Said at most once a minute"
+        ),
+    );
 }
 
 /// What the queue at the key is.

@@ -4,7 +4,7 @@
 pub mod cli;
 pub mod shim;
 
-use kmod_ipc::{Error, Key};
+use kmod_ipc::{Client, Error, Key, MsgType, Reply};
 use std::io::ErrorKind;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use std::time::Duration;
 pub const EXIT_FAILURE: i32 = 1;
 /// A usage error (as clap's own).
 pub const EXIT_USAGE: i32 = 2;
-/// No queue at the key.
+/// No queue at the key, or one that no live kerneld serves.
 pub const EXIT_NOT_RUNNING: i32 = 3;
 /// The queue exists but this user may not use it.
 pub const EXIT_PERMISSION: i32 = 4;
@@ -37,7 +37,7 @@ impl Failure {
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
         let (message, code) = match &e {
-            Error::NotRunning { .. } => (e.to_string(), EXIT_NOT_RUNNING),
+            Error::NotRunning { .. } | Error::NotServed { .. } => (e.to_string(), EXIT_NOT_RUNNING),
             Error::PermissionDenied { .. } => (e.to_string(), EXIT_PERMISSION),
             // msgget(key, 0) succeeds for anyone; the permission check
             // comes at msgsnd/msgrcv, which report it as a system error.
@@ -49,6 +49,30 @@ impl From<Error> for Failure {
             _ => (e.to_string(), EXIT_FAILURE),
         };
         Failure { message, code }
+    }
+}
+
+/// Send a request that wants a reply, to a kerneld that must be alive:
+/// a queue that a killed kerneld left behind is reported as such (exit
+/// status 3, as with no queue), not waited on until the timeout.
+pub fn request(
+    client: &Client,
+    t: MsgType,
+    text: &[u8],
+    timeout: Option<Duration>,
+) -> Result<Reply, Failure> {
+    let id = Client::tool_reply_id();
+    match client.request_served(t, text, id, timeout.unwrap_or(Duration::MAX)) {
+        Ok(r) => Ok(r),
+        Err(Error::NotServed { key, .. }) => Err(Failure {
+            message: format!(
+                "{}. Start kerneld again (`systemctl start kerneld`): it takes the queue over \
+                 and drops what nobody waits for",
+                kmod_ipc::instances::left_behind(key, client.queue())
+            ),
+            code: EXIT_NOT_RUNNING,
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -32,7 +32,7 @@ fn run(args: &Args) -> Result<(), Failure> {
         client.send(args.mtype, text, 0)?;
         return Ok(());
     }
-    let reply = client.request(args.mtype, text, Client::tool_reply_id(), args.timeout.0)?;
+    let reply = kdstat::request(&client, args.mtype, text, args.timeout.0)?;
     let out = format!("status {}\n{}", reply.status, with_newline(&reply.text));
     let mut stdout = std::io::stdout().lock();
     match stdout

@@ -67,12 +67,7 @@ fn with_shim_json(text: Vec<u8>) -> Vec<u8> {
 /// Send one word and return the text of a successful answer.
 fn ask(key: Key, word: &str, timeout: Timeout) -> Result<Vec<u8>, Failure> {
     let client = Client::connect(key)?;
-    let reply = client.request(
-        MsgType::Status,
-        word.as_bytes(),
-        Client::tool_reply_id(),
-        timeout.0,
-    )?;
+    let reply = kdstat::request(&client, MsgType::Status, word.as_bytes(), timeout.0)?;
     if reply.status != 0 {
         let text = reply.text_lossy();
         let text = text.trim_end();

@@ -382,9 +382,17 @@ impl Kerneld {
     /// checking between short waits that the daemon is still alive.
     fn wait_ready(&mut self) {
         let end = Instant::now() + LIMIT;
+        // Registered first: a queue may be there already, left behind by
+        // a kerneld that was killed, and what is sent to it before the new
+        // one has taken it over may be dropped as stale.
+        let pid = self.pid();
         let client = loop {
             self.assert_running("while starting");
-            if let Ok(c) = Client::connect(self.key) {
+            let live = kmod_ipc::instances::registered(self.key)
+                .live
+                .iter()
+                .any(|o| o.pid == pid);
+            if let (true, Ok(c)) = (live, Client::connect(self.key)) {
                 break c;
             }
             assert!(

@@ -2,10 +2,12 @@
 //! against real SysV queues, and helpers to run the workspace binaries.
 //!
 //! [`FakeDaemon`] creates a queue of its own on a fresh key (so tests run in
-//! parallel, beside a real kerneld), answers requests from a thread with a
-//! handler of the test's choosing, records every request, and removes the
-//! queue when dropped.
+//! parallel, beside a real kerneld), registers as a live instance on it as
+//! kerneld does (the senders fall back when no live kerneld serves a key),
+//! answers requests from a thread with a handler of the test's choosing,
+//! records every request, and removes the queue when dropped.
 
+use kmod_ipc::instances::{self, Instance, KeyLock};
 use kmod_ipc::{Error, Header, Key, Queue, TypeFilter, MAX_DAEMON_TYPE};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -73,6 +75,7 @@ impl Builder {
     /// Create the queue and start answering.
     pub fn start(self) -> FakeDaemon {
         let (key, queue) = create_fresh_queue();
+        let registration = Mutex::new(Some(register(key)));
         let log: Arc<Log> = Arc::default();
         let thread = {
             let (queue, log) = (queue.clone(), Arc::clone(&log));
@@ -84,6 +87,7 @@ impl Builder {
             queue,
             log,
             thread: Some(thread),
+            registration,
         }
     }
 }
@@ -100,6 +104,26 @@ pub struct FakeDaemon {
     queue: Queue,
     log: Arc<Log>,
     thread: Option<JoinHandle<()>>,
+    registration: Mutex<Option<Instance>>,
+}
+
+/// Register the test process as a live kerneld instance on `key`.
+fn register(key: Key) -> Instance {
+    let lock = KeyLock::acquire(key).expect("take the key's lock");
+    let reg = lock
+        .join(
+            std::process::id(),
+            TypeFilter::UpTo(MAX_DAEMON_TYPE),
+            Path::new("/nonexistent/fake-kerneld"),
+        )
+        .expect("register the fake kerneld");
+    lock.release(false);
+    reg
+}
+
+/// The instance file a kerneld with `pid` has on `key`.
+pub fn instance_file(key: Key, pid: u32) -> PathBuf {
+    instances::keys_dir().join(format!("{:#010x}.{pid}", key.0 as u32))
 }
 
 impl FakeDaemon {
@@ -161,10 +185,26 @@ impl FakeDaemon {
     pub fn remove_queue(&self) {
         let _ = self.queue.remove();
     }
+
+    /// Die as a kerneld killed with SIGKILL does: its instance file stays
+    /// but nobody holds it, the queue stays with what is in it, and
+    /// nothing reads it any more.
+    pub fn die(&mut self) {
+        drop(self.registration.lock().unwrap().take());
+        let _ = self.queue.send_raw(MAX_DAEMON_TYPE, DIE, false);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Drop for FakeDaemon {
     fn drop(&mut self) {
+        if let Some(r) = self.registration.lock().unwrap().take() {
+            r.leave();
+        } else {
+            let _ = std::fs::remove_file(instance_file(self.key, std::process::id()));
+        }
         // Removing the queue wakes the thread's msgrcv with EIDRM.
         let _ = self.queue.remove();
         if let Some(t) = self.thread.take() {
@@ -172,6 +212,9 @@ impl Drop for FakeDaemon {
         }
     }
 }
+
+/// The body that ends the thread of a fake that [`FakeDaemon::die`]s.
+const DIE: &[u8] = b"\0\0\0\0\0\0\0\0fake kerneld dies";
 
 fn serve(
     queue: &Queue,
@@ -181,6 +224,7 @@ fn serve(
 ) {
     loop {
         let msg = match queue.recv(TypeFilter::UpTo(MAX_DAEMON_TYPE), usize::MAX, false) {
+            Ok(Some((t, Ok(m)))) if t == MAX_DAEMON_TYPE && m.text == DIE[8..] => return,
             Ok(Some((_, Ok(m)))) => m,
             // Malformed messages are no concern of the client tests.
             Ok(Some((_, Err(_)))) | Ok(None) | Err(Error::Interrupted) => continue,

@@ -271,14 +271,17 @@ fn an_unreadable_include_fails_safe() {
 }
 
 #[test]
-fn a_queue_others_could_have_made_is_not_trusted() {
-    let setup = Setup::new("");
+fn a_queue_others_could_have_made_is_not_kerneld() {
     let queue = RawQueue::create(0o666);
+    // Not kerneld's queue: nothing is sent to it, and the request falls
+    // back as without kerneld (see key_ownership.rs for a squatter).
+    let setup = Setup::new("");
     let out = setup.request(queue.0.key(), "ppp");
-    // Not kerneld's queue: the request fails, and is neither sent nor
-    // handed to the real modprobe (see key_ownership.rs for a squatter).
-    assert_eq!(out.code(), 1, "{out:?} {}", setup.log());
-    assert_eq!(setup.modprobe_argv(), None, "no fallback");
+    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
+    assert_eq!(
+        setup.modprobe_argv(),
+        Some(vec!["-q".into(), "--".into(), "ppp".into()])
+    );
     assert_eq!(queue.0.stat().unwrap().messages, 0, "nothing sent to it");
     assert!(
         setup
@@ -287,6 +290,10 @@ fn a_queue_others_could_have_made_is_not_trusted() {
         "{}",
         setup.log()
     );
+    let setup = Setup::new("shim-fallback = fail\n");
+    assert_eq!(setup.request(queue.0.key(), "ppp").code(), 1);
+    assert_eq!(setup.modprobe_argv(), None);
+    assert_eq!(queue.0.stat().unwrap().messages, 0, "nothing sent to it");
 }
 
 #[test]

@@ -296,7 +296,10 @@ mod tests {
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let dir = std::env::temp_dir().join(format!("kerneld-conf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(format!("t{}.conf", text.len()));
+        // A file of its own per call: tests run in parallel.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = dir.join(format!("t{n}.conf"));
         std::fs::write(&p, text).unwrap();
         let r = Config::load(&p, true);
         std::fs::remove_file(&p).ok();

@@ -321,6 +321,12 @@ mod tests {
         std::fs::write(&big, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
         let e = parse(&format!("include {}\n", big.display())).unwrap_err();
         assert!(e.problem.contains("larger than"), "{e}");
+        // A loop is refused at its first include, not after 8 levels.
+        let looping = dir.join("loop.conf");
+        std::fs::write(&looping, "include loop.conf\n".repeat(6)).unwrap();
+        let e = Config::load(&looping, true).unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.problem.contains("includes itself"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 

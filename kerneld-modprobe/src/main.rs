@@ -61,11 +61,13 @@ squatter) fails the request, which is never handed to modprobe.
 Messages go to syslog (facility daemon), never to stdout or stderr.
 
 Settings, in /etc/kerneld.conf or a file it includes (other lines belong to
-kerneld; an include that cannot be read fails safe, as shim-fallback = fail):
+kerneld).  They are read with the code kerneld checks them with; a shim-
+line or an include it refuses fails safe, as shim-fallback = fail:
   shim-fallback = modprobe|fail  without kerneld, run the real modprobe with
                                  the same arguments, or fail (default modprobe)
   shim-modprobe = PATH           the real modprobe (default /sbin/modprobe)
-  shim-timeout = SECONDS         wait this long for kerneld's answer (default 30)
+  shim-timeout = SECONDS         wait this long for kerneld's answer, above 0
+                                 and at most 3600 (default 30)
 
 Environment:
   KERNELD_KEY             queue key (default 0x6b65726e)

@@ -28,6 +28,8 @@
 //! per include): the shim runs it at every request_module(), where every
 //! instruction is start-up time.
 
+pub mod shim;
+
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;

@@ -216,16 +216,57 @@ fn refuses_to_exec_itself() {
     }
 }
 
+/// `shim-fallback = fial` is refused by kerneld; the shim cannot read it
+/// either, and fails rather than run modprobe past the deny rules.
 #[test]
-fn malformed_lines_are_logged_and_defaults_used() {
-    // The bad fallback means the default, modprobe: the stand-in runs.
-    let setup = Setup::new("shim-fallback = maybe\nshim-timeout = soon\n");
-    let out = setup.request(fake::unused_key(), "ppp");
-    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
-    assert_eq!(setup.modprobe_argv().unwrap(), ["-q", "--", "ppp"]);
+fn a_shim_line_it_cannot_read_fails_safe() {
+    let setup = Setup::new("deny request net-pf-33\nshim-fallback = fial\n");
+    let check = check_config(&setup.dir.join("kerneld.conf"));
+    assert_eq!(check.code(), 3, "kerneld refuses it: {check:?}");
+    assert!(
+        check
+            .stderr
+            .contains("kerneld.conf:3: shim-fallback must be"),
+        "{check:?}"
+    );
+    let out = setup.request(fake::unused_key(), "net-pf-33");
+    assert_eq!(out.code(), 1, "{out:?} {}", setup.log());
+    assert_silent(&out);
+    assert_eq!(setup.modprobe_argv(), None, "modprobe must not run");
     let log = setup.log();
-    assert!(log.contains("shim-fallback must be"), "{log}");
-    assert!(log.contains("shim-timeout must be"), "{log}");
+    assert!(
+        log.contains("kerneld.conf:3: shim-fallback must be `modprobe` or `fail`, not \"fial\""),
+        "{log}"
+    );
+    assert!(log.contains("failing safe"), "{log}");
+}
+
+/// A file that includes itself six times was 6^8 reads for the shim
+/// (more than 30 s a request) and one error for kerneld: now each include
+/// is refused at once, by both.
+#[test]
+fn a_file_that_includes_itself_fails_at_once() {
+    let setup = Setup::new(&"include kerneld.conf\n".repeat(6));
+    let check = check_config(&setup.dir.join("kerneld.conf"));
+    assert_eq!(check.code(), 3, "kerneld refuses it: {check:?}");
+    assert!(check.stderr.contains("kerneld.conf:2: "), "{check:?}");
+    assert!(check.stderr.contains("includes itself"), "{check:?}");
+    let out = setup.request(fake::unused_key(), "ppp");
+    assert_eq!(out.code(), 1, "{out:?} {}", setup.log());
+    assert_silent(&out);
+    assert_eq!(setup.modprobe_argv(), None, "modprobe must not run");
+    let log = setup.log();
+    let lines: Vec<&str> = log.lines().collect();
+    // Six refused includes, the first four logged, then how many more:
+    // the work is one read per include line, not one per path through them.
+    assert_eq!(lines.len(), 4 + 1 + 1, "{log}");
+    for (i, line) in lines[..4].iter().enumerate() {
+        assert!(line.contains(&format!("kerneld.conf:{}: ", i + 2)), "{log}");
+        assert!(line.contains("kerneld.conf includes itself"), "{log}");
+        assert!(line.contains("failing safe"), "{log}");
+    }
+    assert!(lines[4].contains("2 more problems in "), "{log}");
+    assert!(lines[5].contains("shim-fallback = fail"), "{log}");
 }
 
 /// `shim-fallback = fail` in an included file (the rare-protocols split

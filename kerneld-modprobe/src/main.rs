@@ -51,6 +51,8 @@ Usage:
                                     records the previous value in
                                     /run/kerneld/previous-modprobe)
   kerneld-modprobe --unregister     restore the recorded helper (or /sbin/modprobe)
+  kerneld-modprobe --show-config    print the settings a request would use
+                                    (problems to stderr, exit 1 if any)
   kerneld-modprobe --help | --version
 
 Exit status 0 when the module is loaded, 1 when not.  Any other arguments
@@ -87,6 +89,7 @@ enum Invocation<'a> {
     Version,
     Register,
     Unregister,
+    ShowConfig,
     /// Anything else: a job for the real modprobe.
     Other,
 }
@@ -99,6 +102,7 @@ fn classify(args: &[OsString]) -> Invocation<'_> {
         [b"--version"] => return Invocation::Version,
         [b"--register"] => return Invocation::Register,
         [b"--unregister"] => return Invocation::Unregister,
+        [b"--show-config"] => return Invocation::ShowConfig,
         _ => {}
     }
     // The kernel's form: [-q] [--] NAME.
@@ -130,6 +134,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
         }
         Invocation::Register => report(register::register()),
         Invocation::Unregister => report(register::unregister()),
+        Invocation::ShowConfig => show_config(),
         Invocation::Request(name) => {
             log::open();
             let config = config::load(&mut |w| log::log(log::LOG_WARNING, &w));
@@ -156,6 +161,30 @@ fn print_out(text: &str) -> i32 {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => 0,
         Err(_) => 1,
+    }
+}
+
+/// Print the settings a request would use, and the problems that made
+/// any of them fail safe (then exit 1).
+fn show_config() -> i32 {
+    let mut problems = 0;
+    let config = config::load(&mut |w| {
+        problems += 1;
+        eprintln!("kerneld-modprobe: {w}");
+    });
+    let fallback = match config.fallback {
+        Fallback::Modprobe => "modprobe",
+        Fallback::Fail => "fail",
+    };
+    let shown = format!(
+        "# {}\nshim-fallback = {fallback}\nshim-modprobe = {}\nshim-timeout = {}\n",
+        config::path().display(),
+        config.modprobe.display(),
+        config.timeout.as_secs_f64()
+    );
+    match print_out(&shown) {
+        0 if problems > 0 => 1,
+        code => code,
     }
 }
 
@@ -338,6 +367,7 @@ mod tests {
         assert_eq!(classify_strs(&["--version"]), "Version");
         assert_eq!(classify_strs(&["--register"]), "Register");
         assert_eq!(classify_strs(&["--unregister"]), "Unregister");
+        assert_eq!(classify_strs(&["--show-config"]), "ShowConfig");
         for other in [
             &[][..],
             &["-q"],

@@ -269,6 +269,74 @@ fn a_file_that_includes_itself_fails_at_once() {
     assert!(lines[5].contains("shim-fallback = fail"), "{log}");
 }
 
+/// What `kerneld --check-config` accepts the shim reads as the same value,
+/// and what kerneld refuses the shim cannot read, and so fails safe.
+#[test]
+fn check_config_and_the_shim_agree_on_every_value() {
+    // The line, and the settings the shim shows (None: refused by both).
+    let table: &[(&str, Option<&str>)] = &[
+        ("shim-timeout = 30", Some("shim-timeout = 30\n")),
+        ("shim-timeout = 0.5", Some("shim-timeout = 0.5\n")),
+        ("shim-timeout = +5", Some("shim-timeout = 5\n")),
+        ("shim-timeout = 1e3", Some("shim-timeout = 1000\n")),
+        ("shim-timeout=2.5e-1", Some("shim-timeout = 0.25\n")),
+        ("shim-timeout = 3600", Some("shim-timeout = 3600\n")),
+        ("shim-fallback = fail", Some("shim-fallback = fail\n")),
+        (
+            "shim-fallback = modprobe",
+            Some("shim-fallback = modprobe\n"),
+        ),
+        (
+            "shim-modprobe = /opt/mod#probe",
+            Some("shim-modprobe = /opt/mod#probe\n"),
+        ),
+        ("shim-timeout = 0", None),
+        ("shim-timeout = -1", None),
+        ("shim-timeout = 3601", None),
+        ("shim-timeout = 1e300", None),
+        ("shim-timeout = inf", None),
+        ("shim-timeout = nan", None),
+        ("shim-timeout = 5 s", None),
+        ("shim-timeout = 1e-10", None),
+        ("shim-timeout 5", None),
+        ("shim-fallback = fial", None),
+        ("shim-fallback = Fail", None),
+        ("shim-modprobe = modprobe", None),
+        ("shim-modprobe =", None),
+        ("shim-fallbak = fail", None),
+    ];
+    for &(line, shown) in table {
+        let setup = Setup::new(&format!("{line}\n"));
+        let conf = setup.dir.join("kerneld.conf");
+        let check = check_config(&conf);
+        let show = run(
+            &mut setup.command(fake::unused_key(), &["--show-config"]),
+            LIMIT,
+        );
+        match shown {
+            Some(want) => {
+                assert_eq!(check.code(), 0, "{line}: kerneld accepts it: {check:?}");
+                assert_eq!(show.code(), 0, "{line}: the shim reads it: {show:?}");
+                assert!(show.stdout.contains(want), "{line}: {show:?}");
+                assert_eq!(show.stderr, "", "{line}");
+            }
+            None => {
+                assert_eq!(check.code(), 3, "{line}: kerneld refuses it: {check:?}");
+                assert!(
+                    check.stderr.contains("kerneld.conf:2: "),
+                    "{line}: {check:?}"
+                );
+                assert_eq!(show.code(), 1, "{line}: the shim cannot read it: {show:?}");
+                assert!(
+                    show.stdout.contains("shim-fallback = fail\n"),
+                    "{line}: {show:?}"
+                );
+                assert!(show.stderr.contains("kerneld.conf:2: "), "{line}: {show:?}");
+            }
+        }
+    }
+}
+
 /// `shim-fallback = fail` in an included file (the rare-protocols split
 /// kerneld.conf(5) suggests) is the shim's setting as it is kerneld's.
 #[test]

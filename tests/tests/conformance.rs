@@ -160,7 +160,7 @@ const FULL_CONFIG: &str = "system-command = /bin/echo hello\n\
 /// A status text after its first line (`Version ..., pid=..., delay=...,
 /// [no]keep, [no]debug`), with no job, no module, an empty policy.
 /// The lines of 1995 exactly, those this implementation adds by pattern.
-const STATUS_REST: &str = "job queue:\nno jobs waiting\n\
+const STATUS_REST: &str = "no jobs waiting\n\
                            queue: key {key}, *\n\
                            *requests: *\n\
                            *policy: 0 rules, mode enforce*\n";

@@ -253,7 +253,7 @@ const ROWS: &[Row] = &[
 
     // -- 7 screenblanker: no /sbin/screenblanker here.
     row(Full, Old, 7, Tool, &[B(b"on")], Reply(1, "/sbin/screenblanker is not an executable program")),
-    row(Full, New, 7, Tool, &[B(b"off\0")], Reply(0, "screen blanker was not running")),
+    row(Full, New, 7, Tool, &[B(b"off\0")], Reply(1, "screen blanker was not running")),
     row(Full, Old, 7, Tool, &[B(b"dim")], Reply(1, "blanker takes \"on\" or \"off\", not \"dim\"")),
 
     // -- 8 pnp: pnp-program = /bin/echo shows the text kerneld read.

@@ -1,32 +1,32 @@
 //! The shim's lines of /etc/kerneld.conf.
 //!
-//! The file belongs to the daemon; the shim reads only `shim-fallback`,
-//! `shim-modprobe` and `shim-timeout` and ignores every other line, so the
-//! daemon may grow its format freely.  It follows `include` lines with
-//! kerneld's own reader ([`kmod_ipc::conf`]), so both see the same lines.
+//! The file belongs to the daemon; the shim reads only the `shim-` lines
+//! and ignores every other line, so the daemon may grow its format freely.
+//! It reads the lines, the includes and the `shim-` values with kerneld's
+//! own code ([`kmod_ipc::conf`] and [`kmod_ipc::conf::shim`]), so what
+//! `kerneld --check-config` accepts the shim reads the same way, and what
+//! it refuses the shim cannot read either.
+//!
+//! Whatever the shim cannot read fails safe: a `shim-` line it cannot
+//! read, an include it cannot follow (missing, a loop, past a bound) or a
+//! file it cannot read may have said `shim-fallback = fail`, so the shim
+//! then fails without kerneld whatever the other lines say, rather than
+//! run modprobe past a policy.
 
-use kmod_ipc::conf;
-use std::os::unix::ffi::OsStrExt;
+use kmod_ipc::conf::{self, shim};
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use kmod_ipc::conf::shim::{Fallback, DEFAULT_MODPROBE};
 
 /// Default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/kerneld.conf";
 /// Environment variable that overrides it (used by tests).
 pub const PATH_ENV: &str = "KERNELD_CONFIG";
-/// Default `shim-modprobe`.
-pub const DEFAULT_MODPROBE: &str = "/sbin/modprobe";
-/// Default `shim-timeout`, in seconds.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What to do when kerneld cannot be asked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
-    /// Exec the real modprobe with our arguments, so modules still load.
-    Modprobe,
-    /// Fail the request at once.
-    Fail,
-}
+/// Problems logged one by one; past them, only how many more there were
+/// (a file of many bad lines must not flood the log at every request).
+const LOGGED_PROBLEMS: usize = 4;
 
 /// The shim's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl Default for Config {
         Config {
             fallback: Fallback::Modprobe,
             modprobe: PathBuf::from(DEFAULT_MODPROBE),
-            timeout: DEFAULT_TIMEOUT,
+            timeout: shim::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -54,40 +54,47 @@ pub fn path() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
 }
 
-/// Read the configuration; a missing file means the defaults, and every
-/// problem goes to `warn` (the log) with the default kept.  Includes are
-/// followed as kerneld follows them (see [`kmod_ipc::conf`]).
+/// Read the configuration; a missing file means the defaults.  A file
+/// that cannot be read fails safe, and every problem goes to `warn` (the
+/// log).
 pub fn load(warn: &mut dyn FnMut(String)) -> Config {
     let path = path();
     match conf::read(&path) {
         Ok(bytes) => parse(&bytes, &path, warn),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Config::default(),
         Err(e) => {
-            warn(format!("{}: {e}; using the defaults", path.display()));
-            Config::default()
+            warn(format!(
+                "{}: cannot read: {e}; failing safe: shim-fallback = fail",
+                path.display()
+            ));
+            Config {
+                fallback: Fallback::Fail,
+                ..Config::default()
+            }
         }
     }
 }
 
 /// Parse the shim's lines of `text` (read from `path`, named in warnings)
-/// and of the files it includes.
-///
-/// Byte by byte rather than with `str` searching and float parsing: it runs
-/// at every request_module(), and every line of code it executes is start-up
-/// time (under emulation, translated afresh at each exec).
-///
-/// An include that cannot be followed fails safe: it may hold
-/// `shim-fallback = fail`, so the shim then fails without kerneld
-/// whatever the other lines say, rather than run modprobe past a policy.
+/// and of the files it includes.  The walk goes on past a problem, so that
+/// the other lines (`shim-timeout`) still count, and the bounds of the
+/// walk keep it short whatever the files say.
 pub fn parse(text: &[u8], path: &std::path::Path, warn: &mut dyn FnMut(String)) -> Config {
     let mut reader = Reader {
         config: Config::default(),
         warn,
-        include_failed: false,
+        problems: 0,
     };
     let Ok(()) = conf::walk(path, text, &mut reader);
     let mut config = reader.config;
-    if reader.include_failed {
+    if reader.problems > LOGGED_PROBLEMS {
+        (reader.warn)(format!(
+            "{} more problems in {} not logged",
+            reader.problems - LOGGED_PROBLEMS,
+            path.display()
+        ));
+    }
+    if reader.problems > 0 {
         config.fallback = Fallback::Fail;
     }
     config
@@ -97,102 +104,41 @@ pub fn parse(text: &[u8], path: &std::path::Path, warn: &mut dyn FnMut(String)) 
 struct Reader<'w> {
     config: Config,
     warn: &'w mut dyn FnMut(String),
-    include_failed: bool,
+    /// Lines and includes that could not be read.
+    problems: usize,
+}
+
+impl Reader<'_> {
+    /// Count a problem at `file:line`, and log it if it is among the first.
+    fn problem(&mut self, file: &std::path::Path, line: usize, why: &dyn std::fmt::Display) {
+        self.problems += 1;
+        if self.problems <= LOGGED_PROBLEMS {
+            (self.warn)(format!(
+                "{}:{line}: {why}; failing safe: shim-fallback = fail whatever the other lines say",
+                file.display()
+            ));
+        }
+    }
 }
 
 impl conf::Visitor for Reader<'_> {
     type Error = std::convert::Infallible;
 
     fn line(&mut self, l: &conf::Line<'_>) -> Result<(), Self::Error> {
-        let config = &mut self.config;
-        let Some(setting) = l.text.strip_prefix(b"shim-") else {
-            return Ok(());
-        };
-        let name_end = setting
-            .iter()
-            .position(|&b| b == b'=' || b.is_ascii_whitespace())
-            .unwrap_or(setting.len());
-        let (name, rest) = setting.split_at(name_end);
-        if !matches!(name, b"fallback" | b"modprobe" | b"timeout") {
-            return Ok(());
-        }
-        let warn = &mut *self.warn;
-        let mut bad = |why: &str| {
-            warn(format!(
-                "{}:{}: {why} in {:?}; using the default",
-                l.file.display(),
-                l.number,
-                String::from_utf8_lossy(l.text)
-            ))
-        };
-        let Some(value) = rest.trim_ascii_start().strip_prefix(b"=") else {
-            bad("expected `key = value`");
-            return Ok(());
-        };
-        let value = value.trim_ascii();
-        match name {
-            b"fallback" => match value {
-                b"modprobe" => config.fallback = Fallback::Modprobe,
-                b"fail" => config.fallback = Fallback::Fail,
-                _ => {
-                    bad("shim-fallback must be `modprobe` or `fail`");
-                    config.fallback = Fallback::Modprobe;
-                }
-            },
-            b"modprobe" => {
-                if value.starts_with(b"/") {
-                    config.modprobe = PathBuf::from(std::ffi::OsStr::from_bytes(value));
-                } else {
-                    bad("shim-modprobe must be an absolute path");
-                    config.modprobe = PathBuf::from(DEFAULT_MODPROBE);
-                }
-            }
-            _ => match seconds(value) {
-                Some(t) => config.timeout = t,
-                None => {
-                    bad("shim-timeout must be a number of seconds above 0");
-                    config.timeout = DEFAULT_TIMEOUT;
-                }
-            },
+        match shim::setting(l.text) {
+            None => {}
+            Some(Ok(shim::Setting::Fallback(f))) => self.config.fallback = f,
+            Some(Ok(shim::Setting::Modprobe(p))) => self.config.modprobe = p.to_path_buf(),
+            Some(Ok(shim::Setting::Timeout(t))) => self.config.timeout = t,
+            Some(Err(why)) => self.problem(l.file, l.number, &why),
         }
         Ok(())
     }
 
     fn include_failed(&mut self, e: conf::IncludeError<'_>) -> Result<(), Self::Error> {
-        (self.warn)(format!(
-            "{}:{}: {}; failing safe: shim-fallback = fail whatever the other lines say",
-            e.line.file.display(),
-            e.line.number,
-            e.problem
-        ));
-        self.include_failed = true;
+        self.problem(e.line.file, e.line.number, &e.problem);
         Ok(())
     }
-}
-
-/// `SECONDS[.FRACTION]`, above 0 and at most 10^6 seconds.
-fn seconds(value: &[u8]) -> Option<Duration> {
-    let (whole, fraction) = match value.iter().position(|&b| b == b'.') {
-        Some(dot) => (&value[..dot], &value[dot + 1..]),
-        None => (value, &b""[..]),
-    };
-    let digits = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
-    if (whole.is_empty() && fraction.is_empty()) || !digits(whole) || !digits(fraction) {
-        return None;
-    }
-    let whole = &whole[whole.iter().take_while(|&&d| d == b'0').count()..];
-    if whole.len() > 7 {
-        return None;
-    }
-    let secs = whole
-        .iter()
-        .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
-    // Nanoseconds from the first nine digits of the fraction.
-    let nanos = (0..9).fold(0u32, |acc, i| {
-        acc * 10 + fraction.get(i).map_or(0, |&d| u32::from(d - b'0'))
-    });
-    let t = Duration::new(secs, nanos);
-    (t > Duration::ZERO && t <= Duration::from_secs(1_000_000)).then_some(t)
 }
 
 #[cfg(test)]
@@ -214,7 +160,7 @@ mod tests {
 
     #[test]
     fn defaults_for_empty_and_foreign_lines() {
-        let c = parse_ok("# kerneld\n\ndelay = 60\nkeep\nshim-fallbackish = x\nalias foo bar\n");
+        let c = parse_ok("# kerneld\n\ndelay = 60\nkeep\nalias foo bar\nx = shim-fallback\n");
         assert_eq!(c, Config::default());
     }
 
@@ -230,30 +176,18 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_millis(2500));
     }
 
+    /// The forms kerneld has always accepted are read, not ignored.
     #[test]
-    fn seconds_are_decimal_numbers_above_zero() {
-        let ms = |v: &str| seconds(v.as_bytes()).map(|d| d.as_millis());
-        assert_eq!(ms("2.5"), Some(2500));
-        assert_eq!(ms(".25"), Some(250));
-        assert_eq!(ms("5."), Some(5000));
-        assert_eq!(ms("000000030"), Some(30_000));
-        assert_eq!(ms("1000000"), Some(1_000_000_000));
-        assert_eq!(seconds(b"0.000000001"), Some(Duration::from_nanos(1)));
-        for bad in [
-            "",
-            ".",
-            "0",
-            "0.0",
-            "1000000.5",
-            "10000000",
-            "1e3",
-            "-1",
-            "+1",
-            "1.2.3",
-            "nan",
-            "5 s",
+    fn timeouts_in_every_form_kerneld_accepts() {
+        for (value, ms) in [
+            ("30", 30_000),
+            ("0.5", 500),
+            ("+5", 5000),
+            ("1e3", 1_000_000),
         ] {
-            assert_eq!(seconds(bad.as_bytes()), None, "{bad:?}");
+            let c = parse_ok(&format!("shim-timeout = {value}\n"));
+            assert_eq!(c.timeout, Duration::from_millis(ms), "{value}");
+            assert_eq!(c.fallback, Fallback::Modprobe, "{value}");
         }
     }
 
@@ -264,22 +198,43 @@ mod tests {
     }
 
     #[test]
-    fn malformed_lines_warn_and_keep_defaults() {
-        let (c, w) = parse_warnings(
-            "shim-fallback = maybe\nshim-modprobe = modprobe\nshim-timeout = 0\nshim-timeout 5\n",
-        );
-        assert_eq!(c, Config::default());
-        assert_eq!(w.len(), 4, "{w:?}");
-        assert!(w[0].contains("t:1:"), "{}", w[0]);
-        assert!(w[3].contains("key = value"), "{}", w[3]);
+    fn a_line_it_cannot_read_fails_safe() {
+        for bad in [
+            "shim-fallback = fial",
+            "shim-fallback = maybe",
+            "shim-modprobe = modprobe",
+            "shim-timeout = 0",
+            "shim-timeout = 1e300",
+            "shim-timeout = 5000",
+            "shim-timeout = soon",
+            "shim-timeout 5",
+            "shim-fallbak = fail",
+        ] {
+            // Not even a later `modprobe` undoes it.
+            let (c, w) = parse_warnings(&format!("{bad}\nshim-fallback = modprobe\n"));
+            assert_eq!(c.fallback, Fallback::Fail, "{bad}");
+            assert_eq!(w.len(), 1, "{bad}: {w:?}");
+            assert!(
+                w[0].starts_with("t:1: ") && w[0].contains("failing safe"),
+                "{}",
+                w[0]
+            );
+        }
         let (c, w) = parse_warnings("shim-timeout = 5\nshim-timeout = nan\n");
         assert_eq!(
-            c.timeout, DEFAULT_TIMEOUT,
-            "a bad line resets to the default"
+            c.timeout,
+            Duration::from_secs(5),
+            "a bad line changes nothing"
         );
-        assert_eq!(w.len(), 1);
-        let (_, w) = parse_warnings("shim-timeout = 1e300\n");
-        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("shim-timeout needs a number"), "{}", w[0]);
+    }
+
+    #[test]
+    fn many_problems_are_counted_not_all_logged() {
+        let (c, w) = parse_warnings(&"shim-fallback = fial\n".repeat(100));
+        assert_eq!(c.fallback, Fallback::Fail);
+        assert_eq!(w.len(), LOGGED_PROBLEMS + 1, "{w:?}");
+        assert_eq!(w[LOGGED_PROBLEMS], "96 more problems in t not logged");
     }
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -308,10 +263,16 @@ mod tests {
     }
 
     #[test]
-    fn an_include_that_cannot_be_read_fails_safe() {
+    fn an_include_that_cannot_be_followed_fails_safe() {
         let d = temp_dir("bad");
         let top = d.join("kerneld.conf");
-        for include in ["include missing.conf", "include /dev/zero", "include a b"] {
+        std::fs::write(&top, "").unwrap();
+        for include in [
+            "include missing.conf",
+            "include /dev/zero",
+            "include a b",
+            "include kerneld.conf",
+        ] {
             let text = format!("{include}\nshim-fallback = modprobe\nshim-timeout = 3\n");
             let mut w = Vec::new();
             let c = parse(text.as_bytes(), &top, &mut |s| w.push(s));
@@ -328,6 +289,21 @@ mod tests {
                 w[0]
             );
         }
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_file_it_cannot_read_fails_safe() {
+        let d = temp_dir("top");
+        let big = d.join("kerneld.conf");
+        std::fs::write(&big, vec![b'#'; conf::MAX_FILE_BYTES as usize + 1]).unwrap();
+        // No other test of this crate reads the variable.
+        std::env::set_var(PATH_ENV, &big);
+        let mut w = Vec::new();
+        let c = load(&mut |s| w.push(s));
+        std::env::remove_var(PATH_ENV);
+        assert_eq!(c.fallback, Fallback::Fail);
+        assert!(w[0].contains("larger than"), "{w:?}");
         std::fs::remove_dir_all(&d).ok();
     }
 }

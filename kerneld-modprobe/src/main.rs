@@ -51,6 +51,8 @@ Usage:
                                     records the previous value in
                                     /run/kerneld/previous-modprobe)
   kerneld-modprobe --unregister     restore the recorded helper (or /sbin/modprobe)
+  kerneld-modprobe --show-config    print the settings a request would use
+                                    (problems to stderr, exit 1 if any)
   kerneld-modprobe --help | --version
 
 Exit status 0 when the module is loaded, 1 when not.  Any other arguments
@@ -61,11 +63,13 @@ squatter) fails the request, which is never handed to modprobe.
 Messages go to syslog (facility daemon), never to stdout or stderr.
 
 Settings, in /etc/kerneld.conf or a file it includes (other lines belong to
-kerneld; an include that cannot be read fails safe, as shim-fallback = fail):
+kerneld).  They are read with the code kerneld checks them with; a shim-
+line or an include it refuses fails safe, as shim-fallback = fail:
   shim-fallback = modprobe|fail  without kerneld, run the real modprobe with
                                  the same arguments, or fail (default modprobe)
   shim-modprobe = PATH           the real modprobe (default /sbin/modprobe)
-  shim-timeout = SECONDS         wait this long for kerneld's answer (default 30)
+  shim-timeout = SECONDS         wait this long for kerneld's answer, above 0
+                                 and at most 3600 (default 30)
 
 Environment:
   KERNELD_KEY             queue key (default 0x6b65726e)
@@ -85,6 +89,7 @@ enum Invocation<'a> {
     Version,
     Register,
     Unregister,
+    ShowConfig,
     /// Anything else: a job for the real modprobe.
     Other,
 }
@@ -97,6 +102,7 @@ fn classify(args: &[OsString]) -> Invocation<'_> {
         [b"--version"] => return Invocation::Version,
         [b"--register"] => return Invocation::Register,
         [b"--unregister"] => return Invocation::Unregister,
+        [b"--show-config"] => return Invocation::ShowConfig,
         _ => {}
     }
     // The kernel's form: [-q] [--] NAME.
@@ -128,6 +134,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
         }
         Invocation::Register => report(register::register()),
         Invocation::Unregister => report(register::unregister()),
+        Invocation::ShowConfig => show_config(),
         Invocation::Request(name) => {
             log::open();
             let config = config::load(&mut |w| log::log(log::LOG_WARNING, &w));
@@ -154,6 +161,30 @@ fn print_out(text: &str) -> i32 {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => 0,
         Err(_) => 1,
+    }
+}
+
+/// Print the settings a request would use, and the problems that made
+/// any of them fail safe (then exit 1).
+fn show_config() -> i32 {
+    let mut problems = 0;
+    let config = config::load(&mut |w| {
+        problems += 1;
+        eprintln!("kerneld-modprobe: {w}");
+    });
+    let fallback = match config.fallback {
+        Fallback::Modprobe => "modprobe",
+        Fallback::Fail => "fail",
+    };
+    let shown = format!(
+        "# {}\nshim-fallback = {fallback}\nshim-modprobe = {}\nshim-timeout = {}\n",
+        config::path().display(),
+        config.modprobe.display(),
+        config.timeout.as_secs_f64()
+    );
+    match print_out(&shown) {
+        0 if problems > 0 => 1,
+        code => code,
     }
 }
 
@@ -370,6 +401,7 @@ mod tests {
         assert_eq!(classify_strs(&["--version"]), "Version");
         assert_eq!(classify_strs(&["--register"]), "Register");
         assert_eq!(classify_strs(&["--unregister"]), "Unregister");
+        assert_eq!(classify_strs(&["--show-config"]), "ShowConfig");
         for other in [
             &[][..],
             &["-q"],

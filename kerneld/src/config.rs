@@ -13,9 +13,10 @@
 //! ```
 //!
 //! Lines starting with `shim-` belong to kerneld-modprobe, which reads this
-//! file too; the daemon checks their syntax and otherwise ignores them.
-//! Both read the lines, includes and bounds through [`kmod_ipc::conf`], so
-//! that they see the same settings.
+//! file too; the daemon checks them with the shim's own reader
+//! ([`kmod_ipc::conf::shim`]) and otherwise ignores them.  Both read the
+//! lines, includes and bounds through [`kmod_ipc::conf`], so that they see
+//! the same settings, and a file kerneld accepts is one the shim reads.
 //! See kerneld.conf(5) for every key.
 
 use crate::limits;
@@ -216,22 +217,6 @@ impl Config {
                     }
                 }
             }
-            "shim-fallback" => {
-                if value != "modprobe" && value != "fail" {
-                    return Err(format!(
-                        "shim-fallback must be `modprobe` or `fail`, not {value:?}"
-                    ));
-                }
-            }
-            "shim-timeout" => {
-                let max = limits::SHIM_TIMEOUT_MAX;
-                if !value.parse::<f64>().is_ok_and(|t| t > 0.0 && t <= max) {
-                    return Err(format!(
-                        "shim-timeout needs a number of seconds above 0 and at most {max}, not {value:?}"
-                    ));
-                }
-            }
-            "shim-modprobe" => {}
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())
@@ -257,6 +242,11 @@ impl conf::Visitor for Reader<'_> {
             line: l.number,
             problem,
         };
+        // The shim's lines, read as the shim reads them: refused here
+        // exactly when the shim cannot read them (and then fails safe).
+        if let Some(setting) = conf::shim::setting(l.text) {
+            return setting.map(|_| ()).map_err(err);
+        }
         let line = std::str::from_utf8(l.text).map_err(|_| err("not valid UTF-8".into()))?;
         let words: Vec<&str> = line.split_ascii_whitespace().collect();
         if matches!(words[0], "allow" | "deny") {
@@ -296,7 +286,10 @@ mod tests {
     fn parse(text: &str) -> Result<Config, ConfigError> {
         let dir = std::env::temp_dir().join(format!("kerneld-conf-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join(format!("t{}.conf", text.len()));
+        // A file of its own per call: tests run in parallel.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = dir.join(format!("t{n}.conf"));
         std::fs::write(&p, text).unwrap();
         let r = Config::load(&p, true);
         std::fs::remove_file(&p).ok();
@@ -318,6 +311,12 @@ mod tests {
         std::fs::write(&big, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
         let e = parse(&format!("include {}\n", big.display())).unwrap_err();
         assert!(e.problem.contains("larger than"), "{e}");
+        // A loop is refused at its first include, not after 8 levels.
+        let looping = dir.join("loop.conf");
+        std::fs::write(&looping, "include loop.conf\n".repeat(6)).unwrap();
+        let e = Config::load(&looping, true).unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+        assert!(e.problem.contains("includes itself"), "{e}");
         std::fs::remove_dir_all(&dir).ok();
     }
 
@@ -359,6 +358,33 @@ mod tests {
         assert!(parse("shim-timeout = -1\n").is_err());
     }
 
+    /// The forms the shim reads are accepted, the ones it cannot read are
+    /// refused (tests/tests/shim.rs checks the shim's side).
+    #[test]
+    fn shim_lines_are_checked_as_the_shim_reads_them() {
+        for ok in [
+            "shim-timeout = 30",
+            "shim-timeout = 0.5",
+            "shim-timeout = +5",
+            "shim-timeout = 1e3",
+            "shim-fallback = fail",
+            "shim-fallback = modprobe",
+            "shim-modprobe = /sbin/modprobe",
+        ] {
+            assert!(parse(&format!("{ok}\n")).is_ok(), "{ok}");
+        }
+        for bad in [
+            "shim-fallback = fial",
+            "shim-timeout = 5000",
+            "shim-timeout = nan",
+            "shim-modprobe = modprobe",
+            "shim-modprobe =",
+            "shim-timeout",
+        ] {
+            assert!(parse(&format!("{bad}\n")).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn errors_name_file_line_and_problem() {
         let e = parse("delay = 5\ndelay = soon\n").unwrap_err();
@@ -371,6 +397,8 @@ mod tests {
         assert!(e.problem.contains("unknown setting"));
         let e = parse("shim-fallback = maybe\n").unwrap_err();
         assert!(e.problem.contains("shim-fallback"));
+        let e = parse("shim-fallbak = fail\n").unwrap_err();
+        assert!(e.problem.contains("unknown setting"), "{e}");
     }
 
     #[test]

@@ -46,10 +46,6 @@ pub const MAX_WORKERS: Range = Range {
     unit: "workers",
 };
 
-/// Seconds kerneld-modprobe waits for kerneld's answer at most (fractions
-/// allowed; the kernel waits for its helper as long as it takes).
-pub const SHIM_TIMEOUT_MAX: f64 = 3600.0;
-
 /// The message types `type=N` may name: one type (1 to 1023: 256 is arp,
 /// which only such an instance serves), or every type up to |N| (-1 to
 /// -255).  From 1024 on are the tools' and the kernel's reply ids.

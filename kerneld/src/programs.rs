@@ -157,7 +157,12 @@ impl Programs {
                     Err(e) => Outcome::fail(format!("cannot start the screen blanker: {e}")),
                 }
             }
-            "off" => match slot.take() {
+            // No blanker running is a failure, status 1, as in 1995; one
+            // that has exited on its own is not running either.
+            "off" => match slot
+                .take()
+                .and_then(|mut c| matches!(c.try_wait(), Ok(None)).then_some(c))
+            {
                 Some(mut c) => {
                     // Our own child, not yet reaped: the pid is still its.
                     let pid = nix::unistd::Pid::from_raw(c.id() as i32);
@@ -174,7 +179,7 @@ impl Programs {
                     let _ = c.wait();
                     Outcome::ok("screen blanker stopped")
                 }
-                None => Outcome::ok("screen blanker was not running"),
+                None => Outcome::fail("screen blanker was not running"),
             },
             other => Outcome::fail(format!("blanker takes \"on\" or \"off\", not {other:?}")),
         }
@@ -216,6 +221,28 @@ mod tests {
             .run(MsgType::RequestRoute, "10.0.0.1", &cfg)
             .text
             .contains("not an executable"));
+    }
+
+    #[test]
+    fn blanker_off_without_a_blanker_is_status_1_as_in_1995() {
+        let cfg = Config {
+            blanker_program: "/bin/true".into(),
+            ..Config::default()
+        };
+        let p = Programs::new(&cfg);
+        assert_eq!(
+            p.run(MsgType::Blanker, "off", &cfg),
+            Outcome::fail("screen blanker was not running")
+        );
+        // One that has exited on its own is not running either.
+        assert_eq!(p.run(MsgType::Blanker, "on", &cfg).status, 0);
+        let mut child = p.blanker.lock().unwrap().take().unwrap();
+        child.wait().unwrap();
+        *p.blanker.lock().unwrap() = Some(child);
+        assert_eq!(
+            p.run(MsgType::Blanker, "off", &cfg),
+            Outcome::fail("screen blanker was not running")
+        );
     }
 
     #[test]

@@ -90,15 +90,18 @@ fn job_requester(j: &Job) -> Option<i64> {
 pub fn text(d: &Snapshot) -> String {
     let s = d.settings;
     let mut out = format!(
-        "Version {VERSION}, pid={}, delay={}, {}keep, {}debug\njob queue:\n",
+        "Version {VERSION}, pid={}, delay={}, {}keep, {}debug\n",
         std::process::id(),
         s.delay,
         onoff(s.keep),
         onoff(s.debug)
     );
     let jobs = &d.jobs;
+    // As in 1995: the heading only above jobs.
     if jobs.is_empty() {
         out.push_str("no jobs waiting\n");
+    } else {
+        out.push_str("job queue:\n");
     }
     for j in jobs {
         let _ = write!(
@@ -523,5 +526,23 @@ mod tests {
         assert!(t.contains("pid 7, type request_module ('dummy')"), "{t}");
         assert!(t.contains("requests: status 1;"), "{t}");
         assert!(t.contains("queue: key "), "{t}");
+    }
+
+    /// The status begins as in 1995: `job queue:` above jobs only.
+    #[test]
+    fn the_job_queue_heading_stands_only_above_jobs() {
+        let mut d = snapshot();
+        let t = text(&d);
+        let second: Vec<&str> = t.lines().skip(1).take(2).collect();
+        assert_eq!(
+            second,
+            ["job queue:", "pid 7, type request_module ('dummy')"]
+        );
+        d.jobs.clear();
+        let t = text(&d);
+        let second: Vec<&str> = t.lines().skip(1).take(2).collect();
+        assert_eq!(second[0], "no jobs waiting", "{t}");
+        assert!(second[1].starts_with("queue: key "), "{t}");
+        assert!(!t.contains("job queue:"), "{t}");
     }
 }

@@ -10,17 +10,30 @@
 //!
 //! - every file read is a regular file of at most [`MAX_FILE_BYTES`]
 //!   (a FIFO would hang the reader, `/dev/zero` would never end);
-//! - includes nest at most [`MAX_INCLUDE_DEPTH`] deep, which also ends a
-//!   cycle of includes;
+//! - includes nest at most [`MAX_INCLUDE_DEPTH`] deep;
+//! - a file that includes itself, directly or through others, is an
+//!   error at the include that closes the loop (the files being read are
+//!   known by device and inode, so another path to the same file is
+//!   caught too);
+//! - one walk follows at most [`MAX_INCLUDES`] includes and reads at most
+//!   [`MAX_TOTAL_BYTES`] in all, so that files that include each other
+//!   many times without a loop cannot multiply the work either;
 //! - a relative include is taken from the directory of the including file.
+//!
+//! These bounds are what keeps the shim fast: it reads the file at every
+//! request_module(), and a file that included itself six times once cost
+//! it 6^8 reads (more than 30 s) per request.
 //!
 //! It works on bytes and allocates one buffer per file read (and a path
 //! per include): the shim runs it at every request_module(), where every
 //! instruction is start-up time.
 
+pub mod shim;
+
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// Largest configuration file (or included file) read.
@@ -29,6 +42,12 @@ pub const MAX_FILE_BYTES: u64 = 1 << 20;
 /// How deep includes nest: the top file is depth 0, and an `include` at
 /// this depth is an error.
 pub const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// Most includes one walk follows, all files together.
+pub const MAX_INCLUDES: usize = 256;
+
+/// Most bytes one walk reads, the top file and all included ones together.
+pub const MAX_TOTAL_BYTES: u64 = 4 * MAX_FILE_BYTES;
 
 /// One non-empty line, its comment removed and its blanks trimmed.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +87,10 @@ pub enum IncludeProblem {
     Syntax,
     /// The include would be nested deeper than [`MAX_INCLUDE_DEPTH`].
     TooDeep,
+    /// The included file is being read already: the include closes a loop.
+    Loop { path: PathBuf },
+    /// The walk has followed [`MAX_INCLUDES`] includes already.
+    TooMany,
     /// The included file could not be read (see [`read`]).
     Unreadable { path: PathBuf, error: io::Error },
 }
@@ -76,7 +99,19 @@ impl std::fmt::Display for IncludeProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IncludeProblem::Syntax => f.write_str("include takes one path"),
-            IncludeProblem::TooDeep => f.write_str("includes nested too deeply"),
+            IncludeProblem::TooDeep => write!(
+                f,
+                "includes nested too deeply (at most {MAX_INCLUDE_DEPTH} levels)"
+            ),
+            IncludeProblem::Loop { path } => write!(
+                f,
+                "{} includes itself (directly or through other files)",
+                path.display()
+            ),
+            IncludeProblem::TooMany => write!(
+                f,
+                "more than {MAX_INCLUDES} includes in all; merge some of the files"
+            ),
             IncludeProblem::Unreadable { path, error } => {
                 write!(f, "cannot read {}: {error}", path.display())
             }
@@ -96,61 +131,120 @@ pub trait Visitor {
 
 /// Walk `text`, the contents of `file`, following its includes.
 pub fn walk<V: Visitor>(file: &Path, text: &[u8], visitor: &mut V) -> Result<(), V::Error> {
-    walk_at(file, text, visitor, 0)
+    let mut state = Walk {
+        // The top file by identity, when it is one (a caller may pass text
+        // that was never a file): a loop back to it is then seen at once.
+        reading: std::fs::metadata(file)
+            .map(|m| vec![(m.dev(), m.ino())])
+            .unwrap_or_default(),
+        includes: 0,
+        bytes: text.len() as u64,
+    };
+    state.walk(file, text, visitor, 0)
 }
 
-fn walk_at<V: Visitor>(
-    file: &Path,
-    text: &[u8],
-    visitor: &mut V,
-    depth: usize,
-) -> Result<(), V::Error> {
-    for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
-        let text = strip_comment(raw).trim_ascii();
-        if text.is_empty() {
-            continue;
+/// The bounds of one walk.
+struct Walk {
+    /// Device and inode of the files being read: the top file and the
+    /// includes that led to the current one.
+    reading: Vec<(u64, u64)>,
+    /// Includes followed so far.
+    includes: usize,
+    /// Bytes read so far, the top file's included.
+    bytes: u64,
+}
+
+impl Walk {
+    fn walk<V: Visitor>(
+        &mut self,
+        file: &Path,
+        text: &[u8],
+        visitor: &mut V,
+        depth: usize,
+    ) -> Result<(), V::Error> {
+        for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
+            let text = strip_comment(raw).trim_ascii();
+            if text.is_empty() {
+                continue;
+            }
+            let line = Line {
+                file,
+                number: i + 1,
+                text,
+            };
+            let mut words = text
+                .split(u8::is_ascii_whitespace)
+                .filter(|w| !w.is_empty());
+            if words.next() != Some(b"include") {
+                visitor.line(&line)?;
+                continue;
+            }
+            let (Some(target), None) = (words.next(), words.next()) else {
+                visitor.include_failed(IncludeError {
+                    line,
+                    problem: IncludeProblem::Syntax,
+                })?;
+                continue;
+            };
+            let target = Path::new(std::ffi::OsStr::from_bytes(target));
+            let path = if target.is_relative() {
+                file.parent().unwrap_or(Path::new("/")).join(target)
+            } else {
+                target.to_path_buf()
+            };
+            match self.include(&path, depth) {
+                Ok(inner) => {
+                    self.reading.push(inner.id);
+                    let walked = self.walk(&path, &inner.text, visitor, depth + 1);
+                    self.reading.pop();
+                    walked?;
+                }
+                Err(problem) => visitor.include_failed(IncludeError { line, problem })?,
+            }
         }
-        let line = Line {
-            file,
-            number: i + 1,
-            text,
-        };
-        let mut words = text
-            .split(u8::is_ascii_whitespace)
-            .filter(|w| !w.is_empty());
-        if words.next() != Some(b"include") {
-            visitor.line(&line)?;
-            continue;
-        }
-        let (Some(target), None) = (words.next(), words.next()) else {
-            visitor.include_failed(IncludeError {
-                line,
-                problem: IncludeProblem::Syntax,
-            })?;
-            continue;
-        };
-        if depth >= MAX_INCLUDE_DEPTH {
-            visitor.include_failed(IncludeError {
-                line,
-                problem: IncludeProblem::TooDeep,
-            })?;
-            continue;
-        }
-        let target = Path::new(std::ffi::OsStr::from_bytes(target));
-        let path = if target.is_relative() {
-            file.parent().unwrap_or(Path::new("/")).join(target)
-        } else {
-            target.to_path_buf()
-        };
-        match read(&path) {
-            Ok(inner) => walk_at(&path, &inner, visitor, depth + 1)?,
-            Err(error) => visitor.include_failed(IncludeError {
-                line,
-                problem: IncludeProblem::Unreadable { path, error },
-            })?,
-        }
+        Ok(())
     }
-    Ok(())
+
+    /// Open and read the file an include names, within the bounds.
+    fn include(&mut self, path: &Path, depth: usize) -> Result<Included, IncludeProblem> {
+        if depth >= MAX_INCLUDE_DEPTH {
+            return Err(IncludeProblem::TooDeep);
+        }
+        if self.includes >= MAX_INCLUDES {
+            return Err(IncludeProblem::TooMany);
+        }
+        self.includes += 1;
+        let unreadable = |error| IncludeProblem::Unreadable {
+            path: path.to_path_buf(),
+            error,
+        };
+        let (file, meta) = open(path).map_err(unreadable)?;
+        let id = (meta.dev(), meta.ino());
+        if self.reading.contains(&id) {
+            return Err(IncludeProblem::Loop {
+                path: path.to_path_buf(),
+            });
+        }
+        let left = MAX_TOTAL_BYTES.saturating_sub(self.bytes);
+        let limit = left.min(MAX_FILE_BYTES);
+        let text = read_open(file, meta.len(), limit, || {
+            if limit < MAX_FILE_BYTES {
+                format!("the files read would pass {MAX_TOTAL_BYTES} bytes in all")
+            } else {
+                format!("larger than {MAX_FILE_BYTES} bytes")
+            }
+        })
+        .map_err(unreadable)?;
+        self.bytes += text.len() as u64;
+        Ok(Included { text, id })
+    }
+}
+
+/// A file an include names, read.
+struct Included {
+    text: Vec<u8>,
+    /// Its device and inode.
+    id: (u64, u64),
 }
 
 /// The line without its comment: `#` at the start of the line or after a
@@ -173,8 +267,16 @@ pub fn strip_comment(line: &[u8]) -> &[u8] {
 /// One `fstat` and plain reads into a buffer sized from it: no probing for
 /// the end beyond the one read that returns 0.
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    let (file, meta) = open(path)?;
+    read_open(file, meta.len(), MAX_FILE_BYTES, || {
+        format!("larger than {MAX_FILE_BYTES} bytes")
+    })
+}
+
+/// Open a configuration file that is a regular file, without blocking.
+fn open(path: &Path) -> io::Result<(File, std::fs::Metadata)> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut file = File::options()
+    let file = File::options()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)?;
@@ -185,25 +287,31 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
             "not a regular file (kerneld reads only regular files)",
         ));
     }
-    let too_large = || {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_BYTES} bytes"),
-        )
-    };
-    if meta.len() > MAX_FILE_BYTES {
+    Ok((file, meta))
+}
+
+/// Read `file`, of `size` bytes when it was opened, refusing more than
+/// `limit` bytes (`too_large` says why).
+fn read_open(
+    mut file: File,
+    size: u64,
+    limit: u64,
+    too_large: impl Fn() -> String,
+) -> io::Result<Vec<u8>> {
+    let too_large = || io::Error::new(io::ErrorKind::InvalidData, too_large());
+    if size > limit {
         return Err(too_large());
     }
     // One byte more than the size, so that the end is seen without a
     // second allocation (and a file that grew since is caught below).
-    let mut bytes = vec![0u8; meta.len() as usize + 1];
+    let mut bytes = vec![0u8; size as usize + 1];
     let mut len = 0;
     loop {
         if len == bytes.len() {
-            if len as u64 > MAX_FILE_BYTES {
+            if len as u64 > limit {
                 return Err(too_large());
             }
-            bytes.resize((len * 2).min(MAX_FILE_BYTES as usize + 1), 0);
+            bytes.resize((len * 2).min(limit as usize + 1), 0);
         }
         match file.read(&mut bytes[len..]) {
             Ok(0) => break,
@@ -329,15 +437,133 @@ mod tests {
     }
 
     #[test]
-    fn a_cycle_ends_at_the_depth_bound() {
+    fn a_file_that_includes_itself_is_an_error_at_once() {
         let d = temp_dir("cycle");
         let top = d.join("self.conf");
-        std::fs::write(&top, "x = 1\ninclude self.conf\n").unwrap();
+        // Six times: bounded by depth alone, 6^8 reads.
+        std::fs::write(
+            &top,
+            format!("x = 1\n{}y = 2\n", "include self.conf\n".repeat(6)),
+        )
+        .unwrap();
         let got = walk_file(&top);
+        assert_eq!(got.len(), 8, "{got:?}");
+        assert_eq!(got[0], "self.conf:1: x = 1");
+        for (i, g) in got[1..7].iter().enumerate() {
+            assert!(
+                g.starts_with(&format!("self.conf:{}: error: ", i + 2)),
+                "{g}"
+            );
+            assert!(
+                g.ends_with("self.conf includes itself (directly or through other files)"),
+                "{g}"
+            );
+        }
+        assert_eq!(got[7], "self.conf:8: y = 2");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_loop_through_other_files_or_paths_is_an_error() {
+        let d = temp_dir("loop");
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("a.conf"), "a = 1\ninclude sub/b.conf\n").unwrap();
+        std::fs::write(d.join("sub/b.conf"), "b = 1\ninclude ../a.conf\n").unwrap();
+        assert_eq!(
+            walk_file(&d.join("a.conf")),
+            [
+                "a.conf:1: a = 1",
+                "b.conf:1: b = 1",
+                &format!(
+                    "b.conf:2: error: {} includes itself (directly or through other files)",
+                    d.join("sub/../a.conf").display()
+                ),
+            ]
+        );
+        // Another name for the file being read: a symbolic link.
+        std::os::unix::fs::symlink(d.join("c.conf"), d.join("link.conf")).unwrap();
+        std::fs::write(d.join("c.conf"), "include link.conf\n").unwrap();
+        let got = walk_file(&d.join("c.conf"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("link.conf includes itself"), "{got:?}");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_file_included_twice_without_a_loop_is_read_twice() {
+        let d = temp_dir("diamond");
+        std::fs::write(d.join("top.conf"), "include a.conf\ninclude b.conf\n").unwrap();
+        std::fs::write(d.join("a.conf"), "include common.conf\n").unwrap();
+        std::fs::write(d.join("b.conf"), "include common.conf\n").unwrap();
+        std::fs::write(d.join("common.conf"), "c = 1\n").unwrap();
+        assert_eq!(
+            walk_file(&d.join("top.conf")),
+            ["common.conf:1: c = 1", "common.conf:1: c = 1"]
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn includes_nest_at_most_max_depth() {
+        let d = temp_dir("depth");
+        for i in 0..=MAX_INCLUDE_DEPTH + 1 {
+            std::fs::write(
+                d.join(format!("{i}.conf")),
+                format!("n = {i}\ninclude {}.conf\n", i + 1),
+            )
+            .unwrap();
+        }
+        let got = walk_file(&d.join("0.conf"));
         assert_eq!(got.len(), MAX_INCLUDE_DEPTH + 2, "{got:?}");
         assert_eq!(
             got.last().unwrap(),
-            "self.conf:2: error: includes nested too deeply"
+            &format!("{MAX_INCLUDE_DEPTH}.conf:2: error: includes nested too deeply (at most {MAX_INCLUDE_DEPTH} levels)")
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_walk_follows_at_most_max_includes() {
+        let d = temp_dir("many");
+        // Two levels of 17 includes each: 17 + 17 * 17 = 306 > 256, no loop.
+        std::fs::write(d.join("top.conf"), "include mid.conf\n".repeat(17)).unwrap();
+        std::fs::write(d.join("mid.conf"), "include leaf.conf\n".repeat(17)).unwrap();
+        std::fs::write(d.join("leaf.conf"), "x = 1\n").unwrap();
+        let got = walk_file(&d.join("top.conf"));
+        let lines = got.iter().filter(|g| g.ends_with("x = 1")).count();
+        let refused: Vec<_> = got.iter().filter(|g| g.contains("error")).collect();
+        // Each mid.conf costs 18 includes: 14 whole ones are 252, the 15th
+        // gets 3 of its 17 leaves, and the 2 mid.conf after it are refused.
+        assert_eq!(MAX_INCLUDES, 256);
+        assert_eq!(lines, 14 * 17 + 3, "{got:?}");
+        assert_eq!(refused.len(), 14 + 2, "{got:?}");
+        assert!(
+            refused[0].ends_with(&format!(
+                "more than {MAX_INCLUDES} includes in all; merge some of the files"
+            )),
+            "{refused:?}"
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn a_walk_reads_at_most_max_total_bytes() {
+        let d = temp_dir("total");
+        let big = vec![b'#'; MAX_FILE_BYTES as usize];
+        std::fs::write(d.join("big.conf"), &big).unwrap();
+        std::fs::write(d.join("top.conf"), "include big.conf\n".repeat(4)).unwrap();
+        let got = walk_file(&d.join("top.conf"));
+        // The top file's bytes count too: the fourth megabyte does not fit.
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("top.conf:4: error: cannot read "),
+            "{got:?}"
+        );
+        assert!(
+            got[0].ends_with(&format!(
+                "the files read would pass {MAX_TOTAL_BYTES} bytes in all"
+            )),
+            "{got:?}"
         );
         std::fs::remove_dir_all(&d).ok();
     }

@@ -301,7 +301,7 @@ impl ClassicDaemon {
     /// The status text, in the daemon's documented form.
     pub fn status_text(&self) -> String {
         format!(
-            "Version {FAKE_VERSION}, pid={}, delay={}, {}, {}\njob queue:\nno jobs waiting\n",
+            "Version {FAKE_VERSION}, pid={}, delay={}, {}, {}\nno jobs waiting\n",
             std::process::id(),
             self.delay,
             Self::flag(self.keep, "keep"),

@@ -160,7 +160,7 @@ const FULL_CONFIG: &str = "system-command = /bin/echo hello\n\
 /// A status text after its first line (`Version ..., pid=..., delay=...,
 /// [no]keep, [no]debug`), with no job, no module, an empty policy.
 /// The lines of 1995 exactly, those this implementation adds by pattern.
-const STATUS_REST: &str = "job queue:\nno jobs waiting\n\
+const STATUS_REST: &str = "no jobs waiting\n\
                            queue: key {key}, *\n\
                            *requests: *\n\
                            *policy: 0 rules, mode enforce*\n";
@@ -253,7 +253,7 @@ const ROWS: &[Row] = &[
 
     // -- 7 screenblanker: no /sbin/screenblanker here.
     row(Full, Old, 7, Tool, &[B(b"on")], Reply(1, "/sbin/screenblanker is not an executable program")),
-    row(Full, New, 7, Tool, &[B(b"off\0")], Reply(0, "screen blanker was not running")),
+    row(Full, New, 7, Tool, &[B(b"off\0")], Reply(1, "screen blanker was not running")),
     row(Full, Old, 7, Tool, &[B(b"dim")], Reply(1, "blanker takes \"on\" or \"off\", not \"dim\"")),
 
     // -- 8 pnp: pnp-program = /bin/echo shows the text kerneld read.

@@ -59,7 +59,7 @@ fn r_255_status_prints_the_daemon_status() {
     let mut lines = out.stdout.lines();
     assert_eq!(lines.next(), Some("status 0"));
     assert!(lines.next().unwrap().starts_with("Version "), "{out:?}");
-    assert_eq!(lines.next(), Some("job queue:"));
+    assert_eq!(lines.next(), Some("no jobs waiting"));
 }
 
 #[test]

@@ -216,16 +216,125 @@ fn refuses_to_exec_itself() {
     }
 }
 
+/// `shim-fallback = fial` is refused by kerneld; the shim cannot read it
+/// either, and fails rather than run modprobe past the deny rules.
 #[test]
-fn malformed_lines_are_logged_and_defaults_used() {
-    // The bad fallback means the default, modprobe: the stand-in runs.
-    let setup = Setup::new("shim-fallback = maybe\nshim-timeout = soon\n");
-    let out = setup.request(fake::unused_key(), "ppp");
-    assert_eq!(out.code(), 0, "{out:?} {}", setup.log());
-    assert_eq!(setup.modprobe_argv().unwrap(), ["-q", "--", "ppp"]);
+fn a_shim_line_it_cannot_read_fails_safe() {
+    let setup = Setup::new("deny request net-pf-33\nshim-fallback = fial\n");
+    let check = check_config(&setup.dir.join("kerneld.conf"));
+    assert_eq!(check.code(), 3, "kerneld refuses it: {check:?}");
+    assert!(
+        check
+            .stderr
+            .contains("kerneld.conf:3: shim-fallback must be"),
+        "{check:?}"
+    );
+    let out = setup.request(fake::unused_key(), "net-pf-33");
+    assert_eq!(out.code(), 1, "{out:?} {}", setup.log());
+    assert_silent(&out);
+    assert_eq!(setup.modprobe_argv(), None, "modprobe must not run");
     let log = setup.log();
-    assert!(log.contains("shim-fallback must be"), "{log}");
-    assert!(log.contains("shim-timeout must be"), "{log}");
+    assert!(
+        log.contains("kerneld.conf:3: shim-fallback must be `modprobe` or `fail`, not \"fial\""),
+        "{log}"
+    );
+    assert!(log.contains("failing safe"), "{log}");
+}
+
+/// A file that includes itself six times was 6^8 reads for the shim
+/// (more than 30 s a request) and one error for kerneld: now each include
+/// is refused at once, by both.
+#[test]
+fn a_file_that_includes_itself_fails_at_once() {
+    let setup = Setup::new(&"include kerneld.conf\n".repeat(6));
+    let check = check_config(&setup.dir.join("kerneld.conf"));
+    assert_eq!(check.code(), 3, "kerneld refuses it: {check:?}");
+    assert!(check.stderr.contains("kerneld.conf:2: "), "{check:?}");
+    assert!(check.stderr.contains("includes itself"), "{check:?}");
+    let out = setup.request(fake::unused_key(), "ppp");
+    assert_eq!(out.code(), 1, "{out:?} {}", setup.log());
+    assert_silent(&out);
+    assert_eq!(setup.modprobe_argv(), None, "modprobe must not run");
+    let log = setup.log();
+    let lines: Vec<&str> = log.lines().collect();
+    // Six refused includes, the first four logged, then how many more:
+    // the work is one read per include line, not one per path through them.
+    assert_eq!(lines.len(), 4 + 1 + 1, "{log}");
+    for (i, line) in lines[..4].iter().enumerate() {
+        assert!(line.contains(&format!("kerneld.conf:{}: ", i + 2)), "{log}");
+        assert!(line.contains("kerneld.conf includes itself"), "{log}");
+        assert!(line.contains("failing safe"), "{log}");
+    }
+    assert!(lines[4].contains("2 more problems in "), "{log}");
+    assert!(lines[5].contains("shim-fallback = fail"), "{log}");
+}
+
+/// What `kerneld --check-config` accepts the shim reads as the same value,
+/// and what kerneld refuses the shim cannot read, and so fails safe.
+#[test]
+fn check_config_and_the_shim_agree_on_every_value() {
+    // The line, and the settings the shim shows (None: refused by both).
+    let table: &[(&str, Option<&str>)] = &[
+        ("shim-timeout = 30", Some("shim-timeout = 30\n")),
+        ("shim-timeout = 0.5", Some("shim-timeout = 0.5\n")),
+        ("shim-timeout = +5", Some("shim-timeout = 5\n")),
+        ("shim-timeout = 1e3", Some("shim-timeout = 1000\n")),
+        ("shim-timeout=2.5e-1", Some("shim-timeout = 0.25\n")),
+        ("shim-timeout = 3600", Some("shim-timeout = 3600\n")),
+        ("shim-fallback = fail", Some("shim-fallback = fail\n")),
+        (
+            "shim-fallback = modprobe",
+            Some("shim-fallback = modprobe\n"),
+        ),
+        (
+            "shim-modprobe = /opt/mod#probe",
+            Some("shim-modprobe = /opt/mod#probe\n"),
+        ),
+        ("shim-timeout = 0", None),
+        ("shim-timeout = -1", None),
+        ("shim-timeout = 3601", None),
+        ("shim-timeout = 1e300", None),
+        ("shim-timeout = inf", None),
+        ("shim-timeout = nan", None),
+        ("shim-timeout = 5 s", None),
+        ("shim-timeout = 1e-10", None),
+        ("shim-timeout 5", None),
+        ("shim-fallback = fial", None),
+        ("shim-fallback = Fail", None),
+        ("shim-modprobe = modprobe", None),
+        ("shim-modprobe =", None),
+        ("shim-fallbak = fail", None),
+    ];
+    for &(line, shown) in table {
+        let setup = Setup::new(&format!("{line}\n"));
+        let conf = setup.dir.join("kerneld.conf");
+        let check = check_config(&conf);
+        let show = run(
+            &mut setup.command(fake::unused_key(), &["--show-config"]),
+            LIMIT,
+        );
+        match shown {
+            Some(want) => {
+                assert_eq!(check.code(), 0, "{line}: kerneld accepts it: {check:?}");
+                assert_eq!(show.code(), 0, "{line}: the shim reads it: {show:?}");
+                assert!(show.stdout.contains(want), "{line}: {show:?}");
+                assert_eq!(show.stderr, "", "{line}");
+            }
+            None => {
+                assert_eq!(check.code(), 3, "{line}: kerneld refuses it: {check:?}");
+                assert!(
+                    check.stderr.contains("kerneld.conf:2: "),
+                    "{line}: {check:?}"
+                );
+                assert_eq!(show.code(), 1, "{line}: the shim cannot read it: {show:?}");
+                assert!(
+                    show.stdout.contains("shim-fallback = fail\n"),
+                    "{line}: {show:?}"
+                );
+                assert!(show.stderr.contains("kerneld.conf:2: "), "{line}: {show:?}");
+            }
+        }
+    }
 }
 
 /// `shim-fallback = fail` in an included file (the rare-protocols split

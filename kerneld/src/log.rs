@@ -117,11 +117,21 @@ fn emit(severity: Severity, msg: &str) {
 /// One line: to the journal with `event`'s MESSAGE_ID and `fields` if the
 /// journal is present (and takes it), else to syslog; and to stderr.
 fn emit_event(severity: Severity, event: Option<Event>, fields: &str, msg: &str) {
+    use crate::journal::Sent;
     let clean = clean(msg);
-    let journaled =
-        crate::journal::present() && crate::journal::send(severity as u8, &clean, event, fields);
-    if !journaled && syslog_up() {
-        let _ = nix::syslog::syslog(severity, &*clean);
+    let sent = if crate::journal::present() {
+        crate::journal::send(severity as u8, &clean, event, fields)
+    } else {
+        Sent::Unavailable
+    };
+    match sent {
+        Sent::Taken => journal_back(),
+        Sent::Dropped => journal_dropping(),
+        Sent::Unavailable => {
+            if syslog_up() {
+                let _ = nix::syslog::syslog(severity, &*clean);
+            }
+        }
     }
     if STDERR.load(Ordering::Relaxed) {
         let level = match severity {
@@ -132,6 +142,56 @@ fn emit_event(severity: Severity, event: Option<Event>, fields: &str, msg: &str)
         };
         write_stderr(&["kerneld: ", level, &clean, "\n"]);
     }
+}
+
+/// Whether lines are being dropped because the journal does not take
+/// them, and when (`journal::now_ms`-style milliseconds since the first
+/// warning's clock started) that was last said.
+static JOURNAL_DROPPING: AtomicBool = AtomicBool::new(false);
+static JOURNAL_WARNED_MS: AtomicU64 = AtomicU64::new(0);
+/// The drop count when the current run of drops began.
+static JOURNAL_DROPS_BEFORE: AtomicU64 = AtomicU64::new(0);
+
+/// A line was dropped: say so, once a minute at most, on stderr only.
+/// Not through syslog: on a systemd system /dev/log is journald's, which
+/// is what does not read, and syslog(3) would block on it.  The journal
+/// gets the account when it takes lines again (`journal_back`).
+fn journal_dropping() {
+    if JOURNAL_DROPPING.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    JOURNAL_DROPS_BEFORE.store(
+        crate::journal::dropped().saturating_sub(1),
+        Ordering::Relaxed,
+    );
+    static START: OnceLock<Instant> = OnceLock::new();
+    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    let last = JOURNAL_WARNED_MS.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < 60_000 {
+        return;
+    }
+    JOURNAL_WARNED_MS.store(now, Ordering::Relaxed);
+    if STDERR.load(Ordering::Relaxed) {
+        write_stderr(&[
+            "kerneld: warning: the journal does not take lines (it is not reading): \
+             dropping them until it does; kdstat counts them as journal lines dropped",
+            "\n",
+        ]);
+    }
+}
+
+/// A line was taken: if some were dropped before it, tell the journal how
+/// many.
+fn journal_back() {
+    if !JOURNAL_DROPPING.load(Ordering::Relaxed) || !JOURNAL_DROPPING.swap(false, Ordering::Relaxed)
+    {
+        return;
+    }
+    let n = crate::journal::dropped().saturating_sub(JOURNAL_DROPS_BEFORE.load(Ordering::Relaxed));
+    warn(&format!(
+        "the journal takes lines again; {n} were dropped while it did not \
+         (kdstat: journal lines dropped)"
+    ));
 }
 
 /// The severity of a line with structured fields.

@@ -42,6 +42,8 @@ pub struct Snapshot {
     pub counters: CounterValues,
     pub replies_dropped: u64,
     pub replies_purged: u64,
+    /// Log lines the journal did not take (`journal::dropped`).
+    pub journal_dropped: u64,
     pub negative_entries: usize,
     pub policy: Policy,
     /// The tracer's description; None: tracing unavailable.
@@ -186,7 +188,7 @@ pub fn text(d: &Snapshot) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "requests: {}; succeeded {}, failed {}, merged {}, expired {}, cached {}, denied {}, bad messages {}, replies dropped {}, unread replies removed {}",
+        "requests: {}; succeeded {}, failed {}, merged {}, expired {}, cached {}, denied {}, bad messages {}, replies dropped {}, unread replies removed {}, journal lines dropped {}",
         if by_type.is_empty() { "none".to_string() } else { by_type.join(", ") },
         c.succeeded,
         c.failed,
@@ -197,6 +199,7 @@ pub fn text(d: &Snapshot) -> String {
         c.bad_messages,
         d.replies_dropped,
         d.replies_purged,
+        d.journal_dropped,
     );
     let p = &d.policy;
     let _ = writeln!(
@@ -316,6 +319,7 @@ pub fn json(d: &Snapshot) -> Value {
             "bad_messages": c.bad_messages,
             "replies_dropped": d.replies_dropped,
             "replies_purged": d.replies_purged,
+            "journal_dropped": d.journal_dropped,
             "waiters_refused": c.refused_waiters,
             "negative_cache_entries": d.negative_entries,
         },
@@ -404,6 +408,7 @@ mod tests {
             counters: c.values(),
             replies_dropped: 0,
             replies_purged: 0,
+            journal_dropped: 0,
             negative_entries: 0,
             policy: Policy::default(),
             tracing: None,
@@ -444,6 +449,7 @@ mod tests {
             ".counters.denied",
             ".counters.expired",
             ".counters.failed",
+            ".counters.journal_dropped",
             ".counters.merged",
             ".counters.negative_cache_entries",
             ".counters.replies_dropped",

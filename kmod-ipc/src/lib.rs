@@ -86,6 +86,7 @@
 mod client;
 pub mod conf;
 mod error;
+pub mod escape;
 mod key;
 mod msg;
 pub mod origin;

@@ -8,8 +8,8 @@
 //! and written after the reply), and `libsystemd` brings a dozen crates
 //! for the forty lines that follow.  The protocol is that of
 //! systemd.journal-fields(7) and sd_journal_sendv(3): `KEY=value` lines;
-//! kerneld replaces control characters in values (as in every log line),
-//! so it never needs the binary form, and a line too large for one
+//! kerneld escapes control characters in values (`\n`, `\x1b`, as in
+//! every log line: `kmod_ipc::escape`), so it never needs the binary form, and a line too large for one
 //! datagram (none of kerneld's is) goes to syslog instead of a memfd.
 //!
 //! The socket is `/run/systemd/journal/socket`, or `KERNELD_JOURNAL_SOCKET`
@@ -94,7 +94,7 @@ impl Event {
 }
 
 /// Structured fields of one line, `KEY=value\n` each, built by the caller
-/// (keys are upper case; values have their control characters replaced).
+/// (keys are upper case; values have their control characters escaped).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fields(String);
 
@@ -108,9 +108,7 @@ impl Fields {
         self.0.reserve(key.len() + value.len() + 2);
         self.0.push_str(key);
         self.0.push('=');
-        for c in value.chars() {
-            self.0.push(if c.is_control() { '?' } else { c });
-        }
+        self.0.push_str(&kmod_ipc::escape::escape(value));
         self.0.push('\n');
         self
     }
@@ -320,7 +318,7 @@ mod tests {
                 "SYSLOG_IDENTIFIER=kerneld",
                 "MESSAGE_ID=924e3d83b1274710a87e64c9ef5c0dd4",
                 "MODULE=sctp",
-                "REQUESTER_COMM=evil?PRIORITY=0",
+                "REQUESTER_COMM=evil\\nPRIORITY=0",
                 "STATUS=1",
             ]
         );

@@ -71,19 +71,12 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
-/// `msg` with control characters (which could end the line early or forge
-/// another) replaced by '?'.  Most lines have none and are used as they
-/// are: a byte scan decides, and only a line with a byte that may begin a
-/// control character (C0, DEL, or 0xC2 for the C1 range) is copied.
+/// `msg` with control characters (which could end the line early, forge
+/// another or drive a terminal) shown as escapes (`\n`, `\x1b`): every
+/// line, whatever a requester or a file put in it.  A line with none is
+/// used as it is.
 fn clean(msg: &str) -> Cow<'_, str> {
-    if !msg.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
-        return Cow::Borrowed(msg);
-    }
-    Cow::Owned(
-        msg.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect(),
-    )
+    kmod_ipc::escape::escape(msg)
 }
 
 /// Write `parts` to stderr as one line with one system call, so that lines
@@ -264,12 +257,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_characters_are_replaced_and_clean_lines_are_not_copied() {
+    fn control_characters_are_escaped_and_clean_lines_are_not_copied() {
         assert!(matches!(
             clean("request_module: x: not found"),
             Cow::Borrowed(_)
         ));
-        assert_eq!(clean("a\nb\x7fc\u{85}d"), "a?b?c?d");
+        assert_eq!(
+            clean("a\nb\x7fc\u{85}d\x1b[2J"),
+            "a\\nb\\x7fc\\xc2\\x85d\\x1b[2J"
+        );
         // 0xC2 also begins printable characters: kept as they are.
         assert_eq!(clean("caf\u{e9} \u{a0}x"), "caf\u{e9} \u{a0}x");
     }

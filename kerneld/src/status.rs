@@ -8,6 +8,7 @@ use crate::metrics::{CounterValues, Recent};
 use crate::policy::Policy;
 use crate::record::Entry;
 use crate::settings::Settings;
+use kmod_ipc::escape::escape;
 use kmod_ipc::{Key, QueueStat};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -108,7 +109,7 @@ pub fn text(d: &Snapshot) -> String {
             "pid {}, type {} ('{}')",
             j.worker.unwrap_or(0),
             j.kind.name(),
-            String::from_utf8_lossy(&j.text)
+            escape(&String::from_utf8_lossy(&j.text))
         );
         if let Some(p) = job_requester(j) {
             let _ = write!(out, " from pid {p}");
@@ -152,7 +153,7 @@ pub fn text(d: &Snapshot) -> String {
     } else {
         out.push_str("loaded by kerneld:\n");
         for (name, e) in rec {
-            let _ = write!(out, "  {name} (as {}", e.requested_as);
+            let _ = write!(out, "  {} (as {}", escape(name), escape(&e.requested_as));
             if e.unused_sweeps > 0 {
                 let _ = write!(
                     out,
@@ -171,12 +172,12 @@ pub fn text(d: &Snapshot) -> String {
                 out,
                 "  {:>4.0} s ago  {}{}: status {}, {}",
                 r.at.elapsed().as_secs_f64(),
-                r.name,
+                escape(&r.name),
                 r.requester
                     .as_ref()
                     .map_or(String::new(), |q| format!(" from {}", q.describe())),
                 r.status,
-                r.text
+                escape(&r.text)
             );
         }
     }

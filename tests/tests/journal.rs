@@ -315,12 +315,12 @@ fn monotonic_usec() -> u64 {
 /// A journal that never reads (a hung journald) must not slow requests:
 /// kerneld sends without blocking, drops what the journal does not take
 /// and counts it.  A real datagram socket, bound and never read, whose
-/// queue fills after a few lines.
+/// queue fills after a few lines (net.unix.max_dgram_qlen, 10 by default).
 #[test]
 fn a_journal_that_never_reads_slows_no_request() {
     const N: usize = 300;
     let dir = TempDir::new();
-    let (_journal, path) = bind(dir.path(), "hung-journal.sock");
+    let (journal, path) = bind(dir.path(), "hung-journal.sock");
     let k = Kerneld::builder()
         .env("KERNELD_JOURNAL_SOCKET", &path)
         .start();
@@ -370,4 +370,32 @@ fn a_journal_that_never_reads_slows_no_request() {
         1,
         "{log}"
     );
+
+    // The journal reads again: once its pause is over kerneld tries it
+    // again, and tells it how many lines it missed.
+    journal.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 65536];
+    while journal.recv(&mut buf).is_ok() {}
+    journal.set_nonblocking(false).unwrap();
+    let end = Instant::now() + LIMIT;
+    let mut i = 0;
+    let back = loop {
+        assert!(Instant::now() < end, "kerneld never used the journal again");
+        // A line to send (each name new, so each is logged).
+        i += 1;
+        k.request(MsgType::RequestModule, &format!("no-such-module-back-{i}"));
+        let log = k.log();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("the journal takes lines again"))
+        {
+            break l.to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(back.contains(" were dropped while it did not"), "{back}");
+    let mut seen = Vec::new();
+    until(&journal, "the account of dropped lines", &mut seen, |t| {
+        t.contains("MESSAGE=the journal takes lines again; ")
+    });
 }

@@ -74,7 +74,7 @@ schema number):
   next_sweep_seconds  number or null   until the next unload sweep
   counters            object     requests (object: type name -> integer),
       succeeded, failed, merged, expired, cached, denied, bad_messages,
-      replies_dropped, replies_purged, waiters_refused,
+      replies_dropped, replies_purged, journal_dropped, waiters_refused,
       negative_cache_entries (integers)
   queue               object     id, messages, bytes, max_bytes,
       last_sender_pid, last_receiver_pid (integers), or error (string)

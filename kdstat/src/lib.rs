@@ -107,14 +107,23 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
     }
 }
 
-/// Text as it should reach a terminal: lossy UTF-8 with a final newline
-/// (unless empty).
+/// Text as it should reach a terminal: lossy UTF-8, control characters
+/// other than line feeds escaped (`\x1b`: an older daemon may send a
+/// requester's command name raw), with a final newline (unless empty).
 pub fn with_newline(text: &[u8]) -> String {
-    let mut s = String::from_utf8_lossy(text).into_owned();
+    let mut s = kmod_ipc::escape::escape_lines(&String::from_utf8_lossy(text)).into_owned();
     if !s.is_empty() && !s.ends_with('\n') {
         s.push('\n');
     }
     s
+}
+
+/// A JSON document as it should reach a terminal: lossy UTF-8, with the
+/// characters an encoder may leave raw in strings (DEL, C1) as JSON
+/// escapes, so that it still parses to the same values.
+pub fn json_text(text: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8_lossy(text);
+    kmod_ipc::escape::escape_json(&s).into_owned().into_bytes()
 }
 
 #[cfg(test)]
@@ -168,5 +177,13 @@ mod tests {
         assert_eq!(with_newline(b"a"), "a\n");
         assert_eq!(with_newline(b"a\n"), "a\n");
         assert_eq!(with_newline(b""), "");
+    }
+
+    #[test]
+    fn control_characters_but_line_feeds_are_escaped() {
+        assert_eq!(
+            with_newline(b"comm \x1b[2J\rx\nnext"),
+            "comm \\x1b[2J\\rx\nnext\n"
+        );
     }
 }

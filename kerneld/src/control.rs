@@ -18,6 +18,16 @@ use crate::status::{self, Snapshot};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+/// A JSON answer, with the characters that would drive a terminal and
+/// that the encoder leaves raw (DEL, C1) as JSON escapes.
+fn json_text(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    match kmod_ipc::escape::escape_json(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
+
 /// The state control words change.
 pub struct Owners<'a> {
     pub settings: &'a LiveSettings,
@@ -39,7 +49,7 @@ pub fn apply(
     let policy = &o.requests.policy;
     match words.as_slice() {
         [] | ["status"] => {}
-        ["json"] => return Outcome::ok(status::json(&snapshot()).to_string()),
+        ["json"] => return Outcome::ok(json_text(&status::json(&snapshot()))),
         ["policy"] => return Outcome::ok(policy.read().unwrap().describe()),
         ["why", name] | ["why", name, "json"] => {
             let name = match crate::why::check_name(name) {
@@ -49,7 +59,7 @@ pub fn apply(
             let record = o.expiry.modules();
             let usage = |m: &str| crate::backend::sysfs::sysfs_usage(Path::new("/sys/module"), m);
             return Outcome::ok(if words.len() == 3 {
-                crate::why::json(name, &record, &usage).to_string()
+                json_text(&crate::why::json(name, &record, &usage))
             } else {
                 crate::why::text(name, &record, &usage)
             });

@@ -8,20 +8,28 @@
 //! and written after the reply), and `libsystemd` brings a dozen crates
 //! for the forty lines that follow.  The protocol is that of
 //! systemd.journal-fields(7) and sd_journal_sendv(3): `KEY=value` lines;
-//! kerneld replaces control characters in values (as in every log line),
-//! so it never needs the binary form, and a line too large for one
+//! kerneld escapes control characters in values (`\n`, `\x1b`, as in
+//! every log line: `kmod_ipc::escape`), so it never needs the binary form, and a line too large for one
 //! datagram (none of kerneld's is) goes to syslog instead of a memfd.
 //!
 //! The socket is `/run/systemd/journal/socket`, or `KERNELD_JOURNAL_SOCKET`
 //! (for tests).  Like /dev/log, it is looked for at most once a second: in
 //! early boot it may appear after kerneld starts.
+//!
+//! Lines are sent without blocking: a journal that does not read (a hung
+//! journald) would otherwise hold every worker at every line.  A line the
+//! journal has no room for is dropped and counted (`dropped`), and the
+//! journal is then skipped for a pause that doubles while it stays full
+//! (250 ms to 8 s), so that it can catch up.  Such lines do not go to
+//! syslog: on a systemd system /dev/log is journald's too, and syslog(3)
+//! blocks on it.
 
 use std::cell::RefCell;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// The kinds of event that carry a `MESSAGE_ID`: stable 128-bit ids, listed
 /// in kerneld(8) (JOURNAL), never changed once released.
@@ -86,7 +94,7 @@ impl Event {
 }
 
 /// Structured fields of one line, `KEY=value\n` each, built by the caller
-/// (keys are upper case; values have their control characters replaced).
+/// (keys are upper case; values have their control characters escaped).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fields(String);
 
@@ -100,9 +108,7 @@ impl Fields {
         self.0.reserve(key.len() + value.len() + 2);
         self.0.push_str(key);
         self.0.push('=');
-        for c in value.chars() {
-            self.0.push(if c.is_control() { '?' } else { c });
-        }
+        self.0.push_str(&kmod_ipc::escape::escape(value));
         self.0.push('\n');
         self
     }
@@ -144,10 +150,15 @@ fn socket_path() -> &'static PathBuf {
 static UP: AtomicBool = AtomicBool::new(false);
 static CHECKED_MS: AtomicU64 = AtomicU64::new(0);
 
+/// Milliseconds since the first call, never 0 (0 means "never" below).
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
 /// Whether the journal's socket exists (looked at most once a second).
 pub fn present() -> bool {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    let now = now_ms();
     let last = CHECKED_MS.load(Ordering::Relaxed);
     if last == 0 || now.saturating_sub(last) >= 1000 {
         CHECKED_MS.store(now, Ordering::Relaxed);
@@ -160,36 +171,91 @@ fn socket() -> Option<&'static UnixDatagram> {
     static SOCK: OnceLock<Option<UnixDatagram>> = OnceLock::new();
     SOCK.get_or_init(|| {
         let s = UnixDatagram::unbound().ok()?;
-        // A journal that does not keep up must not hold a worker for long:
-        // the line then goes to syslog.
-        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+        // A journal that does not read (a hung journald) must cost a
+        // request nothing: a line it has no room for is dropped at once.
+        s.set_nonblocking(true).ok()?;
         Some(s)
     })
     .as_ref()
 }
 
-/// Send one entry; false if it could not be (the caller uses syslog).
-/// `msg` has no control characters (see `log::clean`).
-pub fn send(priority: u8, msg: &str, event: Option<Event>, fields: &str) -> bool {
+/// What became of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The journal took it.
+    Taken,
+    /// The journal is there but did not take it (full, or backing off
+    /// after it was): dropped and counted.
+    Dropped,
+    /// No journal to take it (no socket, nobody listening, too large):
+    /// the caller uses syslog.
+    Unavailable,
+}
+
+/// Lines the journal did not take, since kerneld started (the status's
+/// `journal_dropped`).
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// While `now_ms()` is below this, lines are dropped without a try: a
+/// journal that was full is given time to catch up.
+static SKIP_UNTIL_MS: AtomicU64 = AtomicU64::new(0);
+/// The current pause; doubled at each refusal in a row, up to
+/// `BACKOFF_MAX_MS`, and cleared when a line is taken.
+static BACKOFF_MS: AtomicU64 = AtomicU64::new(0);
+const BACKOFF_MIN_MS: u64 = 250;
+const BACKOFF_MAX_MS: u64 = 8000;
+
+/// Lines the journal did not take so far.
+pub fn dropped() -> u64 {
+    DROPPED.load(Ordering::Relaxed)
+}
+
+/// Send one entry.  `msg` has no control characters (see `log`).
+pub fn send(priority: u8, msg: &str, event: Option<Event>, fields: &str) -> Sent {
     thread_local! {
         static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }
     let Some(sock) = socket() else {
-        return false;
+        return Sent::Unavailable;
     };
-    BUF.with(|b| {
+    if now_ms() < SKIP_UNTIL_MS.load(Ordering::Relaxed) {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+        return Sent::Dropped;
+    }
+    let result = BUF.with(|b| {
         let Ok(mut buf) = b.try_borrow_mut() else {
-            return false;
+            return Err(std::io::ErrorKind::ResourceBusy.into());
         };
         buf.clear();
         entry(&mut buf, priority, msg, event, fields);
-        let sent = sock.send_to(&buf, socket_path()).is_ok();
+        let r = sock.send_to(&buf, socket_path());
         // Keep a usual line's buffer, not that of a rare huge one.
         if buf.capacity() > 16 * 1024 {
             *buf = Vec::new();
         }
-        sent
-    })
+        r
+    });
+    match result {
+        Ok(_) => {
+            if BACKOFF_MS.load(Ordering::Relaxed) != 0 {
+                BACKOFF_MS.store(0, Ordering::Relaxed);
+            }
+            Sent::Taken
+        }
+        // The journal's queue is full (EAGAIN), or the socket's send
+        // buffer is (ENOBUFS): the journal is there but behind.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::WouldBlock
+                || e.raw_os_error() == Some(libc::ENOBUFS) =>
+        {
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+            let pause =
+                (BACKOFF_MS.load(Ordering::Relaxed) * 2).clamp(BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+            BACKOFF_MS.store(pause, Ordering::Relaxed);
+            SKIP_UNTIL_MS.store(now_ms() + pause, Ordering::Relaxed);
+            Sent::Dropped
+        }
+        Err(_) => Sent::Unavailable,
+    }
 }
 
 /// The datagram of one entry.
@@ -252,7 +318,7 @@ mod tests {
                 "SYSLOG_IDENTIFIER=kerneld",
                 "MESSAGE_ID=924e3d83b1274710a87e64c9ef5c0dd4",
                 "MODULE=sctp",
-                "REQUESTER_COMM=evil?PRIORITY=0",
+                "REQUESTER_COMM=evil\\nPRIORITY=0",
                 "STATUS=1",
             ]
         );

@@ -71,19 +71,12 @@ pub fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
-/// `msg` with control characters (which could end the line early or forge
-/// another) replaced by '?'.  Most lines have none and are used as they
-/// are: a byte scan decides, and only a line with a byte that may begin a
-/// control character (C0, DEL, or 0xC2 for the C1 range) is copied.
+/// `msg` with control characters (which could end the line early, forge
+/// another or drive a terminal) shown as escapes (`\n`, `\x1b`): every
+/// line, whatever a requester or a file put in it.  A line with none is
+/// used as it is.
 fn clean(msg: &str) -> Cow<'_, str> {
-    if !msg.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
-        return Cow::Borrowed(msg);
-    }
-    Cow::Owned(
-        msg.chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect(),
-    )
+    kmod_ipc::escape::escape(msg)
 }
 
 /// Write `parts` to stderr as one line with one system call, so that lines
@@ -117,11 +110,21 @@ fn emit(severity: Severity, msg: &str) {
 /// One line: to the journal with `event`'s MESSAGE_ID and `fields` if the
 /// journal is present (and takes it), else to syslog; and to stderr.
 fn emit_event(severity: Severity, event: Option<Event>, fields: &str, msg: &str) {
+    use crate::journal::Sent;
     let clean = clean(msg);
-    let journaled =
-        crate::journal::present() && crate::journal::send(severity as u8, &clean, event, fields);
-    if !journaled && syslog_up() {
-        let _ = nix::syslog::syslog(severity, &*clean);
+    let sent = if crate::journal::present() {
+        crate::journal::send(severity as u8, &clean, event, fields)
+    } else {
+        Sent::Unavailable
+    };
+    match sent {
+        Sent::Taken => journal_back(),
+        Sent::Dropped => journal_dropping(),
+        Sent::Unavailable => {
+            if syslog_up() {
+                let _ = nix::syslog::syslog(severity, &*clean);
+            }
+        }
     }
     if STDERR.load(Ordering::Relaxed) {
         let level = match severity {
@@ -132,6 +135,56 @@ fn emit_event(severity: Severity, event: Option<Event>, fields: &str, msg: &str)
         };
         write_stderr(&["kerneld: ", level, &clean, "\n"]);
     }
+}
+
+/// Whether lines are being dropped because the journal does not take
+/// them, and when (`journal::now_ms`-style milliseconds since the first
+/// warning's clock started) that was last said.
+static JOURNAL_DROPPING: AtomicBool = AtomicBool::new(false);
+static JOURNAL_WARNED_MS: AtomicU64 = AtomicU64::new(0);
+/// The drop count when the current run of drops began.
+static JOURNAL_DROPS_BEFORE: AtomicU64 = AtomicU64::new(0);
+
+/// A line was dropped: say so, once a minute at most, on stderr only.
+/// Not through syslog: on a systemd system /dev/log is journald's, which
+/// is what does not read, and syslog(3) would block on it.  The journal
+/// gets the account when it takes lines again (`journal_back`).
+fn journal_dropping() {
+    if JOURNAL_DROPPING.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    JOURNAL_DROPS_BEFORE.store(
+        crate::journal::dropped().saturating_sub(1),
+        Ordering::Relaxed,
+    );
+    static START: OnceLock<Instant> = OnceLock::new();
+    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    let last = JOURNAL_WARNED_MS.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < 60_000 {
+        return;
+    }
+    JOURNAL_WARNED_MS.store(now, Ordering::Relaxed);
+    if STDERR.load(Ordering::Relaxed) {
+        write_stderr(&[
+            "kerneld: warning: the journal does not take lines (it is not reading): \
+             dropping them until it does; kdstat counts them as journal lines dropped",
+            "\n",
+        ]);
+    }
+}
+
+/// A line was taken: if some were dropped before it, tell the journal how
+/// many.
+fn journal_back() {
+    if !JOURNAL_DROPPING.load(Ordering::Relaxed) || !JOURNAL_DROPPING.swap(false, Ordering::Relaxed)
+    {
+        return;
+    }
+    let n = crate::journal::dropped().saturating_sub(JOURNAL_DROPS_BEFORE.load(Ordering::Relaxed));
+    warn(&format!(
+        "the journal takes lines again; {n} were dropped while it did not \
+         (kdstat: journal lines dropped)"
+    ));
 }
 
 /// The severity of a line with structured fields.
@@ -204,12 +257,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn control_characters_are_replaced_and_clean_lines_are_not_copied() {
+    fn control_characters_are_escaped_and_clean_lines_are_not_copied() {
         assert!(matches!(
             clean("request_module: x: not found"),
             Cow::Borrowed(_)
         ));
-        assert_eq!(clean("a\nb\x7fc\u{85}d"), "a?b?c?d");
+        assert_eq!(
+            clean("a\nb\x7fc\u{85}d\x1b[2J"),
+            "a\\nb\\x7fc\\xc2\\x85d\\x1b[2J"
+        );
         // 0xC2 also begins printable characters: kept as they are.
         assert_eq!(clean("caf\u{e9} \u{a0}x"), "caf\u{e9} \u{a0}x");
     }

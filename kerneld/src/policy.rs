@@ -31,6 +31,7 @@ use crate::backend::Provenance;
 pub use crate::pattern::Pattern;
 use crate::requester::Requester;
 pub use condition::Condition;
+use kmod_ipc::escape::escape;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -416,10 +417,12 @@ impl Policy {
             s.push_str("no rules\n");
         }
         for r in self.rules.iter() {
+            // Rule text and file path come from files: escaped.
             s.push_str(&format!(
-                "{:>8} hits  {r}  ({})\n",
+                "{:>8} hits  {}  ({})\n",
                 r.hits.load(Ordering::Relaxed),
-                r.origin
+                escape(&r.to_string()),
+                escape(&r.origin)
             ));
         }
         s

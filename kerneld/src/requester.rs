@@ -8,6 +8,7 @@
 //! Requests that come straight from a queue writer (kdsend, old clients)
 //! have only the 16-bit pid of the new header.
 
+use kmod_ipc::escape::escape;
 use kmod_ipc::origin::RequestOrigin;
 use serde::{Deserialize, Serialize};
 
@@ -48,14 +49,18 @@ impl Requester {
         })
     }
 
-    /// A short description for logs: `pid 812 uid 1000 (sh)`.
+    /// A short description for logs and kdstat: `pid 812 uid 1000 (sh)`,
+    /// the command and cgroup escaped (any user chooses them).
     pub fn describe(&self) -> String {
         let mut s = format!(
             "pid {} uid {} gid {} ({})",
-            self.pid, self.uid, self.gid, self.comm
+            self.pid,
+            self.uid,
+            self.gid,
+            escape(&self.comm)
         );
         if !self.cgroup.is_empty() {
-            s.push_str(&format!(" cgroup {}", self.cgroup));
+            s.push_str(&format!(" cgroup {}", escape(&self.cgroup)));
         }
         s
     }

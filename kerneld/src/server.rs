@@ -188,6 +188,7 @@ impl Daemon {
             counters: self.counters.values(),
             replies_dropped: self.replies.dropped.load(Ordering::Relaxed),
             replies_purged: self.replies.purged.load(Ordering::Relaxed),
+            journal_dropped: crate::journal::dropped(),
             negative_entries: self.requests.negcache.lock().unwrap().len(),
             policy: Policy::clone(&self.requests.policy()),
             tracing: self.tracer.as_ref().map(|t| t.describe()),

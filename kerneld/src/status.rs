@@ -8,6 +8,7 @@ use crate::metrics::{CounterValues, Recent};
 use crate::policy::Policy;
 use crate::record::Entry;
 use crate::settings::Settings;
+use kmod_ipc::escape::escape;
 use kmod_ipc::{Key, QueueStat};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -42,6 +43,8 @@ pub struct Snapshot {
     pub counters: CounterValues,
     pub replies_dropped: u64,
     pub replies_purged: u64,
+    /// Log lines the journal did not take (`journal::dropped`).
+    pub journal_dropped: u64,
     pub negative_entries: usize,
     pub policy: Policy,
     /// The tracer's description; None: tracing unavailable.
@@ -109,7 +112,7 @@ pub fn text(d: &Snapshot) -> String {
             "pid {}, type {} ('{}')",
             j.worker.unwrap_or(0),
             j.kind.name(),
-            String::from_utf8_lossy(&j.text)
+            escape(&String::from_utf8_lossy(&j.text))
         );
         if let Some(p) = job_requester(j) {
             let _ = write!(out, " from pid {p}");
@@ -153,7 +156,7 @@ pub fn text(d: &Snapshot) -> String {
     } else {
         out.push_str("loaded by kerneld:\n");
         for (name, e) in rec {
-            let _ = write!(out, "  {name} (as {}", e.requested_as);
+            let _ = write!(out, "  {} (as {}", escape(name), escape(&e.requested_as));
             if e.unused_sweeps > 0 {
                 let _ = write!(
                     out,
@@ -172,12 +175,12 @@ pub fn text(d: &Snapshot) -> String {
                 out,
                 "  {:>4.0} s ago  {}{}: status {}, {}",
                 r.at.elapsed().as_secs_f64(),
-                r.name,
+                escape(&r.name),
                 r.requester
                     .as_ref()
                     .map_or(String::new(), |q| format!(" from {}", q.describe())),
                 r.status,
-                r.text
+                escape(&r.text)
             );
         }
     }
@@ -189,7 +192,7 @@ pub fn text(d: &Snapshot) -> String {
         .collect();
     let _ = writeln!(
         out,
-        "requests: {}; succeeded {}, failed {}, merged {}, expired {}, cached {}, denied {}, bad messages {}, replies dropped {}, unread replies removed {}",
+        "requests: {}; succeeded {}, failed {}, merged {}, expired {}, cached {}, denied {}, bad messages {}, replies dropped {}, unread replies removed {}, journal lines dropped {}",
         if by_type.is_empty() { "none".to_string() } else { by_type.join(", ") },
         c.succeeded,
         c.failed,
@@ -200,6 +203,7 @@ pub fn text(d: &Snapshot) -> String {
         c.bad_messages,
         d.replies_dropped,
         d.replies_purged,
+        d.journal_dropped,
     );
     let p = &d.policy;
     let _ = writeln!(
@@ -319,6 +323,7 @@ pub fn json(d: &Snapshot) -> Value {
             "bad_messages": c.bad_messages,
             "replies_dropped": d.replies_dropped,
             "replies_purged": d.replies_purged,
+            "journal_dropped": d.journal_dropped,
             "waiters_refused": c.refused_waiters,
             "negative_cache_entries": d.negative_entries,
         },
@@ -408,6 +413,7 @@ mod tests {
             counters: c.values(),
             replies_dropped: 0,
             replies_purged: 0,
+            journal_dropped: 0,
             negative_entries: 0,
             policy: Policy::default(),
             tracing: None,
@@ -448,6 +454,7 @@ mod tests {
             ".counters.denied",
             ".counters.expired",
             ".counters.failed",
+            ".counters.journal_dropped",
             ".counters.merged",
             ".counters.negative_cache_entries",
             ".counters.replies_dropped",

@@ -9,6 +9,7 @@
 use crate::backend::Usage;
 use crate::record::Entry;
 use crate::requester::Requester;
+use kmod_ipc::escape::escape;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -40,13 +41,20 @@ fn find<'a>(record: &'a BTreeMap<String, Entry>, name: &str) -> Vec<(&'a String,
 }
 
 /// `pid 802 (sockas, uid 1000, gid 1000, /user.slice/..., parent bash)`.
+/// Command names and cgroup are escaped: any user chooses them.
 fn requester_text(r: &Requester) -> String {
-    let mut s = format!("pid {} ({}, uid {}, gid {}", r.pid, r.comm, r.uid, r.gid);
+    let mut s = format!(
+        "pid {} ({}, uid {}, gid {}",
+        r.pid,
+        escape(&r.comm),
+        r.uid,
+        r.gid
+    );
     if !r.cgroup.is_empty() {
-        let _ = write!(s, ", {}", r.cgroup);
+        let _ = write!(s, ", {}", escape(&r.cgroup));
     }
     if !r.parent_comm.is_empty() {
-        let _ = write!(s, ", parent {}", r.parent_comm);
+        let _ = write!(s, ", parent {}", escape(&r.parent_comm));
     }
     s.push(')');
     s
@@ -69,7 +77,7 @@ fn usage_text(u: &Usage) -> String {
             if holders.is_empty() {
                 s.push_str(", no holders");
             } else {
-                let _ = write!(s, ", held by {}", holders.join(" "));
+                let _ = write!(s, ", held by {}", escape(&holders.join(" ")));
             }
             s
         }
@@ -113,11 +121,13 @@ fn local_time(unix: u64) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
-/// The text answer; `usage` tells the kernel's view of a module.
+/// The text answer; `usage` tells the kernel's view of a module.  What a
+/// request, a requester or the module tree named is escaped.
 pub fn text(name: &str, record: &BTreeMap<String, Entry>, usage: &dyn Fn(&str) -> Usage) -> String {
     let found = find(record, name);
     if found.is_empty() {
         let u = usage(name);
+        let name = escape(name);
         return match u {
             Usage::NotLoaded => format!(
                 "{name}: not loaded (no module of that name is in the kernel, \
@@ -135,12 +145,13 @@ pub fn text(name: &str, record: &BTreeMap<String, Entry>, usage: &dyn Fn(&str) -
     for (m, e) in found {
         let _ = write!(
             out,
-            "{m}: loaded {} for {}",
+            "{}: loaded {} for {}",
+            escape(m),
             local_time(e.loaded_at),
-            e.requested_as
+            escape(&e.requested_as)
         );
         if let Some(by) = &e.pulled_in_by {
-            let _ = write!(out, " (pulled in by {by})");
+            let _ = write!(out, " (pulled in by {})", escape(by));
         }
         match &e.requester {
             Some(r) => {
@@ -151,10 +162,10 @@ pub fn text(name: &str, record: &BTreeMap<String, Entry>, usage: &dyn Fn(&str) -
         if e.allowed_by.is_empty() {
             out.push_str(", rule not recorded (loaded before kerneld kept it)");
         } else {
-            let _ = write!(out, ", allowed by {}", e.allowed_by);
+            let _ = write!(out, ", allowed by {}", escape(&e.allowed_by));
         }
         if !e.dependencies.is_empty() {
-            let _ = write!(out, "; pulled in {}", e.dependencies.join(", "));
+            let _ = write!(out, "; pulled in {}", escape(&e.dependencies.join(", ")));
         }
         let _ = writeln!(out, "\n  now: {}", usage_text(&usage(m)));
     }

@@ -86,6 +86,7 @@
 mod client;
 pub mod conf;
 mod error;
+pub mod escape;
 pub mod instances;
 mod key;
 mod msg;

@@ -311,3 +311,91 @@ fn monotonic_usec() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap();
     t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000
 }
+
+/// A journal that never reads (a hung journald) must not slow requests:
+/// kerneld sends without blocking, drops what the journal does not take
+/// and counts it.  A real datagram socket, bound and never read, whose
+/// queue fills after a few lines (net.unix.max_dgram_qlen, 10 by default).
+#[test]
+fn a_journal_that_never_reads_slows_no_request() {
+    const N: usize = 300;
+    let dir = TempDir::new();
+    let (journal, path) = bind(dir.path(), "hung-journal.sock");
+    let k = Kerneld::builder()
+        .env("KERNELD_JOURNAL_SOCKET", &path)
+        .start();
+    let client = Client::connect(k.key()).unwrap();
+    let began = Instant::now();
+    // All at once, as a flood of requests would come; each name is new,
+    // so each is looked up, answered and logged.
+    let ids: Vec<i64> = (0..N)
+        .map(|i| {
+            let id = unique_reply_id();
+            client
+                .send(
+                    MsgType::RequestModule,
+                    format!("no-such-module-hung-{i}").as_bytes(),
+                    id,
+                )
+                .unwrap();
+            id
+        })
+        .collect();
+    for (i, id) in ids.into_iter().enumerate() {
+        let reply = client
+            .wait_reply(id, Some(LIMIT))
+            .unwrap_or_else(|e| panic!("request {i} of {N}: {e}\n{}", k.log()));
+        assert_eq!(reply.status, 1, "{}", reply.text_lossy());
+    }
+    // Not asserted (no timed assertions), but shown with --nocapture.
+    eprintln!(
+        "{N} requests answered in {:.2} s with a journal that never reads",
+        began.elapsed().as_secs_f64()
+    );
+    let dropped = k.counter("journal_dropped");
+    assert!(dropped > 0, "no journal line counted as dropped");
+    // The text status says it too (lines logged since may add to it).
+    let text = k.control("status").text_lossy();
+    let shown: u64 = text
+        .split("journal lines dropped ")
+        .nth(1)
+        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no `journal lines dropped N` in:\n{text}"));
+    assert!(shown >= dropped, "{text}");
+    // Said once in the log, not once per line.
+    let log = k.wait_log("the journal does not take lines");
+    assert_eq!(
+        log.matches("the journal does not take lines").count(),
+        1,
+        "{log}"
+    );
+
+    // The journal reads again: once its pause is over kerneld tries it
+    // again, and tells it how many lines it missed.
+    journal.set_nonblocking(true).unwrap();
+    let mut buf = vec![0u8; 65536];
+    while journal.recv(&mut buf).is_ok() {}
+    journal.set_nonblocking(false).unwrap();
+    let end = Instant::now() + LIMIT;
+    let mut i = 0;
+    let back = loop {
+        assert!(Instant::now() < end, "kerneld never used the journal again");
+        // A line to send (each name new, so each is logged).
+        i += 1;
+        k.request(MsgType::RequestModule, &format!("no-such-module-back-{i}"));
+        let log = k.log();
+        if let Some(l) = log
+            .lines()
+            .find(|l| l.contains("the journal takes lines again"))
+        {
+            break l.to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(back.contains(" were dropped while it did not"), "{back}");
+    let mut seen = Vec::new();
+    until(&journal, "the account of dropped lines", &mut seen, |t| {
+        t.contains("MESSAGE=the journal takes lines again; ")
+    });
+}

@@ -5,7 +5,7 @@
 
 use clap::Parser;
 use kdstat::cli::KdstatArgs as Args;
-use kdstat::{with_newline, Failure, Timeout};
+use kdstat::{json_text, with_newline, Failure, Timeout};
 use kmod_ipc::{Client, Key, MsgType, DEFAULT_KEY};
 use std::io::{ErrorKind, Write};
 use std::time::Duration;
@@ -28,7 +28,9 @@ fn main() {
             code: kdstat::EXIT_USAGE,
         })
     } else if args.json {
-        ask_json(key, args.timeout).map(with_shim_json)
+        ask_json(key, args.timeout)
+            .map(with_shim_json)
+            .map(|t| json_text(&t))
     } else if word.is_empty() {
         ask(key, &word, args.timeout).map(with_shim_text)
     } else {
@@ -75,7 +77,7 @@ fn ask(key: Key, word: &str, timeout: Timeout) -> Result<Vec<u8>, Failure> {
             message: if text.is_empty() {
                 format!("kerneld refused {word:?} (status {})", reply.status)
             } else {
-                text.to_string()
+                kmod_ipc::escape::escape_lines(text).into_owned()
             },
             code: kdstat::EXIT_FAILURE,
         });
@@ -96,7 +98,7 @@ fn why(key: Key, names: &[String], json: bool, timeout: Timeout) -> Result<Vec<u
     }
     let text = ask(key, &format!("why {name} json"), timeout)?;
     match serde_json::from_slice::<serde_json::Value>(&text) {
-        Ok(_) => Ok(text),
+        Ok(_) => Ok(json_text(&text)),
         Err(e) => Err(Failure {
             message: format!("kerneld sent a why answer that is not valid JSON: {e}"),
             code: kdstat::EXIT_FAILURE,
@@ -170,7 +172,7 @@ fn watch(key: Key, interval: Duration, timeout: Timeout, json: bool) -> ! {
     loop {
         if json {
             match ask_json(key, timeout) {
-                Ok(text) => print_out(&one_line(&with_shim_json(text))),
+                Ok(text) => print_out(&one_line(&json_text(&with_shim_json(text)))),
                 Err(f) if first => f.exit("kdstat"),
                 Err(f) => eprintln!("kdstat: {}", f.message),
             }

@@ -35,17 +35,19 @@ impl Daemon {
         );
         if let Some(why) = unanswerable(self.filter, msg.id) {
             self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
-            // Sampled: a flood of such requests must not flood the log.
-            log::warn_sampled(&self.counters.refused_ids, |n| {
-                format!(
-                    "dropping {} (type {}) from {} with reply id {}: {why} ({n} so far)",
+            // The first 16 in full, then the 32nd, 64th...: a flood of
+            // such requests must not flood the log.
+            let n = self.counters.refused_ids.fetch_add(1, Ordering::Relaxed) + 1;
+            if n <= 16 || n.is_power_of_two() {
+                log::warn(&format!(
+                    "dropping {} with reply id {} (type {}, from {}): {why} ({n} so far)",
                     msg.msg_type(),
+                    msg.id,
                     msg.mtype,
                     msg.pid()
                         .map_or("an unknown pid".to_string(), |p| format!("pid {p}")),
-                    msg.id
-                )
-            });
+                ));
+            }
             return;
         }
         self.counters.count_request(msg.msg_type());

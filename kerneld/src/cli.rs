@@ -84,7 +84,9 @@ pub struct Cli {
     #[arg(long = "modprobe-d", value_name = "DIR")]
     pub modprobe_d: Vec<PathBuf>,
 
-    /// Where the record of loaded modules is kept (default /run/kerneld).
+    /// Where the record of loaded modules is kept (default /run/kerneld,
+    /// made mode 0700); one owned by another user, or that group or others
+    /// may write, is refused (exit status 3).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 

@@ -11,7 +11,9 @@ use crate::request::{Ask, Plan};
 use crate::requester::Requester;
 use crate::server::Daemon;
 use crate::{log, log_debug};
-use kmod_ipc::{MessageView, MsgType, DEFAULT_TEXT_MAX, KERNELD_MINSEQ, MAX_DAEMON_TYPE};
+use kmod_ipc::{
+    MessageView, MsgType, TypeFilter, DEFAULT_TEXT_MAX, KERNELD_MINSEQ, MAX_DAEMON_TYPE,
+};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -31,14 +33,21 @@ impl Daemon {
                 .map_or(String::new(), |p| format!("from pid {p} ")),
             msg.text_lossy()
         );
-        if (1..=MAX_DAEMON_TYPE).contains(&msg.id) || msg.id < 0 {
-            // Its reply would be received by kerneld itself.
+        if let Some(why) = unanswerable(self.filter, msg.id) {
             self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
-            log::warn(&format!(
-                "dropping {} with reply id {}: ids 1..255 and negative ids cannot be answered",
-                msg.msg_type(),
-                msg.id
-            ));
+            // The first 16 in full, then the 32nd, 64th...: a flood of
+            // such requests must not flood the log.
+            let n = self.counters.refused_ids.fetch_add(1, Ordering::Relaxed) + 1;
+            if n <= 16 || n.is_power_of_two() {
+                log::warn(&format!(
+                    "dropping {} with reply id {} (type {}, from {}): {why} ({n} so far)",
+                    msg.msg_type(),
+                    msg.id,
+                    msg.mtype,
+                    msg.pid()
+                        .map_or("an unknown pid".to_string(), |p| format!("pid {p}")),
+                ));
+            }
             return;
         }
         self.counters.count_request(msg.msg_type());
@@ -185,9 +194,37 @@ impl Daemon {
     }
 
     /// Send the answer to `req` if it wants one (see
-    /// [`Replies::send`](crate::reply::Replies::send)).
+    /// [`Replies::send`](crate::reply::Replies::send)); never on an id
+    /// this kerneld would receive as a request.
     pub fn reply(&self, req: impl Into<ReplyTo>, status: i64, text: &[u8]) {
-        self.replies.send(req, status, text);
+        let to: ReplyTo = req.into();
+        if unanswerable(self.filter, to.id).is_none() {
+            self.replies.send(to, status, text);
+        }
+    }
+}
+
+/// Why a request's reply id cannot be answered, if it cannot: the reply
+/// is a message whose type is the id, so an id that is a message type
+/// served on this queue would have the reply received as a request (by
+/// this kerneld, or by another on the key).  Ids 1..255 are always
+/// refused (the types of the default instance); so is the type this
+/// instance serves (`type=256`: arp); and negative ids, which no message
+/// can have as its type.  0 asks for no reply.
+pub fn unanswerable(filter: TypeFilter, id: i64) -> Option<&'static str> {
+    let served = match filter {
+        TypeFilter::Any => id > 0,
+        TypeFilter::Exactly(n) => id == n,
+        TypeFilter::UpTo(n) => (1..=n).contains(&id),
+    };
+    if served {
+        Some("it is a message type this kerneld serves, so the reply would come back to it as a request")
+    } else if (1..=MAX_DAEMON_TYPE).contains(&id) {
+        Some("ids 1..255 are message types kerneld serves on this queue, so the reply would be read as a request")
+    } else if id < 0 {
+        Some("a negative id cannot be a reply's message type")
+    } else {
+        None
     }
 }
 
@@ -200,6 +237,29 @@ mod tests {
     use crate::testing::{counting, daemon, test_key};
     use kmod_ipc::{Client, Header, Key, Message};
     use std::time::Duration;
+
+    #[test]
+    fn reply_ids_that_are_served_types_are_unanswerable() {
+        use TypeFilter::*;
+        for (filter, id, refused) in [
+            (UpTo(255), 2, true),
+            (UpTo(255), 255, true),
+            (UpTo(255), 256, false),
+            (UpTo(8), 200, true),
+            (Exactly(256), 256, true),
+            (Exactly(256), 2, true),
+            (Exactly(256), 257, false),
+            (Exactly(2), -1, true),
+            (Exactly(2), 0, false),
+            (UpTo(255), 1024 + 77, false),
+        ] {
+            assert_eq!(
+                unanswerable(filter, id).is_some(),
+                refused,
+                "{filter:?} {id}"
+            );
+        }
+    }
 
     #[test]
     fn identical_requests_share_one_load_and_all_are_answered() {

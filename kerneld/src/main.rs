@@ -29,10 +29,9 @@ use kerneld::trace::Tracer;
 use kerneld::watch::Watched;
 use kerneld::{log, QUEUE_BYTES};
 use kmod_ipc::{Error as IpcError, How, Key, Queue};
-use startup::{Detached, Stopper};
+use startup::{Detached, StateDirError, Stopper};
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,13 +104,10 @@ fn main() -> ExitCode {
         .clone()
         .or_else(|| cfg.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from("/run/kerneld"));
-    if let Err(e) = std::fs::create_dir_all(&state_dir)
-        .and_then(|_| std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)))
-    {
-        return fail(
-            EXIT_RUNTIME,
-            &format!("cannot create state directory {}: {e}", state_dir.display()),
-        );
+    match startup::prepare_state_dir(&state_dir) {
+        Ok(()) => {}
+        Err(StateDirError::Create(e)) => return fail(EXIT_RUNTIME, &e),
+        Err(StateDirError::Refused(e)) => return fail(EXIT_CONFIG, &e),
     }
 
     // Detach now: the daemon reports every start-up problem through a pipe

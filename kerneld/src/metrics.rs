@@ -42,6 +42,10 @@ pub struct Counters {
     /// Requests refused because `jobs::MAX_WAITERS` waited for the
     /// identical action already.
     pub refused_waiters: AtomicU64,
+    /// Requests dropped for a reply id that is a type served on the queue
+    /// (`dispatch::unanswerable`); counted in `bad_messages` too, kept
+    /// apart to sample their log lines.
+    pub refused_ids: AtomicU64,
 }
 
 /// A copy of the counters, for the status.

@@ -16,10 +16,20 @@ use crate::backend::netlink::{serves_kind, serves_live_link};
 use crate::backend::{Errno, ModuleBackend, Resolution, Usage};
 use crate::pattern::Pattern;
 use crate::requester::Requester;
+use crate::statefile;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The largest record kerneld reads at start, in bytes.  An entry takes
+/// at most about 600 bytes as written (requester with cgroup and
+/// namespaces, rule and dependencies included), so 16 MiB holds some
+/// 28,000 modules: every module of a distribution's kernel (about 6,000)
+/// several times over.  A larger file
+/// is not a record kerneld wrote: reading and parsing it would hold up
+/// the start.
+pub const RECORD_MAX: u64 = 16 << 20;
 
 /// One module kerneld loaded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -85,34 +95,46 @@ impl Record {
         Record::default()
     }
 
-    /// Load `<dir>/loaded.json`; an unreadable or corrupt file is moved
-    /// aside and reported, and the record starts empty.
+    /// Load `<dir>/loaded.json`.  Only a regular file of at most
+    /// [`RECORD_MAX`] bytes is read, never through a link and never
+    /// waiting on it (see [`statefile::read_regular`]); one that is not,
+    /// cannot be read or is corrupt is moved aside to
+    /// `loaded.json.corrupt` and reported, and the record starts empty.
     pub fn load(dir: &Path) -> (Record, Option<String>) {
         let file = dir.join("loaded.json");
-        let mut warning = None;
-        let modules = match std::fs::read(&file) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
-                Ok(m) => m,
-                Err(e) => {
-                    let aside = dir.join("loaded.json.corrupt");
-                    let _ = std::fs::rename(&file, &aside);
-                    warning = Some(format!(
-                        "{} is corrupt ({e}); moved to {}, starting with an empty record",
-                        file.display(),
-                        aside.display()
-                    ));
-                    BTreeMap::new()
+        let problem = match statefile::read_regular(&file, RECORD_MAX) {
+            Ok(None) => None,
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(modules) => {
+                    let file = Some(file);
+                    return (Record { file, modules }, None);
                 }
+                Err(e) => Some(format!("is corrupt ({e})")),
             },
-            Err(_) => BTreeMap::new(),
+            Err(statefile::Unusable(why)) => Some(why),
         };
-        (
-            Record {
-                file: Some(file),
-                modules,
-            },
-            warning,
-        )
+        let warning = problem.map(|why| {
+            // rename moves a link or a FIFO itself, never what it names.
+            let aside = dir.join("loaded.json.corrupt");
+            match std::fs::rename(&file, &aside) {
+                Ok(()) => format!(
+                    "{} {why}; moved to {}, starting with an empty record",
+                    file.display(),
+                    aside.display()
+                ),
+                Err(e) => format!(
+                    "{} {why}; could not move it to {} ({e}): remove it by hand; \
+                     starting with an empty record",
+                    file.display(),
+                    aside.display()
+                ),
+            }
+        });
+        let record = Record {
+            file: Some(file),
+            modules: BTreeMap::new(),
+        };
+        (record, warning)
     }
 
     /// Whether kerneld loaded `name` (and has not unloaded it).
@@ -121,7 +143,8 @@ impl Record {
         self.modules.keys().any(|k| norm(k) == n)
     }
 
-    /// Write the record (atomically: temporary file, then rename).
+    /// Write the record (atomically: a new temporary file, then rename;
+    /// never through a link planted at either name).
     pub fn save(&self) -> Result<(), String> {
         let Some(file) = &self.file else {
             return Ok(());
@@ -130,8 +153,7 @@ impl Record {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let tmp = file.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(&self.modules).map_err(|e| e.to_string())?;
-        std::fs::write(&tmp, json).map_err(|e| format!("{}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, file).map_err(|e| format!("{}: {e}", file.display()))
+        statefile::replace(file, &tmp, &json, 0o600)
     }
 
     /// Note modules inserted for a request.  `candidates` are the modules
@@ -460,6 +482,77 @@ mod tests {
         assert!(w.is_none(), "{w:?}");
         let e = &old.modules["dummy"];
         assert_eq!((e.requester.as_ref(), e.allowed_by.as_str()), (None, ""));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// RECORD_MAX holds 10,000 entries as full as they get in practice
+    /// (requester with cgroup and namespaces, a rule, dependencies).
+    #[test]
+    fn the_size_cap_holds_thousands_of_modules() {
+        let who = Requester {
+            pid: 4_194_304,
+            uid: 1000,
+            gid: 1000,
+            comm: "NetworkManager".into(),
+            cgroup: "/system.slice/NetworkManager.service".into(),
+            namespaces: vec!["net:[4026531840]".into(), "mnt:[4026531841]".into()],
+            parent_comm: "systemd".into(),
+        };
+        let res = Resolution {
+            candidates: s(&["nf_conntrack_netlink_helper"]),
+            allowed_by: "allow module nf_* if requester-uid = 0 (/etc/kerneld.conf:42)".into(),
+            ..Resolution::default()
+        };
+        let mut r = Record::in_memory();
+        // Three modules per request: 10,002 entries.
+        for i in 0..3_334 {
+            let m = format!("nf_conntrack_netlink_helper_{i}");
+            let deps = [
+                m.clone(),
+                format!("nf_conntrack_{i}"),
+                format!("nfnetlink_{i}"),
+            ];
+            let res = Resolution {
+                candidates: vec![m.clone()],
+                ..res.clone()
+            };
+            r.add_for(&format!("net-pf-16-proto-12-{i}"), &res, &deps, Some(&who));
+        }
+        let bytes = serde_json::to_vec_pretty(&r.modules).unwrap();
+        assert_eq!(r.modules.len(), 10_002);
+        assert!((bytes.len() as u64) < RECORD_MAX, "{} bytes", bytes.len());
+        eprintln!("{} bytes for {} entries", bytes.len(), r.modules.len());
+    }
+
+    /// What is not a regular file of bounded size is moved aside, never
+    /// read (a FIFO would block, a link to /dev/zero never end).
+    #[test]
+    fn records_that_are_not_regular_files_are_moved_aside() {
+        let dir = std::env::temp_dir().join(format!("kerneld-record-odd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("loaded.json");
+        let aside = dir.join("loaded.json.corrupt");
+        let fifo = || nix::unistd::mkfifo(&file, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let link = || std::os::unix::fs::symlink("/dev/zero", &file).unwrap();
+        let big = || {
+            let f = std::fs::File::create(&file).unwrap();
+            f.set_len(RECORD_MAX + 1).unwrap();
+        };
+        let cases: [(&dyn Fn(), &str); 3] = [
+            (&fifo, "is a FIFO, not a regular file"),
+            (&link, "is a symbolic link"),
+            (&big, "more than the 16777216 bytes"),
+        ];
+        for (make, want) in cases {
+            make();
+            let (r, w) = Record::load(&dir);
+            let w = w.expect("a warning");
+            assert!(r.modules.is_empty());
+            assert!(w.contains(want), "{w}");
+            assert!(w.contains(&format!("moved to {}", aside.display())), "{w}");
+            assert!(std::fs::symlink_metadata(&file).is_err(), "{w}");
+            std::fs::remove_file(&aside).unwrap();
+        }
         std::fs::remove_dir_all(&dir).ok();
     }
 

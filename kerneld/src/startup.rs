@@ -1,9 +1,11 @@
 //! Start-up and stop of the daemon process: detaching with a start-up
 //! pipe (the parent's exit status is the daemon's until it is ready), the
-//! state directory's lock, the pid file, and what a stop undoes.
+//! state directory (its checks, its lock, the pid file), and what a stop
+//! undoes.
 
 use crate::{fail, helper, instance, say, EXIT_RUNTIME};
 use kerneld::log;
+use kerneld::statefile;
 use kerneld::status::VERSION;
 use kmod_ipc::{Error as IpcError, Key, Queue};
 use nix::errno::Errno;
@@ -12,6 +14,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -66,8 +69,10 @@ impl Stopper {
             Err(e) => log::warn(&format!("{e}; leaving the queue in place")),
         }
         if let Some(p) = self.pid_file.take() {
-            let ours = std::fs::read_to_string(&p)
-                .is_ok_and(|s| s.trim() == std::process::id().to_string());
+            let ours = matches!(
+                statefile::read_regular(&p, PID_FILE_MAX),
+                Ok(Some(b)) if b.trim_ascii() == std::process::id().to_string().as_bytes()
+            );
             if ours {
                 let _ = std::fs::remove_file(&p);
             }
@@ -75,16 +80,88 @@ impl Stopper {
     }
 }
 
-/// Write `kerneld.pid` atomically (a temporary file renamed into place).
+/// Longer than any pid file kerneld writes (`4194304\n`).
+const PID_FILE_MAX: u64 = 64;
+
+/// Create the state directory (mode 0700, owned by kerneld's user), or
+/// check the one there: it must be a directory owned by kerneld's
+/// effective user that neither group nor others may write, since whoever
+/// can write it can replace the record (which modules kerneld unloads)
+/// and the pid file.  One that is not is refused rather than changed:
+/// kerneld may not have made it, and it may be shared (a `chmod` of
+/// `/tmp` would break the system).  The fix is the operator's.
+pub fn prepare_state_dir(dir: &Path) -> Result<(), StateDirError> {
+    if let Err(e) = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        return Err(StateDirError::Create(format!(
+            "cannot create state directory {}: {e}",
+            dir.display()
+        )));
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| {
+        StateDirError::Create(format!(
+            "cannot examine state directory {}: {e}",
+            dir.display()
+        ))
+    })?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let refuse = |why: String| Err(StateDirError::Refused(why));
+    if !meta.is_dir() {
+        return refuse(format!(
+            "state directory {} is not a directory; give --state-dir a directory of kerneld's own",
+            dir.display()
+        ));
+    }
+    if meta.uid() != euid {
+        return refuse(format!(
+            "state directory {} is owned by uid {}, not by kerneld's user (uid {euid}): \
+             its owner could replace the record of loaded modules and the pid file; \
+             give --state-dir a directory of kerneld's own, or chown {euid} {}",
+            dir.display(),
+            meta.uid(),
+            dir.display()
+        ));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return refuse(format!(
+            "state directory {} has mode {mode:04o}: {} may write it and could replace \
+             the record of loaded modules and the pid file; give --state-dir a directory \
+             of kerneld's own, or chmod go-w {}",
+            dir.display(),
+            match mode & 0o022 {
+                0o020 => "its group",
+                0o002 => "any user",
+                _ => "its group and any user",
+            },
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Why the state directory cannot be used.
+#[derive(Debug)]
+pub enum StateDirError {
+    /// It could not be created or examined (a runtime failure).
+    Create(String),
+    /// It is there but not fit to keep kerneld's state (a configuration
+    /// error).
+    Refused(String),
+}
+
+/// Write `kerneld.pid` atomically: a new temporary file, renamed into
+/// place.  The temporary's name is fixed: the state directory's lock,
+/// held by now, keeps any other kerneld from writing there.
 pub fn write_pid_file(dir: &Path) -> Result<PathBuf, String> {
     let path = dir.join("kerneld.pid");
-    let tmp = dir.join(format!(".kerneld.pid.{}", std::process::id()));
-    std::fs::write(&tmp, format!("{}\n", std::process::id()))
-        .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("cannot write {}: {e}", path.display())
-        })?;
+    let tmp = dir.join(".kerneld.pid.tmp");
+    let text = format!("{}\n", std::process::id());
+    statefile::replace(&path, &tmp, text.as_bytes(), 0o644)
+        .map_err(|e| format!("cannot write the pid file: {e}"))?;
     Ok(path)
 }
 
@@ -96,10 +173,12 @@ pub fn lock_state_dir(dir: &Path) -> Result<Flock<std::fs::File>, String> {
         if e != Errno::EWOULDBLOCK {
             return format!("cannot lock {}: {e}", path.display());
         }
-        let pid = std::fs::read_to_string(dir.join("kerneld.pid")).unwrap_or_default();
+        let pid = match statefile::read_regular(&dir.join("kerneld.pid"), PID_FILE_MAX) {
+            Ok(Some(b)) => String::from_utf8_lossy(&b).trim().to_string(),
+            _ => "unknown".into(),
+        };
         format!(
-            "another kerneld (pid {}) is running with state directory {}",
-            pid.trim(),
+            "another kerneld (pid {pid}) is running with state directory {}",
             dir.display()
         )
     })

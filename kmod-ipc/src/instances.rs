@@ -27,7 +27,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -366,6 +366,8 @@ impl KeyLock {
             .create(true)
             .truncate(true)
             .write(true)
+            // Not through a link planted there, nor blocking on a FIFO.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(&path)
             .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
         hold(&file).map_err(|e| format!("cannot lock {}: {e}", path.display()))?;
@@ -454,12 +456,15 @@ fn is_held(file: &File) -> nix::Result<bool> {
 
 /// Open (creating it) a file that is only ever locked, never truncated:
 /// another process may hold its lock and have written its pid there.
+/// Never through a link: one planted there would have kerneld create or
+/// open the file it names.
 pub fn open_lock_file(path: &Path) -> Result<File, String> {
     OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| format!("cannot open {}: {e}", path.display()))
 }

@@ -108,6 +108,9 @@ enum ModuleDir {
     Path(PathBuf),
 }
 
+/// What a test does to the state directory before the start.
+type StateSetup = Box<dyn FnOnce(&Path)>;
+
 /// Settings of a [`Kerneld`] before it starts.
 pub struct Builder {
     config: Option<String>,
@@ -119,9 +122,18 @@ pub struct Builder {
     wrapper: Vec<String>,
     env: Vec<(String, OsString)>,
     record: Option<String>,
+    state: Option<StateSetup>,
 }
 
 impl Builder {
+    /// Lay out the state directory before the start: it is created
+    /// (mode 0700) and handed to `f`, which may plant files, links or
+    /// FIFOs in it, or change its owner and mode.
+    pub fn state(mut self, f: impl FnOnce(&Path) + 'static) -> Builder {
+        self.state = Some(Box::new(f));
+        self
+    }
+
     /// Set an environment variable for kerneld (`KERNELD_PROC_MODPROBE`).
     pub fn env(mut self, name: &str, value: impl Into<OsString>) -> Builder {
         self.env.push((name.to_string(), value.into()));
@@ -215,6 +227,13 @@ impl Builder {
         if let Some(json) = &self.record {
             std::fs::create_dir_all(dir.join("state")).expect("create the state dir");
             std::fs::write(dir.join("state/loaded.json"), json).expect("write loaded.json");
+        }
+        if let Some(f) = self.state {
+            let state = dir.join("state");
+            std::fs::create_dir_all(&state).expect("create the state dir");
+            std::fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .expect("chmod the state dir");
+            f(&state);
         }
         if let Some(text) = &self.config {
             let path = dir.join("kerneld.conf");
@@ -342,6 +361,7 @@ impl Kerneld {
             wrapper: Vec::new(),
             env: Vec::new(),
             record: None,
+            state: None,
         }
     }
 

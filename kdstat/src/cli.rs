@@ -86,7 +86,7 @@ schema number):
       loaded, added by kdstat from /sys/module/kerneld_shim/parameters:
       key, read_wait_ms, reply_wait_ms, fallback, and the counters
       requests, answered, failed, nowait, fallback_no_queue,
-      fallback_unread, fallback_full, fallback_gone, refused_queue,
+      fallback_unread, fallback_full, fallback_gone, untrusted_queue,
       timed_out, interrupted, late_answers
 A requester object has pid, uid, gid (integers), comm, cgroup,
 parent_comm (strings) and namespaces (array of strings).

@@ -20,7 +20,7 @@ const COUNTERS: [(&str, &str); 12] = [
     ("fallback_unread", "unread"),
     ("fallback_full", "queue full"),
     ("fallback_gone", "queue removed"),
-    ("refused_queue", "refused queues"),
+    ("untrusted_queue", "untrusted queues"),
     ("timed_out", "timed out"),
     ("interrupted", "interrupted"),
     ("late_answers", "late answers"),

@@ -89,7 +89,7 @@ KD_COUNTER(4, fallback_no_queue, "no queue at the key: usermode helper (or faile
 KD_COUNTER(5, fallback_unread, "request unread after read_wait_ms, taken back: usermode helper (or failed)");
 KD_COUNTER(6, fallback_full, "queue full: usermode helper (or failed)");
 KD_COUNTER(7, fallback_gone, "queue removed while waiting: usermode helper (or failed)");
-KD_COUNTER(8, refused_queue, "queue not root's with mode 0600 or stricter: request refused (-EPERM)");
+KD_COUNTER(8, untrusted_queue, "queue not root's with mode 0600 or stricter: as without kerneld (helper, or fails with fallback=N)");
 KD_COUNTER(9, timed_out, "read by kerneld, no answer within reply_wait_ms");
 KD_COUNTER(10, interrupted, "requester killed while waiting");
 KD_COUNTER(11, late_answers, "answers that came after their requester stopped waiting, removed");

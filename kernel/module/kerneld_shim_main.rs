@@ -16,8 +16,9 @@
 //!   the kernel's range; `request_module_nowait()` sends id 0 and returns;
 //! - no queue at the key, a queue full or removed: the usermode helper runs
 //!   as on a stock kernel (or, with `fallback=N`, the request fails);
-//! - a queue that is not root's with mode 0600 or stricter: refused with
-//!   -EPERM, and the request goes nowhere, not to the helper either;
+//! - a queue that is not root's with mode 0600 or stricter is no kerneld:
+//!   nothing is sent to it, and the helper runs (or, with `fallback=N`,
+//!   the request fails);
 //! - a request still unread after `read_wait_ms` (a dead kerneld left its
 //!   queue behind) is taken back from the queue, so it is never served
 //!   twice, and the helper runs;
@@ -86,7 +87,7 @@ enum Counter {
     FallbackUnread = 5,
     FallbackFull = 6,
     FallbackGone = 7,
-    RefusedQueue = 8,
+    UntrustedQueue = 8,
     TimedOut = 9,
     Interrupted = 10,
     LateAnswers = 11,
@@ -255,14 +256,16 @@ fn serve(name: &CStr, wait: bool) -> c_int {
         )
     };
     if queue < 0 {
+        // A queue someone else made at the key is no kerneld: refusing
+        // would let any local user switch off module loading for the
+        // host while kerneld is down (`ipcs -q` shows its owner).
         return if queue == errno(bindings::EPERM) {
-            count(Counter::RefusedQueue);
-            warn(
-                c_str!("refused: kerneld's queue is not root's with mode 0600"),
+            fall_back(
+                Counter::UntrustedQueue,
+                c_str!("the queue at kerneld's key is not root's with mode 0600 (ipcs -q shows its owner): as without kerneld"),
                 name,
                 queue,
-            );
-            queue
+            )
         } else if queue == errno(bindings::ENOENT) {
             fall_back(
                 Counter::FallbackNoQueue,

@@ -13,11 +13,11 @@
 //! cost start-up time and size for nothing.  Nothing on the request path
 //! touches fds 0-2; messages go to syslog (see `log`).
 //!
-//! Without kerneld (no queue, or the queue removed while waiting) the shim
-//! falls back as configured in /etc/kerneld.conf (`KERNELD_CONFIG`):
-//! exec the real modprobe with the same arguments, or fail.  A queue at
-//! the key that is not kerneld's (not root's with mode 0600) fails the
-//! request: it is never handed to modprobe.
+//! Without a live kerneld (no queue, a queue left by a kerneld that was
+//! killed, a queue at the key that is not kerneld's, or the queue removed
+//! while waiting) the shim falls back as configured in /etc/kerneld.conf
+//! (`KERNELD_CONFIG`): exec the real modprobe with the same arguments, or
+//! fail.  A request in flight when kerneld dies is taken back first.
 //!
 //! Start-up is most of its cost, so it skips what a one-shot helper does
 //! not need: `no_main` leaves out the Rust runtime's set-up (which reads
@@ -57,9 +57,11 @@ Usage:
 
 Exit status 0 when the module is loaded, 1 when not.  Any other arguments
 are handed to the real modprobe (or refused with shim-fallback = fail).
-With no queue at the key (kerneld not running) the request falls back as
-shim-fallback says; a queue there that is not root's with mode 0600 (a
-squatter) fails the request, which is never handed to modprobe.
+Without a live kerneld the request falls back as shim-fallback says: no
+queue at the key, a queue left by a kerneld that was killed (a request in
+flight is taken back first, within a quarter of a second of the death), or
+a queue that is not root's with mode 0600 (a squatter's; nothing is sent
+to it, and its owner is logged once a minute at most).
 Messages go to syslog (facility daemon), never to stdout or stderr.
 
 Settings, in /etc/kerneld.conf or a file it includes (other lines belong to

@@ -51,6 +51,13 @@ queue_exists() {
     awk -v k="$QUEUE_KEY" '$1 == k { f = 1 } END { exit !f }' /proc/sysvipc/msg
 }
 no_queue() { ! queue_exists; }
+# Messages waiting in the queue at QUEUE_KEY (qnum of /proc/sysvipc/msg).
+queue_qnum() {
+    awk -v k="$QUEUE_KEY" '$1 == k { print $5; f = 1 } END { if (!f) print "none" }' /proc/sysvipc/msg
+}
+queue_id() {
+    awk -v k="$QUEUE_KEY" '$1 == k { print $2 }' /proc/sysvipc/msg
+}
 
 # Anything the daemon logged, on stderr or through syslog.  kerneld writes
 # a load's log line just after its answer, so a line looked for right
@@ -456,7 +463,7 @@ scenario_kdstat() {
 # request made while the daemon is dead (queue left behind) waits for the
 # next one.
 scenario_restart() {
-    d="shim falls back or fails without kerneld; a pending request survives SIGKILL and restart"
+    d="shim without kerneld: fallback, fail; kerneld SIGKILLed: a new request and one in flight fall back at once (taken back), the next kerneld serves nothing stale, a crash loop changes nothing"
     stop_kerneld TERM
     wait_until 5 no_queue || { fail 8 "$d" "queue still there after SIGTERM"; return; }
     # The helper stays the shim whatever the daemon did on exit.
@@ -480,38 +487,94 @@ scenario_restart() {
     [ "$dt" -lt 3000 ] || { fail 8 "$d" "shim-fallback = fail took $dt ms"; return; }
     ! loaded dummy || { fail 8 "$d" "shim-fallback = fail, yet dummy got loaded"; return; }
     _ff=$dt
+    write_conf modprobe
 
-    # fallback stays "fail": from here only kerneld can make it succeed.
+    # A request after SIGKILL: the queue stays, no live kerneld serves it.
     _t_start=$(ms)
     start_kerneld /tmp/kerneld2.log debug delay=60 ||
         { fail 8 "$d" "second kerneld not ready"; return; }
-    stop_kerneld KILL
+    _k=$(ms)
+    kill -KILL "$KPID"
+    run 60 ip link add d1 type dummy
+    _kill=$(since "$_k")
+    wait "$KPID" 2>/dev/null
+    KPID=
     queue_exists || { fail 8 "$d" "queue gone after SIGKILL"; return; }
+    { [ "$rc" = 0 ] && loaded dummy; } ||
+        { fail 8 "$d" "request after SIGKILL: exit $rc after $dt ms: $out"; return; }
+    # Far below the 30 s shim-timeout it waited before; the benchmark
+    # measures it against the 1.5 s goal.
+    [ "$_kill" -lt 5000 ] || { fail 8 "$d" "request after SIGKILL served $_kill ms after the kill"; return; }
+    ip link del d1
+    /sbin/rmmod dummy || { fail 8 "$d" "/sbin/rmmod dummy: $(/sbin/rmmod dummy 2>&1)"; return; }
 
-    ip link add d1 type dummy >/tmp/d1.out 2>&1 &
-    req=$!
-    sleep 2
-    if ! alive "$req"; then
-        wait "$req"
-        fail 8 "$d" "with a dead daemon the request did not wait (exit $?): $(cat /tmp/d1.out)"
-        return
-    fi
+    # A request in flight: kerneld stopped (alive, so the shim sends and
+    # waits), then killed.  The shim takes its request back and falls back.
     _t_start=$(ms)
     start_kerneld /tmp/kerneld3.log debug delay=60 ||
-        { fail 8 "$d" "third kerneld not ready"; kill "$req"; return; }
-    if ! wait_until 30 dead "$req"; then
-        kill "$req"
-        fail 8 "$d" "pending request not served 30 s after restart"
-        return
-    fi
+        { fail 8 "$d" "third kerneld not ready"; return; }
+    kill -STOP "$KPID"
+    wait_until 10 all_stopped "$KPID" || { fail 8 "$d" "kerneld did not stop"; return; }
+    ip link add d2 type dummy >/tmp/d2.out 2>&1 &
+    req=$!
+    wait_until 10 queue_holds 1 || { fail 8 "$d" "the shim sent nothing to the stopped kerneld ($(queue_qnum) messages)"; kill "$req"; return; }
+    _k=$(ms)
+    kill -KILL "$KPID"
+    wait_until 30 dead "$req" || { kill "$req"; fail 8 "$d" "in-flight request not done 30 s after SIGKILL"; return; }
+    _infl=$(since "$_k")
+    wait "$KPID" 2>/dev/null
+    KPID=
     wait "$req"
     _rc=$?
-    { [ "$_rc" = 0 ] && [ -d /sys/class/net/d1 ]; } ||
-        { fail 8 "$d" "pending request: exit $_rc: $(cat /tmp/d1.out)"; return; }
-    grep -q rtnl-link-dummy /tmp/kerneld3.log "$SYSLOG" ||
-        note "restarted kerneld's log does not mention rtnl-link-dummy"
-    pass 8 "$d (fallback $_fb ms, fail $_ff ms)"
+    { [ "$_rc" = 0 ] && [ -d /sys/class/net/d2 ]; } ||
+        { fail 8 "$d" "in-flight request: exit $_rc: $(cat /tmp/d2.out)"; return; }
+    [ "$_infl" -lt 5000 ] || { fail 8 "$d" "in-flight request done $_infl ms after the kill"; return; }
+    [ "$(queue_qnum)" = 0 ] || { fail 8 "$d" "$(queue_qnum) messages left after the fallback: not taken back"; return; }
+    grep -q "request taken back" "$SYSLOG" ||
+        note "the shim's syslog line does not say 'request taken back'"
+    ip link del d2
+
+    # The next kerneld takes the queue over: nothing stale to serve, and
+    # no reply left behind.
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld4.log debug delay=60 ||
+        { fail 8 "$d" "fourth kerneld not ready"; return; }
+    grep -q "took over kerneld's own queue" /tmp/kerneld4.log ||
+        { fail 8 "$d" "no takeover line in /tmp/kerneld4.log: $(head -c 600 /tmp/kerneld4.log)"; return; }
+    sleep 1
+    ! grep -q rtnl-link-dummy /tmp/kerneld4.log ||
+        { fail 8 "$d" "the next kerneld served a stale request: $(grep rtnl-link-dummy /tmp/kerneld4.log)"; return; }
+    [ "$(queue_qnum)" = 0 ] || { fail 8 "$d" "$(queue_qnum) messages left in the queue after the takeover"; return; }
+
+    # A crash loop: killed, and every restart refused by a config typo.
+    kill -KILL "$KPID"
+    wait "$KPID" 2>/dev/null
+    KPID=
+    echo "delay = sixty" >>/etc/kerneld.conf
+    for _i in 1 2 3; do
+        run 10 kerneld --foreground
+        [ "$rc" != 0 ] || { fail 8 "$d" "kerneld started with a config typo"; write_conf modprobe; return; }
+    done
+    /sbin/rmmod dummy || { fail 8 "$d" "/sbin/rmmod dummy: $(/sbin/rmmod dummy 2>&1)"; write_conf modprobe; return; }
+    run 60 ip link add d5 type dummy
+    _loop=$dt
+    write_conf modprobe
+    { [ "$rc" = 0 ] && loaded dummy; } ||
+        { fail 8 "$d" "request during the crash loop: exit $rc after $dt ms: $out"; return; }
+    [ "$_loop" -lt 5000 ] || { fail 8 "$d" "request during the crash loop took $_loop ms"; return; }
+    ip link del d5
+    note "failover: SIGKILL to served $_kill ms, in flight $_infl ms, crash loop $_loop ms"
+    pass 8 "$d (fallback $_fb ms, fail $_ff ms; after SIGKILL $_kill ms, in flight $_infl ms, crash loop $_loop ms)"
 }
+
+# Whether every thread of PID is stopped (SIGSTOP): until then a thread
+# blocked in msgrcv is handed new messages directly.
+all_stopped() {
+    for _s in /proc/"$1"/task/*/stat; do
+        grep -q '^[0-9]* ([^)]*) [tT]' "$_s" || return 1
+    done
+}
+queue_holds() { [ "$(queue_qnum)" = "$1" ]; }
 
 # ---------------------------------------------------------------------------
 # Policy (9-11) and requesters (12-14). The helper is the shim with

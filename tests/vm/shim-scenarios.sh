@@ -16,13 +16,6 @@ SHIM_KO=/lib/modules/$(uname -r)/extra/kerneld_shim.ko
 
 cnt() { cat "$SHIM_PARAMS/$1" 2>/dev/null || echo 0; }
 helper() { echo "$1" >/proc/sys/kernel/modprobe; }
-# Messages waiting in the queue at QUEUE_KEY (qnum of /proc/sysvipc/msg).
-queue_qnum() {
-    awk -v k="$QUEUE_KEY" '$1 == k { print $5; f = 1 } END { if (!f) print "none" }' /proc/sysvipc/msg
-}
-queue_id() {
-    awk -v k="$QUEUE_KEY" '$1 == k { print $2 }' /proc/sysvipc/msg
-}
 
 shim_scenarios() {
     for b in kerneld kdstat; do
@@ -149,56 +142,81 @@ shim_no_kerneld() {
 }
 
 # 22: kerneld SIGKILLed, its queue left behind: the request is taken back
-# after read_wait_ms and the helper runs; nothing stale stays queued.
+# after read_wait_ms and the helper runs; nothing stale stays queued, the
+# next kerneld serves nothing twice, and a crash loop changes nothing.
 shim_killed_kerneld() {
-    d="kerneld SIGKILLed, queue left: the request is taken back after about 1 s, the helper loads dummy, no stale request stays"
+    d="kerneld SIGKILLed, queue left: the request is taken back after about 1 s, the helper loads dummy; the next kerneld serves nothing stale; a crash loop changes nothing"
     _t_start=$(ms)
     start_kerneld /tmp/kerneld6.log debug delay=60 || { fail 22 "$d" "kerneld not ready"; return; }
-    stop_kerneld KILL
-    queue_exists || { fail 22 "$d" "queue gone after SIGKILL"; return; }
     helper /sbin/modprobe
     unload dummy || { fail 22 "$d" "cannot unload dummy first"; return; }
     _n=$(cnt fallback_unread)
+    _k=$(ms)
+    kill -KILL "$KPID"
     run 60 ip link add d9 type dummy
+    _took=$(since "$_k")
+    wait "$KPID" 2>/dev/null
+    KPID=
+    queue_exists || { fail 22 "$d" "queue gone after SIGKILL"; return; }
     { [ "$rc" = 0 ] && loaded dummy; } || { fail 22 "$d" "exit $rc after $dt ms: $out"; return; }
     [ "$(cnt fallback_unread)" -gt "$_n" ] || { fail 22 "$d" "fallback_unread did not move"; return; }
+    [ "$_took" -lt 5000 ] || { fail 22 "$d" "served $_took ms after the kill"; return; }
     _q=$(queue_qnum)
     [ "$_q" = 0 ] || { fail 22 "$d" "$_q messages left in the queue"; return; }
-    _took=$dt
     ip link del d9
     # The next kerneld takes the queue over and finds nothing to serve twice.
     _t_start=$(ms)
     start_kerneld /tmp/kerneld7.log debug delay=60 || { fail 22 "$d" "next kerneld not ready"; return; }
     sleep 1
-    ! log_has rtnl-link-dummy || { fail 22 "$d" "the next kerneld served the stale request: $(log_line rtnl-link-dummy)"; return; }
-    pass 22 "$d ($_took ms)"
+    ! log_now rtnl-link-dummy || { fail 22 "$d" "the next kerneld served the stale request: $(log_line rtnl-link-dummy)"; return; }
+    [ "$(queue_qnum)" = 0 ] || { fail 22 "$d" "$(queue_qnum) messages left after the takeover"; return; }
+    # A crash loop: killed, every restart refused by a config typo.
+    kill -KILL "$KPID"
+    wait "$KPID" 2>/dev/null
+    KPID=
+    echo "delay = sixty" >>/etc/kerneld.conf
+    for _i in 1 2 3; do
+        run 10 kerneld --foreground
+        [ "$rc" != 0 ] || { fail 22 "$d" "kerneld started with a config typo"; write_conf modprobe; return; }
+    done
+    unload dummy || { fail 22 "$d" "cannot unload dummy"; write_conf modprobe; return; }
+    run 60 ip link add d9 type dummy
+    write_conf modprobe
+    { [ "$rc" = 0 ] && loaded dummy; } || { fail 22 "$d" "during the crash loop: exit $rc after $dt ms: $out"; return; }
+    [ "$dt" -lt 5000 ] || { fail 22 "$d" "during the crash loop: $dt ms"; return; }
+    ip link del d9
+    note "in-kernel failover: SIGKILL to served $_took ms, crash loop $dt ms"
+    pass 22 "$d (after SIGKILL $_took ms, crash loop $dt ms)"
 }
 
-# 23: a queue someone else made at the key: refused, never handed to the
-# helper (which would load dummy) nor left in the queue.
+# 23: a queue someone else made at the key is no kerneld: nothing is sent
+# to it, the helper runs (dummy loads); with fallback=N the request fails.
 shim_squatted() {
-    d="a squatted queue (uid 1000's 0600, root's 0666): refused with nothing queued, helper not run, dummy stays out"
+    d="a squatted queue (uid 1000's 0600, root's 0666): nothing queued, handled as without kerneld: the helper loads dummy; with fallback=N it fails"
     stop_kerneld TERM
     wait_until 10 no_queue || { fail 23 "$d" "queue still there"; return; }
     helper /sbin/modprobe
-    unload dummy || { fail 23 "$d" "cannot unload dummy first"; return; }
-    _n=$(cnt refused_queue)
+    _n=$(cnt untrusted_queue)
     for _who in "-u 1000 queue $QUEUE_KEY 600" "queue $QUEUE_KEY 666"; do
+        unload dummy || { fail 23 "$d" "cannot unload dummy first"; return; }
         # shellcheck disable=SC2086
         _id=$(trigger $_who) || { fail 23 "$d" "trigger $_who: $_id"; return; }
         run 60 ip link add d10 type dummy
         _q=$(queue_qnum)
+        _r1=$rc
+        ip link del d10 2>/dev/null
+        unload dummy || { trigger rmqueue "$_id"; fail 23 "$d" "cannot unload dummy"; return; }
+        echo N >"$SHIM_PARAMS/fallback"
+        run 60 ip link add d11 type dummy
+        echo Y >"$SHIM_PARAMS/fallback"
+        _q2=$(queue_qnum)
         trigger rmqueue "$_id"
-        if [ "$rc" = 0 ]; then
-            ip link del d10
-            fail 23 "$d" "trigger $_who: the link was made"
-            return
-        fi
-        ! loaded dummy || { fail 23 "$d" "trigger $_who: dummy got loaded"; return; }
-        [ "$_q" = 0 ] || { fail 23 "$d" "trigger $_who: $_q messages handed to the squatter"; return; }
+        [ "$_r1" = 0 ] || { fail 23 "$d" "trigger $_who: fallback=Y: the link was not made"; return; }
+        [ "$rc" != 0 ] || { ip link del d11; fail 23 "$d" "trigger $_who: fallback=N: the link was made"; return; }
+        [ "$_q" = 0 ] && [ "$_q2" = 0 ] || { fail 23 "$d" "trigger $_who: $_q/$_q2 messages handed to the squatter"; return; }
     done
-    [ "$(cnt refused_queue)" -ge $((_n + 2)) ] || { fail 23 "$d" "refused_queue $(cnt refused_queue), was $_n"; return; }
-    pass 23 "$d ($out)"
+    [ "$(cnt untrusted_queue)" -ge $((_n + 4)) ] || { fail 23 "$d" "untrusted_queue $(cnt untrusted_queue), was $_n"; return; }
+    pass 23 "$d"
 }
 
 # 24: request_module_nowait() (nfnetlink's bind) sends id 0 and returns.

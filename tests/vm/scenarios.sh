@@ -563,6 +563,10 @@ scenario_restart() {
         { fail 8 "$d" "request during the crash loop: exit $rc after $dt ms: $out"; return; }
     [ "$_loop" -lt 5000 ] || { fail 8 "$d" "request during the crash loop took $_loop ms"; return; }
     ip link del d5
+    # Leave no queue behind for the next scenarios: a kerneld that starts
+    # takes it over, and removes it when it stops.
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld5.log debug delay=60 && stop_kerneld TERM
     note "failover: SIGKILL to served $_kill ms, in flight $_infl ms, crash loop $_loop ms"
     pass 8 "$d (fallback $_fb ms, fail $_ff ms; after SIGKILL $_kill ms, in flight $_infl ms, crash loop $_loop ms)"
 }

@@ -12,7 +12,8 @@ use crate::requester::Requester;
 use crate::server::Daemon;
 use crate::{log, log_debug};
 use kmod_ipc::{
-    MessageView, MsgType, TypeFilter, DEFAULT_TEXT_MAX, KERNELD_MINSEQ, MAX_DAEMON_TYPE,
+    instances, MessageView, MsgType, TypeFilter, DEFAULT_TEXT_MAX, KERNELD_MINSEQ, MAX_DAEMON_TYPE,
+    TOOL_ID_BASE,
 };
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ impl Daemon {
                 .map_or(String::new(), |p| format!("from pid {p} ")),
             msg.text_lossy()
         );
-        if let Some(why) = unanswerable(self.filter, msg.id) {
+        if let Some(why) = self.unanswerable(msg.id) {
             self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
             // The first 16 in full, then the 32nd, 64th...: a flood of
             // such requests must not flood the log.
@@ -198,9 +199,25 @@ impl Daemon {
     /// this kerneld would receive as a request.
     pub fn reply(&self, req: impl Into<ReplyTo>, status: i64, text: &[u8]) {
         let to: ReplyTo = req.into();
-        if unanswerable(self.filter, to.id).is_none() {
+        if self.unanswerable(to.id).is_none() {
             self.replies.send(to, status, text);
         }
+    }
+
+    /// [`unanswerable`], and ids that are the type another live kerneld
+    /// serves on this queue (an arp instance's 256).  Only ids below the
+    /// tools' 1024 are looked up: the ids above are the tools', the
+    /// helper's and the kernel's, which an instance serving such a type
+    /// would break all alike.
+    fn unanswerable(&self, id: i64) -> Option<&'static str> {
+        unanswerable(self.filter, id).or_else(|| {
+            ((MAX_DAEMON_TYPE + 1..TOOL_ID_BASE).contains(&id)
+                && instances::other_serves(self.key, std::process::id(), id))
+            .then_some(
+                "another kerneld on this queue serves that message type, so it would read the \
+                 reply as a request",
+            )
+        })
     }
 }
 

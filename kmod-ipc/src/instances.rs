@@ -202,6 +202,26 @@ impl Registered {
     }
 }
 
+/// Whether another live instance (not `me`) on `key` takes messages of
+/// type `mtype`.  For the receive path: the registry is read again only
+/// when the keys directory changed (an instance started or stopped), so a
+/// check costs one `stat` otherwise.
+pub fn other_serves(key: Key, me: u32, mtype: i64) -> bool {
+    use std::sync::Mutex;
+    type Seen = Option<(Key, std::time::SystemTime, Vec<Other>)>;
+    static SEEN: Mutex<Seen> = Mutex::new(None);
+    let Ok(changed) = std::fs::metadata(keys_dir()).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let fresh = matches!(&*seen, Some((k, t, _)) if *k == key && *t == changed);
+    if !fresh {
+        *seen = Some((key, changed, registered(key).live));
+    }
+    seen.as_ref()
+        .is_some_and(|(_, _, live)| live.iter().any(|o| o.pid != me && o.serves(mtype)))
+}
+
 /// What a human needs to know of a queue that no live kerneld serves:
 /// which kerneld left it (its pid and pid file, from the instance file it
 /// left), what waits in it, and who last read it.  `kerneld (pid 812) is

@@ -260,3 +260,31 @@ fn the_type_an_instance_serves_is_refused_as_a_reply_id() {
     assert_eq!(received(&log, 256), 3, "only the three requests\n{log}");
     assert_eq!(queue.stat().unwrap().messages, 0, "{log}");
 }
+
+#[test]
+fn the_type_another_instance_serves_is_refused_as_a_reply_id() {
+    // The default instance and an arp instance (type=256) share one key.
+    let k = Kerneld::builder().arg("debug").start();
+    let arp = Kerneld::builder()
+        .key(k.key())
+        .arg("type=256")
+        .arg("debug")
+        .start_without_status();
+    arp.wait_log("started");
+    let queue = k.queue();
+    send_raw(&queue, MsgType::Status, 256, 4244, "");
+    k.wait_log(
+        "dropping debug with reply id 256 (type 255, from pid 4244): another kerneld on this \
+         queue serves that message type, so it would read the reply as a request (1 so far)",
+    );
+    // Both still serve their own types; the arp instance never saw a
+    // "request" of type 256 made of the default instance's reply.
+    assert_eq!(k.control("").status, 0);
+    let client = Client::connect(k.key()).unwrap();
+    let r = client
+        .request(MsgType::Arp, b"10.0.0.1", unique_reply_id(), Some(LIMIT))
+        .expect("the arp instance answers");
+    assert!(!r.text_lossy().is_empty(), "{r:?}");
+    assert_eq!(received(&arp.log(), 256), 1, "{}", arp.log());
+    assert_eq!(queue.stat().unwrap().messages, 0);
+}

@@ -20,6 +20,10 @@ packages=(
     # the journal test reads kerneld's entries back with journalctl --file
     # (systemd-journal-remote writes the journal file)
     systemd-journal-remote
+    # the Prometheus test checks kdstat --prometheus and kerneld's
+    # textfile with promtool check metrics (Debian ships promtool only
+    # in the prometheus package)
+    prometheus
 )
 
 missing=()

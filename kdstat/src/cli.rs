@@ -99,6 +99,17 @@ pulled_in_by, allowed_by and dependencies as in loaded_modules.
 kdstat --json prints the document as the daemon sent it, after checking
 it parses.
 
+Prometheus (--prometheus): the same status in the text exposition format
+(0.0.4), e.g. kerneld_up, kerneld_requests_total{type},
+kerneld_answers_total{result}, kerneld_requests_denied_total,
+kerneld_requests_cached_total, kerneld_requests_merged_total,
+kerneld_messages_malformed_total, kerneld_modules_loaded,
+kerneld_policy_rule_hits_total{rule,origin}, kerneld_module_helper_shim,
+kerneld_shim_*_total (with kerneld_shim loaded),
+kerneld_journal_lines_dropped_total and kerneld_start_time_seconds; the
+full list is in kdstat(8).  kerneld writes the same into a directory at
+each sweep with metrics-dir (kerneld.conf(5)).
+
 Exit status:
   0    success
   1    kerneld answered with an error (e.g. an unknown word), or other failure
@@ -111,6 +122,7 @@ Examples:
   kdstat                 print the status
   kdstat delay=120       unload unused modules after two to four minutes
   kdstat --json | jq .counters
+  kdstat --prometheus    the status for Prometheus
   kdstat why sctp        who asked for sctp, when, and which rule allowed it
   kdstat --watch 1       refresh every second until Ctrl-C
   kdstat --watch 10 --json >>kerneld.jsonl   a JSON line every 10 seconds";
@@ -134,6 +146,11 @@ pub struct KdstatArgs {
     /// with --watch, one per line; with `why MODULE`, its answer
     #[arg(long)]
     pub json: bool,
+
+    /// Print the status in the Prometheus text format (series in
+    /// kdstat(8)), e.g. for node_exporter's textfile collector
+    #[arg(long, conflicts_with_all = ["json", "watch", "word"])]
+    pub prometheus: bool,
 
     /// Print the status every SECONDS (default 2) until Ctrl-C: in place
     /// on a terminal, one after the other otherwise

@@ -2,6 +2,7 @@
 //! messages and exit statuses.
 
 pub mod cli;
+pub mod prometheus;
 pub mod shim;
 
 use kmod_ipc::{Client, Error, Key, MsgType, Reply};

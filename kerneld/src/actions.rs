@@ -181,6 +181,7 @@ impl Daemon {
 
     /// The timer loop: sweeps and delayed releases; returns on stop.
     pub fn timer_loop(self: &Arc<Self>) {
+        self.write_metrics(true);
         self.expiry.run(
             || self.stopping(),
             || self.settings.delay(),
@@ -192,6 +193,7 @@ impl Daemon {
             },
             || {
                 self.sweep();
+                self.write_metrics(true);
             },
         );
     }

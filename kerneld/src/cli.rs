@@ -90,6 +90,12 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
+    /// Write the status in the Prometheus format as DIR/kerneld.prom at
+    /// start, at each sweep and at stop, for node_exporter's textfile
+    /// collector (overrides metrics-dir in the configuration file).
+    #[arg(long, value_name = "DIR")]
+    pub metrics_dir: Option<PathBuf>,
+
     /// Check the configuration file and exit (0 if valid).
     #[arg(long)]
     pub check_config: bool,

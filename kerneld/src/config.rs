@@ -71,6 +71,8 @@ pub struct Config {
     pub negative_cache: Duration,
     /// At most this many real attempts per name per minute.
     pub rate_limit_per_minute: u32,
+    /// Where to write kerneld.prom for node_exporter at each sweep.
+    pub metrics_dir: Option<PathBuf>,
     pub policy: Policy,
 }
 
@@ -91,6 +93,7 @@ impl Default for Config {
             arp_program: None,
             negative_cache: Duration::from_secs(5),
             rate_limit_per_minute: 30,
+            metrics_dir: None,
             policy: Policy::default(),
         }
     }
@@ -161,6 +164,15 @@ impl Config {
             "debug" => self.debug = Some(parse_bool(key, value)?),
             "max-workers" => self.max_workers = limits::MAX_WORKERS.parse(value)? as usize,
             "state-dir" => self.state_dir = Some(PathBuf::from(value)),
+            "metrics-dir" => {
+                if !value.starts_with('/') {
+                    return Err(format!(
+                        "metrics-dir must be an absolute path (node_exporter's textfile \
+                         directory), not {value:?}"
+                    ));
+                }
+                self.metrics_dir = Some(PathBuf::from(value))
+            }
             "keep-module" => {
                 for p in value.split([' ', ',']).filter(|s| !s.is_empty()) {
                     self.keep_modules.push(Pattern::module(p)?);

@@ -33,7 +33,8 @@
 //! - `why`: why a module is loaded (`kdstat why`), from the record
 //! - `trace`, `requester`: who asked (the module_request tracepoint)
 //! - `programs`: system, route, blanker, pnp and arp requests
-//! - `status`: status text and JSON from a plain snapshot
+//! - `status`: status text and JSON from a plain snapshot; `textfile`:
+//!   the same in the Prometheus format, written for node_exporter
 //! - `metrics`, `settings`, `outcome`: counters by type and the recent
 //!   requests; the live settings; the answer to a request
 //! - `limits`: the range of every duration and count
@@ -73,6 +74,7 @@ pub mod server;
 pub mod settings;
 pub mod statefile;
 pub mod status;
+pub mod textfile;
 pub mod trace;
 pub mod watch;
 pub mod why;

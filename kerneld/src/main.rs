@@ -297,6 +297,9 @@ fn serve(
         },
         tracer,
     });
+    if let Some(dir) = &cli.metrics_dir {
+        daemon.set_metrics_dir(dir.clone());
+    }
     if cli.register {
         notify::status("starting: registering kerneld-modprobe as the kernel's module helper");
         let shim = cli.shim.clone().or_else(|| {
@@ -371,6 +374,9 @@ fn serve(
     if !daemon.drain(Duration::from_secs(30)) {
         log::warn("requests still in flight after 30 s; stopping anyway");
     }
+    // The last figures, with kerneld_up 0: a stopped kerneld is seen as
+    // such, not as one whose figures stopped changing.
+    daemon.write_metrics(false);
     if let Some(t) = daemon.tracer() {
         t.stop();
     }

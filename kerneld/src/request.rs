@@ -130,14 +130,17 @@ impl Requests {
             });
         }
         let policy = self.policy();
-        let plan = contexts.with(|sys| plan(sys, ask.name, ask.who, &policy, c));
+        let mut allowed_by = String::new();
+        let plan =
+            contexts.with(|sys| plan_as(sys, ask.name, ask.who, &policy, c, &mut allowed_by));
         match plan {
             Ok(Ok(res)) => Plan::Load(res),
-            Ok(Err(outcome)) => Plan::Answer(self.settle(ask, outcome, &[])),
+            Ok(Err(outcome)) => Plan::Answer(self.settle(ask, outcome, &[], &allowed_by)),
             Err(e) => Plan::Answer(self.settle(
                 ask,
                 Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)),
                 &[],
+                "",
             )),
         }
     }
@@ -153,7 +156,7 @@ impl Requests {
         let outcome = contexts
             .with(|sys| load(sys, expiry, ask, res))
             .unwrap_or_else(|e| Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)));
-        self.settle(ask, outcome, &res.candidates)
+        self.settle(ask, outcome, &res.candidates, &res.allowed_by)
     }
 
     /// A remembered failure for this name, if still fresh.
@@ -171,8 +174,10 @@ impl Requests {
 
     /// Remember and (for failures) cache the outcome of a request; its log
     /// line is for the caller to emit.  `modules`: what the name resolved
-    /// to, if known (the journal's MODULE=; else the name itself).
-    fn settle(&self, ask: &Ask, outcome: Outcome, modules: &[String]) -> Answer {
+    /// to, if known (the journal's MODULE=; else the name itself);
+    /// `allowed_by`: the policy's reason to go ahead, when rules exist
+    /// (else empty), which the line carries instead of a line of its own.
+    fn settle(&self, ask: &Ask, outcome: Outcome, modules: &[String], allowed_by: &str) -> Answer {
         let took = ask.since.elapsed();
         self.remember(ask, &outcome, took);
         // Built by hand: format! with {:.1} of a float brings in the float
@@ -187,6 +192,10 @@ impl Requests {
         line.push_str(" (");
         push_millis(&mut line, took);
         line.push_str(" ms)");
+        if !allowed_by.is_empty() {
+            line.push_str(", allowed by ");
+            line.push_str(allowed_by);
+        }
         let warn = outcome.status != 0;
         let mut nc = self.negcache.lock().unwrap();
         if !warn {
@@ -206,6 +215,9 @@ impl Requests {
                 .push("REQUEST", ask.name)
                 .push_num("STATUS", outcome.status)
                 .requester(ask.who);
+            if !allowed_by.is_empty() {
+                fields.push("POLICY_RULE", allowed_by);
+            }
             if modules.is_empty() {
                 fields.push("MODULE", ask.name);
             }
@@ -259,15 +271,31 @@ impl Requests {
     }
 }
 
-/// Resolve `name` and decide on it.  `Err`: the final answer, nothing to
-/// load; `Ok`: allowed, and these modules are to be loaded.  The policy
-/// line is logged here, once per decision.
+/// [`plan_as`], for the tests of the decision alone.
+#[cfg(test)]
 fn plan(
     sys: &mut dyn ModuleBackend,
     name: &str,
     who: Option<&Requester>,
     policy: &Policy,
     c: &Counters,
+) -> Result<Resolution, Outcome> {
+    plan_as(sys, name, who, policy, c, &mut String::new())
+}
+
+/// Resolve `name` and decide on it.  `Err`: the final answer, nothing to
+/// load; `Ok`: allowed, and these modules are to be loaded.  A denial or
+/// an audit mode's would-deny is logged here; an allowed request logs
+/// only its own line, which says by what (`allowed_by`, also set in the
+/// resolution; empty without rules), so that a fleet ships one line per
+/// request.
+fn plan_as(
+    sys: &mut dyn ModuleBackend,
+    name: &str,
+    who: Option<&Requester>,
+    policy: &Policy,
+    c: &Counters,
+    allowed_by: &mut String,
 ) -> Result<Resolution, Outcome> {
     // A request rule that denies the name decides before resolution: a
     // name that resolves to nothing (no module index, a typo) is still
@@ -327,7 +355,7 @@ fn plan(
             Vec::new()
         };
         let d = policy.decide_with(name, &closure, &provenance, who);
-        if d.would_deny || !d.allowed || !policy.rules.is_empty() {
+        if d.would_deny || !d.allowed {
             let of_module = d.module.as_ref().and_then(|m| {
                 let i = closure.iter().position(|x| x == m)?;
                 provenance.get(i)
@@ -342,6 +370,10 @@ fn plan(
         } else {
             d.rule.clone()
         };
+        // Without rules, the default allow needs no mention.
+        if !policy.rules.is_empty() || d.would_deny {
+            allowed_by.clone_from(&res.allowed_by);
+        }
     }
     if res.to_insert.is_empty() {
         if !res.blacklisted.is_empty() {

@@ -19,8 +19,9 @@ use crate::settings::LiveSettings;
 use crate::status::Snapshot;
 use crate::trace::Tracer;
 use kmod_ipc::{Key, Queue, TypeFilter};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 pub use crate::expiry::DELAYED_MAX;
@@ -60,6 +61,11 @@ pub struct Daemon {
     started_at: SystemTime,
     pub(crate) programs: Programs,
     pub(crate) tracer: Option<Tracer>,
+    /// `--metrics-dir`, which overrides the configuration's.
+    metrics_dir: OnceLock<PathBuf>,
+    /// The last failure to write the metrics file (logged once), under
+    /// which each write happens.
+    metrics_error: Mutex<Option<String>>,
 }
 
 impl Daemon {
@@ -96,6 +102,8 @@ impl Daemon {
             started: Instant::now(),
             started_at: SystemTime::now(),
             tracer: p.tracer,
+            metrics_dir: OnceLock::new(),
+            metrics_error: Mutex::new(None),
         })
     }
 
@@ -153,6 +161,49 @@ impl Daemon {
             expiry: &self.expiry,
         };
         control::apply(&owners, text, || self.flush(), || self.snapshot())
+    }
+
+    /// Write the metrics file in `dir` rather than the configuration's
+    /// `metrics-dir` (the command line's `--metrics-dir`).
+    pub fn set_metrics_dir(&self, dir: PathBuf) {
+        let _ = self.metrics_dir.set(dir);
+    }
+
+    /// Write the status for node_exporter (`textfile`) when a metrics
+    /// directory is set: `up` true at start and at each sweep, false once
+    /// at the stop (and then no more).  A failure is logged when it first
+    /// occurs, and its end too.
+    pub fn write_metrics(&self, up: bool) {
+        let dir = match self.metrics_dir.get() {
+            Some(d) => d.clone(),
+            None => match &self.config().metrics_dir {
+                Some(d) => d.clone(),
+                None => return,
+            },
+        };
+        let mut last = self.metrics_error.lock().unwrap();
+        if up && self.stopping() {
+            return;
+        }
+        let r = crate::textfile::render(crate::status::json(&self.snapshot()), up)
+            .and_then(|text| crate::textfile::write(&dir, &text));
+        match r {
+            Err(e) if last.as_deref() != Some(&e) => {
+                crate::log::warn(&format!(
+                    "{e}; node_exporter will not see new figures until it can be written"
+                ));
+                *last = Some(e);
+            }
+            Err(_) => {}
+            Ok(()) => {
+                if last.take().is_some() {
+                    crate::log::notice(&format!(
+                        "the metrics file {} is written again",
+                        dir.join(crate::textfile::FILE).display()
+                    ));
+                }
+            }
+        }
     }
 
     /// Seconds until the next sweep, None with `keep`.

@@ -148,7 +148,8 @@ fn journal_entries_carry_message_ids_and_fields() {
         one(&policy, "REQUESTER_CGROUP"),
         "/user.slice/user-1000.slice"
     );
-    assert_eq!(one(&policy, "PRIORITY"), "5");
+    // A denial is a warning, as the request's failure.
+    assert_eq!(one(&policy, "PRIORITY"), "4");
 
     let request = entry_with(&journal, &mut seen, REQUEST_FAILED, "REQUEST=sctp");
     assert_eq!(one(&request, "STATUS"), "1");

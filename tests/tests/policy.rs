@@ -60,9 +60,32 @@ fn origin(k: &Kerneld, line: usize) -> String {
 fn decision_line(log: &str, name: &str) -> String {
     let needle = format!(" request_module {name} -> [");
     log.lines()
-        .find(|l| l.starts_with("kerneld: policy: ") && l.contains(&needle))
+        .find(|l| {
+            (l.starts_with("kerneld: policy: ") || l.starts_with("kerneld: warning: policy: "))
+                && l.contains(&needle)
+        })
         .unwrap_or_else(|| panic!("no policy decision logged for {name}:\n{log}"))
         .to_string()
+}
+
+/// The line of the request for `name` (one per request: an allowed one
+/// says by what, and no policy line goes with it).
+fn request_line(log: &str, name: &str) -> String {
+    let needle = format!("request_module: {name}: ");
+    log.lines()
+        .find(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no request line for {name}:\n{log}"))
+        .to_string()
+}
+
+/// No policy line for `name`: it was allowed.
+fn assert_no_policy_line(log: &str, name: &str) {
+    let needle = format!(" request_module {name} -> [");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("policy: ") && l.contains(&needle)),
+        "a policy line for the allowed {name}:\n{log}"
+    );
 }
 
 fn bracketed(line: &str) -> Vec<String> {
@@ -142,10 +165,11 @@ fn a_denied_module_denies_every_request_that_would_load_it() {
     // bridge needs stp, which needs llc.
     assert_denied(&k, "rtnl-link-bridge", &rule);
     assert_attempted(&k, "rtnl-link-dummy", "dummy");
-    let log = k.log();
+    // A request's line is written after its answer: wait for it.
+    let log = k.wait_log("request_module: rtnl-link-dummy: ");
     let line = decision_line(&log, "rtnl-link-bridge");
     assert!(
-        line.starts_with("kerneld: policy: deny request_module rtnl-link-bridge -> ["),
+        line.starts_with("kerneld: warning: policy: deny request_module rtnl-link-bridge -> ["),
         "{line}"
     );
     assert!(line.contains(&format!("by {rule} (module llc)")), "{line}");
@@ -154,9 +178,9 @@ fn a_denied_module_denies_every_request_that_would_load_it() {
     assert_eq!(modules[0], "bridge", "{line}");
     modules.sort();
     assert_eq!(modules, ["bridge", "llc", "stp"], "{line}");
-    let line = decision_line(&log, "rtnl-link-dummy");
-    assert_eq!(bracketed(&line), ["dummy"], "{line}");
-    assert!(line.contains(" by default "), "{line}");
+    assert_no_policy_line(&log, "rtnl-link-dummy");
+    let line = request_line(&log, "rtnl-link-dummy");
+    assert!(line.ends_with(" ms), allowed by default"), "{line}");
 }
 
 #[test]
@@ -166,14 +190,22 @@ fn every_decision_is_logged_with_name_modules_and_rule() {
     request(&k, "net-pf-31");
     request(&k, "net-pf-32");
     request(&k, "rtnl-link-dummy");
-    let log = k.log();
-    let line = decision_line(&log, "net-pf-29");
-    assert_eq!(
-        line,
-        format!(
-            "kerneld: policy: allow request_module net-pf-29 -> [can] by allow request net-pf-29 ({}) for unknown requester",
+    k.wait_log("request_module: net-pf-29: ");
+    let log = k.wait_log("request_module: rtnl-link-dummy: ");
+    // Allowed: one line, the request's, which names the rule.
+    assert_no_policy_line(&log, "net-pf-29");
+    let line = request_line(&log, "net-pf-29");
+    assert!(
+        line.ends_with(&format!(
+            " ms), allowed by allow request net-pf-29 ({})",
             origin(&k, 1)
-        )
+        )),
+        "{line}"
+    );
+    assert_eq!(
+        log.lines().filter(|l| l.contains("net-pf-29")).count(),
+        1,
+        "{log}"
     );
     let line = decision_line(&log, "net-pf-31");
     assert!(
@@ -191,7 +223,7 @@ fn every_decision_is_logged_with_name_modules_and_rule() {
     assert_eq!(
         decision_line(&log, "net-pf-32"),
         format!(
-            "kerneld: policy: deny request_module net-pf-32 -> [] by deny request net-pf-32 ({}) for unknown requester",
+            "kerneld: warning: policy: deny request_module net-pf-32 -> [] by deny request net-pf-32 ({}) for unknown requester",
             origin(&k, 3)
         )
     );
@@ -201,7 +233,8 @@ fn every_decision_is_logged_with_name_modules_and_rule() {
     unique.dedup();
     assert_eq!(unique.len(), modules.len(), "listed twice: {line}");
     assert!(modules.contains(&"rfkill".to_string()), "{line}");
-    assert!(decision_line(&log, "rtnl-link-dummy").contains(" by default "));
+    assert_no_policy_line(&log, "rtnl-link-dummy");
+    assert!(request_line(&log, "rtnl-link-dummy").ends_with(", allowed by default"));
 }
 
 #[test]

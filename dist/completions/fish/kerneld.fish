@@ -1,3 +1,4 @@
+complete -c kerneld -l metrics-dir -d 'Write the status in the Prometheus format as DIR/kerneld.prom at start, at each sweep and at stop, for node_exporter\'s textfile collector (overrides metrics-dir in the configuration file)' -r -F
 complete -c kerneld -l delay -d 'Seconds between sweeps for idle modules, and the delay of a delayed release, 1 to 604800 (also `delay=N`; default 60)' -r -f
 complete -c kerneld -l type -d 'Serve only this message type, 1 to 1023 (256: arp); negative N serves every type up to |N|, at most 255 (also `type=N`; default -255)' -r -f
 complete -c kerneld -l key -d 'Queue key, hex (0x6b65726e) or decimal' -r -f
@@ -5,7 +6,7 @@ complete -c kerneld -l config -d 'Configuration file' -r -F
 complete -c kerneld -l shim -d 'The shim to register (default: kerneld-modprobe beside this program)' -r -F
 complete -c kerneld -l module-dir -d 'Module directory, as modprobe -d ROOT -S VERSION gives ROOT/lib/modules/VERSION (default /lib/modules/$(uname -r))' -r -f -a "(__fish_complete_directories)"
 complete -c kerneld -l modprobe-d -d 'modprobe.d directory to read instead of the standard ones (repeatable)' -r -f -a "(__fish_complete_directories)"
-complete -c kerneld -l state-dir -d 'Where the record of loaded modules is kept (default /run/kerneld)' -r -f -a "(__fish_complete_directories)"
+complete -c kerneld -l state-dir -d 'Where the record of loaded modules is kept (default /run/kerneld, made mode 0700); one owned by another user, or that group or others may write, is refused (exit status 3)' -r -f -a "(__fish_complete_directories)"
 complete -c kerneld -l debug -d 'Log every message received (also `debug`)'
 complete -c kerneld -l keep -d 'Never unload idle modules (also `keep`)'
 complete -c kerneld -s f -l foreground -d 'Stay attached to the terminal (for service managers); logs go to stderr too'

@@ -27,6 +27,10 @@ fn main() {
             ),
             code: kdstat::EXIT_USAGE,
         })
+    } else if args.prometheus {
+        ask_json(key, args.timeout)
+            .map(with_shim_json)
+            .and_then(|t| prometheus(&t))
     } else if args.json {
         ask_json(key, args.timeout)
             .map(with_shim_json)
@@ -64,6 +68,19 @@ fn with_shim_json(text: Vec<u8>) -> Vec<u8> {
         }
         _ => text,
     }
+}
+
+/// The JSON status (with `kernel_shim`) in the Prometheus text format.
+fn prometheus(text: &[u8]) -> Result<Vec<u8>, Failure> {
+    let fail = |message: String| Failure {
+        message,
+        code: kdstat::EXIT_FAILURE,
+    };
+    let doc: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| fail(format!("kerneld sent a status that is not valid JSON: {e}")))?;
+    kdstat::prometheus::render(&doc, true, kdstat::prometheus::helper_is_shim())
+        .map(String::into_bytes)
+        .map_err(fail)
 }
 
 /// Send one word and return the text of a successful answer.

@@ -68,8 +68,15 @@ pub(super) fn log_policy(
         fields.push("MODULE", m);
     }
     fields.push("POLICY_RULE", &d.rule).requester(who);
+    // A denial is a failed request, at the level of the request's own
+    // failure line; a would-deny only informs.
+    let level = if d.allowed {
+        log::Level::Notice
+    } else {
+        log::Level::Warning
+    };
     log::event(
-        log::Level::Notice,
+        level,
         event,
         &fields,
         &format!(

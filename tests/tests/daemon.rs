@@ -862,11 +862,14 @@ fn a_restarted_daemon_serves_requests_that_waited() {
     k.sigkill();
     let q = Queue::open(k.key()).expect("a killed kerneld leaves its queue");
     let key = k.key();
+    // A tool's id (1024 + pid, this process) tells the next kerneld that
+    // its sender still waits (an id that names no live sender would be
+    // dropped as stale: see failover.rs).
     let requester = std::thread::spawn(move || {
         Client::connect(key).unwrap().request(
             MsgType::Unknown(42),
             b"while away",
-            unique_reply_id(),
+            Client::tool_reply_id(),
             Some(LIMIT),
         )
     });
@@ -881,6 +884,7 @@ fn a_restarted_daemon_serves_requests_that_waited() {
         .expect("answered by the new kerneld");
     assert_eq!(r.status, 1);
     assert_eq!(text(&r), "unknown message type 42");
+    k.wait_log("dropped 0 requests whose senders stopped waiting and 0 replies nobody reads, kept 1");
     assert_eq!(
         k.queue().id(),
         q.id(),

@@ -21,20 +21,7 @@ pub fn fingerprint_paths(cfg: &KmodConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
     .iter()
     .map(|f| module_dir.join(f))
     .collect();
-    let dirs: Vec<PathBuf> = if cfg.config_dirs.is_empty() {
-        [
-            "/etc/modprobe.d",
-            "/run/modprobe.d",
-            "/usr/local/lib/modprobe.d",
-            "/lib/modprobe.d",
-            "/usr/lib/modprobe.d",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect()
-    } else {
-        cfg.config_dirs.clone()
-    };
+    let dirs = cfg.config_paths();
     (files, dirs)
 }
 

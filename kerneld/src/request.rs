@@ -329,15 +329,18 @@ fn plan_as(
         None
     };
     // Without rules and with the default allow there is nothing to decide
-    // and nothing to log: the closure is not even listed.
-    if !policy.allows_all() {
-        // Each module once: to_insert repeats the candidates (last).
-        let mut closure = res.candidates.clone();
-        for m in &res.to_insert {
-            if !closure.contains(m) {
-                closure.push(m.clone());
-            }
-        }
+    // and nothing to log: the closure is not even listed.  Nor is there
+    // when nothing would be loaded, only blacklisted candidates skipped:
+    // the answer is modprobe's ("nothing loaded"), not a module rule's.
+    let closure = if policy.allows_all() {
+        Vec::new()
+    } else {
+        res.judged()
+    };
+    if closure.is_empty() && request_denied {
+        log_policy(name, &[], who, &policy.decide(name, &[], who), None);
+    }
+    if !closure.is_empty() {
         // Module files are read (their signature and modinfo) only when
         // a rule looks at them, and only those such a rule names (the
         // candidates too, already loaded or not: they are judged as well).

@@ -415,3 +415,36 @@ fn a_request_rule_denies_even_without_a_module_index() {
     assert_eq!(text(&r), "net-pf-33: not found");
     audit.wait_log("policy: would deny (audit mode) request_module net-pf-33 -> []");
 }
+
+/// Module rules judge what the request would load: a candidate the
+/// modprobe.d blacklist skips is not judged (issue: `blacklist vcan` with
+/// `deny module vcan` denied rtnl-link-vcan, which loads nothing).
+#[test]
+fn a_blacklisted_candidate_that_loads_nothing_is_not_judged() {
+    let k = Kerneld::builder()
+        .debian_tree()
+        .modprobe("blacklist vcan\nblacklist crc32c_intel\n")
+        .config("deny module vcan\ndeny module crc32c_intel\n")
+        .start();
+    // The only candidate is blacklisted: modprobe -q loads nothing and
+    // exits 0, and so does kerneld.
+    let r = request(&k, "rtnl-link-vcan");
+    assert_eq!(r.status, 0, "{r:?}");
+    assert_eq!(
+        text(&r),
+        "rtnl-link-vcan: blacklisted (vcan), nothing loaded"
+    );
+    // crc32c names crc32c_intel and crc32c_generic; modprobe inserts only
+    // the generic one, and that one no rule denies.
+    assert_attempted(&k, "crc32c", "crc32c_generic");
+    assert_eq!(k.counter("denied"), 0);
+    assert!(!k.log().contains("policy: deny"), "{}", k.log());
+    // Asked for by its own name, a module is not blacklisted (as with
+    // modprobe): then it would load, and the rule denies it.
+    assert_denied(&k, "vcan", &format!("deny module vcan ({})", origin(&k, 1)));
+    assert_denied(
+        &k,
+        "crc32c_intel",
+        &format!("deny module crc32c_intel ({})", origin(&k, 2)),
+    );
+}

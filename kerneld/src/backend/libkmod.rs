@@ -31,12 +31,70 @@ pub struct KmodConfig {
     pub config_dirs: Vec<PathBuf>,
 }
 
+/// The modprobe.d directories libkmod reads when given none.
+const DEFAULT_CONFIG_DIRS: [&str; 5] = [
+    "/etc/modprobe.d",
+    "/run/modprobe.d",
+    "/usr/local/lib/modprobe.d",
+    "/lib/modprobe.d",
+    "/usr/lib/modprobe.d",
+];
+
+impl KmodConfig {
+    /// The modprobe.d directories (or files) the context reads.
+    pub fn config_paths(&self) -> Vec<PathBuf> {
+        if self.config_dirs.is_empty() {
+            DEFAULT_CONFIG_DIRS.iter().map(PathBuf::from).collect()
+        } else {
+            self.config_dirs.clone()
+        }
+    }
+}
+
+/// A value that changes when anything libkmod read from modprobe.d may
+/// have: a directory's entries, or any file's inode, size, time or text.
+/// libkmod's own check (`kmod_validate_resources`) compares only the
+/// directories' times, so an edit in place (`echo blacklist x >> f.conf`)
+/// would go unseen until the context is made again.  The text counts too:
+/// a rewrite of the same size within one tick of the file system's clock
+/// leaves the times as they were.  Read only after inotify reported a
+/// change (see `revalidate`).
+fn config_stamp(paths: &[PathBuf]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut stamp = |p: &Path| {
+        p.hash(&mut h);
+        // Through symbolic links, as libkmod opens them.
+        match std::fs::metadata(p) {
+            Ok(m) => {
+                (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()).hash(&mut h);
+                if m.is_file() {
+                    std::fs::read(p).ok().hash(&mut h);
+                }
+            }
+            Err(e) => e.kind().hash(&mut h),
+        }
+    };
+    for d in paths {
+        stamp(d);
+        if let Ok(rd) = std::fs::read_dir(d) {
+            let mut entries: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            entries.iter().for_each(|e| stamp(e));
+        }
+    }
+    h.finish()
+}
+
 /// A libkmod context.
 pub struct Kmod {
     ctx: *mut sys::kmod_ctx,
     config: KmodConfig,
     /// `watch::generation()` when last validated (see `revalidate`).
     validated: u64,
+    /// [`config_stamp`] of modprobe.d as the context read it.
+    config_stamp: u64,
     /// Provenance read from module files (reading one decompresses the
     /// whole file).
     provenance: ProvenanceCache,
@@ -152,8 +210,9 @@ const PROBE_FLAGS: u32 = sys::kmod_probe_KMOD_PROBE_APPLY_BLACKLIST_ALIAS_ONLY;
 impl Kmod {
     /// A new context with its indexes loaded.
     pub fn new(config: &KmodConfig) -> Result<Kmod, String> {
-        // Taken before loading: a change made meanwhile moves it on.
+        // Taken before loading: a change made meanwhile moves them on.
         let generation = crate::watch::generation();
+        let config_stamp = config_stamp(&config.config_paths());
         let dir = match &config.module_dir {
             Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|e| e.to_string())?),
             None => None,
@@ -196,6 +255,7 @@ impl Kmod {
             ctx,
             config: config.clone(),
             validated: generation,
+            config_stamp,
             provenance: ProvenanceCache::default(),
         })
     }
@@ -213,7 +273,7 @@ impl Kmod {
     }
 
     /// Pick up a rewritten index or changed modprobe.d (depmod, package
-    /// upgrades) before serving a request.
+    /// upgrades, an edit in place) before serving a request.
     /// Skipped while inotify reports no change since the last time
     /// (`kerneld::watch::generation`), which saves libkmod's stat() of
     /// every index and configuration file on each request.
@@ -224,7 +284,12 @@ impl Kmod {
         }
         self.validated = generation;
         // SAFETY: ctx is valid.
-        let r = unsafe { sys::kmod_validate_resources(self.ctx) } as u32;
+        let mut r = unsafe { sys::kmod_validate_resources(self.ctx) } as u32;
+        // modprobe.d is parsed when the context is made: any change to
+        // it, even one libkmod does not notice, calls for a new one.
+        if config_stamp(&self.config.config_paths()) != self.config_stamp {
+            r = sys::kmod_resources_KMOD_RESOURCES_MUST_RECREATE;
+        }
         if r == sys::kmod_resources_KMOD_RESOURCES_MUST_RELOAD {
             // SAFETY: ctx is valid.
             unsafe {
@@ -434,5 +499,54 @@ impl ModuleBackend for Kmod {
 
     fn insertion_refused(&self) -> Option<Errno> {
         sysfs::insertion_refused()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::config_stamp;
+
+    /// Each edit libkmod's own check misses moves the stamp: a line
+    /// appended, a file rewritten in place, a file added, renamed away
+    /// (only *.conf is read) and removed.
+    #[test]
+    fn config_stamp_sees_edits_in_place() {
+        let dir = std::env::temp_dir().join(format!("kerneld-stamp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("f.conf");
+        std::fs::write(&f, "blacklist a\n").unwrap();
+        let paths = vec![dir.clone(), dir.join("missing.d")];
+        let mut last = config_stamp(&paths);
+        assert_eq!(config_stamp(&paths), last, "nothing changed");
+        let mut step = |what: &str, change: &dyn Fn()| {
+            change();
+            let now = config_stamp(&paths);
+            assert_ne!(now, last, "{what}");
+            last = now;
+        };
+        step("append", &|| {
+            use std::io::Write;
+            let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+            h.write_all(b"blacklist b\n").unwrap();
+        });
+        step("rewrite", &|| std::fs::write(&f, "blacklist c\n").unwrap());
+        // Same size, and the time may not have moved: the text differs.
+        step("same size", &|| {
+            std::fs::write(&f, "blacklist d\n").unwrap()
+        });
+        step("new file", &|| {
+            std::fs::write(dir.join("g.conf"), "alias x y\n").unwrap()
+        });
+        step("rename", &|| {
+            std::fs::rename(dir.join("g.conf"), dir.join("g.conf.off")).unwrap()
+        });
+        step("remove", &|| {
+            std::fs::remove_file(dir.join("g.conf.off")).unwrap()
+        });
+        step("directory appears", &|| {
+            std::fs::create_dir(dir.join("missing.d")).unwrap()
+        });
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

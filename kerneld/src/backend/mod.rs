@@ -45,6 +45,23 @@ pub struct Resolution {
 }
 
 impl Resolution {
+    /// The modules the policy judges: every module the request would
+    /// insert, and the candidates already in the kernel (a denied module
+    /// is refused even when loaded), each once, candidates first.  A
+    /// candidate the blacklist skips is left out: nothing of it would be
+    /// loaded (unless another module of the request depends on it, and
+    /// then it is in `to_insert`).
+    pub fn judged(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(self.candidates.len() + self.to_insert.len());
+        let skipped = |m: &String| self.blacklisted.contains(m) && !self.to_insert.contains(m);
+        for m in self.candidates.iter().chain(&self.to_insert) {
+            if !skipped(m) && !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+        out
+    }
+
     /// The module that pulled `module` into the closure, if another did.
     pub fn pulled_in_by(&self, module: &str) -> Option<&str> {
         let n = module.replace('-', "_");
@@ -87,7 +104,8 @@ pub struct LoadOutcome {
     pub error: Option<(String, Errno)>,
     /// Candidates that failed while another one succeeded (an alias such
     /// as crypto-crc32c names several modules; one that finds no hardware
-    /// fails with ENODEV).  Like modprobe, the request still succeeds.
+    /// fails with ENODEV).  The request still succeeds.  modprobe does so
+    /// only when the last candidate loads: its status is the last one's.
     pub partial_failures: Vec<(String, Errno)>,
 }
 
@@ -137,4 +155,47 @@ pub trait ModuleBackend {
 /// A one-line reason for a failed load, for the reply text and the log.
 pub fn load_error_text(module: &str, err: Errno) -> String {
     format!("could not insert {module}: {}", errno_text(err))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Resolution;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn judged_leaves_out_blacklisted_candidates_that_load_nothing() {
+        // crc32c with crc32c_intel blacklisted: only the generic one loads.
+        let r = Resolution {
+            candidates: names(&["crc32c_intel", "crc32c_generic"]),
+            to_insert: names(&["crc32c_generic"]),
+            blacklisted: names(&["crc32c_intel"]),
+            ..Resolution::default()
+        };
+        assert_eq!(r.judged(), names(&["crc32c_generic"]));
+        // Every candidate blacklisted: nothing to judge.
+        let r = Resolution {
+            candidates: names(&["vcan"]),
+            blacklisted: names(&["vcan"]),
+            ..Resolution::default()
+        };
+        assert!(r.judged().is_empty());
+        // A blacklisted candidate another candidate depends on still loads.
+        let r = Resolution {
+            candidates: names(&["b", "a"]),
+            to_insert: names(&["b", "a"]),
+            blacklisted: names(&["b"]),
+            ..Resolution::default()
+        };
+        assert_eq!(r.judged(), names(&["b", "a"]));
+        // A candidate already loaded is judged; dependencies follow.
+        let r = Resolution {
+            candidates: names(&["loaded", "new"]),
+            to_insert: names(&["dep", "new"]),
+            ..Resolution::default()
+        };
+        assert_eq!(r.judged(), names(&["loaded", "new", "dep"]));
+    }
 }

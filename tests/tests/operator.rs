@@ -357,12 +357,12 @@ fn sighup_names_each_start_only_setting_that_changed_and_the_live_way() {
     assert!(
         log.contains(
             "kerneld: warning: SIGHUP: delay changed from 60 to 9 in the file, but delay is read at \
-             start only and stays as it is; `kdstat delay=9` changes it now"
+             start only and stays 60 (the value in force); `kdstat delay=9` changes it now"
         ),
         "{log}"
     );
     assert!(
-        log.contains("SIGHUP: keep changed from unset to yes in the file, but keep is read at start only and stays as it is; `kdstat keep` changes it now"),
+        log.contains("SIGHUP: keep changed from unset to yes in the file, but keep is read at start only and stays no (the value in force); `kdstat keep` changes it now"),
         "{log}"
     );
     assert!(
@@ -372,6 +372,29 @@ fn sighup_names_each_start_only_setting_that_changed_and_the_live_way() {
     assert!(!log.contains("max-workers changed"), "{log}");
     let r = k.control("status");
     assert!(r.text_lossy().contains("delay=60, nokeep"), "{r:?}");
+}
+
+#[test]
+fn sighup_names_the_delay_in_force_not_the_one_read_at_start() {
+    let k = Kerneld::builder().config("delay = 60\n").start();
+    assert_eq!(k.control("delay=5").status, 0);
+    std::fs::write(k.config_path(), "delay = 9\n").unwrap();
+    k.sighup();
+    let log = k.wait_log("configuration reloaded");
+    assert!(
+        log.contains(
+            "SIGHUP: delay changed from 60 to 9 in the file, but delay is read at start only \
+             and stays 5 (the value in force); `kdstat delay=9` changes it now"
+        ),
+        "{log}"
+    );
+    // The file now says what is in force: nothing to warn about.
+    assert_eq!(k.control("delay=9").status, 0);
+    std::fs::write(k.config_path(), "delay = 9\nkeep = no\n").unwrap();
+    k.sighup();
+    let log = k.wait_log_count("configuration reloaded", 2);
+    assert_eq!(log.matches("delay changed").count(), 1, "{log}");
+    assert!(!log.contains("keep changed"), "{log}");
 }
 
 // ---- --check-config ------------------------------------------------------------

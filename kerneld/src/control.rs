@@ -58,10 +58,11 @@ pub fn apply(
             };
             let record = o.expiry.modules();
             let usage = |m: &str| crate::backend::sysfs::sysfs_usage(Path::new("/sys/module"), m);
+            let seen = seen(o.requests, name);
             return Outcome::ok(if words.len() == 3 {
-                json_text(&crate::why::json(name, &record, &usage))
+                json_text(&crate::why::json(name, &record, &usage, &seen))
             } else {
-                crate::why::text(name, &record, &usage)
+                crate::why::text(name, &record, &usage, &seen)
             });
         }
         ["why", ..] => {
@@ -129,6 +130,35 @@ pub fn apply(
         log::info(&format!("control: {text}"));
     }
     Outcome::ok(prefix + &status::text(&snapshot()))
+}
+
+/// What `why` reads of the requests kerneld answered lately: the ring of
+/// recent ones and the negative cache's answer for `name` (and for the
+/// usual aliases a filesystem or line discipline is asked by).
+fn seen(requests: &Requests, name: &str) -> crate::why::Seen {
+    let now = std::time::Instant::now();
+    let recent = requests
+        .recent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| crate::why::Asked {
+            name: r.name.clone(),
+            requester: r.requester.clone(),
+            status: r.status,
+            text: r.text.clone(),
+            ago: now.saturating_duration_since(r.at),
+        })
+        .collect();
+    let negcache = requests.negcache.lock().unwrap();
+    let remembered = [name.to_string(), format!("fs-{name}")]
+        .iter()
+        .find_map(|n| negcache.remembered(n, now));
+    crate::why::Seen {
+        recent,
+        window: crate::metrics::RECENT_MAX,
+        remembered,
+    }
 }
 
 /// What a reload did, for the lines the signal thread logs and sends to

@@ -134,13 +134,15 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
         if let Some(dir) = &cli.module_dir {
             match kerneld::lint::module_names(dir) {
                 Ok(names) => warnings = kerneld::lint::unmatched_module_patterns(&checked, &names),
-                Err(e) => return fail(
-                    EXIT_CONFIG,
-                    &format!(
+                Err(e) => {
+                    return fail(
+                        EXIT_CONFIG,
+                        &format!(
                         "--module-dir {}: {e}; give a module tree such as /lib/modules/$(uname -r)",
                         dir.display()
                     ),
-                ),
+                    )
+                }
             }
         }
     }

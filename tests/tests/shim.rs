@@ -474,6 +474,9 @@ fn help_and_version_print_to_stdout() {
     );
     assert_eq!(out.code(), 0);
     assert!(out.stdout.starts_with("kerneld-modprobe "), "{out:?}");
+    // kmod's short form is ours too, not a job for the real modprobe.
+    let short = run(&mut setup.command(fake::unused_key(), &["-V"]), LIMIT);
+    assert_eq!((short.code(), &short.stdout), (0, &out.stdout), "{short:?}");
     assert_eq!(setup.modprobe_argv(), None);
 }
 

@@ -199,6 +199,7 @@ impl Daemon {
             negative_entries: self.requests.negcache.lock().unwrap().len(),
             policy: Policy::clone(&self.requests.policy()),
             tracing: self.tracer.as_ref().map(|t| t.describe()),
+            helper: crate::status::read_helper(),
         }
     }
 

@@ -548,3 +548,36 @@ fn kdstat_why_says_what_became_of_a_module_that_is_not_loaded() {
     assert_eq!(j["requests"], serde_json::json!([]), "{j}");
     assert_eq!(j["remembered"], serde_json::Value::Null, "{j}");
 }
+
+/// The status says what the kernel runs as its module helper, and whether
+/// it is kerneld's shim: without it no request reaches kerneld.
+#[test]
+fn the_status_names_the_module_helper_and_whether_it_is_the_shim() {
+    let dir = TempDir::new();
+    let proc_file = dir.join("modprobe");
+    std::fs::write(&proc_file, "/sbin/modprobe\n").unwrap();
+    let k = Kerneld::builder()
+        .env("KERNELD_PROC_MODPROBE", &proc_file)
+        .start();
+    let out = kdstat(&k, &[]);
+    assert!(
+        out.stdout.contains(
+            "\nmodule helper: /sbin/modprobe (not kerneld's shim: the kernel's requests do not \
+             reach kerneld; kerneld --register or kerneld-modprobe --register)\n"
+        ),
+        "{out:?}"
+    );
+    let shim = bin("kerneld-modprobe");
+    std::fs::write(&proc_file, format!("{}\n", shim.display())).unwrap();
+    let out = kdstat(&k, &[]);
+    assert!(
+        out.stdout.contains(&format!(
+            "\nmodule helper: {} (kerneld's shim)\n",
+            shim.display()
+        )),
+        "{out:?}"
+    );
+    let j = k.status_json();
+    assert_eq!(j["helper"]["path"], shim.display().to_string(), "{j}");
+    assert_eq!(j["helper"]["kerneld_shim"], true, "{j}");
+}

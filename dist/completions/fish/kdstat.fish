@@ -4,3 +4,4 @@ complete -c kdstat -l timeout -d 'Seconds to wait for the answer (0: forever)' -
 complete -c kdstat -l json -d 'Print the status as one JSON document (fields below, in --help); with --watch, one per line; with `why MODULE`, its answer'
 complete -c kdstat -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kdstat -s V -l version -d 'Print version'
+complete -c kdstat -f -a 'status debug nodebug keep nokeep delay= flush policy mode=enforce mode=audit allow deny why'

@@ -15,3 +15,4 @@ complete -c kerneld -l print-config -d 'Print the configuration as kerneld reads
 complete -c kerneld -l json -d 'With --check-config or --print-config: one JSON document on stdout (for CI annotations)'
 complete -c kerneld -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kerneld -s V -l version -d 'Print version'
+complete -c kerneld -f -a 'debug keep delay= type='

@@ -61,7 +61,7 @@ fi
 manifest=$PREFIX/share/kerneld/installed-files
 
 # The directories that are kerneld's alone: removed at uninstall if empty.
-own_dirs=(/etc/kerneld "$PREFIX/share/doc/kerneld" "$PREFIX/share/kerneld")
+own_dirs=(/etc/kerneld.d /etc/kerneld "$PREFIX/share/doc/kerneld" "$PREFIX/share/kerneld")
 
 if [[ "$action" == uninstall ]]; then
     if [[ ! -f "$DESTDIR$manifest" ]]; then
@@ -176,6 +176,9 @@ put 644 "$unit" "$UNITDIR/kerneld.service"
 
 put_config "$repo/etc/kerneld.conf" /etc/kerneld.conf
 put_config "$repo/etc/rare-protocols.conf" /etc/kerneld/rare-protocols.conf
+# The drop-in directory /etc/kerneld.conf includes (*.conf), empty: for
+# configuration management and other packages.
+mkdir -p "$DESTDIR/etc/kerneld.d"
 
 # Completions, generated from the programs' options by xtask and checked
 # by its tests (see xtask/src/lib.rs).

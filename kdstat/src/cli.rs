@@ -82,6 +82,11 @@ schema number):
       (boolean), rules (array of objects: rule, origin (strings), hits
       (integer))
   tracing             string or null   how requesters are traced
+  helper              object     what /proc/sys/kernel/modprobe holds:
+      path (string, empty: no helper), kerneld_shim (boolean: whether it
+      is kerneld's shim, without which no request reaches kerneld), error
+      (string or null: why it could not be read; path and kerneld_shim
+      are then null)
   kernel_shim         object     only while the kerneld_shim module is
       loaded, added by kdstat from /sys/module/kerneld_shim/parameters:
       key, read_wait_ms, reply_wait_ms, fallback, and the counters
@@ -91,7 +96,12 @@ schema number):
 A requester object has pid, uid, gid (integers), comm, cgroup,
 parent_comm (strings) and namespaces (array of strings).
 
-kdstat why MODULE --json prints {\"name\", \"modules\": [...]}, one object
+kdstat why MODULE --json prints {\"schema\", \"name\", \"requests\",
+\"remembered\", \"modules\": [...]}: for a module not loaded, requests are
+the recent requests about it (requested_as, outcome: denied, failed,
+blacklisted or done, status, answer, seconds_ago, requester) and
+remembered the failure answered from memory (answer, seconds_left) or
+null; modules has one object
 per module (an alias gives the module requested as it), each with module
 (string), loaded_by_kerneld (boolean), kernel (object: state, refcount,
 holders) and, when loaded_by_kerneld, requested_as, loaded_at, requester,

@@ -53,7 +53,7 @@ Usage:
   kerneld-modprobe --unregister     restore the recorded helper (or /sbin/modprobe)
   kerneld-modprobe --show-config    print the settings a request would use
                                     (problems to stderr, exit 1 if any)
-  kerneld-modprobe --help | --version
+  kerneld-modprobe --help | -V | --version
 
 Exit status 0 when the module is loaded, 1 when not.  Any other arguments
 are handed to the real modprobe (or refused with shim-fallback = fail).
@@ -101,7 +101,9 @@ fn classify(args: &[OsString]) -> Invocation<'_> {
     let words: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
     match words.as_slice() {
         [b"--help"] | [b"-h"] => return Invocation::Help,
-        [b"--version"] => return Invocation::Version,
+        // kmod's modprobe takes -V for its version: answer it as ours, not
+        // as a job for the real modprobe (which would print kmod's).
+        [b"--version"] | [b"-V"] => return Invocation::Version,
         [b"--register"] => return Invocation::Register,
         [b"--unregister"] => return Invocation::Unregister,
         [b"--show-config"] => return Invocation::ShowConfig,
@@ -401,6 +403,7 @@ mod tests {
         assert_eq!(classify_strs(&["--help"]), "Help");
         assert_eq!(classify_strs(&["-h"]), "Help");
         assert_eq!(classify_strs(&["--version"]), "Version");
+        assert_eq!(classify_strs(&["-V"]), "Version");
         assert_eq!(classify_strs(&["--register"]), "Register");
         assert_eq!(classify_strs(&["--unregister"]), "Unregister");
         assert_eq!(classify_strs(&["--show-config"]), "ShowConfig");

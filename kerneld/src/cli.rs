@@ -56,8 +56,9 @@ pub struct Cli {
     #[arg(long, env = "KERNELD_KEY", value_name = "KEY")]
     pub key: Option<Key>,
 
-    /// Configuration file.
-    #[arg(long, value_name = "PATH", default_value = crate::config::DEFAULT_PATH)]
+    /// Configuration file (also KERNELD_CONFIG, which kerneld-modprobe
+    /// reads too).
+    #[arg(long, env = "KERNELD_CONFIG", value_name = "PATH", default_value = crate::config::DEFAULT_PATH)]
     pub config: PathBuf,
 
     /// Stay attached to the terminal (for service managers); logs go to
@@ -84,9 +85,12 @@ pub struct Cli {
     #[arg(long = "modprobe-d", value_name = "DIR")]
     pub modprobe_d: Vec<PathBuf>,
 
-    /// Where the record of loaded modules is kept (default /run/kerneld,
-    /// made mode 0700); one owned by another user, or that group or others
-    /// may write, is refused (exit status 3).
+    /// Where kerneld keeps its state (default /run/kerneld, made mode
+    /// 0700): the record of loaded modules (loaded.json), the lock that
+    /// keeps one kerneld per directory (kerneld.lock), the pid file
+    /// (kerneld.pid) and the previous module helper (previous-modprobe).
+    /// One owned by another user, or that group or others may write, is
+    /// refused (exit status 3).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
@@ -96,9 +100,23 @@ pub struct Cli {
     #[arg(long, value_name = "DIR")]
     pub metrics_dir: Option<PathBuf>,
 
-    /// Check the configuration file and exit (0 if valid).
+    /// Check the configuration file and its includes, report every error
+    /// (not only the first) and exit: 0 if valid, 3 if not.  With
+    /// --module-dir, module patterns that match no module of that tree are
+    /// warnings.
     #[arg(long)]
     pub check_config: bool,
+
+    /// Print the configuration as kerneld reads it, includes merged in
+    /// place, each line followed by its file and line; then exit (0, or 3
+    /// with errors, which are reported as --check-config does).
+    #[arg(long, conflicts_with = "check_config")]
+    pub print_config: bool,
+
+    /// With --check-config or --print-config: one JSON document on
+    /// stdout (for CI annotations).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Settings from the command line after the classic words are read.

@@ -127,14 +127,72 @@ impl Config {
     /// The file's bytes: as in included files, a line that is not UTF-8 is
     /// an error with its number, and a comment may hold any bytes.
     fn from_bytes(path: &Path, text: &[u8]) -> Result<Config, ConfigError> {
+        let read = Config::read_all(path, text, false);
+        match read.errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(read.config),
+        }
+    }
+
+    /// Read `path` to its end, going on past errors, for the linter
+    /// (`--check-config`, `--print-config`): every error, and every line
+    /// with where it came from.  A missing file is fine only when it is not
+    /// `required` (`present` then says so).
+    pub fn read_for_check(path: &Path, required: bool) -> Checked {
+        match conf::read(path) {
+            Ok(bytes) => Config::read_all(path, &bytes, true),
+            Err(e) => {
+                let missing_is_fine = e.kind() == std::io::ErrorKind::NotFound && !required;
+                Checked {
+                    config: Config::default(),
+                    present: false,
+                    errors: if missing_is_fine {
+                        Vec::new()
+                    } else {
+                        vec![ConfigError {
+                            file: path.display().to_string(),
+                            line: 0,
+                            problem: format!("cannot read: {e}"),
+                        }]
+                    },
+                    lines: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Every error of the file and its includes (up to [`MAX_ERRORS`]),
+    /// and every line with `keep_lines`.
+    fn read_all(path: &Path, text: &[u8], keep_lines: bool) -> Checked {
         let mut cfg = Config {
             path: Some(path.to_path_buf()),
             ..Config::default()
         };
-        let mut rules = Vec::new();
-        cfg.parse(path, text, &mut rules)?;
+        let mut reader = Reader {
+            cfg: &mut cfg,
+            rules: Vec::new(),
+            errors: Vec::new(),
+            more_errors: 0,
+            lines: Vec::new(),
+            keep_lines,
+        };
+        let Ok(()) = conf::walk(path, text, &mut reader);
+        let Reader {
+            rules,
+            mut errors,
+            more_errors,
+            lines,
+            ..
+        } = reader;
+        if more_errors > 0 {
+            errors.push(ConfigError {
+                file: path.display().to_string(),
+                line: 0,
+                problem: format!("{more_errors} more errors not shown"),
+            });
+        }
         if rules.len() > crate::policy::MAX_RULES {
-            return Err(ConfigError {
+            errors.push(ConfigError {
                 file: path.display().to_string(),
                 line: 0,
                 problem: format!(
@@ -143,18 +201,15 @@ impl Config {
                     crate::policy::MAX_RULES
                 ),
             });
+        } else {
+            cfg.policy.set_rules(rules);
         }
-        cfg.policy.set_rules(rules);
-        Ok(cfg)
-    }
-
-    fn parse(
-        &mut self,
-        path: &Path,
-        text: &[u8],
-        rules: &mut Vec<Rule>,
-    ) -> Result<(), ConfigError> {
-        conf::walk(path, text, &mut Reader { cfg: self, rules })
+        Checked {
+            config: cfg,
+            present: true,
+            errors,
+            lines,
+        }
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
@@ -238,17 +293,77 @@ impl Config {
 /// Largest configuration file (or included file) kerneld reads.
 pub const MAX_FILE_BYTES: u64 = conf::MAX_FILE_BYTES;
 
+/// What the linter gets: the configuration as far as it could be read,
+/// every error, and every line with its origin.
+#[derive(Debug)]
+pub struct Checked {
+    pub config: Config,
+    /// Whether the file was there (a missing default file is no error).
+    pub present: bool,
+    /// In the order of the lines.
+    pub errors: Vec<ConfigError>,
+    /// Every setting and rule line of the file and its includes, in the
+    /// order read: `(file, line number, text)`.
+    pub lines: Vec<(PathBuf, usize, String)>,
+}
+
 /// Hands the lines of the file and its includes to [`Config::set`] and
-/// [`Rule::parse`]; an include that cannot be followed is an error.
+/// [`Rule::parse`]; an include that cannot be followed is an error.  It
+/// goes on past errors (the walk's bounds keep that short), so that one
+/// reading finds them all.
 struct Reader<'c> {
     cfg: &'c mut Config,
-    rules: &'c mut Vec<Rule>,
+    rules: Vec<Rule>,
+    errors: Vec<ConfigError>,
+    /// Errors past [`MAX_ERRORS`], counted only.
+    more_errors: usize,
+    lines: Vec<(PathBuf, usize, String)>,
+    keep_lines: bool,
+}
+
+/// Errors kept of one reading: a file of a million bad lines must not
+/// cost a million messages.
+pub const MAX_ERRORS: usize = 100;
+
+impl Reader<'_> {
+    fn error(&mut self, e: ConfigError) {
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(e);
+        } else {
+            self.more_errors += 1;
+        }
+    }
 }
 
 impl conf::Visitor for Reader<'_> {
-    type Error = ConfigError;
+    type Error = std::convert::Infallible;
 
-    fn line(&mut self, l: &conf::Line<'_>) -> Result<(), ConfigError> {
+    fn line(&mut self, l: &conf::Line<'_>) -> Result<(), Self::Error> {
+        if self.keep_lines {
+            self.lines.push((
+                l.file.to_path_buf(),
+                l.number,
+                String::from_utf8_lossy(l.text).into_owned(),
+            ));
+        }
+        if let Err(e) = self.read_line(l) {
+            self.error(e);
+        }
+        Ok(())
+    }
+
+    fn include_failed(&mut self, e: conf::IncludeError<'_>) -> Result<(), Self::Error> {
+        self.error(ConfigError {
+            file: e.line.file.display().to_string(),
+            line: e.line.number,
+            problem: e.problem.to_string(),
+        });
+        Ok(())
+    }
+}
+
+impl Reader<'_> {
+    fn read_line(&mut self, l: &conf::Line<'_>) -> Result<(), ConfigError> {
         let err = |problem: String| ConfigError {
             file: l.file.display().to_string(),
             line: l.number,
@@ -272,14 +387,6 @@ impl conf::Visitor for Reader<'_> {
             )));
         };
         self.cfg.set(key.trim(), value.trim()).map_err(err)
-    }
-
-    fn include_failed(&mut self, e: conf::IncludeError<'_>) -> Result<(), ConfigError> {
-        Err(ConfigError {
-            file: e.line.file.display().to_string(),
-            line: e.line.number,
-            problem: e.problem.to_string(),
-        })
     }
 }
 
@@ -411,6 +518,49 @@ mod tests {
         assert!(e.problem.contains("shim-fallback"));
         let e = parse("shim-fallbak = fail\n").unwrap_err();
         assert!(e.problem.contains("unknown setting"), "{e}");
+    }
+
+    #[test]
+    fn the_check_reads_past_errors_and_keeps_every_line() {
+        let dir = std::env::temp_dir().join(format!("kerneld-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("k.conf");
+        std::fs::write(dir.join("inc.conf"), "deny module x\nbogus\n").unwrap();
+        std::fs::write(
+            &p,
+            "delay = soon\ninclude inc.conf\ninclude missing.conf\ndelay = 5\n",
+        )
+        .unwrap();
+        let c = Config::read_for_check(&p, true);
+        let at: Vec<(String, usize)> = c
+            .errors
+            .iter()
+            .map(|e| (e.file.rsplit('/').next().unwrap().to_string(), e.line))
+            .collect();
+        assert_eq!(
+            at,
+            [
+                ("k.conf".into(), 1),
+                ("inc.conf".into(), 2),
+                ("k.conf".into(), 3)
+            ]
+        );
+        assert_eq!(c.config.delay, Some(5));
+        let lines: Vec<_> = c.lines.iter().map(|(_, n, t)| (*n, t.as_str())).collect();
+        assert_eq!(
+            lines,
+            [
+                (1, "delay = soon"),
+                (1, "deny module x"),
+                (2, "bogus"),
+                (4, "delay = 5")
+            ]
+        );
+        // Loading stops at the first, as before.
+        assert_eq!(Config::load(&p, true).unwrap_err().line, 1);
+        let missing = Config::read_for_check(&dir.join("none.conf"), false);
+        assert!(!missing.present && missing.errors.is_empty());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -58,10 +58,11 @@ pub fn apply(
             };
             let record = o.expiry.modules();
             let usage = |m: &str| crate::backend::sysfs::sysfs_usage(Path::new("/sys/module"), m);
+            let seen = seen(o.requests, name);
             return Outcome::ok(if words.len() == 3 {
-                json_text(&crate::why::json(name, &record, &usage))
+                json_text(&crate::why::json(name, &record, &usage, &seen))
             } else {
-                crate::why::text(name, &record, &usage)
+                crate::why::text(name, &record, &usage, &seen)
             });
         }
         ["why", ..] => {
@@ -98,7 +99,7 @@ pub fn apply(
             log::notice(&format!("policy {} set live", words[0]));
         }
         [w, ..] if *w == "allow" || *w == "deny" => {
-            let rule = match Rule::parse(&words, "live") {
+            let rule = match Rule::parse(&words, crate::policy::LIVE) {
                 Ok(r) => r,
                 Err(e) => return Outcome::fail(format!("bad rule: {e}")),
             };
@@ -131,31 +132,112 @@ pub fn apply(
     Outcome::ok(prefix + &status::text(&snapshot()))
 }
 
-/// SIGHUP: read the configuration again (keeping the old one on error,
-/// and the old policy if it is locked), and reopen the module index.
+/// What `why` reads of the requests kerneld answered lately: the ring of
+/// recent ones and the negative cache's answer for `name` (and for the
+/// usual aliases a filesystem or line discipline is asked by).
+fn seen(requests: &Requests, name: &str) -> crate::why::Seen {
+    let now = std::time::Instant::now();
+    let recent = requests
+        .recent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| crate::why::Asked {
+            name: r.name.clone(),
+            requester: r.requester.clone(),
+            status: r.status,
+            text: r.text.clone(),
+            ago: now.saturating_duration_since(r.at),
+        })
+        .collect();
+    let negcache = requests.negcache.lock().unwrap();
+    let remembered = [name.to_string(), format!("fs-{name}")]
+        .iter()
+        .find_map(|n| negcache.remembered(n, now));
+    crate::why::Seen {
+        recent,
+        window: crate::metrics::RECENT_MAX,
+        remembered,
+    }
+}
+
+/// What a reload did, for the lines the signal thread logs and sends to
+/// systemd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The file was read and is in force.
+    Done {
+        /// Rules of the policy in force now, live ones included.
+        rules: usize,
+        /// Live rules (from kdstat) carried over into the new policy.
+        live_kept: usize,
+        /// `lock = yes`: the old rules stayed, the file's were not taken.
+        locked: bool,
+    },
+    /// The file had an error: the old configuration stays.
+    Refused {
+        /// Why, with file and line.
+        error: String,
+        /// Rules of the policy in force (the old one).
+        rules: usize,
+    },
+}
+
+/// SIGHUP: put `new`, the configuration read once by the caller, in force
+/// (keeping the old one on error, and the old policy if it is locked), and
+/// reopen the module index.  Live rules from kdstat last until restart
+/// (kdstat(8)): they are carried into the new policy, denies first and
+/// allows last, as they were added.
 pub fn reload(
-    path: &Path,
-    required: bool,
+    new: Result<Config, crate::config::ConfigError>,
     config: &RwLock<Arc<Config>>,
     requests: &Requests,
     contexts: &Contexts,
-) {
-    match Config::load(path, required) {
-        Err(e) => log::error(&format!(
-            "configuration not reloaded, keeping the old one: {e}"
-        )),
+) -> Reloaded {
+    let outcome = match new {
+        Err(e) => Reloaded::Refused {
+            error: e.to_string(),
+            rules: requests.policy().rules.len(),
+        },
         Ok(new) => {
             let mut policy = requests.policy.write().unwrap();
-            if policy.lock {
-                log::notice("policy is locked (lock = yes): rules kept until restart");
+            let (locked, live_kept) = if policy.lock {
+                (true, 0)
             } else {
-                *policy = Arc::new(new.policy.clone());
-            }
+                let mut next = new.policy.clone();
+                let kept = carry_live_rules(&policy, &mut next);
+                *policy = Arc::new(next);
+                (false, kept)
+            };
+            let rules = policy.rules.len();
             drop(policy);
             *config.write().unwrap() = Arc::new(new);
-            log::notice(&format!("configuration reloaded from {}", path.display()));
+            Reloaded::Done {
+                rules,
+                live_kept,
+                locked,
+            }
         }
-    }
+    };
     contexts.clear();
     requests.negcache.lock().unwrap().clear();
+    outcome
+}
+
+/// Put the live rules of `old` into `new`: live denies before the file's
+/// rules, live allows after them.  How many were carried.
+fn carry_live_rules(old: &crate::policy::Policy, new: &mut crate::policy::Policy) -> usize {
+    let live: Vec<&Rule> = old.rules.iter().filter(|r| r.is_live()).collect();
+    if live.is_empty() {
+        return 0;
+    }
+    let mut rules: Vec<Rule> = live
+        .iter()
+        .filter(|r| !r.allow)
+        .map(|r| (*r).clone())
+        .collect();
+    rules.extend(new.rules.iter().cloned());
+    rules.extend(live.iter().filter(|r| r.allow).map(|r| (*r).clone()));
+    new.set_rules(rules);
+    live.len()
 }

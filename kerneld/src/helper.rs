@@ -20,10 +20,7 @@ pub const RECORD: &str = "previous-modprobe";
 /// /proc/sys/kernel/modprobe, or the file `KERNELD_PROC_MODPROBE` names
 /// (a test hook, shared with the shim).
 pub fn proc_path() -> PathBuf {
-    std::env::var_os("KERNELD_PROC_MODPROBE")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/modprobe"))
+    kerneld::status::proc_modprobe_path()
 }
 
 fn read_value(path: &Path) -> std::io::Result<String> {

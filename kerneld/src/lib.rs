@@ -38,6 +38,7 @@
 //! - `metrics`, `settings`, `outcome`: counters by type and the recent
 //!   requests; the live settings; the answer to a request
 //! - `limits`: the range of every duration and count
+//! - `lint`: `--check-config` and `--print-config`, offline
 //! - `log`, `journal`, `errno`: the journal (native protocol, structured
 //!   fields) or syslog, and readable errors (`log_debug!` formats only
 //!   when debug is on)
@@ -55,6 +56,7 @@ pub mod expiry;
 pub mod jobs;
 pub mod journal;
 pub mod limits;
+pub mod lint;
 pub mod log;
 pub mod metrics;
 pub mod names;

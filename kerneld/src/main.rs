@@ -66,24 +66,16 @@ fn main() -> ExitCode {
     let words = cli.words();
 
     let required = cli.config != Path::new(config::DEFAULT_PATH);
+    if cli.json && !(cli.check_config || cli.print_config) {
+        return fail(2, "--json goes with --check-config or --print-config");
+    }
+    if cli.check_config || cli.print_config {
+        return check(&cli, required);
+    }
     let cfg = match Config::load(&cli.config, required) {
         Ok(c) => c,
         Err(e) => return fail(EXIT_CONFIG, &format!("configuration error: {e}")),
     };
-    if cli.check_config {
-        match &cfg.path {
-            Some(p) => say(&format!(
-                "{}: OK ({} policy rules)",
-                p.display(),
-                cfg.policy.rules.len()
-            )),
-            None => say(&format!(
-                "{}: not present: defaults (no policy rules; every request is allowed)",
-                cli.config.display()
-            )),
-        }
-        return ExitCode::SUCCESS;
-    }
     if !nix::unistd::geteuid().is_root() {
         return fail(
             EXIT_PERMISSION,
@@ -130,6 +122,80 @@ fn main() -> ExitCode {
     let code = serve(cli, cfg, settings, key, state_dir, required, &mut startup);
     // A start-up that failed: the parent gets the status from waitpid.
     drop(startup);
+    code
+}
+
+/// `--check-config` and `--print-config`: offline, every error (on
+/// stderr, or in the JSON document), and exit status 3 if there is one.
+fn check(cli: &Cli, required: bool) -> ExitCode {
+    let checked = Config::read_for_check(&cli.config, required);
+    let mut warnings = Vec::new();
+    if cli.check_config {
+        if let Some(dir) = &cli.module_dir {
+            match kerneld::lint::module_names(dir) {
+                Ok(names) => warnings = kerneld::lint::unmatched_module_patterns(&checked, &names),
+                Err(e) => {
+                    return fail(
+                        EXIT_CONFIG,
+                        &format!(
+                        "--module-dir {}: {e}; give a module tree such as /lib/modules/$(uname -r)",
+                        dir.display()
+                    ),
+                    )
+                }
+            }
+        }
+    }
+    let code = if checked.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
+    };
+    if cli.json {
+        let doc = if cli.print_config {
+            let mut d = kerneld::lint::print_json(&cli.config, &checked);
+            d["errors"] = kerneld::lint::check_json(&cli.config, &checked, &[])["errors"].take();
+            d
+        } else {
+            kerneld::lint::check_json(&cli.config, &checked, &warnings)
+        };
+        say(&doc.to_string());
+        return code;
+    }
+    for e in &checked.errors {
+        let _ = writeln!(std::io::stderr(), "kerneld: configuration error: {e}");
+    }
+    for w in &warnings {
+        let _ = writeln!(std::io::stderr(), "kerneld: warning: {w}");
+    }
+    if cli.print_config {
+        let mut out = std::io::stdout();
+        let _ = out.write_all(kerneld::lint::print_text(&cli.config, &checked).as_bytes());
+        return code;
+    }
+    let path = cli.config.display();
+    if !checked.errors.is_empty() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "kerneld: {path}: {} configuration errors; kerneld would not start with it, and \
+             would refuse it on SIGHUP",
+            checked.errors.len()
+        );
+    } else if !checked.present {
+        say(&format!(
+            "{path}: not present: defaults (no policy rules; every request is allowed)"
+        ));
+    } else {
+        let warned = match warnings.len() {
+            0 => String::new(),
+            1 => ", 1 warning".into(),
+            n => format!(", {n} warnings"),
+        };
+        say(&format!(
+            "{path}: OK ({} policy rules{warned})",
+            checked.config.policy.rules.len()
+        ));
+    }
     code
 }
 

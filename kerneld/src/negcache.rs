@@ -152,6 +152,13 @@ impl NegativeCache {
         None
     }
 
+    /// The failure remembered for `name` and how long it stays, without
+    /// counting an attempt (`kdstat why`).
+    pub fn remembered(&self, name: &str, now: Instant) -> Option<(String, Duration)> {
+        let a = self.names.get(name)?.answer.as_ref()?;
+        (a.until > now).then(|| (a.text.to_string(), a.until - now))
+    }
+
     /// Whether failures are remembered at all (`negative-cache` > 0), so
     /// a caller can skip what it would compute only for [`insert`].
     ///

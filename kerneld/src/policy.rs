@@ -170,6 +170,11 @@ impl Rule {
         })
     }
 
+    /// Added live through kdstat, not read from a file.
+    pub fn is_live(&self) -> bool {
+        self.origin == LIVE
+    }
+
     fn pattern_match(&self, name: &str) -> Option<usize> {
         self.patterns
             .iter()
@@ -203,6 +208,9 @@ pub struct Decision {
     /// The module that a module rule denied, if any.
     pub module: Option<String>,
 }
+
+/// The origin of a rule added live through kdstat.
+pub const LIVE: &str = "live";
 
 /// Rules the policy holds at most (each decision reads them all).
 pub const MAX_RULES: usize = 4096;

@@ -148,9 +148,16 @@ impl Daemon {
         self.pool.wait_idle(timeout)
     }
 
-    /// SIGHUP: read the configuration again (see `control::reload`).
-    pub fn reload(&self, path: &std::path::Path, required: bool) {
-        control::reload(path, required, &self.config, &self.requests, &self.contexts);
+    /// SIGHUP: put the configuration read again in force (see
+    /// `control::reload`).
+    pub fn reload(&self, new: Result<Config, crate::config::ConfigError>) -> control::Reloaded {
+        control::reload(new, &self.config, &self.requests, &self.contexts)
+    }
+
+    /// The policy in force (live rules included, and the locked one when
+    /// `lock = yes` kept it over a reload).
+    pub fn policy(&self) -> Arc<Policy> {
+        self.requests.policy()
     }
 
     /// Apply a control word and produce the reply (see `control.rs`).
@@ -243,6 +250,7 @@ impl Daemon {
             negative_entries: self.requests.negcache.lock().unwrap().len(),
             policy: Policy::clone(&self.requests.policy()),
             tracing: self.tracer.as_ref().map(|t| t.describe()),
+            helper: crate::status::read_helper(),
         }
     }
 

@@ -2,10 +2,12 @@
 //! (kerneld(8), SIGNALS), blocked in every other thread.
 
 use kerneld::config::Config;
+use kerneld::control::Reloaded;
 use kerneld::log;
 use kerneld::server::Daemon;
+use kerneld::server::Settings;
 use nix::sys::signal::{SigHandler, SigSet, Signal};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,34 +46,45 @@ pub fn block_signals() -> SigSet {
 
 /// SIGHUP: log each setting of the new file that differs from the running
 /// configuration but is read at start only, with the live way to change it.
-fn log_start_only_changes(old: &Config, new: &Config) {
+/// `in_force` are the live settings: the warning names the value that
+/// stays, which `kdstat` or the command line may have set.
+fn log_start_only_changes(old: &Config, new: &Config, in_force: Settings) {
     let show = |v: Option<String>| v.unwrap_or_else(|| "unset".into());
     let mut changes: Vec<(&str, String, String, String)> = Vec::new();
-    if old.delay != new.delay {
-        let n = new.delay.unwrap_or(60);
+    // A change the file makes that is in force already (set live, or on
+    // the command line) needs no warning.
+    let n = new.delay.unwrap_or(60);
+    if old.delay != new.delay && n != in_force.delay {
         changes.push((
             "delay",
             show(old.delay.map(|d| d.to_string())),
             show(new.delay.map(|d| d.to_string())),
-            format!("`kdstat delay={n}` changes it now"),
+            format!(
+                "stays {} (the value in force); `kdstat delay={n}` changes it now",
+                in_force.delay
+            ),
         ));
     }
     // The on/off words: `kdstat keep` / `kdstat nokeep`, and so on.
-    for (name, from, to) in [
-        ("keep", old.keep, new.keep),
-        ("debug", old.debug, new.debug),
+    for (name, from, to, now) in [
+        ("keep", old.keep, new.keep, in_force.keep),
+        ("debug", old.debug, new.debug, in_force.debug),
     ] {
-        if from != to {
-            let no = if to.unwrap_or(false) { "" } else { "no" };
+        let wanted = to.unwrap_or(false);
+        if from != to && wanted != now {
+            let no = if wanted { "" } else { "no" };
             changes.push((
                 name,
                 show(from.map(yes_no)),
                 show(to.map(yes_no)),
-                format!("`kdstat {no}{name}` changes it now"),
+                format!(
+                    "stays {} (the value in force); `kdstat {no}{name}` changes it now",
+                    yes_no(now)
+                ),
             ));
         }
     }
-    let restart = || "it takes effect when kerneld restarts".to_string();
+    let restart = || "stays as it is; it takes effect when kerneld restarts".to_string();
     if old.max_workers != new.max_workers {
         changes.push((
             "max-workers",
@@ -107,9 +120,64 @@ fn log_start_only_changes(old: &Config, new: &Config) {
     for (name, from, to, how) in changes {
         log::warn(&format!(
             "SIGHUP: {name} changed from {from} to {to} in the file, but {name} is read at start \
-             only and stays as it is; {how}"
+             only and {how}"
         ));
     }
+}
+
+/// SIGHUP: read the file once, judge it and put it in force from that one
+/// reading (an edit meanwhile waits for the next SIGHUP), and say how it
+/// went: a refused file is a failed reload, not a done one.
+fn reload(daemon: &Daemon, config: &Path, required: bool) {
+    crate::notify::reloading();
+    log::notice("SIGHUP: reloading the configuration and the module index");
+    let new = Config::load(config, required);
+    if let Ok(new) = &new {
+        log_start_only_changes(&daemon.config(), new, daemon.settings());
+    }
+    match daemon.reload(new) {
+        Reloaded::Refused { error, rules } => {
+            log::error(&format!(
+                "SIGHUP: reload failed: configuration not reloaded, the one in force stays \
+                 ({rules} policy rules; the module index was reopened): {error}; fix the file \
+                 (kerneld --check-config) and send SIGHUP again"
+            ));
+            crate::notify::ready(&format!(
+                "serving, reload by SIGHUP FAILED (configuration error, see the log), \
+                 {rules} policy rules"
+            ));
+        }
+        Reloaded::Done {
+            rules,
+            live_kept,
+            locked,
+        } => {
+            if locked {
+                log::notice("policy is locked (lock = yes): rules kept until restart");
+            }
+            if live_kept > 0 {
+                log::notice(&format!(
+                    "SIGHUP: kept {} added live by kdstat (they last until restart; \
+                     kdstat policy shows them as `live`)",
+                    count(live_kept, "policy rule")
+                ));
+            }
+            log::notice(&format!("configuration reloaded from {}", config.display()));
+            log::event(
+                log::Level::Notice,
+                log::Event::Reloaded,
+                &log::Fields::new(),
+                &format!("SIGHUP: reload done, {rules} policy rules"),
+            );
+            crate::notify::ready(&format!(
+                "serving, reloaded by SIGHUP, {rules} policy rules"
+            ));
+        }
+    }
+}
+
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 fn yes_no(b: bool) -> String {
@@ -131,24 +199,7 @@ pub fn spawn_signal_thread(
                 continue;
             };
             match sig {
-                Signal::SIGHUP => {
-                    crate::notify::reloading();
-                    log::notice("SIGHUP: reloading the configuration and the module index");
-                    if let Ok(new) = Config::load(&config, required) {
-                        log_start_only_changes(&daemon.config(), &new);
-                    }
-                    daemon.reload(&config, required);
-                    let rules = daemon.config().policy.rules.len();
-                    log::event(
-                        log::Level::Notice,
-                        log::Event::Reloaded,
-                        &log::Fields::new(),
-                        &format!("SIGHUP: reload done, {rules} policy rules"),
-                    );
-                    crate::notify::ready(&format!(
-                        "serving, reloaded by SIGHUP, {rules} policy rules"
-                    ));
-                }
+                Signal::SIGHUP => reload(&daemon, &config, required),
                 Signal::SIGUSR1 => {
                     for line in kerneld::status::text(&daemon.snapshot()).lines() {
                         log::notice(&format!("SIGUSR1: {line}"));

@@ -49,6 +49,77 @@ pub struct Snapshot {
     pub policy: Policy,
     /// The tracer's description; None: tracing unavailable.
     pub tracing: Option<String>,
+    /// What the kernel runs as its module helper.
+    pub helper: Helper,
+}
+
+/// What `/proc/sys/kernel/modprobe` holds: whether the kernel's requests
+/// reach kerneld at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Helper {
+    /// The path the kernel runs (empty: none), and whether it is
+    /// kerneld's shim.
+    Read { path: String, shim: bool },
+    /// Why it could not be read.
+    Unreadable(String),
+}
+
+/// /proc/sys/kernel/modprobe, or the file `KERNELD_PROC_MODPROBE` names
+/// (a test hook, shared with the shim).
+pub fn proc_modprobe_path() -> std::path::PathBuf {
+    std::env::var_os("KERNELD_PROC_MODPROBE")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("/proc/sys/kernel/modprobe"))
+}
+
+/// Read the kernel's module helper.  It is kerneld's shim when it is
+/// named `kerneld-modprobe` or is the file beside this kerneld.
+pub fn read_helper() -> Helper {
+    let proc = proc_modprobe_path();
+    let value = match std::fs::read_to_string(&proc) {
+        Ok(v) => v,
+        Err(e) => return Helper::Unreadable(format!("{}: {e}", proc.display())),
+    };
+    let path = value.trim_end_matches('\n').to_string();
+    let p = std::path::Path::new(&path);
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name("kerneld-modprobe"));
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y);
+    let shim = !path.is_empty()
+        && (p.file_name().is_some_and(|n| n == "kerneld-modprobe")
+            || beside.is_some_and(|b| same(p, &b)));
+    Helper::Read { path, shim }
+}
+
+/// The status line of the helper.
+fn helper_text(h: &Helper) -> String {
+    match h {
+        Helper::Read { path, .. } if path.is_empty() => {
+            "module helper: none (empty): the kernel runs no helper, and no request reaches kerneld \
+             through it"
+                .into()
+        }
+        Helper::Read { path, shim: true } => {
+            format!("module helper: {} (kerneld's shim)", escape(path))
+        }
+        Helper::Read { path, shim: false } => format!(
+            "module helper: {} (not kerneld's shim: the kernel's requests do not reach kerneld; \
+             kerneld --register or kerneld-modprobe --register)",
+            escape(path)
+        ),
+        Helper::Unreadable(e) => format!("module helper: unknown ({})", escape(e)),
+    }
+}
+
+fn helper_json(h: &Helper) -> Value {
+    match h {
+        Helper::Read { path, shim } => {
+            json!({ "path": path, "kerneld_shim": shim, "error": null })
+        }
+        Helper::Unreadable(e) => json!({ "path": null, "kerneld_shim": null, "error": e }),
+    }
 }
 
 /// `1 message`, `2 messages`.
@@ -223,6 +294,7 @@ pub fn text(d: &Snapshot) -> String {
         }
         None => out.push_str("requester tracing: unavailable\n"),
     }
+    let _ = writeln!(out, "{}", helper_text(&d.helper));
     out
 }
 
@@ -330,6 +402,7 @@ pub fn json(d: &Snapshot) -> Value {
         "queue": queue,
         "policy": d.policy.to_json(),
         "tracing": d.tracing,
+        "helper": helper_json(&d.helper),
     })
 }
 
@@ -417,6 +490,10 @@ mod tests {
             negative_entries: 0,
             policy: Policy::default(),
             tracing: None,
+            helper: Helper::Read {
+                path: "/usr/sbin/kerneld-modprobe".into(),
+                shim: true,
+            },
         }
     }
 
@@ -465,6 +542,10 @@ mod tests {
             ".counters.waiters_refused",
             ".debug",
             ".delay",
+            ".helper",
+            ".helper.error",
+            ".helper.kerneld_shim",
+            ".helper.path",
             ".jobs",
             ".jobs[].age_seconds",
             ".jobs[].requester",

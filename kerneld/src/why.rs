@@ -4,7 +4,11 @@
 //! requested, the requester as traced, the time, the module of the same
 //! request that pulled it in, and the rule that allowed it.  For any other
 //! module, what the kernel says: its state, refcount and holders from
-//! /sys/module.  The control word is `why NAME` (text) or `why NAME json`.
+//! /sys/module.  For a module that is not loaded, what kerneld saw of it:
+//! the recent requests for it (denied by which rule, for whom and when;
+//! failed and why; blacklisted), a failure it still answers from memory,
+//! or that it was not asked for.  The control word is `why NAME` (text)
+//! or `why NAME json`.
 
 use crate::backend::Usage;
 use crate::record::Entry;
@@ -13,6 +17,134 @@ use kmod_ipc::escape::escape;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::Duration;
+
+/// The version of the `why` JSON document: a new field keeps it, a
+/// renamed, removed or changed one takes the next number.
+pub const JSON_SCHEMA: u64 = 1;
+
+/// One request kerneld answered lately, as `why` sees it.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    /// The name requested (`fs-minix`, `minix`).
+    pub name: String,
+    pub requester: Option<Requester>,
+    pub status: i64,
+    /// The answer (`minix: denied by policy: deny module minix (...)`).
+    pub text: String,
+    /// How long ago.
+    pub ago: Duration,
+}
+
+/// What kerneld saw lately of requests: the ring of recent ones (newest
+/// last), its size, and the negative cache's answer for a name.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub recent: Vec<Asked>,
+    /// How many requests the ring keeps.
+    pub window: usize,
+    /// The failure answered from memory for the name, and for how long.
+    pub remembered: Option<(String, Duration)>,
+}
+
+/// What became of a request, in one word.
+fn outcome(a: &Asked) -> &'static str {
+    if a.text.contains(": denied by policy") {
+        "denied"
+    } else if a.text.contains(": blacklisted") {
+        "blacklisted"
+    } else if a.status == 0 {
+        "done"
+    } else {
+        "failed"
+    }
+}
+
+/// Whether the recent request `a` is about module `name`: asked as it, as
+/// an alias ending in it (`fs-minix`), or an answer that names it (a
+/// module rule's denial, a failed insert).
+fn about(a: &Asked, name: &str) -> bool {
+    let n = norm(name);
+    let asked = norm(&a.name);
+    asked == n
+        || asked.ends_with(&format!("_{n}"))
+        || a.text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .any(|w| norm(w) == n)
+}
+
+/// The recent requests about `name`, newest first.
+fn asked_about<'a>(seen: &'a Seen, name: &str) -> Vec<&'a Asked> {
+    seen.recent
+        .iter()
+        .rev()
+        .filter(|a| about(a, name))
+        .collect()
+}
+
+/// `20 s ago`, `3 min ago`.
+fn ago(d: Duration) -> String {
+    let s = d.as_secs();
+    if s < 120 {
+        format!("{s} s ago")
+    } else if s < 7200 {
+        format!("{} min ago", s / 60)
+    } else {
+        format!("{} h ago", s / 3600)
+    }
+}
+
+/// The lines on what kerneld saw of a module that is not loaded.
+fn seen_text(name: &str, seen: &Seen) -> String {
+    let mut out = String::new();
+    let asked = asked_about(seen, name);
+    for a in &asked {
+        let _ = write!(out, "  {} {}: {}", ago(a.ago), outcome(a), escape(&a.text));
+        match &a.requester {
+            Some(r) => {
+                let _ = writeln!(out, "; requested by {}", requester_text(r));
+            }
+            None => out.push_str("; requester unknown\n"),
+        }
+    }
+    if let Some((text, left)) = &seen.remembered {
+        let _ = writeln!(
+            out,
+            "  answered from memory for {} s more: {}",
+            left.as_secs().max(1),
+            escape(text)
+        );
+    }
+    if asked.is_empty() && seen.remembered.is_none() {
+        let _ = writeln!(
+            out,
+            "  not requested lately: none of the last {} requests kerneld answered was for it",
+            seen.window
+        );
+    }
+    out
+}
+
+fn seen_json(name: &str, seen: &Seen) -> (Value, Value) {
+    let asked = asked_about(seen, name)
+        .into_iter()
+        .map(|a| {
+            json!({
+                "requested_as": a.name,
+                "outcome": outcome(a),
+                "status": a.status,
+                "answer": a.text,
+                "seconds_ago": a.ago.as_secs(),
+                "requester": a.requester.as_ref().map(|r| r.to_json()),
+            })
+        })
+        .collect::<Vec<_>>();
+    let remembered = match &seen.remembered {
+        Some((text, left)) => json!({ "answer": text, "seconds_left": left.as_secs() }),
+        None => Value::Null,
+    };
+    (Value::from(asked), remembered)
+}
 
 /// Check the name given to `why`: a module name (letters, digits, `-`,
 /// `_`), or an alias that some recorded module was requested as.
@@ -123,19 +255,25 @@ fn local_time(unix: u64) -> String {
 
 /// The text answer; `usage` tells the kernel's view of a module.  What a
 /// request, a requester or the module tree named is escaped.
-pub fn text(name: &str, record: &BTreeMap<String, Entry>, usage: &dyn Fn(&str) -> Usage) -> String {
+pub fn text(
+    name: &str,
+    record: &BTreeMap<String, Entry>,
+    usage: &dyn Fn(&str) -> Usage,
+    seen: &Seen,
+) -> String {
     let found = find(record, name);
     if found.is_empty() {
         let u = usage(name);
-        let name = escape(name);
+        let shown = escape(name);
         return match u {
             Usage::NotLoaded => format!(
-                "{name}: not loaded (no module of that name is in the kernel, \
-                 and kerneld loaded nothing requested as {name})\n"
+                "{shown}: not loaded (no module of that name is in the kernel, \
+                 and kerneld loaded nothing requested as {shown})\n{}",
+                seen_text(name, seen)
             ),
-            Usage::Builtin => format!("{name}: built into the kernel, not loaded by kerneld\n"),
+            Usage::Builtin => format!("{shown}: built into the kernel, not loaded by kerneld\n"),
             u => format!(
-                "{name}: not loaded by kerneld (by hand, at boot or by another loader); \
+                "{shown}: not loaded by kerneld (by hand, at boot or by another loader); \
                  the kernel says: {}\n",
                 usage_text(&u)
             ),
@@ -174,7 +312,16 @@ pub fn text(name: &str, record: &BTreeMap<String, Entry>, usage: &dyn Fn(&str) -
 
 /// The JSON answer: `{"name", "modules": [...]}`, one object per module
 /// `name` stands for, each with `loaded_by_kerneld` and the kernel's view.
-pub fn json(name: &str, record: &BTreeMap<String, Entry>, usage: &dyn Fn(&str) -> Usage) -> Value {
+/// `schema` is [`JSON_SCHEMA`]; `requests` lists the recent requests
+/// about `name` (newest first) and `remembered` the failure answered from
+/// memory, when no module of that name is loaded (empty and null
+/// otherwise).
+pub fn json(
+    name: &str,
+    record: &BTreeMap<String, Entry>,
+    usage: &dyn Fn(&str) -> Usage,
+    seen: &Seen,
+) -> Value {
     let found = find(record, name);
     let modules: Vec<Value> = if found.is_empty() {
         vec![json!({
@@ -200,7 +347,19 @@ pub fn json(name: &str, record: &BTreeMap<String, Entry>, usage: &dyn Fn(&str) -
             })
             .collect()
     };
-    json!({ "name": name, "modules": modules })
+    let not_loaded = modules.len() == 1 && modules[0]["kernel"]["state"] == "not loaded";
+    let (requests, remembered) = if not_loaded {
+        seen_json(name, seen)
+    } else {
+        (Value::from(Vec::<Value>::new()), Value::Null)
+    };
+    json!({
+        "schema": JSON_SCHEMA,
+        "name": name,
+        "modules": modules,
+        "requests": requests,
+        "remembered": remembered,
+    })
 }
 
 #[cfg(test)]
@@ -230,7 +389,7 @@ mod tests {
         };
         r.add_for("rtnl-link-bridge", &res, &out.inserted, Some(&who));
         let usage = |m: &str| k.usage(m);
-        let t = text("llc", &r.modules, &usage);
+        let t = text("llc", &r.modules, &usage, &Seen::default());
         assert!(
             t.contains(" for rtnl-link-bridge (pulled in by stp) requested by pid 802 (ip, uid 1000, gid 1000, /user.slice/user-1000.slice, parent bash), allowed by default"),
             "{t}"
@@ -239,30 +398,94 @@ mod tests {
             t.contains("now: live, refcount 0, held by bridge stp"),
             "{t}"
         );
-        let t = text("bridge", &r.modules, &usage);
+        let t = text("bridge", &r.modules, &usage, &Seen::default());
         assert!(t.contains("; pulled in llc, stp"), "{t}");
         // The alias finds the module asked for, not its dependencies.
-        let t = text("rtnl-link-bridge", &r.modules, &usage);
+        let t = text("rtnl-link-bridge", &r.modules, &usage, &Seen::default());
         assert!(t.starts_with("bridge: loaded "), "{t}");
         assert_eq!(t.lines().count(), 2, "{t}");
         // Loaded by hand: only the kernel's view.
         let mut k2 = FakeKernel::with_tree(&[("can", &[])]);
         k2.load("can").unwrap();
         let usage2 = |m: &str| k2.usage(m);
-        let t = text("can", &r.modules, &usage2);
+        let t = text("can", &r.modules, &usage2, &Seen::default());
         assert!(t.starts_with("can: not loaded by kerneld"), "{t}");
         assert!(t.contains("live, refcount 0, no holders"), "{t}");
-        let t = text("nosuch", &r.modules, &usage2);
+        let t = text("nosuch", &r.modules, &usage2, &Seen::default());
         assert!(t.starts_with("nosuch: not loaded ("), "{t}");
-        let j = json("stp", &r.modules, &usage);
+        let j = json("stp", &r.modules, &usage, &Seen::default());
         let m = &j["modules"][0];
         assert_eq!(m["loaded_by_kerneld"], true);
         assert_eq!(m["pulled_in_by"], "bridge");
         assert_eq!(m["requester"]["parent_comm"], "bash");
         assert_eq!(m["kernel"]["holders"][0], "bridge");
-        let j = json("can", &r.modules, &usage2);
+        let j = json("can", &r.modules, &usage2, &Seen::default());
         assert_eq!(j["modules"][0]["loaded_by_kerneld"], false);
         assert_eq!(j["modules"][0]["kernel"]["refcount"], 0);
+    }
+
+    #[test]
+    fn a_module_not_loaded_is_answered_from_what_kerneld_saw() {
+        let r = Record::in_memory();
+        let usage = |_: &str| Usage::NotLoaded;
+        let who = Requester {
+            pid: 77,
+            uid: 1000,
+            gid: 1000,
+            comm: "mount".into(),
+            ..Requester::default()
+        };
+        let seen = Seen {
+            recent: vec![
+                Asked {
+                    name: "fs-minix".into(),
+                    requester: Some(who),
+                    status: 1,
+                    text: "fs-minix: denied by policy: deny module minix (/etc/kerneld.conf:3) \
+                           (module minix)"
+                        .into(),
+                    ago: Duration::from_secs(20),
+                },
+                Asked {
+                    name: "net-pf-5".into(),
+                    requester: None,
+                    status: 1,
+                    text: "net-pf-5: not found".into(),
+                    ago: Duration::from_secs(5),
+                },
+            ],
+            window: 32,
+            remembered: Some(("fs-minix: denied by policy".into(), Duration::from_secs(3))),
+        };
+        let t = text("minix", &r.modules, &usage, &seen);
+        assert!(t.starts_with("minix: not loaded ("), "{t}");
+        assert!(
+            t.contains("\n  20 s ago denied: fs-minix: denied by policy: deny module minix (/etc/kerneld.conf:3)"),
+            "{t}"
+        );
+        assert!(t.contains("requested by pid 77 (mount, uid 1000"), "{t}");
+        assert!(t.contains("answered from memory for 3 s more"), "{t}");
+        assert!(!t.contains("net-pf-5"), "{t}");
+        let t = text(
+            "appletalk",
+            &r.modules,
+            &usage,
+            &Seen {
+                window: 32,
+                ..Seen::default()
+            },
+        );
+        assert!(
+            t.contains("not requested lately: none of the last 32"),
+            "{t}"
+        );
+        let j = json("minix", &r.modules, &usage, &seen);
+        assert_eq!(j["schema"], JSON_SCHEMA);
+        assert_eq!(j["requests"][0]["outcome"], "denied");
+        assert_eq!(j["requests"][0]["requested_as"], "fs-minix");
+        assert_eq!(j["requests"][0]["seconds_ago"], 20);
+        assert_eq!(j["requests"][0]["requester"]["comm"], "mount");
+        assert_eq!(j["remembered"]["seconds_left"], 3);
     }
 
     #[test]

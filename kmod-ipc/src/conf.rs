@@ -18,7 +18,11 @@
 //! - one walk follows at most [`MAX_INCLUDES`] includes and reads at most
 //!   [`MAX_TOTAL_BYTES`] in all, so that files that include each other
 //!   many times without a loop cannot multiply the work either;
-//! - a relative include is taken from the directory of the including file.
+//! - a relative include is taken from the directory of the including file;
+//! - `include DIR/*.conf` reads the regular files of DIR whose names match,
+//!   in lexical order, and no match is no error ([`glob`] says which
+//!   patterns: `*` in the last component only); each file counts as one
+//!   include.
 //!
 //! These bounds are what keeps the shim fast: it reads the file at every
 //! request_module(), and a file that included itself six times once cost
@@ -91,6 +95,8 @@ pub enum IncludeProblem {
     Loop { path: PathBuf },
     /// The walk has followed [`MAX_INCLUDES`] includes already.
     TooMany,
+    /// A pattern with `*` outside the last component of the path.
+    Glob { pattern: PathBuf },
     /// The included file could not be read (see [`read`]).
     Unreadable { path: PathBuf, error: io::Error },
 }
@@ -111,6 +117,11 @@ impl std::fmt::Display for IncludeProblem {
             IncludeProblem::TooMany => write!(
                 f,
                 "more than {MAX_INCLUDES} includes in all; merge some of the files"
+            ),
+            IncludeProblem::Glob { pattern } => write!(
+                f,
+                "{}: `*` may stand only in the last part of the path (include DIR/*.conf)",
+                pattern.display()
             ),
             IncludeProblem::Unreadable { path, error } => {
                 write!(f, "cannot read {}: {error}", path.display())
@@ -192,17 +203,39 @@ impl Walk {
             } else {
                 target.to_path_buf()
             };
-            match self.include(&path, depth) {
-                Ok(inner) => {
-                    self.reading.push(inner.id);
-                    let walked = self.walk(&path, &inner.text, visitor, depth + 1);
-                    self.reading.pop();
-                    walked?;
+            if !is_glob(target) {
+                self.follow(&path, line, visitor, depth)?;
+                continue;
+            }
+            match glob(&path) {
+                Ok(paths) => {
+                    for p in paths {
+                        self.follow(&p, line, visitor, depth)?;
+                    }
                 }
                 Err(problem) => visitor.include_failed(IncludeError { line, problem })?,
             }
         }
         Ok(())
+    }
+
+    /// Read the file at `path`, named by the include on `line`, in place.
+    fn follow<V: Visitor>(
+        &mut self,
+        path: &Path,
+        line: Line<'_>,
+        visitor: &mut V,
+        depth: usize,
+    ) -> Result<(), V::Error> {
+        match self.include(path, depth) {
+            Ok(inner) => {
+                self.reading.push(inner.id);
+                let walked = self.walk(path, &inner.text, visitor, depth + 1);
+                self.reading.pop();
+                walked
+            }
+            Err(problem) => visitor.include_failed(IncludeError { line, problem }),
+        }
     }
 
     /// Open and read the file an include names, within the bounds.
@@ -238,6 +271,96 @@ impl Walk {
         self.bytes += text.len() as u64;
         Ok(Included { text, id })
     }
+}
+
+/// Most directory entries an include with `*` looks through.
+pub const MAX_GLOB_ENTRIES: usize = 4096;
+
+/// Whether an include names files by a pattern (any `*` in it).
+fn is_glob(path: &Path) -> bool {
+    path.as_os_str().as_bytes().contains(&b'*')
+}
+
+/// The files a pattern include names, in lexical (byte) order: `*` in the
+/// last component stands for any run of characters, a name starting with
+/// `.` is matched only by a pattern starting with `.` (as in the shell),
+/// and only regular files (or links to them) count.  No match, or no such
+/// directory, is an empty list: a drop-in directory may be empty or
+/// absent.  A directory listing and a byte match, no more: the shim runs
+/// this at every request_module().
+fn glob(pattern: &Path) -> Result<Vec<PathBuf>, IncludeProblem> {
+    let unsupported = || IncludeProblem::Glob {
+        pattern: pattern.to_path_buf(),
+    };
+    let (Some(dir), Some(name)) = (pattern.parent(), pattern.file_name()) else {
+        return Err(unsupported());
+    };
+    if is_glob(dir) {
+        return Err(unsupported());
+    }
+    let name = name.as_bytes();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => {
+            return Err(IncludeProblem::Unreadable {
+                path: dir.to_path_buf(),
+                error,
+            })
+        }
+    };
+    let mut found = Vec::new();
+    for (i, entry) in entries.enumerate() {
+        if i >= MAX_GLOB_ENTRIES {
+            return Err(IncludeProblem::Unreadable {
+                path: dir.to_path_buf(),
+                error: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("more than {MAX_GLOB_ENTRIES} entries to look through"),
+                ),
+            });
+        }
+        let entry = entry.map_err(|error| IncludeProblem::Unreadable {
+            path: dir.to_path_buf(),
+            error,
+        })?;
+        let file = entry.file_name();
+        let bytes = file.as_bytes();
+        if bytes.starts_with(b".") && !name.starts_with(b".") || !glob_match(name, bytes) {
+            continue;
+        }
+        let path = dir.join(&file);
+        // A directory or a FIFO named like a drop-in is not one.
+        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Whether `name` matches `pattern`, where `*` matches any run of bytes
+/// and every other byte itself.
+fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
+    let mut parts = pattern.split(|&b| b == b'*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let mut parts: Vec<&[u8]> = parts.collect();
+    let Some(last) = parts.pop() else {
+        // No `*` at all: the whole name.
+        return rest.is_empty();
+    };
+    // Each middle part at its leftmost place leaves the most room for the
+    // rest: enough for `*` alone.
+    for part in parts.into_iter().filter(|p| !p.is_empty()) {
+        match rest.windows(part.len()).position(|w| w == part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
 }
 
 /// A file an include names, read.
@@ -410,6 +533,72 @@ mod tests {
                 "leaf.conf:1: d = 4",
                 "top.conf:3: b = 2"
             ]
+        );
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn glob_matches_stars_and_bytes_only() {
+        for (p, n, m) in [
+            ("*.conf", "a.conf", true),
+            ("*.conf", ".conf", true),
+            ("*.conf", "a.conf.dpkg-old", false),
+            ("a*", "a", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "acb", false),
+            ("*ab*ab", "ab", false),
+            ("*ab*ab", "abab", true),
+            ("x?.conf", "x1.conf", false),
+            ("exact", "exact", true),
+            ("exact", "exactly", false),
+        ] {
+            assert_eq!(glob_match(p.as_bytes(), n.as_bytes()), m, "{p} {n}");
+        }
+    }
+
+    #[test]
+    fn a_pattern_include_reads_the_matching_files_in_lexical_order() {
+        let d = temp_dir("glob");
+        let dropins = d.join("kerneld.d");
+        std::fs::create_dir_all(dropins.join("sub.conf")).unwrap();
+        std::fs::write(dropins.join("20-b.conf"), "b = 1\n").unwrap();
+        std::fs::write(dropins.join("10-a.conf"), "a = 1\n").unwrap();
+        std::fs::write(dropins.join("10-a.conf.dpkg-old"), "old = 1\n").unwrap();
+        std::fs::write(dropins.join(".hidden.conf"), "hidden = 1\n").unwrap();
+        std::fs::write(dropins.join("README"), "not = read\n").unwrap();
+        std::fs::write(
+            d.join("top.conf"),
+            "x = 1\ninclude kerneld.d/*.conf\ninclude empty/*.conf\n\
+             include kerneld.d/none-*.conf\ny = 2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            walk_file(&d.join("top.conf")),
+            [
+                "top.conf:1: x = 1",
+                "10-a.conf:1: a = 1",
+                "20-b.conf:1: b = 1",
+                "top.conf:5: y = 2"
+            ]
+        );
+        // `*` in a directory part is refused, at the include line.
+        std::fs::write(d.join("bad.conf"), "include */x.conf\n").unwrap();
+        let got = walk_file(&d.join("bad.conf"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with("bad.conf:1: error: ")
+                && got[0].ends_with(
+                    "`*` may stand only in the last part of the path (include DIR/*.conf)"
+                ),
+            "{got:?}"
+        );
+        // A drop-in that includes its own directory closes a loop.
+        std::fs::write(dropins.join("30-self.conf"), "include *.conf\n").unwrap();
+        let got = walk_file(&d.join("top.conf"));
+        assert!(
+            got.iter()
+                .any(|g| g.contains("30-self.conf includes itself")),
+            "{got:?}"
         );
         std::fs::remove_dir_all(&d).ok();
     }

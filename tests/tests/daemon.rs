@@ -919,10 +919,13 @@ fn sighup_reloads_the_configuration_and_keeps_it_when_broken() {
 
     std::fs::write(k.config_path(), "delay = 60\ndeny\n").unwrap();
     k.sighup();
-    let log = k.wait_log("configuration not reloaded, keeping the old one");
+    let log = k.wait_log("SIGHUP: reload failed: configuration not reloaded");
     let path = k.config_path();
     assert!(
-        log.contains(&format!("keeping the old one: {}:2: ", path.display())),
+        log.contains(&format!(
+            "the one in force stays (1 policy rules; the module index was reopened): {}:2: ",
+            path.display()
+        )),
         "{log}"
     );
     let p = text(&k.control("policy"));

@@ -215,12 +215,23 @@ fn install_with_prefix_usr_and_uninstall() {
         "/usr/share/zsh/vendor-completions",
         &[],
     );
+    // The drop-in directory the shipped file includes, empty.
+    let dropins = dest.path().join("etc/kerneld.d");
+    assert!(dropins.is_dir(), "no {}", dropins.display());
+    assert_eq!(std::fs::read_dir(&dropins).unwrap().count(), 0);
+    let shipped = std::fs::read_to_string(dest.path().join("etc/kerneld.conf")).unwrap();
+    assert!(
+        shipped
+            .lines()
+            .any(|l| l == "include /etc/kerneld.d/*.conf"),
+        "{shipped}"
+    );
 
     let out = install_sh(&["uninstall", "PREFIX=/usr"], &[("DESTDIR", dest.path())]);
     assert_eq!(out.code(), 0, "{out:?}");
     only_directories_left(dest.path(), &[]);
     assert!(
-        !dest.path().join("etc/kerneld").exists(),
+        !dest.path().join("etc/kerneld").exists() && !dropins.exists(),
         "kerneld's own empty directories go too"
     );
 }

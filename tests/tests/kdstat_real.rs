@@ -499,3 +499,85 @@ fn kdsend_e_exits_with_the_answers_status() {
     let out = tool("kdsend", &k, &["-r", "request_module", "kdtest-missing"]);
     assert_eq!(out.code(), 0, "{out:?}");
 }
+
+/// `kdstat why` for a module that is not loaded answers from what kerneld
+/// saw: the denial with its rule and requester, the failure answered from
+/// memory, or that it was not asked for lately.
+#[test]
+fn kdstat_why_says_what_became_of_a_module_that_is_not_loaded() {
+    let k = Kerneld::builder()
+        .debian_tree()
+        .config("negative-cache = 600\ndeny module minix\n")
+        .start();
+    let r = k.request(MsgType::RequestModule, "fs-minix");
+    assert_eq!(r.status, 1, "{r:?}");
+    let out = kdstat(&k, &["why", "minix"]);
+    assert!(out.stdout.starts_with("minix: not loaded ("), "{out:?}");
+    let rule = format!("deny module minix ({}:2)", k.config_path().display());
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(" denied: fs-minix: denied by policy: "))
+        .unwrap_or_else(|| panic!("no denial line: {out:?}"));
+    assert!(line.contains(&rule), "{out:?}");
+    // For whom: a request sent straight to the queue has no traced
+    // requester, and says so.
+    assert!(
+        line.contains("; requested by pid ") || line.ends_with("; requester unknown"),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.contains("  answered from memory for "),
+        "{out:?}"
+    );
+    let out = kdstat(&k, &["why", "minix", "--json"]);
+    let j: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(j["schema"], 1, "{j}");
+    assert_eq!(j["requests"][0]["outcome"], "denied", "{j}");
+    assert_eq!(j["requests"][0]["requested_as"], "fs-minix", "{j}");
+    assert!(j["remembered"]["seconds_left"].as_u64().unwrap() > 0, "{j}");
+    // Never asked for.
+    let out = kdstat(&k, &["why", "appletalk"]);
+    assert!(
+        out.stdout
+            .contains("  not requested lately: none of the last "),
+        "{out:?}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&kdstat(&k, &["why", "appletalk", "--json"]).stdout).unwrap();
+    assert_eq!(j["requests"], serde_json::json!([]), "{j}");
+    assert_eq!(j["remembered"], serde_json::Value::Null, "{j}");
+}
+
+/// The status says what the kernel runs as its module helper, and whether
+/// it is kerneld's shim: without it no request reaches kerneld.
+#[test]
+fn the_status_names_the_module_helper_and_whether_it_is_the_shim() {
+    let dir = TempDir::new();
+    let proc_file = dir.join("modprobe");
+    std::fs::write(&proc_file, "/sbin/modprobe\n").unwrap();
+    let k = Kerneld::builder()
+        .env("KERNELD_PROC_MODPROBE", &proc_file)
+        .start();
+    let out = kdstat(&k, &[]);
+    assert!(
+        out.stdout.contains(
+            "\nmodule helper: /sbin/modprobe (not kerneld's shim: the kernel's requests do not \
+             reach kerneld; kerneld --register or kerneld-modprobe --register)\n"
+        ),
+        "{out:?}"
+    );
+    let shim = bin("kerneld-modprobe");
+    std::fs::write(&proc_file, format!("{}\n", shim.display())).unwrap();
+    let out = kdstat(&k, &[]);
+    assert!(
+        out.stdout.contains(&format!(
+            "\nmodule helper: {} (kerneld's shim)\n",
+            shim.display()
+        )),
+        "{out:?}"
+    );
+    let j = k.status_json();
+    assert_eq!(j["helper"]["path"], shim.display().to_string(), "{j}");
+    assert_eq!(j["helper"]["kerneld_shim"], true, "{j}");
+}

@@ -357,12 +357,12 @@ fn sighup_names_each_start_only_setting_that_changed_and_the_live_way() {
     assert!(
         log.contains(
             "kerneld: warning: SIGHUP: delay changed from 60 to 9 in the file, but delay is read at \
-             start only and stays as it is; `kdstat delay=9` changes it now"
+             start only and stays 60 (the value in force); `kdstat delay=9` changes it now"
         ),
         "{log}"
     );
     assert!(
-        log.contains("SIGHUP: keep changed from unset to yes in the file, but keep is read at start only and stays as it is; `kdstat keep` changes it now"),
+        log.contains("SIGHUP: keep changed from unset to yes in the file, but keep is read at start only and stays no (the value in force); `kdstat keep` changes it now"),
         "{log}"
     );
     assert!(
@@ -372,6 +372,29 @@ fn sighup_names_each_start_only_setting_that_changed_and_the_live_way() {
     assert!(!log.contains("max-workers changed"), "{log}");
     let r = k.control("status");
     assert!(r.text_lossy().contains("delay=60, nokeep"), "{r:?}");
+}
+
+#[test]
+fn sighup_names_the_delay_in_force_not_the_one_read_at_start() {
+    let k = Kerneld::builder().config("delay = 60\n").start();
+    assert_eq!(k.control("delay=5").status, 0);
+    std::fs::write(k.config_path(), "delay = 9\n").unwrap();
+    k.sighup();
+    let log = k.wait_log("configuration reloaded");
+    assert!(
+        log.contains(
+            "SIGHUP: delay changed from 60 to 9 in the file, but delay is read at start only \
+             and stays 5 (the value in force); `kdstat delay=9` changes it now"
+        ),
+        "{log}"
+    );
+    // The file now says what is in force: nothing to warn about.
+    assert_eq!(k.control("delay=9").status, 0);
+    std::fs::write(k.config_path(), "delay = 9\nkeep = no\n").unwrap();
+    k.sighup();
+    let log = k.wait_log_count("configuration reloaded", 2);
+    assert_eq!(log.matches("delay changed").count(), 1, "{log}");
+    assert!(!log.contains("keep changed"), "{log}");
 }
 
 // ---- --check-config ------------------------------------------------------------
@@ -404,4 +427,167 @@ fn check_config_names_a_missing_file() {
             "/etc/kerneld.conf: not present: defaults (no policy rules; every request is allowed)\n"
         );
     }
+}
+
+#[test]
+fn check_config_reports_every_error_and_json_for_ci() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.join("kerneld.d")).unwrap();
+    std::fs::write(dir.join("kerneld.d/10-a.conf"), "colour = blue\n").unwrap();
+    let main = dir.join("kerneld.conf");
+    std::fs::write(
+        &main,
+        "delay = soon\ninclude kerneld.d/*.conf\ndeny request net-pf-31\nbogus\n",
+    )
+    .unwrap();
+    let check = |extra: &[&str]| {
+        run(
+            Command::new(bin("kerneld"))
+                .arg("--check-config")
+                .arg("--config")
+                .arg(&main)
+                .args(extra),
+            LIMIT,
+        )
+    };
+    let out = check(&[]);
+    assert_eq!(out.code(), 3, "{out:?}");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("kerneld: configuration error: "))
+        .collect();
+    assert_eq!(errors.len(), 3, "{out:?}");
+    assert!(errors[0].contains("kerneld.conf:1: delay needs"), "{out:?}");
+    assert!(
+        errors[1].contains("10-a.conf:1: unknown setting"),
+        "{out:?}"
+    );
+    assert!(errors[2].contains("kerneld.conf:4: expected"), "{out:?}");
+    assert!(out.stderr.contains(": 3 configuration errors;"), "{out:?}");
+
+    let out = check(&["--json"]);
+    assert_eq!(out.code(), 3, "{out:?}");
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON document");
+    assert_eq!(doc["schema"], 1, "{doc}");
+    assert_eq!(doc["ok"], false, "{doc}");
+    let lines: Vec<u64> = doc["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lines, [1, 1, 4], "{doc}");
+    assert!(
+        doc["errors"][1]["file"]
+            .as_str()
+            .unwrap()
+            .ends_with("kerneld.d/10-a.conf"),
+        "{doc}"
+    );
+
+    // Fixed: clean, in text and JSON.
+    std::fs::write(dir.join("kerneld.d/10-a.conf"), "keep = yes\n").unwrap();
+    std::fs::write(&main, "include kerneld.d/*.conf\ndeny request net-pf-31\n").unwrap();
+    let out = check(&[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(
+        out.stdout,
+        format!("{}: OK (1 policy rules)\n", main.display()),
+        "{out:?}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&check(&["--json"]).stdout).unwrap();
+    assert_eq!(
+        (doc["ok"].clone(), doc["rules"].clone()),
+        (true.into(), 1.into())
+    );
+}
+
+#[test]
+fn check_config_with_a_module_tree_warns_of_patterns_that_match_nothing() {
+    let tree = kerneld_tests::daemon::debian_tree();
+    let dir = TempDir::new();
+    let main = dir.join("kerneld.conf");
+    std::fs::write(
+        &main,
+        "deny module sctpp sctp\ndeny module dcc*\ndeny request net-pf-132\n",
+    )
+    .unwrap();
+    let out = run(
+        Command::new(bin("kerneld"))
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&main)
+            .arg("--module-dir")
+            .arg(tree),
+        LIMIT,
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(
+        out.stderr,
+        format!(
+            "kerneld: warning: {}:1: module pattern \"sctpp\" matches no module of the tree \
+             (deny module sctpp sctp)\n",
+            main.display()
+        ),
+        "{out:?}"
+    );
+    assert!(
+        out.stdout.ends_with("OK (3 policy rules, 1 warning)\n"),
+        "{out:?}"
+    );
+    let out = run(
+        Command::new(bin("kerneld"))
+            .arg("--check-config")
+            .arg("--json")
+            .arg("--config")
+            .arg(&main)
+            .arg("--module-dir")
+            .arg(tree),
+        LIMIT,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["warnings"][0]["line"], 1, "{doc}");
+    assert_eq!(doc["ok"], true, "{doc}");
+}
+
+#[test]
+fn print_config_shows_the_merged_lines_with_their_origin() {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.join("kerneld.d")).unwrap();
+    std::fs::write(dir.join("kerneld.d/20-b.conf"), "delay = 9\n").unwrap();
+    std::fs::write(dir.join("kerneld.d/10-a.conf"), "deny request net-pf-31\n").unwrap();
+    let main = dir.join("kerneld.conf");
+    std::fs::write(
+        &main,
+        "# comment\ndelay = 60\ninclude kerneld.d/*.conf\nkeep = no\n",
+    )
+    .unwrap();
+    let print = |extra: &[&str]| {
+        run(
+            Command::new(bin("kerneld"))
+                .arg("--print-config")
+                .args(extra)
+                // The environment names the file, as it does for the shim.
+                .env("KERNELD_CONFIG", &main),
+            LIMIT,
+        )
+    };
+    let out = print(&[]);
+    assert_eq!(out.code(), 0, "{out:?}");
+    let d = dir.path().display();
+    assert_eq!(
+        out.stdout.lines().skip(1).collect::<Vec<_>>(),
+        [
+            format!("delay = 60  # {d}/kerneld.conf:2"),
+            format!("deny request net-pf-31  # {d}/kerneld.d/10-a.conf:1"),
+            format!("delay = 9  # {d}/kerneld.d/20-b.conf:1"),
+            format!("keep = no  # {d}/kerneld.conf:4"),
+        ],
+        "{out:?}"
+    );
+    let out = print(&["--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(doc["lines"][2]["text"], "delay = 9", "{doc}");
+    assert_eq!(doc["lines"][2]["line"], 1, "{doc}");
 }

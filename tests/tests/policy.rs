@@ -303,6 +303,72 @@ fn live_rules_and_mode_when_not_locked() {
 }
 
 #[test]
+fn live_rules_outlast_a_reload_and_say_so() {
+    let k = with_policy("delay = 60\ndeny request net-pf-31\n");
+    assert_eq!(k.control("deny request net-pf-5 if uid!=0").status, 0);
+    assert_eq!(k.control("allow request kdtest-allowed").status, 0);
+    // An unrelated change, as a configuration manager would push it.
+    std::fs::write(
+        k.config_path(),
+        "delay = 60\nnegative-cache = 0\ndeny request net-pf-31\n",
+    )
+    .unwrap();
+    k.sighup();
+    let log = k.wait_log("SIGHUP: reload done");
+    assert!(
+        log.contains("SIGHUP: kept 2 policy rules added live by kdstat (they last until restart"),
+        "{log}"
+    );
+    assert!(log.contains("SIGHUP: reload done, 3 policy rules"), "{log}");
+    let p = text(&k.control("policy"));
+    let lines: Vec<&str> = p.lines().filter(|l| l.contains(" hits  ")).collect();
+    // Live denies first, the file's rules, live allows last.
+    assert_eq!(lines.len(), 3, "{p}");
+    assert!(
+        lines[0].ends_with("deny request net-pf-5 if uid!=0  (live)"),
+        "{p}"
+    );
+    assert!(
+        lines[1].ends_with(&format!("deny request net-pf-31  ({})", origin(&k, 3))),
+        "{p}"
+    );
+    assert!(
+        lines[2].ends_with("allow request kdtest-allowed  (live)"),
+        "{p}"
+    );
+    // Still enforced: the test runs as root, so `uid!=0` needs a user; the
+    // file's rule from its new line shows the file was read.
+    assert_denied(
+        &k,
+        "net-pf-31",
+        &format!("deny request net-pf-31 ({})", origin(&k, 3)),
+    );
+}
+
+#[test]
+fn a_refused_reload_says_it_failed() {
+    let k = with_policy("deny request net-pf-31\n");
+    std::fs::write(k.config_path(), "deny request net-pf-31\ndelay = soon\n").unwrap();
+    k.sighup();
+    let log = k.wait_log("SIGHUP: reload failed");
+    assert!(
+        log.contains(&format!(
+            "SIGHUP: reload failed: configuration not reloaded, the one in force stays \
+             (1 policy rules; the module index was reopened): {}:2: ",
+            k.config_path().display()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("reload done"), "{log}");
+    assert!(!log.contains("configuration reloaded"), "{log}");
+    // The next good file is taken.
+    std::fs::write(k.config_path(), "\n").unwrap();
+    k.sighup();
+    let log = k.wait_log("SIGHUP: reload done, 0 policy rules");
+    assert_eq!(log.matches("reload failed").count(), 1, "{log}");
+}
+
+#[test]
 fn a_locked_policy_only_tightens_until_restart() {
     let k = with_policy("lock = yes\ndeny request net-pf-31\n");
     let r = k.control("deny request rtnl-link-dummy");
@@ -339,7 +405,14 @@ fn a_locked_policy_only_tightens_until_restart() {
     // A looser configuration on SIGHUP does not loosen the rules.
     std::fs::write(k.config_path(), "lock = no\n").unwrap();
     k.sighup();
-    k.wait_log("policy is locked (lock = yes): rules kept until restart");
+    let log = k.wait_log("SIGHUP: reload done");
+    assert!(
+        log.contains("policy is locked (lock = yes): rules kept until restart"),
+        "{log}"
+    );
+    // The count is the locked policy's (the file now has none), live
+    // rules included.
+    assert!(log.contains("SIGHUP: reload done, 3 policy rules"), "{log}");
     let p = text(&k.control("policy"));
     assert!(p.contains("lock=yes"), "{p}");
     assert!(p.contains("deny request rtnl-link-dummy"), "{p}");

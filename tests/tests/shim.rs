@@ -360,6 +360,32 @@ fn an_included_shim_fallback_is_read_as_kerneld_reads_it() {
     );
 }
 
+/// Drop-ins (`include DIR/*.conf`) are the shim's as they are kerneld's:
+/// the last in lexical order wins, and no match is no error.
+#[test]
+fn drop_ins_are_read_by_the_shim_in_lexical_order() {
+    let setup = Setup::new("include kerneld.d/*.conf\ninclude none.d/*.conf\n");
+    let dropins = setup.dir.join("kerneld.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    std::fs::write(dropins.join("10-a.conf"), "shim-fallback = modprobe\n").unwrap();
+    std::fs::write(dropins.join("90-z.conf"), "shim-fallback = fail\n").unwrap();
+    std::fs::write(
+        dropins.join("95-z.conf.dpkg-old"),
+        "shim-fallback = modprobe\n",
+    )
+    .unwrap();
+    let check = check_config(&setup.dir.join("kerneld.conf"));
+    assert_eq!(check.code(), 0, "kerneld accepts it: {check:?}");
+    let out = setup.request(fake::unused_key(), "net-pf-33");
+    assert_eq!(out.code(), 1, "{out:?} {}", setup.log());
+    assert_eq!(setup.modprobe_argv(), None, "modprobe must not run");
+    assert!(
+        setup.log().contains("shim-fallback = fail"),
+        "{}",
+        setup.log()
+    );
+}
+
 /// An include the shim cannot read may have said `fail`: it fails safe,
 /// and says so in its log, naming the include line.
 #[test]
@@ -448,6 +474,9 @@ fn help_and_version_print_to_stdout() {
     );
     assert_eq!(out.code(), 0);
     assert!(out.stdout.starts_with("kerneld-modprobe "), "{out:?}");
+    // kmod's short form is ours too, not a job for the real modprobe.
+    let short = run(&mut setup.command(fake::unused_key(), &["-V"]), LIMIT);
+    assert_eq!((short.code(), &short.stdout), (0, &out.stdout), "{short:?}");
     assert_eq!(setup.modprobe_argv(), None);
 }
 

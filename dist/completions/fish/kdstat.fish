@@ -5,3 +5,4 @@ complete -c kdstat -l json -d 'Print the status as one JSON document (fields bel
 complete -c kdstat -l prometheus -d 'Print the status in the Prometheus text format (series in kdstat(8)), e.g. for node_exporter\'s textfile collector'
 complete -c kdstat -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c kdstat -s V -l version -d 'Print version'
+complete -c kdstat -f -a 'status debug nodebug keep nokeep delay= flush policy mode=enforce mode=audit allow deny why'

@@ -144,4 +144,49 @@ mod tests {
         assert!(s["properties"]["kernel_shim"].is_object());
         assert!(!required.contains(&"kernel_shim"));
     }
+
+    /// The record as kerneld's own code writes it (`Record::save`, after a
+    /// load with a requester, a dependency and a rule) matches the schema,
+    /// and so does the smallest entry an older kerneld wrote.
+    #[test]
+    fn a_saved_record_matches_its_schema() {
+        use kerneld::backend::Resolution;
+        use kerneld::record::Record;
+        use kerneld::requester::Requester;
+        let (_, text) = &schemas()[2];
+        let schema: Value = serde_json::from_slice(text).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let dir = std::env::temp_dir().join(format!("xtask-record-{}", std::process::id()));
+        let (mut rec, warning) = Record::load(&dir);
+        assert_eq!(warning, None);
+        let res = Resolution {
+            candidates: vec!["bridge".into()],
+            to_insert: vec!["stp".into(), "bridge".into()],
+            pulled_in_by: vec![("stp".into(), "bridge".into())],
+            allowed_by: "allow request rtnl-link-* (kerneld.conf:1)".into(),
+            ..Resolution::default()
+        };
+        let who = Requester {
+            pid: 802,
+            comm: "ip".into(),
+            namespaces: vec!["net:[4026531840]".into()],
+            ..Requester::default()
+        };
+        rec.add_for("rtnl-link-bridge", &res, &res.to_insert, Some(&who));
+        rec.note_own_links(&["bridge".into()], &[(3, "bridge".into())]);
+        rec.save().unwrap();
+        let written: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("loaded.json")).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let errors: Vec<String> = v.iter_errors(&written).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?} in {written:#}");
+        assert_eq!(written["stp"]["pulled_in_by"], "bridge", "{written}");
+        assert_eq!(written["bridge"]["own_links"][0], 3, "{written}");
+
+        let old = serde_json::json!({"dummy": {"requested_as": "dummy", "dependencies": [],
+            "loaded_at": 1, "unused_sweeps": 0}});
+        assert!(v.is_valid(&old));
+        let bad = serde_json::json!({"dummy": {"requested_as": "dummy"}});
+        assert!(!v.is_valid(&bad));
+    }
 }

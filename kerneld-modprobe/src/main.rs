@@ -11,13 +11,13 @@
 //! It is exec'd once per request, so it stays small: arguments are parsed
 //! by hand, since the kernel's form is fixed and an argument parser would
 //! cost start-up time and size for nothing.  Nothing on the request path
-//! touches fds 0-2; messages go to syslog (see `log`).
+//! touches fds 0-2; messages go to the journal or syslog (see `log`).
 //!
 //! Without kerneld (no queue, or the queue removed while waiting) the shim
 //! falls back as configured in /etc/kerneld.conf (`KERNELD_CONFIG`):
 //! exec the real modprobe with the same arguments, or fail.  A queue at
-//! the key that is not kerneld's (not root's with mode 0600) fails the
-//! request: it is never handed to modprobe.
+//! the key that is not kerneld's (not root's with mode 0600) is handled
+//! the same way, and nothing is sent to it.
 //!
 //! Start-up is most of its cost, so it skips what a one-shot helper does
 //! not need: `no_main` leaves out the Rust runtime's set-up (which reads
@@ -35,7 +35,7 @@ mod log;
 mod register;
 
 use config::{Config, Fallback};
-use kmod_ipc::{Client, Error, Key, MsgType, Queue};
+use kmod_ipc::{Client, Error, Key, MsgType, Queue, QueueStat};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -57,10 +57,12 @@ Usage:
 
 Exit status 0 when the module is loaded, 1 when not.  Any other arguments
 are handed to the real modprobe (or refused with shim-fallback = fail).
-With no queue at the key (kerneld not running) the request falls back as
-shim-fallback says; a queue there that is not root's with mode 0600 (a
-squatter) fails the request, which is never handed to modprobe.
-Messages go to syslog (facility daemon), never to stdout or stderr.
+With no queue at the key (kerneld not running), or a queue there that is
+not root's with mode 0600 (a squatter's: nothing is sent to it), the
+request falls back as shim-fallback says.
+Messages go to the journal when its socket is there (with MESSAGE_IDs for
+a timeout and a foreign queue), else to syslog (facility daemon), never to
+stdout or stderr.
 
 Settings, in /etc/kerneld.conf or a file it includes (other lines belong to
 kerneld).  They are read with the code kerneld checks them with; a shim-
@@ -77,7 +79,9 @@ Environment:
 Test hooks:
   KERNELD_PROC_MODPROBE   file instead of /proc/sys/kernel/modprobe
   KERNELD_STATE_DIR       directory instead of /run/kerneld
-  KERNELD_SHIM_LOG        append log lines to this file instead of syslog
+  KERNELD_SHIM_LOG        append log lines to this file instead of the log
+  KERNELD_JOURNAL_SOCKET  the journal's socket instead of
+                          /run/systemd/journal/socket
 ";
 
 /// What the command line asks for.
@@ -230,8 +234,8 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
     match check_queue(client.queue()) {
         Check::Kerneld => {}
         Check::Gone => return fallback(config, args, "kerneld stopped (its queue went away)"),
-        Check::Foreign(why) => {
-            log_foreign(key, &why, client.queue().id());
+        Check::Foreign(why, st) => {
+            log_foreign(key, &why, client.queue().id(), &st, &shown);
             return fallback(config, args, "the queue at kerneld's key is not kerneld's");
         }
         Check::Unknown(why) => {
@@ -259,7 +263,17 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
         }
         Err(Error::Removed) => fallback(config, args, "kerneld stopped while loading"),
         Err(e @ Error::Timeout(_)) => {
-            log::log(log::LOG_WARNING, &format!("request for {shown:?}: {e}"));
+            // A fleet alerts on this one: kerneld is alive but stuck.
+            log::event(
+                log::LOG_WARNING,
+                Some(log::Event::NoReply),
+                &[
+                    ("REQUEST", &shown),
+                    ("KERNELD_KEY", &key.to_string()),
+                    ("SHIM_TIMEOUT", &config.timeout.as_secs_f64().to_string()),
+                ],
+                &format!("request for {shown:?}: {e}"),
+            );
             1
         }
         Err(e) => {
@@ -282,7 +296,7 @@ fn not_served(key: Key, queue: &Queue, sent: bool) -> String {
 /// request while it is there says the same, and a squatter must not be
 /// able to flood the log.  The stamp lives in kerneld's key directory,
 /// root's alone.
-fn log_foreign(key: Key, why: &str, qid: i32) {
+fn log_foreign(key: Key, why: &str, qid: i32, st: &QueueStat, request: &str) {
     let stamp = kmod_ipc::instances::keys_dir().join(format!("{:#010x}.foreign", key.0 as u32));
     let recent = std::fs::metadata(&stamp)
         .and_then(|m| m.modified())
@@ -294,8 +308,17 @@ fn log_foreign(key: Key, why: &str, qid: i32) {
         return;
     }
     let _ = std::fs::write(&stamp, b"");
-    log::log(
+    log::event(
         log::LOG_ERR,
+        Some(log::Event::ForeignQueue),
+        &[
+            ("REQUEST", request),
+            ("KERNELD_KEY", &key.to_string()),
+            ("QUEUE_ID", &qid.to_string()),
+            ("QUEUE_UID", &st.uid.to_string()),
+            ("QUEUE_CUID", &st.cuid.to_string()),
+            ("QUEUE_MODE", &format!("{:03o}", st.mode & 0o777)),
+        ],
         &format!(
             "{why}: handled as no kerneld running (shim-fallback decides). Someone may be \
              squatting kerneld's key; kerneld removes such a queue when it starts (or `ipcrm -q \
@@ -312,8 +335,8 @@ enum Check {
     Kerneld,
     /// Removed since we opened it.
     Gone,
-    /// Anyone else's: why.
-    Foreign(String),
+    /// Anyone else's: why, and its figures.
+    Foreign(String, QueueStat),
     /// IPC_STAT failed otherwise.
     Unknown(String),
 }
@@ -330,7 +353,7 @@ fn check_queue(queue: &Queue) -> Check {
     let euid = nix::unistd::geteuid().as_raw();
     let owner_ok = st.uid == st.cuid && (st.uid == 0 || st.uid == euid);
     if !owner_ok || st.mode & 0o077 != 0 {
-        return Check::Foreign(format!(
+        let why = format!(
             "the queue at key {} (id {}) is not kerneld's: owner uid {}, creator uid {}, mode {:03o} \
              (kerneld's is root's with mode 0600)",
             queue.key(),
@@ -338,7 +361,8 @@ fn check_queue(queue: &Queue) -> Check {
             st.uid,
             st.cuid,
             st.mode & 0o777
-        ));
+        );
+        return Check::Foreign(why, st);
     }
     Check::Kerneld
 }

@@ -5,7 +5,7 @@ complete -c kerneld -l config -d 'Configuration file' -r -F
 complete -c kerneld -l shim -d 'The shim to register (default: kerneld-modprobe beside this program)' -r -F
 complete -c kerneld -l module-dir -d 'Module directory, as modprobe -d ROOT -S VERSION gives ROOT/lib/modules/VERSION (default /lib/modules/$(uname -r))' -r -f -a "(__fish_complete_directories)"
 complete -c kerneld -l modprobe-d -d 'modprobe.d directory to read instead of the standard ones (repeatable)' -r -f -a "(__fish_complete_directories)"
-complete -c kerneld -l state-dir -d 'Where the record of loaded modules is kept (default /run/kerneld)' -r -f -a "(__fish_complete_directories)"
+complete -c kerneld -l state-dir -d 'Where the record of loaded modules is kept (default /run/kerneld, made mode 0700); one owned by another user, or that group or others may write, is refused (exit status 3)' -r -f -a "(__fish_complete_directories)"
 complete -c kerneld -l debug -d 'Log every message received (also `debug`)'
 complete -c kerneld -l keep -d 'Never unload idle modules (also `keep`)'
 complete -c kerneld -s f -l foreground -d 'Stay attached to the terminal (for service managers); logs go to stderr too'

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install kerneld (programs, manual pages, systemd unit, configuration,
-# shell completions), or remove exactly what an install put there.
+# shell completions, JSON Schemas, journal catalog), or remove exactly what
+# an install put there.
 #
 #   dist/install.sh [install|uninstall] [PREFIX=/usr/local] [DESTDIR=] [TARGET_DIR=target/release]
 #
@@ -12,6 +13,11 @@
 #               with scripts/build-release.sh if missing there)
 #   UNITDIR     systemd unit directory (default /lib/systemd/system for
 #               PREFIX=/usr, else PREFIX/lib/systemd/system)
+#
+# The journal catalog goes to PREFIX/lib/systemd/catalog (journalctl reads
+# /usr/lib/ and /usr/local/lib/systemd/catalog); without DESTDIR the
+# journal's catalog database is then rebuilt (journalctl --update-catalog),
+# at uninstall too.
 #
 # The configuration always goes to /etc (kerneld reads /etc/kerneld.conf),
 # and is not overwritten if present.  Every file installed is listed in
@@ -59,9 +65,19 @@ else
     zshdir=$PREFIX/share/zsh/site-functions
 fi
 manifest=$PREFIX/share/kerneld/installed-files
+catalogdir=$PREFIX/lib/systemd/catalog
+
+# Rebuild the journal's catalog database on this system (not into a
+# DESTDIR: a package's triggers do that where it is installed).
+update_catalog() {
+    if [[ -z "$DESTDIR" ]] && command -v journalctl >/dev/null; then
+        journalctl --update-catalog ||
+            echo "install.sh: journalctl --update-catalog failed; run it again for journalctl -x" >&2
+    fi
+}
 
 # The directories that are kerneld's alone: removed at uninstall if empty.
-own_dirs=(/etc/kerneld.d /etc/kerneld "$PREFIX/share/doc/kerneld" "$PREFIX/share/kerneld")
+own_dirs=(/etc/kerneld.d /etc/kerneld "$PREFIX/share/doc/kerneld" "$PREFIX/share/kerneld/schema" "$PREFIX/share/kerneld")
 
 if [[ "$action" == uninstall ]]; then
     if [[ ! -f "$DESTDIR$manifest" ]]; then
@@ -98,6 +114,7 @@ if [[ "$action" == uninstall ]]; then
     for d in "${own_dirs[@]}"; do
         rmdir "$DESTDIR$d" 2>/dev/null || true
     done
+    update_catalog
     echo "kerneld uninstalled from ${DESTDIR:-/} (PREFIX=$PREFIX)"
     exit 0
 fi
@@ -188,10 +205,20 @@ for prog in kerneld kdstat kdsend; do
     put 644 "$repo/dist/completions/fish/$prog.fish" "$PREFIX/share/fish/vendor_completions.d/$prog.fish"
 done
 
+# JSON Schemas of kerneld's documents, generated from the code by xtask
+# and checked by its tests (see xtask/src/schema.rs).
+for schema in "$repo"/schema/*.json; do
+    put 644 "$schema" "$PREFIX/share/kerneld/schema/$(basename "$schema")"
+done
+
+# The journal catalog: journalctl -x explains kerneld's MESSAGE_IDs.
+put 644 "$repo/dist/kerneld.catalog" "$catalogdir/kerneld.catalog"
+
 put 644 "$repo/README.md" "$PREFIX/share/doc/kerneld/README.md"
 put 644 "$repo/SECURITY.md" "$PREFIX/share/doc/kerneld/SECURITY.md"
 
 mkdir -p "$(dirname "$DESTDIR$manifest")"
 printf '%s\n' "${installed[@]}" >"$DESTDIR$manifest"
 chmod 644 "$DESTDIR$manifest"
+update_catalog
 echo "kerneld installed in ${DESTDIR:-/} (PREFIX=$PREFIX, unit in $UNITDIR): ${#installed[@]} files"

@@ -82,9 +82,15 @@ fi
 wants=/etc/systemd/system/sysinit.target.wants/kerneld.service
 [[ "$(readlink "$wants")" == "$unit" ]] || fail "kerneld.service is not enabled ($wants)"
 for f in /usr/share/bash-completion/completions/kdstat /usr/share/zsh/vendor-completions/_kerneld \
-    /usr/share/fish/vendor_completions.d/kdsend.fish; do
+    /usr/share/fish/vendor_completions.d/kdsend.fish /usr/share/kerneld/schema/status.json \
+    /usr/share/kerneld/schema/why.json /usr/share/kerneld/schema/record.json \
+    /usr/lib/systemd/catalog/kerneld.catalog; do
     [[ -s $f ]] || fail "$f missing or empty"
 done
+# The catalog is compiled (systemd's trigger): journalctl -x explains the
+# events.
+journalctl --list-catalog | grep -q '^d453e4ba6e84425fa4c87ffaa724afb3 kerneld: ' ||
+    fail "journalctl --list-catalog lacks kerneld's entries"
 
 # The installed programs together: the shim (a static PIE) asks the
 # installed kerneld, on a private queue key, for a name no module provides.

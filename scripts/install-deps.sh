@@ -15,7 +15,8 @@ packages=(
     mandoc man-db
     # the Debian package: dpkg-buildpackage and dpkg-shlibdeps (dpkg-dev),
     # debhelper (dh, dh_installsystemd), lintian, and the check of the
-    # installed unit (systemd-analyze verify)
+    # installed unit (systemd-analyze verify); journalctl also checks the
+    # journal catalog (tests/tests/catalog.rs)
     dpkg-dev debhelper lintian systemd
     # the journal test reads kerneld's entries back with journalctl --file
     # (systemd-journal-remote writes the journal file)

@@ -11,7 +11,7 @@
 //! It is exec'd once per request, so it stays small: arguments are parsed
 //! by hand, since the kernel's form is fixed and an argument parser would
 //! cost start-up time and size for nothing.  Nothing on the request path
-//! touches fds 0-2; messages go to syslog (see `log`).
+//! touches fds 0-2; messages go to the journal or syslog (see `log`).
 //!
 //! Without a live kerneld (no queue, a queue left by a kerneld that was
 //! killed, a queue at the key that is not kerneld's, or the queue removed
@@ -35,7 +35,7 @@ mod log;
 mod register;
 
 use config::{Config, Fallback};
-use kmod_ipc::{Client, Error, Key, MsgType, Queue};
+use kmod_ipc::{Client, Error, Key, MsgType, Queue, QueueStat};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
@@ -62,7 +62,9 @@ queue at the key, a queue left by a kerneld that was killed (a request in
 flight is taken back first, within a quarter of a second of the death), or
 a queue that is not root's with mode 0600 (a squatter's; nothing is sent
 to it, and its owner is logged once a minute at most).
-Messages go to syslog (facility daemon), never to stdout or stderr.
+Messages go to the journal when its socket is there (with MESSAGE_IDs for
+a timeout and a foreign queue), else to syslog (facility daemon), never to
+stdout or stderr.
 
 Settings, in /etc/kerneld.conf or a file it includes (other lines belong to
 kerneld).  They are read with the code kerneld checks them with; a shim-
@@ -79,7 +81,9 @@ Environment:
 Test hooks:
   KERNELD_PROC_MODPROBE   file instead of /proc/sys/kernel/modprobe
   KERNELD_STATE_DIR       directory instead of /run/kerneld
-  KERNELD_SHIM_LOG        append log lines to this file instead of syslog
+  KERNELD_SHIM_LOG        append log lines to this file instead of the log
+  KERNELD_JOURNAL_SOCKET  the journal's socket instead of
+                          /run/systemd/journal/socket
 ";
 
 /// What the command line asks for.
@@ -234,8 +238,8 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
     match check_queue(client.queue()) {
         Check::Kerneld => {}
         Check::Gone => return fallback(config, args, "kerneld stopped (its queue went away)"),
-        Check::Foreign(why) => {
-            log_foreign(key, &why, client.queue().id());
+        Check::Foreign(why, st) => {
+            log_foreign(key, &why, client.queue().id(), &st, &shown);
             return fallback(config, args, "the queue at kerneld's key is not kerneld's");
         }
         Check::Unknown(why) => {
@@ -263,7 +267,17 @@ fn request(name: &OsStr, config: &Config, args: &[OsString]) -> i32 {
         }
         Err(Error::Removed) => fallback(config, args, "kerneld stopped while loading"),
         Err(e @ Error::Timeout(_)) => {
-            log::log(log::LOG_WARNING, &format!("request for {shown:?}: {e}"));
+            // A fleet alerts on this one: kerneld is alive but stuck.
+            log::event(
+                log::LOG_WARNING,
+                Some(log::Event::NoReply),
+                &[
+                    ("REQUEST", &shown),
+                    ("KERNELD_KEY", &key.to_string()),
+                    ("SHIM_TIMEOUT", &config.timeout.as_secs_f64().to_string()),
+                ],
+                &format!("request for {shown:?}: {e}"),
+            );
             1
         }
         Err(e) => {
@@ -286,7 +300,7 @@ fn not_served(key: Key, queue: &Queue, sent: bool) -> String {
 /// request while it is there says the same, and a squatter must not be
 /// able to flood the log.  The stamp lives in kerneld's key directory,
 /// root's alone.
-fn log_foreign(key: Key, why: &str, qid: i32) {
+fn log_foreign(key: Key, why: &str, qid: i32, st: &QueueStat, request: &str) {
     let stamp = kmod_ipc::instances::keys_dir().join(format!("{:#010x}.foreign", key.0 as u32));
     let recent = std::fs::metadata(&stamp)
         .and_then(|m| m.modified())
@@ -298,8 +312,17 @@ fn log_foreign(key: Key, why: &str, qid: i32) {
         return;
     }
     let _ = std::fs::write(&stamp, b"");
-    log::log(
+    log::event(
         log::LOG_ERR,
+        Some(log::Event::ForeignQueue),
+        &[
+            ("REQUEST", request),
+            ("KERNELD_KEY", &key.to_string()),
+            ("QUEUE_ID", &qid.to_string()),
+            ("QUEUE_UID", &st.uid.to_string()),
+            ("QUEUE_CUID", &st.cuid.to_string()),
+            ("QUEUE_MODE", &format!("{:03o}", st.mode & 0o777)),
+        ],
         &format!(
             "{why}: handled as no kerneld running (shim-fallback decides). Someone may be \
              squatting kerneld's key; kerneld removes such a queue when it starts (or `ipcrm -q \
@@ -316,8 +339,8 @@ enum Check {
     Kerneld,
     /// Removed since we opened it.
     Gone,
-    /// Anyone else's: why.
-    Foreign(String),
+    /// Anyone else's: why, and its figures.
+    Foreign(String, QueueStat),
     /// IPC_STAT failed otherwise.
     Unknown(String),
 }
@@ -334,7 +357,7 @@ fn check_queue(queue: &Queue) -> Check {
     let euid = nix::unistd::geteuid().as_raw();
     let owner_ok = st.uid == st.cuid && (st.uid == 0 || st.uid == euid);
     if !owner_ok || st.mode & 0o077 != 0 {
-        return Check::Foreign(format!(
+        let why = format!(
             "the queue at key {} (id {}) is not kerneld's: owner uid {}, creator uid {}, mode {:03o} \
              (kerneld's is root's with mode 0600)",
             queue.key(),
@@ -342,7 +365,8 @@ fn check_queue(queue: &Queue) -> Check {
             st.uid,
             st.cuid,
             st.mode & 0o777
-        ));
+        );
+        return Check::Foreign(why, st);
     }
     Check::Kerneld
 }

@@ -299,6 +299,16 @@ mod tests {
         }
     }
 
+    /// journalctl -x explains every event: the catalog kerneld ships
+    /// (dist/kerneld.catalog) has an entry for each id.
+    #[test]
+    fn the_catalog_explains_every_message_id() {
+        let catalog = include_str!("../../dist/kerneld.catalog");
+        for e in Event::ALL {
+            assert!(catalog.contains(&format!("\n-- {}\n", e.id())), "{e:?}");
+        }
+    }
+
     #[test]
     fn an_entry_is_key_value_lines_and_values_cannot_forge_a_field() {
         let mut f = Fields::new();

@@ -435,21 +435,6 @@ impl Policy {
         }
         s
     }
-
-    /// The rules as JSON for `kdstat --json`.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "mode": match self.mode { Mode::Enforce => "enforce", Mode::Audit => "audit" },
-            "match": match self.order { MatchOrder::First => "first", MatchOrder::MostSpecific => "specific" },
-            "default": if self.default_allow { "allow" } else { "deny" },
-            "lock": self.lock,
-            "rules": self.rules.iter().map(|r| serde_json::json!({
-                "rule": r.to_string(),
-                "origin": r.origin,
-                "hits": r.hits.load(Ordering::Relaxed),
-            })).collect::<Vec<_>>(),
-        })
-    }
 }
 
 #[cfg(test)]

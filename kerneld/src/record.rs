@@ -31,8 +31,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// the start.
 pub const RECORD_MAX: u64 = 16 << 20;
 
-/// One module kerneld loaded.
+/// One module kerneld loaded, as kept in `loaded.json` (an object of
+/// module name to entry).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Entry {
     /// The name that was requested (`rtnl-link-dummy`).
     pub requested_as: String,
@@ -57,7 +59,7 @@ pub struct Entry {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub allowed_by: String,
     /// The module of the same request that needed it (a dependency) or
-    /// softdep'ed it; None for the module asked for.
+    /// softdep'ed it; absent for the module asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pulled_in_by: Option<String>,
 }

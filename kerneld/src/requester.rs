@@ -16,11 +16,14 @@ use serde::{Deserialize, Serialize};
 /// record of loaded modules (`kdstat why`); fields missing from an older
 /// record read as their defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(default)]
 pub struct Requester {
     /// Full pid (not the 16 bits of the wire header).
     pub pid: u32,
+    /// User id.
     pub uid: u32,
+    /// Group id.
     pub gid: u32,
     /// Command name (`comm`).
     pub comm: String,
@@ -63,19 +66,6 @@ impl Requester {
             s.push_str(&format!(" cgroup {}", escape(&self.cgroup)));
         }
         s
-    }
-
-    /// As JSON for status documents.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "pid": self.pid,
-            "uid": self.uid,
-            "gid": self.gid,
-            "comm": self.comm,
-            "cgroup": self.cgroup,
-            "namespaces": self.namespaces,
-            "parent_comm": self.parent_comm,
-        })
     }
 }
 

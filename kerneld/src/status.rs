@@ -5,14 +5,17 @@
 
 use crate::jobs::Job;
 use crate::metrics::{CounterValues, Recent};
-use crate::policy::Policy;
+use crate::policy::{MatchOrder, Mode, Policy};
 use crate::record::Entry;
+use crate::requester::Requester;
 use crate::settings::Settings;
 use kmod_ipc::escape::escape;
 use kmod_ipc::{Key, QueueStat};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -113,12 +116,32 @@ fn helper_text(h: &Helper) -> String {
     }
 }
 
-fn helper_json(h: &Helper) -> Value {
-    match h {
-        Helper::Read { path, shim } => {
-            json!({ "path": path, "kerneld_shim": shim, "error": null })
+/// `/proc/sys/kernel/modprobe` in the status document.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct HelperDocument {
+    /// What the kernel runs (empty: none); null when unreadable.
+    pub path: Option<String>,
+    /// Whether it is kerneld's shim, kerneld-modprobe; null when unreadable.
+    pub kerneld_shim: Option<bool>,
+    /// Why it could not be read; null when read.
+    pub error: Option<String>,
+}
+
+impl HelperDocument {
+    fn of(h: &Helper) -> HelperDocument {
+        match h {
+            Helper::Read { path, shim } => HelperDocument {
+                path: Some(path.clone()),
+                kerneld_shim: Some(*shim),
+                error: None,
+            },
+            Helper::Unreadable(e) => HelperDocument {
+                path: None,
+                kerneld_shim: None,
+                error: Some(e.clone()),
+            },
         }
-        Helper::Unreadable(e) => json!({ "path": null, "kerneld_shim": null, "error": e }),
     }
 }
 
@@ -298,119 +321,395 @@ pub fn text(d: &Snapshot) -> String {
     out
 }
 
-/// The JSON status document.
+/// The JSON status document (`kdstat --json`): a [`StatusDocument`] as a
+/// JSON value.
 pub fn json(d: &Snapshot) -> Value {
+    // The document is plain data: serialising it cannot fail.
+    serde_json::to_value(document(d)).unwrap_or(Value::Null)
+}
+
+/// The status document of a snapshot.
+pub fn document(d: &Snapshot) -> StatusDocument {
     let s = d.settings;
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |x| x.as_secs());
-    let jobs: Vec<Value> = d
+    let jobs = d
         .jobs
         .iter()
-        .map(|j| {
-            json!({
-                "type": j.kind.name(),
-                "type_number": j.kind.number(),
-                "text": String::from_utf8_lossy(&j.text),
-                "requester_pid": job_requester(j),
-                "requester": j.waiters.first().and_then(|w| w.requester.as_ref()).map(|r| r.to_json()),
-                "age_seconds": j.started.elapsed().as_secs_f64(),
-                "waiters": j.waiters.len(),
-                "worker_tid": j.worker,
-            })
+        .map(|j| JobDocument {
+            kind: j.kind.name().to_string(),
+            type_number: j.kind.number(),
+            text: String::from_utf8_lossy(&j.text).into_owned(),
+            requester_pid: job_requester(j),
+            requester: j.waiters.first().and_then(|w| w.requester.clone()),
+            age_seconds: j.started.elapsed().as_secs_f64(),
+            waiters: j.waiters.len(),
+            worker_tid: j.worker,
         })
         .collect();
-    let modules: Vec<Value> = d
+    let loaded_modules = d
         .record
         .iter()
-        .map(|(name, e)| {
-            json!({
-                "name": name,
-                "requested_as": e.requested_as,
-                "dependencies": e.dependencies,
-                "loaded_at": e.loaded_at,
-                "age_seconds": now_unix.saturating_sub(e.loaded_at),
-                "idle_seconds": e.idle_since.map(|t| t.elapsed().as_secs_f64()),
-                "unused_sweeps": e.unused_sweeps,
-                "requester": e.requester.as_ref().map(|r| r.to_json()),
-                "pulled_in_by": e.pulled_in_by,
-                "allowed_by": (!e.allowed_by.is_empty()).then_some(&e.allowed_by),
-            })
+        .map(|(name, e)| LoadedModule {
+            name: name.clone(),
+            requested_as: e.requested_as.clone(),
+            dependencies: e.dependencies.clone(),
+            loaded_at: e.loaded_at,
+            age_seconds: now_unix.saturating_sub(e.loaded_at),
+            idle_seconds: e.idle_since.map(|t| t.elapsed().as_secs_f64()),
+            unused_sweeps: e.unused_sweeps,
+            requester: e.requester.clone(),
+            pulled_in_by: e.pulled_in_by.clone(),
+            allowed_by: (!e.allowed_by.is_empty()).then(|| e.allowed_by.clone()),
         })
         .collect();
-    let recent: Vec<Value> = d
+    let recent_requests = d
         .recent
         .iter()
-        .map(|r| {
-            json!({
-                "name": r.name,
-                "requester": r.requester.as_ref().map(|q| q.to_json()),
-                "status": r.status,
-                "text": r.text,
-                "age_seconds": r.at.elapsed().as_secs_f64(),
-                "duration_ms": r.millis,
-            })
+        .map(|r| RecentRequest {
+            name: r.name.clone(),
+            requester: r.requester.clone(),
+            status: r.status,
+            text: r.text.clone(),
+            age_seconds: r.at.elapsed().as_secs_f64(),
+            duration_ms: r.millis,
         })
         .collect();
     let c = &d.counters;
     let queue = match &d.queue {
-        Ok(st) => json!({
-            "id": d.queue_id,
-            "messages": st.messages,
-            "bytes": st.bytes,
-            "max_bytes": st.max_bytes,
-            "last_sender_pid": st.last_sender,
-            "last_receiver_pid": st.last_receiver,
-        }),
-        Err(e) => json!({ "error": e }),
-    };
-    let requests: serde_json::Map<String, Value> = c
-        .requests
-        .iter()
-        .map(|(k, v)| (counter_name(k).to_string(), Value::from(*v)))
-        .collect();
-    json!({
-        "schema": JSON_SCHEMA,
-        "version": VERSION,
-        "pid": std::process::id(),
-        "key": d.key.to_string(),
-        "started_at": d.started_at.duration_since(UNIX_EPOCH).map_or(0, |x| x.as_secs()),
-        "uptime_seconds": d.uptime.as_secs_f64(),
-        "delay": s.delay,
-        "keep": s.keep,
-        "debug": s.debug,
-        "workers": d.workers,
-        "jobs": jobs,
-        "loaded_modules": modules,
-        "recent_requests": recent,
-        "next_sweep_seconds": d.next_sweep_in,
-        "counters": {
-            "requests": requests,
-            "succeeded": c.succeeded,
-            "failed": c.failed,
-            "merged": c.merged,
-            "expired": c.expired,
-            "cached": c.cached,
-            "denied": c.denied,
-            "bad_messages": c.bad_messages,
-            "replies_dropped": d.replies_dropped,
-            "replies_purged": d.replies_purged,
-            "journal_dropped": d.journal_dropped,
-            "waiters_refused": c.refused_waiters,
-            "negative_cache_entries": d.negative_entries,
+        Ok(st) => QueueDocument::Stat {
+            id: d.queue_id,
+            messages: st.messages,
+            bytes: st.bytes,
+            max_bytes: st.max_bytes,
+            last_sender_pid: st.last_sender,
+            last_receiver_pid: st.last_receiver,
         },
-        "queue": queue,
-        "policy": d.policy.to_json(),
-        "tracing": d.tracing,
-        "helper": helper_json(&d.helper),
-    })
+        Err(e) => QueueDocument::Unreadable { error: e.clone() },
+    };
+    let p = &d.policy;
+    StatusDocument {
+        schema: JSON_SCHEMA,
+        version: VERSION.to_string(),
+        pid: std::process::id(),
+        key: d.key.to_string(),
+        started_at: d
+            .started_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |x| x.as_secs()),
+        uptime_seconds: d.uptime.as_secs_f64(),
+        delay: s.delay,
+        keep: s.keep,
+        debug: s.debug,
+        workers: d.workers,
+        jobs,
+        loaded_modules,
+        recent_requests,
+        next_sweep_seconds: d.next_sweep_in,
+        counters: CountersDocument {
+            requests: c
+                .requests
+                .iter()
+                .map(|(k, v)| (counter_name(k).to_string(), *v))
+                .collect(),
+            succeeded: c.succeeded,
+            failed: c.failed,
+            merged: c.merged,
+            expired: c.expired,
+            cached: c.cached,
+            denied: c.denied,
+            bad_messages: c.bad_messages,
+            replies_dropped: d.replies_dropped,
+            replies_purged: d.replies_purged,
+            journal_dropped: d.journal_dropped,
+            waiters_refused: c.refused_waiters,
+            negative_cache_entries: d.negative_entries,
+        },
+        queue,
+        policy: PolicyDocument {
+            mode: match p.mode {
+                Mode::Enforce => PolicyMode::Enforce,
+                Mode::Audit => PolicyMode::Audit,
+            },
+            order: match p.order {
+                MatchOrder::First => PolicyMatch::First,
+                MatchOrder::MostSpecific => PolicyMatch::Specific,
+            },
+            default: if p.default_allow {
+                PolicyDefault::Allow
+            } else {
+                PolicyDefault::Deny
+            },
+            lock: p.lock,
+            rules: p
+                .rules
+                .iter()
+                .map(|r| RuleDocument {
+                    rule: r.to_string(),
+                    origin: r.origin.clone(),
+                    hits: r.hits.load(Ordering::Relaxed),
+                })
+                .collect(),
+        },
+        tracing: d.tracing.clone(),
+        helper: HelperDocument::of(&d.helper),
+        kernel_shim: None,
+    }
+}
+
+// The status document's types.  Their doc comments are the descriptions
+// of the published JSON Schema (schema/status.json, generated by xtask),
+// so they say what a reader of the JSON needs.  A field that may be null
+// is always present.
+
+/// The status of kerneld, as `kdstat --json` prints it.  Fields may be
+/// added within a schema number; renaming or removing one, or changing its
+/// meaning, takes the next number.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(title = "kerneld status (kdstat --json)"))]
+pub struct StatusDocument {
+    /// The version of this list of fields.
+    pub schema: u64,
+    /// The daemon's version.
+    pub version: String,
+    /// The daemon's pid.
+    pub pid: u32,
+    /// The queue key, `0x6b65726e` style.
+    pub key: String,
+    /// Start time, Unix seconds.
+    pub started_at: u64,
+    /// Seconds since the start.
+    pub uptime_seconds: f64,
+    /// Seconds between idle sweeps (the `delay` setting).
+    pub delay: u64,
+    /// The `keep` setting: nothing is unloaded when idle.
+    pub keep: bool,
+    /// The `debug` setting: every message is logged.
+    pub debug: bool,
+    /// Worker threads started.
+    pub workers: usize,
+    /// Actions in progress.
+    pub jobs: Vec<JobDocument>,
+    /// Modules kerneld loaded (its record).
+    pub loaded_modules: Vec<LoadedModule>,
+    /// The last module requests, oldest first.
+    pub recent_requests: Vec<RecentRequest>,
+    /// Seconds to the next idle sweep, null with `keep`.
+    pub next_sweep_seconds: Option<f64>,
+    pub counters: CountersDocument,
+    pub queue: QueueDocument,
+    pub policy: PolicyDocument,
+    /// How requesters are traced, null when tracing is unavailable.
+    pub tracing: Option<String>,
+    /// What the kernel runs as its module helper.
+    pub helper: HelperDocument,
+    /// Added by kdstat, never sent by kerneld: only while the in-kernel
+    /// sender (the kerneld_shim module) is loaded, its settings (strings)
+    /// and counters (integers) from /sys/module/kerneld_shim/parameters;
+    /// see kdstat(8).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_shim: Option<BTreeMap<String, ShimValue>>,
+}
+
+/// A setting (string) or counter (integer) of the in-kernel sender.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum ShimValue {
+    Setting(String),
+    Counter(u64),
+}
+
+/// An action in progress.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct JobDocument {
+    /// The request type's name (`request_module`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The request type's number.
+    pub type_number: i64,
+    /// The request's text (the module name for type 2).
+    pub text: String,
+    /// The full pid of the requester when traced, else the 16 bits of the
+    /// message header; null when neither is known.
+    pub requester_pid: Option<i64>,
+    /// Who asked, as traced; null when unknown.
+    pub requester: Option<Requester>,
+    /// Seconds since the action began.
+    pub age_seconds: f64,
+    /// Requests merged into this one (1 or more).
+    pub waiters: usize,
+    /// Thread id of the worker on it; null while none has it.
+    pub worker_tid: Option<i32>,
+}
+
+/// A module kerneld loaded.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct LoadedModule {
+    /// The module's name.
+    pub name: String,
+    /// The name that was requested (`rtnl-link-dummy`).
+    pub requested_as: String,
+    /// Modules loaded with it by the same request.
+    pub dependencies: Vec<String>,
+    /// When it was loaded, Unix seconds.
+    pub loaded_at: u64,
+    /// Seconds since it was loaded.
+    pub age_seconds: u64,
+    /// Seconds since a sweep first found it unused; null while in use.
+    pub idle_seconds: Option<f64>,
+    /// Consecutive sweeps that found it unused.
+    pub unused_sweeps: u32,
+    /// Who asked, as traced; null when unknown.
+    pub requester: Option<Requester>,
+    /// The module of the same request that needed it, or whose soft
+    /// dependency it is; null for the module asked for.
+    pub pulled_in_by: Option<String>,
+    /// The policy rule that allowed the request, with its origin, or
+    /// `default`; null for modules recorded before kerneld kept it.
+    pub allowed_by: Option<String>,
+}
+
+/// One of the last module requests.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RecentRequest {
+    /// The name requested.
+    pub name: String,
+    /// Who asked, as traced; null when unknown.
+    pub requester: Option<Requester>,
+    /// The status answered (0: loaded).
+    pub status: i64,
+    /// The answer's text.
+    pub text: String,
+    /// Seconds since the answer.
+    pub age_seconds: f64,
+    /// How long the request took, in milliseconds.
+    pub duration_ms: f64,
+}
+
+/// Counts since kerneld started.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct CountersDocument {
+    /// Requests received, by type name (`request_module`, `status`,
+    /// `unknown`); types never received are left out.
+    pub requests: BTreeMap<String, u64>,
+    /// Requests answered with status 0.
+    pub succeeded: u64,
+    /// Requests answered with a failure.
+    pub failed: u64,
+    /// Requests merged into an identical one in progress.
+    pub merged: u64,
+    /// Modules unloaded by the idle sweep.
+    pub expired: u64,
+    /// Requests answered from the negative cache.
+    pub cached: u64,
+    /// Requests the policy denied.
+    pub denied: u64,
+    /// Messages that were not a valid request.
+    pub bad_messages: u64,
+    /// Answers dropped: their client stopped waiting before the queue had
+    /// room, or they were the oldest of 4 MiB of answers waiting for room.
+    pub replies_dropped: u64,
+    /// Unread replies removed from the queue (left by clients that gave
+    /// up waiting).
+    pub replies_purged: u64,
+    /// Log lines the journal did not take because it was not reading.
+    pub journal_dropped: u64,
+    /// Requests refused because 4096 identical ones already waited for
+    /// the action in progress.
+    pub waiters_refused: u64,
+    /// Failures remembered by the negative cache now.
+    pub negative_cache_entries: usize,
+}
+
+/// The queue's figures, or why they could not be read.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum QueueDocument {
+    Stat {
+        /// The queue's id (ipcs -q).
+        id: i32,
+        /// Messages waiting.
+        messages: u64,
+        /// Bytes waiting.
+        bytes: u64,
+        /// Capacity in bytes.
+        max_bytes: u64,
+        /// Pid of the last msgsnd.
+        last_sender_pid: i32,
+        /// Pid of the last msgrcv.
+        last_receiver_pid: i32,
+    },
+    Unreadable {
+        /// Why the queue's figures could not be read.
+        error: String,
+    },
+}
+
+/// The policy in force.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PolicyDocument {
+    pub mode: PolicyMode,
+    #[serde(rename = "match")]
+    pub order: PolicyMatch,
+    pub default: PolicyDefault,
+    /// Whether the policy is locked (no live changes).
+    pub lock: bool,
+    /// The rules, in the order they are read.
+    pub rules: Vec<RuleDocument>,
+}
+
+/// `enforce`: denials are answered; `audit`: only logged.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMode {
+    Enforce,
+    Audit,
+}
+
+/// Which rule decides: the `first` that matches, or the most `specific`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyMatch {
+    First,
+    Specific,
+}
+
+/// What a request no rule matches gets.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyDefault {
+    Allow,
+    Deny,
+}
+
+/// A policy rule.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct RuleDocument {
+    /// The rule as written (`deny request net-pf-*`).
+    pub rule: String,
+    /// Where it came from: `file:line` or `live`.
+    pub origin: String,
+    /// How often it decided.
+    pub hits: u64,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::jobs::Waiter;
-    use crate::requester::Requester;
     use kmod_ipc::{Header, Message, MsgType};
     use std::time::Instant;
 

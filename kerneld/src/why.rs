@@ -14,7 +14,8 @@ use crate::backend::Usage;
 use crate::record::Entry;
 use crate::requester::Requester;
 use kmod_ipc::escape::escape;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
@@ -129,18 +130,18 @@ fn seen_json(name: &str, seen: &Seen) -> (Value, Value) {
     let asked = asked_about(seen, name)
         .into_iter()
         .map(|a| {
-            json!({
+            serde_json::json!({
                 "requested_as": a.name,
                 "outcome": outcome(a),
                 "status": a.status,
                 "answer": a.text,
                 "seconds_ago": a.ago.as_secs(),
-                "requester": a.requester.as_ref().map(|r| r.to_json()),
+                "requester": a.requester.as_ref().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)),
             })
         })
         .collect::<Vec<_>>();
     let remembered = match &seen.remembered {
-        Some((text, left)) => json!({ "answer": text, "seconds_left": left.as_secs() }),
+        Some((text, left)) => serde_json::json!({ "answer": text, "seconds_left": left.as_secs() }),
         None => Value::Null,
     };
     (Value::from(asked), remembered)
@@ -216,19 +217,31 @@ fn usage_text(u: &Usage) -> String {
     }
 }
 
-fn usage_json(u: &Usage) -> Value {
+fn usage_document(u: &Usage) -> KernelView {
     match u {
-        Usage::NotLoaded => json!({ "state": "not loaded", "refcount": null, "holders": [] }),
-        Usage::Builtin => json!({ "state": "builtin", "refcount": null, "holders": [] }),
+        Usage::NotLoaded => KernelView {
+            state: ModuleState::NotLoaded,
+            refcount: None,
+            holders: Vec::new(),
+        },
+        Usage::Builtin => KernelView {
+            state: ModuleState::Builtin,
+            refcount: None,
+            holders: Vec::new(),
+        },
         Usage::Loaded {
             refcnt,
             holders,
             live,
-        } => json!({
-            "state": if *live { "live" } else { "coming" },
-            "refcount": refcnt,
-            "holders": holders,
-        }),
+        } => KernelView {
+            state: if *live {
+                ModuleState::Live
+            } else {
+                ModuleState::Coming
+            },
+            refcount: Some(*refcnt),
+            holders: holders.clone(),
+        },
     }
 }
 
@@ -310,56 +323,167 @@ pub fn text(
     out
 }
 
-/// The JSON answer: `{"name", "modules": [...]}`, one object per module
-/// `name` stands for, each with `loaded_by_kerneld` and the kernel's view.
-/// `schema` is [`JSON_SCHEMA`]; `requests` lists the recent requests
-/// about `name` (newest first) and `remembered` the failure answered from
-/// memory, when no module of that name is loaded (empty and null
-/// otherwise).
+/// The JSON answer (`kdstat why NAME --json`): a [`WhyDocument`] as a
+/// JSON value.
 pub fn json(
     name: &str,
     record: &BTreeMap<String, Entry>,
     usage: &dyn Fn(&str) -> Usage,
     seen: &Seen,
 ) -> Value {
+    // The document is plain data: serialising it cannot fail.
+    serde_json::to_value(document(name, record, usage, seen)).unwrap_or(Value::Null)
+}
+
+/// The answer to `why NAME`: one module object per module `name` stands
+/// for; `requests` lists the recent requests about `name` (newest first)
+/// and `remembered` the failure answered from memory, when no module of
+/// that name is loaded (empty and null otherwise).
+pub fn document(
+    name: &str,
+    record: &BTreeMap<String, Entry>,
+    usage: &dyn Fn(&str) -> Usage,
+    seen: &Seen,
+) -> WhyDocument {
     let found = find(record, name);
-    let modules: Vec<Value> = if found.is_empty() {
-        vec![json!({
-            "module": name,
-            "loaded_by_kerneld": false,
-            "kernel": usage_json(&usage(name)),
-        })]
+    let modules = if found.is_empty() {
+        vec![WhyModule::Other {
+            module: name.to_string(),
+            loaded_by_kerneld: false,
+            kernel: usage_document(&usage(name)),
+        }]
     } else {
         found
             .into_iter()
-            .map(|(m, e)| {
-                json!({
-                    "module": m,
-                    "loaded_by_kerneld": true,
-                    "requested_as": e.requested_as,
-                    "loaded_at": e.loaded_at,
-                    "requester": e.requester.as_ref().map(|r| r.to_json()),
-                    "pulled_in_by": e.pulled_in_by,
-                    "allowed_by": (!e.allowed_by.is_empty()).then_some(&e.allowed_by),
-                    "dependencies": e.dependencies,
-                    "kernel": usage_json(&usage(m)),
-                })
+            .map(|(m, e)| WhyModule::Recorded {
+                module: m.clone(),
+                loaded_by_kerneld: true,
+                requested_as: e.requested_as.clone(),
+                loaded_at: e.loaded_at,
+                requester: e.requester.clone(),
+                pulled_in_by: e.pulled_in_by.clone(),
+                allowed_by: (!e.allowed_by.is_empty()).then(|| e.allowed_by.clone()),
+                dependencies: e.dependencies.clone(),
+                kernel: usage_document(&usage(m)),
             })
             .collect()
     };
-    let not_loaded = modules.len() == 1 && modules[0]["kernel"]["state"] == "not loaded";
+    let not_loaded = matches!(
+        modules.as_slice(),
+        [WhyModule::Other {
+            kernel: KernelView {
+                state: ModuleState::NotLoaded,
+                ..
+            },
+            ..
+        }]
+    );
     let (requests, remembered) = if not_loaded {
         seen_json(name, seen)
     } else {
         (Value::from(Vec::<Value>::new()), Value::Null)
     };
-    json!({
-        "schema": JSON_SCHEMA,
-        "name": name,
-        "modules": modules,
-        "requests": requests,
-        "remembered": remembered,
-    })
+    WhyDocument {
+        schema: JSON_SCHEMA,
+        name: name.to_string(),
+        modules,
+        requests,
+        remembered,
+    }
+}
+
+// The why document's types.  Their doc comments are the descriptions of
+// the published JSON Schema (schema/why.json, generated by xtask).
+
+/// Why a module is loaded, as `kdstat why NAME --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(title = "kerneld why (kdstat why NAME --json)")
+)]
+pub struct WhyDocument {
+    /// The document's version: fields are only added within one number.
+    pub schema: u64,
+    /// The name asked about: a module, or an alias some recorded module
+    /// was requested as.
+    pub name: String,
+    /// The modules the name stands for (one when kerneld loaded none).
+    pub modules: Vec<WhyModule>,
+    /// When no module of that name is loaded: the recent requests about
+    /// it, newest first (empty otherwise).
+    pub requests: Value,
+    /// When no module of that name is loaded: the failure kerneld answers
+    /// from memory for it, if any (null otherwise).
+    pub remembered: Value,
+}
+
+/// One module: from kerneld's record when kerneld loaded it, else only
+/// the kernel's view.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+// Built once per answer and serialised at once: boxing would save nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum WhyModule {
+    /// A module kerneld loaded.
+    Recorded {
+        /// The module's name.
+        module: String,
+        /// Always true here.
+        #[cfg_attr(feature = "schema", schemars(extend("const" = true)))]
+        loaded_by_kerneld: bool,
+        /// The name that was requested (`rtnl-link-bridge`).
+        requested_as: String,
+        /// When it was loaded, Unix seconds.
+        loaded_at: u64,
+        /// Who asked, as traced; null when unknown.
+        requester: Option<Requester>,
+        /// The module of the same request that needed it, or whose soft
+        /// dependency it is; null for the module asked for.
+        pulled_in_by: Option<String>,
+        /// The policy rule that allowed the request, or `default`; null
+        /// for modules recorded before kerneld kept it.
+        allowed_by: Option<String>,
+        /// Modules loaded with it by the same request.
+        dependencies: Vec<String>,
+        kernel: KernelView,
+    },
+    /// A module kerneld did not load (by hand, at boot, another loader,
+    /// or not loaded at all).
+    Other {
+        /// The name asked about.
+        module: String,
+        /// Always false here.
+        #[cfg_attr(feature = "schema", schemars(extend("const" = false)))]
+        loaded_by_kerneld: bool,
+        kernel: KernelView,
+    },
+}
+
+/// What the kernel says of the module now (/sys/module).
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct KernelView {
+    pub state: ModuleState,
+    /// Its reference count; null unless loaded.
+    pub refcount: Option<u32>,
+    /// Modules that hold it.
+    pub holders: Vec<String>,
+}
+
+/// `live`, `coming` (still initialising), `builtin`, or `not loaded`.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum ModuleState {
+    #[serde(rename = "live")]
+    Live,
+    #[serde(rename = "coming")]
+    Coming,
+    #[serde(rename = "builtin")]
+    Builtin,
+    #[serde(rename = "not loaded")]
+    NotLoaded,
 }
 
 #[cfg(test)]

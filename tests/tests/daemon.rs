@@ -884,7 +884,9 @@ fn a_restarted_daemon_serves_requests_that_waited() {
         .expect("answered by the new kerneld");
     assert_eq!(r.status, 1);
     assert_eq!(text(&r), "unknown message type 42");
-    k.wait_log("dropped 0 requests whose senders stopped waiting and 0 replies nobody reads, kept 1");
+    k.wait_log(
+        "dropped 0 requests whose senders stopped waiting and 0 replies nobody reads, kept 1",
+    );
     assert_eq!(
         k.queue().id(),
         q.id(),

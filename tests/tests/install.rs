@@ -113,6 +113,18 @@ fn expected(prefix: &str, unitdir: &str, zshdir: &str) -> Vec<(String, u32, Opti
             Some(r.join("man").join(page)),
         ));
     }
+    for schema in ["status.json", "why.json", "record.json"] {
+        v.push((
+            format!("{prefix}/share/kerneld/schema/{schema}"),
+            0o644,
+            Some(r.join("schema").join(schema)),
+        ));
+    }
+    v.push((
+        format!("{prefix}/lib/systemd/catalog/kerneld.catalog"),
+        0o644,
+        Some(r.join("dist/kerneld.catalog")),
+    ));
     for prog in ["kerneld", "kdstat", "kdsend"] {
         let c = r.join("dist/completions");
         v.push((

@@ -553,3 +553,144 @@ fn the_stand_in_modprobe_is_a_real_program() {
     assert_eq!(out.code(), 0);
     assert_eq!(setup.modprobe_argv().unwrap(), ["a", "b c"]);
 }
+
+/// A journal: a datagram socket the shim is pointed at
+/// (KERNELD_JOURNAL_SOCKET), and the entries it received.
+struct Journal {
+    sock: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+impl Journal {
+    fn bind(dir: &TempDir) -> Journal {
+        let path = dir.join("journal.socket");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_read_timeout(Some(LIMIT)).unwrap();
+        Journal { sock, path }
+    }
+
+    /// The shim of `setup` sending to this journal rather than the test
+    /// log.
+    fn command(&self, setup: &Setup, key: kmod_ipc::Key, name: &str) -> Command {
+        let mut cmd = setup.command(key, &["-q", "--", name]);
+        cmd.env_remove("KERNELD_SHIM_LOG")
+            .env("KERNELD_JOURNAL_SOCKET", &self.path);
+        cmd
+    }
+
+    /// The next entry with this MESSAGE_ID, as `KEY=value` lines (entries
+    /// of other lines are skipped).
+    fn entry_with(&self, id: &str) -> Vec<(String, String)> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = self
+                .sock
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("no entry with MESSAGE_ID={id}: {e}"));
+            let text = std::str::from_utf8(&buf[..n]).unwrap();
+            assert!(text.ends_with('\n'), "{text:?}");
+            let entry: Vec<(String, String)> = text
+                .lines()
+                .map(|l| {
+                    let (k, v) = l.split_once('=').unwrap_or_else(|| panic!("{l:?}"));
+                    (k.to_string(), v.to_string())
+                })
+                .collect();
+            if entry.iter().any(|(k, v)| k == "MESSAGE_ID" && v == id) {
+                return entry;
+            }
+        }
+    }
+}
+
+fn field<'a>(entry: &'a [(String, String)], key: &str) -> &'a str {
+    let values: Vec<&str> = entry
+        .iter()
+        .filter(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    match values[..] {
+        [v] => v,
+        _ => panic!("{key}: {values:?} in {entry:?}"),
+    }
+}
+
+/// The MESSAGE_IDs of kerneld-modprobe(8), LOGGING.
+const NO_REPLY: &str = "a8fd96b1f6de484a81ab4a690058e387";
+const FOREIGN_QUEUE: &str = "e137aa26d48e4a0686295014921f9328";
+
+#[test]
+fn no_reply_reaches_the_journal_with_its_message_id() {
+    let setup = Setup::new("shim-timeout = 0.5\n");
+    let journal = Journal::bind(&setup.dir);
+    let fake = FakeDaemon::with_handler(|_| Action::Ignore);
+    let out = run(&mut journal.command(&setup, fake.key(), "ppp"), LIMIT);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_silent(&out);
+    let e = journal.entry_with(NO_REPLY);
+    assert_eq!(field(&e, "SYSLOG_IDENTIFIER"), "kerneld-modprobe");
+    assert_eq!(field(&e, "PRIORITY"), "4");
+    assert_eq!(field(&e, "REQUEST"), "ppp");
+    assert_eq!(field(&e, "KERNELD_KEY"), fake.key().to_string());
+    assert_eq!(field(&e, "SHIM_TIMEOUT"), "0.5");
+    assert!(
+        field(&e, "MESSAGE").contains("no reply from kerneld"),
+        "{e:?}"
+    );
+    // The test log hook was off: nothing went there.
+    assert_eq!(setup.log(), "");
+}
+
+#[test]
+fn a_foreign_queue_reaches_the_journal_with_its_message_id() {
+    let queue = RawQueue::create(0o666);
+    let setup = Setup::new("shim-fallback = fail\n");
+    let journal = Journal::bind(&setup.dir);
+    let out = run(&mut journal.command(&setup, queue.0.key(), "ppp"), LIMIT);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_silent(&out);
+    let e = journal.entry_with(FOREIGN_QUEUE);
+    assert_eq!(field(&e, "PRIORITY"), "3");
+    assert_eq!(field(&e, "REQUEST"), "ppp");
+    assert_eq!(field(&e, "KERNELD_KEY"), queue.0.key().to_string());
+    assert_eq!(field(&e, "QUEUE_ID"), queue.0.id().to_string());
+    assert_eq!(field(&e, "QUEUE_UID"), "0");
+    assert_eq!(field(&e, "QUEUE_MODE"), "666");
+    assert!(field(&e, "MESSAGE").contains("is not kerneld's"), "{e:?}");
+    assert_eq!(queue.0.stat().unwrap().messages, 0, "nothing sent to it");
+}
+
+#[test]
+fn a_journal_socket_nobody_listens_on_is_no_obstacle() {
+    // Nobody bound there any more: the shim uses syslog (here, without
+    // /dev/log, nowhere) and answers as usual.
+    let setup = Setup::new("shim-fallback = fail\n");
+    let dead = setup.dir.join("dead.socket");
+    drop(std::os::unix::net::UnixDatagram::bind(&dead).unwrap());
+    let mut cmd = setup.command(fake::unused_key(), &["-q", "--", "ppp"]);
+    cmd.env_remove("KERNELD_SHIM_LOG")
+        .env("KERNELD_JOURNAL_SOCKET", &dead);
+    let out = run(&mut cmd, LIMIT);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_silent(&out);
+}
+
+#[test]
+fn a_journal_that_does_not_read_does_not_hold_up_the_request() {
+    // A hung journal: its socket's queue is full, and nothing reads it.
+    let queue = RawQueue::create(0o666);
+    let setup = Setup::new("shim-fallback = fail\n");
+    let journal = Journal::bind(&setup.dir);
+    let filler = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    filler.set_nonblocking(true).unwrap();
+    let mut queued = 0;
+    while filler.send_to(b"MESSAGE=filler\n", &journal.path).is_ok() {
+        queued += 1;
+    }
+    assert!(queued > 0);
+    // The foreign queue's line and the fallback's are dropped, not waited
+    // on: the shim answers (run() would fail the test after LIMIT).
+    let out = run(&mut journal.command(&setup, queue.0.key(), "ppp"), LIMIT);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert_silent(&out);
+}

@@ -1,12 +1,15 @@
 //! Files generated from the programs' clap definitions, so that they
 //! cannot drift from the code: shell completions for kerneld, kdstat and
-//! kdsend (bash, zsh, fish).
+//! kdsend (bash, zsh, fish); and the JSON Schemas of kerneld's documents,
+//! from their types (see [`schema`]).
 //!
 //! They are committed in `dist/completions/` (installed from there by
 //! `dist/install.sh`, so an install needs no generator), and a test of
 //! this crate fails when the committed files differ from what the current
 //! code generates.  Regenerate them with
 //! `cargo run -p xtask -- completions dist/completions`.
+
+pub mod schema;
 
 use clap::builder::PossibleValuesParser;
 use clap::{Command, CommandFactory, ValueHint};

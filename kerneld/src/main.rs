@@ -414,6 +414,8 @@ fn serve(
         state_dir.display()
     ));
 
+    // Denials go to the audit subsystem too, when the kernel has one.
+    kerneld::audit::start();
     let d = Arc::clone(&daemon);
     std::thread::Builder::new()
         .name("kerneld-timer".into())

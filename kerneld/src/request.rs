@@ -19,7 +19,7 @@ use crate::policy::{Decision, Mode, Policy};
 use crate::pool::Contexts;
 use crate::requester::Requester;
 pub use logline::{describe_provenance, for_whom, LogLine};
-use logline::{log_policy, push_millis};
+use logline::{push_millis, Denial};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
@@ -130,17 +130,16 @@ impl Requests {
             });
         }
         let policy = self.policy();
-        let mut allowed_by = String::new();
-        let plan =
-            contexts.with(|sys| plan_as(sys, ask.name, ask.who, &policy, c, &mut allowed_by));
+        let mut note = Note::default();
+        let plan = contexts.with(|sys| plan_as(sys, ask.name, ask.who, &policy, c, &mut note));
         match plan {
             Ok(Ok(res)) => Plan::Load(res),
-            Ok(Err(outcome)) => Plan::Answer(self.settle(ask, outcome, &[], &allowed_by)),
+            Ok(Err(outcome)) => Plan::Answer(self.settle(ask, outcome, &[], &note)),
             Err(e) => Plan::Answer(self.settle(
                 ask,
                 Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)),
                 &[],
-                "",
+                &Note::default(),
             )),
         }
     }
@@ -156,7 +155,12 @@ impl Requests {
         let outcome = contexts
             .with(|sys| load(sys, expiry, ask, res))
             .unwrap_or_else(|e| Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)));
-        self.settle(ask, outcome, &res.candidates, &res.allowed_by)
+        let note = Note {
+            allowed_by: res.allowed_by.clone(),
+            would_deny: res.allowed_by.starts_with(WOULD_DENY),
+            denial: None,
+        };
+        self.settle(ask, outcome, &res.candidates, &note)
     }
 
     /// A remembered failure for this name, if still fresh.
@@ -175,9 +179,9 @@ impl Requests {
     /// Remember and (for failures) cache the outcome of a request; its log
     /// line is for the caller to emit.  `modules`: what the name resolved
     /// to, if known (the journal's MODULE=; else the name itself);
-    /// `allowed_by`: the policy's reason to go ahead, when rules exist
-    /// (else empty), which the line carries instead of a line of its own.
-    fn settle(&self, ask: &Ask, outcome: Outcome, modules: &[String], allowed_by: &str) -> Answer {
+    /// `note`: what the policy said, which the line carries instead of a
+    /// line of its own: one line per request, whatever was decided.
+    fn settle(&self, ask: &Ask, outcome: Outcome, modules: &[String], note: &Note) -> Answer {
         let took = ask.since.elapsed();
         self.remember(ask, &outcome, took);
         // Built by hand: format! with {:.1} of a float brings in the float
@@ -189,14 +193,38 @@ impl Requests {
         line.push_str(&who_text);
         line.push_str(": ");
         line.push_str(&outcome.text);
+        let denied = note.denial.as_ref().filter(|d| !d.would);
+        if let Some(d) = denied {
+            // The reply names the rule; the line adds what it denied.
+            line.push_str(&d.detail);
+            line.push_str(" -> [");
+            line.push_str(&d.closure.join(" "));
+            line.push(']');
+        }
         line.push_str(" (");
         push_millis(&mut line, took);
         line.push_str(" ms)");
-        if !allowed_by.is_empty() {
+        if !note.allowed_by.is_empty() {
             line.push_str(", allowed by ");
-            line.push_str(allowed_by);
+            line.push_str(&note.allowed_by);
         }
         let warn = outcome.status != 0;
+        // A denial is a warning of its own kind; a would-deny at least a
+        // notice, so that either can be filtered by level or MESSAGE_ID.
+        let (level, event) = if denied.is_some() {
+            (log::Level::Warning, log::Event::PolicyDenied)
+        } else if note.would_deny {
+            let level = if warn {
+                log::Level::Warning
+            } else {
+                log::Level::Notice
+            };
+            (level, log::Event::PolicyAudit)
+        } else if warn {
+            (log::Level::Warning, log::Event::RequestFailed)
+        } else {
+            (log::Level::Info, log::Event::RequestDone)
+        };
         let mut nc = self.negcache.lock().unwrap();
         if !warn {
             nc.succeeded(&ask.cache_key);
@@ -215,21 +243,24 @@ impl Requests {
                 .push("REQUEST", ask.name)
                 .push_num("STATUS", outcome.status)
                 .requester(ask.who);
-            if !allowed_by.is_empty() {
-                fields.push("POLICY_RULE", allowed_by);
-            }
-            if modules.is_empty() {
-                fields.push("MODULE", ask.name);
-            }
-            for m in modules {
-                fields.push("MODULE", m);
+            if let Some(d) = denied {
+                d.fields(ask.name, &mut fields);
+            } else {
+                if !note.allowed_by.is_empty() {
+                    fields.push("POLICY_RULE", &note.allowed_by);
+                }
+                if modules.is_empty() {
+                    fields.push("MODULE", ask.name);
+                }
+                for m in modules {
+                    fields.push("MODULE", m);
+                }
             }
         }
         Answer {
             outcome,
             line: LogLine {
-                warn,
-                line: Some(line),
+                line: Some((level, event, line)),
                 fields,
             },
         }
@@ -271,6 +302,21 @@ impl Requests {
     }
 }
 
+/// The start of `allowed_by` for a request audit mode let through.
+const WOULD_DENY: &str = "audit mode (would deny by ";
+
+/// What the policy said of a request, for its one log line.
+#[derive(Debug, Default)]
+struct Note {
+    /// Why it went ahead, when rules exist (else empty): the line ends
+    /// with `, allowed by` it.
+    allowed_by: String,
+    /// Audit mode let through what the policy would deny.
+    would_deny: bool,
+    /// A denial (or a would-deny that is answered without a load).
+    denial: Option<Denial>,
+}
+
 /// [`plan_as`], for the tests of the decision alone.
 #[cfg(test)]
 fn plan(
@@ -280,22 +326,32 @@ fn plan(
     policy: &Policy,
     c: &Counters,
 ) -> Result<Resolution, Outcome> {
-    plan_as(sys, name, who, policy, c, &mut String::new())
+    plan_as(sys, name, who, policy, c, &mut Note::default())
+}
+
+/// A denial or a would-deny: to the audit subsystem now, and into the
+/// request's line (`note`) once it is answered.
+fn noted(name: &str, who: Option<&Requester>, denial: Denial, note: &mut Note) {
+    crate::audit::denial(name, &denial.closure, &denial.rule, denial.would, who);
+    if denial.would {
+        note.would_deny = true;
+        note.allowed_by = [WOULD_DENY, &denial.text(), ")"].concat();
+    }
+    note.denial = Some(denial);
 }
 
 /// Resolve `name` and decide on it.  `Err`: the final answer, nothing to
-/// load; `Ok`: allowed, and these modules are to be loaded.  A denial or
-/// an audit mode's would-deny is logged here; an allowed request logs
-/// only its own line, which says by what (`allowed_by`, also set in the
-/// resolution; empty without rules), so that a fleet ships one line per
-/// request.
+/// load; `Ok`: allowed, and these modules are to be loaded.  Nothing is
+/// logged here: what the policy said goes into `note` (and the
+/// resolution's `allowed_by`; empty without rules), for the request's own
+/// line, so that a fleet ships one line per request.
 fn plan_as(
     sys: &mut dyn ModuleBackend,
     name: &str,
     who: Option<&Requester>,
     policy: &Policy,
     c: &Counters,
-    allowed_by: &mut String,
+    note: &mut Note,
 ) -> Result<Resolution, Outcome> {
     // A request rule that denies the name decides before resolution: a
     // name that resolves to nothing (no module index, a typo) is still
@@ -304,14 +360,15 @@ fn plan_as(
     let request_denied = !policy.allows_all() && policy.request_denied(name, who);
     if request_denied && policy.mode == Mode::Enforce {
         let d = policy.decide(name, &[], who);
-        log_policy(name, &[], who, &d, None);
+        noted(name, who, Denial::new(&[], &d, None), note);
         return Err(denied(name, &d, c));
     }
     let mut res = match sys.resolve(name) {
         Ok(r) if !r.candidates.is_empty() => r,
         found => {
             if request_denied {
-                log_policy(name, &[], who, &policy.decide(name, &[], who), None);
+                let d = policy.decide(name, &[], who);
+                noted(name, who, Denial::new(&[], &d, None), note);
             }
             return Err(match found {
                 Ok(_) => Outcome::fail([name, ": not found"].concat()),
@@ -363,19 +420,19 @@ fn plan_as(
                 let i = closure.iter().position(|x| x == m)?;
                 provenance.get(i)
             });
-            log_policy(name, &closure, who, &d, of_module);
+            noted(name, who, Denial::new(&closure, &d, of_module), note);
         }
         if !d.allowed {
             return Err(denied(name, &d, c));
         }
-        res.allowed_by = if d.would_deny {
-            format!("audit mode (would deny by {})", d.rule)
-        } else {
-            d.rule.clone()
-        };
-        // Without rules, the default allow needs no mention.
-        if !policy.rules.is_empty() || d.would_deny {
-            allowed_by.clone_from(&res.allowed_by);
+        if !d.would_deny {
+            note.allowed_by.clone_from(&d.rule);
+        }
+        res.allowed_by.clone_from(&note.allowed_by);
+        // Without rules, the default allow needs no mention (but the
+        // record of loaded modules names it).
+        if policy.rules.is_empty() && !d.would_deny {
+            note.allowed_by.clear();
         }
     }
     if res.to_insert.is_empty() {

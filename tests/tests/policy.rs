@@ -55,21 +55,24 @@ fn origin(k: &Kerneld, line: usize) -> String {
     format!("{}:{line}", k.config_path().display())
 }
 
-/// The policy log line for `name`: verdict, the modules in brackets, the
-/// rule.
+/// The line of a request for `name` the policy denied or, in audit mode,
+/// would have: the request's own (one line per request), which carries
+/// the rule, then the modules in brackets.
 fn decision_line(log: &str, name: &str) -> String {
-    let needle = format!(" request_module {name} -> [");
+    let needle = format!(": {name}: ");
     log.lines()
         .find(|l| {
-            (l.starts_with("kerneld: policy: ") || l.starts_with("kerneld: warning: policy: "))
+            l.contains("request_module")
                 && l.contains(&needle)
+                && (l.contains(": denied by policy: ")
+                    || l.contains(", allowed by audit mode (would deny by "))
         })
         .unwrap_or_else(|| panic!("no policy decision logged for {name}:\n{log}"))
         .to_string()
 }
 
 /// The line of the request for `name` (one per request: an allowed one
-/// says by what, and no policy line goes with it).
+/// says by what).
 fn request_line(log: &str, name: &str) -> String {
     let needle = format!("request_module: {name}: ");
     log.lines()
@@ -78,13 +81,13 @@ fn request_line(log: &str, name: &str) -> String {
         .to_string()
 }
 
-/// No policy line for `name`: it was allowed.
-fn assert_no_policy_line(log: &str, name: &str) {
-    let needle = format!(" request_module {name} -> [");
-    assert!(
-        !log.lines()
-            .any(|l| l.contains("policy: ") && l.contains(&needle)),
-        "a policy line for the allowed {name}:\n{log}"
+/// `name`'s request logged one line, whatever the policy said.
+fn assert_one_line(log: &str, name: &str) {
+    let needle = format!(": {name}: ");
+    assert_eq!(
+        log.lines().filter(|l| l.contains(&needle)).count(),
+        1,
+        "not one line for {name}:\n{log}"
     );
 }
 
@@ -142,17 +145,18 @@ fn match_specific_lets_the_most_literal_rule_decide() {
 fn audit_mode_lets_a_denied_request_proceed_and_logs_it() {
     let k = with_policy("mode = audit\ndeny request net-pf-29\n");
     assert_attempted(&k, "net-pf-29", "can");
-    let line = decision_line(&k.log(), "net-pf-29");
+    let log = k.wait_log("request_module: net-pf-29: ");
+    // One line: the request's, which says what audit mode let through.
+    assert_one_line(&log, "net-pf-29");
+    let line = decision_line(&log, "net-pf-29");
     assert!(
-        line.starts_with(
-            "kerneld: policy: would deny (audit mode) request_module net-pf-29 -> [can"
-        ),
+        line.contains(&format!(
+            " ms), allowed by audit mode (would deny by deny request net-pf-29 ({}) -> [can",
+            origin(&k, 2)
+        )),
         "{line}"
     );
-    assert!(
-        line.contains(&format!("by deny request net-pf-29 ({})", origin(&k, 2))),
-        "{line}"
-    );
+    assert!(line.ends_with("])"), "{line}");
     let j = k.status_json();
     assert_eq!(j["counters"]["denied"], 0, "{j}");
     assert_eq!(j["policy"]["mode"], "audit", "{j}");
@@ -169,16 +173,19 @@ fn a_denied_module_denies_every_request_that_would_load_it() {
     let log = k.wait_log("request_module: rtnl-link-dummy: ");
     let line = decision_line(&log, "rtnl-link-bridge");
     assert!(
-        line.starts_with("kerneld: warning: policy: deny request_module rtnl-link-bridge -> ["),
+        line.starts_with(&format!(
+            "kerneld: warning: request_module: rtnl-link-bridge: denied by policy: {rule} (module llc) -> ["
+        )),
         "{line}"
     );
-    assert!(line.contains(&format!("by {rule} (module llc)")), "{line}");
+    assert!(line.ends_with(" ms)"), "{line}");
+    assert_one_line(&log, "rtnl-link-bridge");
     // Every module of the request, each once, the requested one first.
     let mut modules = bracketed(&line);
     assert_eq!(modules[0], "bridge", "{line}");
     modules.sort();
     assert_eq!(modules, ["bridge", "llc", "stp"], "{line}");
-    assert_no_policy_line(&log, "rtnl-link-dummy");
+    assert_one_line(&log, "rtnl-link-dummy");
     let line = request_line(&log, "rtnl-link-dummy");
     assert!(line.ends_with(" ms), allowed by default"), "{line}");
 }
@@ -193,7 +200,7 @@ fn every_decision_is_logged_with_name_modules_and_rule() {
     k.wait_log("request_module: net-pf-29: ");
     let log = k.wait_log("request_module: rtnl-link-dummy: ");
     // Allowed: one line, the request's, which names the rule.
-    assert_no_policy_line(&log, "net-pf-29");
+    assert_one_line(&log, "net-pf-29");
     let line = request_line(&log, "net-pf-29");
     assert!(
         line.ends_with(&format!(
@@ -209,31 +216,33 @@ fn every_decision_is_logged_with_name_modules_and_rule() {
     );
     let line = decision_line(&log, "net-pf-31");
     assert!(
-        line.contains("policy: deny request_module net-pf-31 -> [bluetooth"),
-        "{line}"
-    );
-    assert!(
-        line.ends_with(&format!(
-            "] by deny module bluetooth ({}) (module bluetooth) for unknown requester",
+        line.starts_with(&format!(
+            "kerneld: warning: request_module: net-pf-31: denied by policy: \
+             deny module bluetooth ({}) (module bluetooth) -> [bluetooth",
             origin(&k, 2)
         )),
         "{line}"
     );
+    assert!(line.ends_with(" ms)"), "{line}");
+    assert_one_line(&log, "net-pf-31");
     // A request rule decides on the name, before it is resolved.
-    assert_eq!(
-        decision_line(&log, "net-pf-32"),
-        format!(
-            "kerneld: warning: policy: deny request_module net-pf-32 -> [] by deny request net-pf-32 ({}) for unknown requester",
+    let denied = decision_line(&log, "net-pf-32");
+    assert!(
+        denied.starts_with(&format!(
+            "kerneld: warning: request_module: net-pf-32: denied by policy: \
+             deny request net-pf-32 ({}) -> [] (",
             origin(&k, 3)
-        )
+        )),
+        "{denied}"
     );
+    assert_one_line(&log, "net-pf-32");
     let modules = bracketed(&line);
     let mut unique = modules.clone();
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), modules.len(), "listed twice: {line}");
     assert!(modules.contains(&"rfkill".to_string()), "{line}");
-    assert_no_policy_line(&log, "rtnl-link-dummy");
+    assert_one_line(&log, "rtnl-link-dummy");
     assert!(request_line(&log, "rtnl-link-dummy").ends_with(", allowed by default"));
 }
 
@@ -476,7 +485,9 @@ fn a_request_rule_denies_even_without_a_module_index() {
         .start();
     let rule = format!("deny request net-pf-33 ({})", origin(&k, 1));
     assert_denied(&k, "net-pf-33", &rule);
-    k.wait_log("policy: deny request_module net-pf-33 -> [] by deny request net-pf-33");
+    k.wait_log(&format!(
+        "request_module: net-pf-33: denied by policy: {rule} -> [] ("
+    ));
     assert_eq!(k.counter("denied"), 1);
     let r = request(&k, "net-pf-34");
     assert_eq!(text(&r), "net-pf-34: not found");
@@ -486,7 +497,15 @@ fn a_request_rule_denies_even_without_a_module_index() {
         .start();
     let r = request(&audit, "net-pf-33");
     assert_eq!(text(&r), "net-pf-33: not found");
-    audit.wait_log("policy: would deny (audit mode) request_module net-pf-33 -> []");
+    audit.wait_log("request_module: net-pf-33: not found (");
+    let line = decision_line(&audit.log(), "net-pf-33");
+    assert!(
+        line.ends_with(&format!(
+            " ms), allowed by audit mode (would deny by deny request net-pf-33 ({}) -> [])",
+            origin(&audit, 2)
+        )),
+        "{line}"
+    );
 }
 
 /// Module rules judge what the request would load: a candidate the

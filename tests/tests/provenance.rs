@@ -179,18 +179,21 @@ fn unsigned_modules_are_refused_to_users_only() {
     assert_attempted(&k, "rtnl-link-bridge");
     // Out of tree but signed: this rule lets it through.
     assert_attempted(&k, "rtnl-link-ifb");
-    let log = k.wait_log("policy: deny request_module rtnl-link-dummy");
+    // One line for the denial: the request's, with the rule, the module
+    // it denied and why, and the modules.
+    let log = k.wait_log("request_module: rtnl-link-dummy: denied by policy: ");
     let line = log
         .lines()
-        .find(|l| l.contains("policy: deny request_module rtnl-link-dummy"))
+        .find(|l| l.contains("request_module: rtnl-link-dummy: denied by policy: "))
         .unwrap();
     assert!(
         line.contains(&format!(
-            "by {rule} ({}:1) (module dummy, unsigned, in-tree) for unknown requester",
+            ": denied by policy: {rule} ({}:1) (module dummy, unsigned, in-tree) -> [dummy] (",
             k.config_path().display()
         )),
         "{line}"
     );
+    assert!(line.starts_with("kerneld: warning: "), "{line}");
     // The counter of `kdstat policy` counts the denial.
     let out = kdstat(&k, &["policy"]);
     assert!(out.stdout.contains(&format!("1 hits  {rule}")), "{out:?}");
@@ -233,9 +236,11 @@ fn audit_mode_logs_the_would_deny_of_an_unsigned_module() {
         .config("mode = audit\ndeny module * if !signed\n")
         .start();
     assert_attempted(&k, "rtnl-link-dummy");
-    k.wait_log(
-        "policy: would deny (audit mode) request_module rtnl-link-dummy -> [dummy] by deny module * if !signed",
-    );
+    k.wait_log(&format!(
+        "), allowed by audit mode (would deny by deny module * if !signed ({}:2) \
+         (module dummy, unsigned, in-tree) -> [dummy])",
+        k.config_path().display()
+    ));
 }
 
 #[test]
@@ -251,7 +256,7 @@ fn every_debian_module_reads_as_signed_and_in_tree() {
         assert_attempted(&k, name);
     }
     let log = k.log();
-    assert!(!log.contains("policy: deny"), "{log}");
+    assert!(!log.contains("denied by policy"), "{log}");
 }
 
 #[test]

@@ -58,7 +58,7 @@ main() {
     loaded sctp && { fail "sctp got loaded (socket: exit $src, $out)"; return; }
     [ "$src" != 0 ] || { fail "the SCTP socket was created without sctp loaded?"; return; }
     loaded dummy || { fail "dummy not loaded (ip link add: exit $drc)"; return; }
-    rule='policy: deny request_module net-pf-2-proto-132[-a-z0-9]* -> \[[^]]*sctp[^]]*\] by deny module sctp sctp_diag \(/etc/kerneld/rare-protocols.conf:[0-9]+\)'
+    rule='request_module( for [^:]*)?: net-pf-2-proto-132[-a-z0-9]*: denied by policy: deny module sctp sctp_diag \(/etc/kerneld/rare-protocols.conf:[0-9]+\)( \(module [^)]*\))? -> \[[^]]*sctp[^]]*\]'
     grep -E -q "$rule" "$log" || { fail "no '$rule' in the log"; return; }
     grep -E -q 'request_module( for [^:]*)?: rtnl-link-dummy: loaded dummy' "$log" ||
         { fail "no 'request_module ...: rtnl-link-dummy: loaded dummy' in the log"; return; }

@@ -610,8 +610,8 @@ scenario_deny_request() {
     _t=$dt
     loaded dummy && { fail 9 "$d" "ip link add failed ($out) but dummy got loaded"; return; }
     [ ! -e /sys/class/net/d5 ] || { fail 9 "$d" "d5 exists"; return; }
-    log_has 'policy: deny request_module rtnl-link-dummy .*by deny request rtnl-link-dummy \(/etc/kerneld.conf:[0-9]+\)' ||
-        { fail 9 "$d" "no 'policy: deny request_module rtnl-link-dummy ... by deny request rtnl-link-dummy (/etc/kerneld.conf:N)' in $KLOG"; return; }
+    log_has 'request_module( for [^:]*)?: rtnl-link-dummy: denied by policy: deny request rtnl-link-dummy \(/etc/kerneld.conf:[0-9]+\) -> \[' ||
+        { fail 9 "$d" "no 'request_module ...: rtnl-link-dummy: denied by policy: deny request rtnl-link-dummy (/etc/kerneld.conf:N) -> [...]' in $KLOG"; return; }
     pass 9 "$d (refused after $_t ms: $out)"
 }
 
@@ -624,8 +624,8 @@ scenario_audit() {
     { [ "$rc" = 0 ] && loaded dummy && [ -d /sys/class/net/d5 ]; } ||
         { fail 10 "$d" "ip link add d5 type dummy: exit $rc after $dt ms: $out (dummy loaded: $(loaded_of dummy))"; return; }
     _t=$dt
-    log_has 'policy: would deny \(audit mode\) request_module rtnl-link-dummy .*by deny request rtnl-link-dummy' ||
-        { fail 10 "$d" "no 'policy: would deny (audit mode) request_module rtnl-link-dummy' in $KLOG"; return; }
+    log_has 'request_module( for [^:]*)?: rtnl-link-dummy: .* ms\), allowed by audit mode \(would deny by deny request rtnl-link-dummy ' ||
+        { fail 10 "$d" "no 'request_module ...: rtnl-link-dummy: ... ms), allowed by audit mode (would deny by deny request rtnl-link-dummy ...' in $KLOG"; return; }
     ip link del d5
     pass 10 "$d ($_t ms)"
 }
@@ -646,8 +646,8 @@ scenario_deny_dependency() {
     fi
     _t=$dt
     none_loaded bridge stp llc || { fail 11 "$d" "loaded anyway: $(loaded_of bridge stp llc)"; return; }
-    log_has 'policy: deny request_module rtnl-link-bridge -> \[[^]]*llc[^]]*\] by deny module llc \(live\) \(module llc\)' ||
-        { fail 11 "$d" "no 'policy: deny request_module rtnl-link-bridge -> [...llc...] by deny module llc (live) (module llc)' in $KLOG"; return; }
+    log_has 'request_module( for [^:]*)?: rtnl-link-bridge: denied by policy: deny module llc \(live\) \(module llc\) -> \[[^]]*llc[^]]*\]' ||
+        { fail 11 "$d" "no 'request_module ...: rtnl-link-bridge: denied by policy: deny module llc (live) (module llc) -> [...llc...]' in $KLOG"; return; }
     pass 11 "$d (refused after $_t ms)"
 }
 
@@ -692,8 +692,8 @@ scenario_deny_users() {
     [ "$rc" != 0 ] || { fail 13 "$d" "uid 1000's socket was created (loaded: $(loaded_of can can_raw))"; return; }
     _u="$out"
     loaded can && { fail 13 "$d" "uid 1000 was refused ($_u) but can got loaded"; return; }
-    log_has 'policy: deny request_module net-pf-29 .*by deny request net-pf-29\* if uid!=0 \(live\) for pid [0-9]+ uid 1000 ' ||
-        { fail 13 "$d" "no 'policy: deny request_module net-pf-29 ... by deny request net-pf-29* if uid!=0 (live) for pid P uid 1000' in $KLOG"; return; }
+    log_has 'request_module for pid [0-9]+ uid 1000 [^:]*: net-pf-29: denied by policy: deny request net-pf-29\* if uid!=0 \(live\) -> \[' ||
+        { fail 13 "$d" "no 'request_module for pid P uid 1000 ...: net-pf-29: denied by policy: deny request net-pf-29* if uid!=0 (live) -> [...]' in $KLOG"; return; }
     run 60 trigger socket 29 3 1
     { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||
         { fail 13 "$d" "root's identical socket: exit $rc: $out (loaded: $(loaded_of can can_raw))"; return; }
@@ -815,14 +815,14 @@ scenario_unsigned() {
         { fail 17 "$d" "kerneld with the rule not ready"; return; }
     run 60 trigger -u 1000 socket 29 3 1
     { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||
-        { fail 17 "$d" "uid 1000's CAN_RAW socket: exit $rc: $out (loaded: $(loaded_of can can_raw)) $(log_line 'policy: ')"; return; }
+        { fail 17 "$d" "uid 1000's CAN_RAW socket: exit $rc: $out (loaded: $(loaded_of can can_raw)) $(log_line 'denied by policy: ')"; return; }
     run 60 trigger -u 1000 socket 29 2 2
     [ "$rc" != 0 ] || { fail 17 "$d" "uid 1000's CAN_BCM socket was created (loaded: $(loaded_of can_bcm))"; return; }
     _u=$out
     loaded can_bcm && { fail 17 "$d" "uid 1000 was refused ($_u) but can_bcm got loaded"; return; }
-    log_has 'policy: deny request_module can-proto-2 -> \[can_bcm\] by deny module \* if !signed uid!=0 \(/etc/kerneld.conf:[0-9]+\) \(module can_bcm, unsigned, in-tree\) for pid [0-9]+ uid 1000 ' ||
-        { fail 17 "$d" "no 'policy: deny request_module can-proto-2 -> [can_bcm] by deny module * if !signed uid!=0 (/etc/kerneld.conf:N) (module can_bcm, unsigned, in-tree) for pid P uid 1000' in $KLOG: $(log_line can-proto-2)"; return; }
-    note "$(log_line 'policy: deny request_module can-proto-2')"
+    log_has 'request_module for pid [0-9]+ uid 1000 [^:]*: can-proto-2: denied by policy: deny module \* if !signed uid!=0 \(/etc/kerneld.conf:[0-9]+\) \(module can_bcm, unsigned, in-tree\) -> \[can_bcm\] \(' ||
+        { fail 17 "$d" "no 'request_module for pid P uid 1000 ...: can-proto-2: denied by policy: deny module * if !signed uid!=0 (/etc/kerneld.conf:N) (module can_bcm, unsigned, in-tree) -> [can_bcm]' in $KLOG: $(log_line can-proto-2)"; return; }
+    note "$(log_line 'can-proto-2: denied by policy: ')"
     run 60 trigger socket 29 2 2
     { [ "$rc" = 0 ] && loaded can_bcm; } ||
         { fail 17 "$d" "root's CAN_BCM socket: exit $rc: $out (loaded: $(loaded_of can_bcm))"; return; }

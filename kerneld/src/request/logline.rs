@@ -1,5 +1,6 @@
 //! The log lines of the request path: a request's line, written once
-//! its answer is sent, and the policy's line for each decision.
+//! its answer is sent, which carries the policy's decision when it denied
+//! (or, in audit mode, would have).
 
 use crate::backend::Provenance;
 use crate::log;
@@ -11,8 +12,8 @@ use std::time::Duration;
 /// (after the answer is sent).  None: nothing to log.
 #[derive(Debug, Default)]
 pub struct LogLine {
-    pub(super) warn: bool,
-    pub(super) line: Option<String>,
+    /// The level, the kind (its MESSAGE_ID) and the text.
+    pub(super) line: Option<(log::Level, log::Event, String)>,
     /// The journal's fields (REQUEST=, STATUS=, REQUESTER_*=), built only
     /// while the journal is present.
     pub(super) fields: log::Fields,
@@ -20,82 +21,74 @@ pub struct LogLine {
 
 impl LogLine {
     pub fn emit(self) {
-        let Some(l) = self.line else {
-            return;
-        };
-        if self.warn {
-            log::event(
-                log::Level::Warning,
-                log::Event::RequestFailed,
-                &self.fields,
-                &l,
-            );
-        } else {
-            log::event(log::Level::Info, log::Event::RequestDone, &self.fields, &l);
+        if let Some((level, event, l)) = self.line {
+            log::event(level, event, &self.fields, &l);
         }
     }
 }
 
-/// The policy's line for a decision on `name` and the modules it would
-/// load (none: decided on the name alone).
-pub(super) fn log_policy(
-    name: &str,
-    closure: &[String],
-    who: Option<&Requester>,
-    d: &Decision,
-    provenance: Option<&Option<Provenance>>,
-) {
-    let (verdict, event) = if d.would_deny {
-        ("would deny (audit mode)", log::Event::PolicyAudit)
-    } else if d.allowed {
-        ("allow", log::Event::PolicyAllowed)
-    } else {
-        ("deny", log::Event::PolicyDenied)
-    };
-    let mut fields = log::Fields::new();
-    fields.push("REQUEST", name);
-    for m in closure {
-        fields.push("MODULE", m);
-    }
-    if closure.is_empty() {
-        fields.push("MODULE", name);
-    }
-    if let Some(m) = d
-        .module
-        .as_deref()
-        .filter(|m| !closure.iter().any(|c| c == m))
-    {
-        fields.push("MODULE", m);
-    }
-    fields.push("POLICY_RULE", &d.rule).requester(who);
-    // A denial is a failed request, at the level of the request's own
-    // failure line; a would-deny only informs.
-    let level = if d.allowed {
-        log::Level::Notice
-    } else {
-        log::Level::Warning
-    };
-    log::event(
-        level,
-        event,
-        &fields,
-        &format!(
-            "policy: {verdict} request_module {name} -> [{}] by {}{}{}",
-            closure.join(" "),
-            d.rule,
-            d.module
+/// What the policy said of a denied or would-be-denied request, for the
+/// request's one line and the audit record.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Denial {
+    /// Audit mode: the request goes ahead.
+    pub would: bool,
+    /// The rule that (would have) denied, with its file and line.
+    pub rule: String,
+    /// The modules the request would load (none: decided on the name).
+    pub closure: Vec<String>,
+    /// The module a module rule denied, if it is not in the closure.
+    pub module: Option<String>,
+    /// What the line adds after the rule: ` (module m, unsigned, in-tree)`
+    /// when a module rule decided.
+    pub detail: String,
+}
+
+impl Denial {
+    pub(super) fn new(
+        closure: &[String],
+        d: &Decision,
+        provenance: Option<&Option<Provenance>>,
+    ) -> Denial {
+        Denial {
+            would: d.would_deny,
+            rule: d.rule.clone(),
+            closure: closure.to_vec(),
+            module: d.module.clone().filter(|m| !closure.iter().any(|c| c == m)),
+            detail: d
+                .module
                 .as_ref()
                 .map_or(String::new(), |m| match provenance {
                     Some(p) => format!(" (module {m}, {})", describe_provenance(p.as_ref())),
                     None => format!(" (module {m})"),
                 }),
-            if who.is_some() {
-                for_whom(who)
-            } else {
-                " for unknown requester".into()
-            }
-        ),
-    );
+        }
+    }
+
+    /// The text a request's line carries: `RULE (module m, ...) -> [a b]`.
+    pub(super) fn text(&self) -> String {
+        format!(
+            "{}{} -> [{}]",
+            self.rule,
+            self.detail,
+            self.closure.join(" ")
+        )
+    }
+
+    /// The journal's fields of the decision: MODULE= (the closure, else
+    /// the name), POLICY_RULE=.
+    pub(super) fn fields(&self, name: &str, fields: &mut log::Fields) {
+        for m in &self.closure {
+            fields.push("MODULE", m);
+        }
+        if self.closure.is_empty() {
+            fields.push("MODULE", name);
+        }
+        if let Some(m) = &self.module {
+            fields.push("MODULE", m);
+        }
+        fields.push("POLICY_RULE", &self.rule);
+    }
 }
 
 /// `signed by NAME, in-tree`, or `unsigned, out-of-tree`, for log lines.

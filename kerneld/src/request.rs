@@ -395,7 +395,10 @@ fn plan_as(
         res.judged()
     };
     if closure.is_empty() && request_denied {
-        log_policy(name, &[], who, &policy.decide(name, &[], who), None);
+        // Audit mode (enforce returned above): the would-deny of a name
+        // that loads nothing goes on the request's line.
+        let d = policy.decide(name, &[], who);
+        noted(name, who, Denial::new(&[], &d, None), note);
     }
     if !closure.is_empty() {
         // Module files are read (their signature and modinfo) only when

@@ -135,7 +135,7 @@ json_requester net-pf-29 | sed 's/^/    /'
 step "5. Policy: a live rule refuses users, not root"
 say "Rules match the requested name (request) or any module that would be" \
     "loaded (module), and may look at the requester. This one, given live," \
-    "lasts until kerneld restarts or rereads /etc/kerneld.conf (SIGHUP):" \
+    "lasts until kerneld restarts (a reload, SIGHUP, keeps it):" \
     "users may no longer make the kernel load socket families."
 show "kdstat deny request 'net-pf-*' if 'uid!=0'"
 mark

@@ -33,7 +33,7 @@
 //! Needs the binaries (`cargo build --workspace --bins`), the Debian module
 //! tree (tests/vm/fetch-kernel.sh) and kmod's modprobe.
 
-use kerneld_tests::daemon::{debian_tree, Kerneld};
+use kerneld_tests::daemon::{debian_tree, Kerneld, LIMIT};
 use kerneld_tests::fake::run;
 use kmod_ipc::MsgType;
 use std::collections::{BTreeMap, BTreeSet};
@@ -215,14 +215,25 @@ fn decide(
     names: &[String],
     in_kernel: &BTreeSet<String>,
 ) -> BTreeMap<String, Result<Expect, String>> {
-    // Each policy line is logged before its answer is sent; the log is
-    // read once, after all the answers.
+    // A request's line is logged just after its answer is sent: the log
+    // is read once all the answers are in and every request has its line.
     let start = k.log().len();
     let replies: Vec<_> = names
         .iter()
         .map(|n| (n, k.request(MsgType::RequestModule, n)))
         .collect();
-    let log = k.log();
+    let end = std::time::Instant::now() + LIMIT;
+    let log = loop {
+        let log = k.log();
+        let logged = log[start..]
+            .lines()
+            .filter(|l| l.contains("request_module"))
+            .count();
+        if logged >= names.len() || std::time::Instant::now() >= end {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let lines = decisions(&log[start..]);
     let mut out = BTreeMap::new();
     for (name, r) in replies {
@@ -252,11 +263,16 @@ fn decide(
 }
 
 /// The modules of each denial in `log`, by requested name.
+///
+/// A denial is the request's one line: `request_module[ for REQUESTER]:
+/// NAME: denied by policy: RULE (FILE:LINE)[ (module M)] -> [MODULES] (T ms)`.
 fn decisions(log: &str) -> BTreeMap<&str, Vec<&str>> {
     log.lines()
-        .filter_map(|l| l.strip_prefix("kerneld: policy: deny request_module "))
+        .filter(|l| l.contains("request_module"))
         .filter_map(|l| {
-            let (name, rest) = l.split_once(" -> [")?;
+            let (head, rest) = l.split_once(": denied by policy: ")?;
+            let name = head.rsplit_once(": ")?.1;
+            let (_, rest) = rest.split_once(" -> [")?;
             let (modules, _) = rest.split_once(']')?;
             Some((name, modules.split_whitespace().collect()))
         })

@@ -276,9 +276,9 @@ pub fn failover(s: &Setup) -> Section {
 
     // (c) A SIGKILL in a flood from clients that never read their replies
     // (tests/src/flood.rs, 16 KiB queue): the successor starts at once on
-    // the same key and state directory, while the flood goes on.
-    // Each after the same with nothing in the queue: the successor's own
-    // start, for comparison.
+    // the same key and state directory.
+    // Each flood run comes after the same kill and successor with nothing
+    // in the queue: the successor's own start, for comparison.
     let successor_answers = |kd: &mut Kerneld| -> Result<(), String> {
         kd.respawn()?;
         let r = Client::connect(kd.key)
@@ -300,7 +300,6 @@ pub fn failover(s: &Setup) -> Section {
     let mut idle = Vec::new();
     let mut successor = Vec::new();
     let mut takeovers = Vec::new();
-    let after = s.flood_messages / 2;
     for i in 0..s.flood_reps {
         let mut kd = start(&format!("c-idle{i}"), "# defaults\n");
         let t0 = Instant::now();
@@ -320,13 +319,12 @@ pub fn failover(s: &Setup) -> Section {
         }
         let t0 = Instant::now();
         kd.sigkill();
-        let rest = {
-            let q = q.clone();
-            std::thread::spawn(move || flood(&q, after, seed ^ 0xffff, Duration::from_secs(120)))
-        };
+        // The flood's senders die with it: what they left is what the
+        // successor finds.  (A flood going on at full rate would time the
+        // flood, not the successor: the status request competes with it
+        // for every free byte of the queue.)
         let answer = successor_answers(&mut kd);
         let ns = t0.elapsed().as_nanos() as u64;
-        let _ = rest.join();
         let klog = std::fs::read_to_string(&kd.log).unwrap_or_default();
         match answer {
             Ok(()) => successor.push(ns),
@@ -435,7 +433,7 @@ pub fn failover(s: &Setup) -> Section {
             w = kmod_ipc::WATCH_PERIOD.as_millis()
         ),
         format!(
-            "(c) the flood as in section 7 (16 KiB queue, a third of the messages asking for replies nobody reads); after the kill {after} more messages follow while the successor (same key, state directory and configuration) starts; the status request waits for room in the queue like any sender"
+            "(c) the flood as in section 7 (16 KiB queue, a third of the messages asking for replies nobody reads), killed with kerneld: the successor (same key, state directory and configuration) finds the queue full of what its predecessor had not read and the replies nobody reads; the status request waits for room in the queue like any sender"
         ),
     ];
     if !takeovers.is_empty() {
@@ -484,7 +482,6 @@ pub fn failover(s: &Setup) -> Section {
             },
             "flood": {
                 "messages_before_kill": s.flood_messages,
-                "messages_after_kill": after,
                 "queue_capacity_bytes": 16384,
                 "kill_to_status_answer": ss.json_us(),
                 "kill_to_status_answer_empty_queue": si.json_us(),

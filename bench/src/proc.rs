@@ -351,26 +351,26 @@ impl Kerneld {
     }
 
     fn kill(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill on our child's pid.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            match c.try_wait() {
-                Ok(Some(_)) => break,
-                _ if Instant::now() > end => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                _ => std::thread::sleep(Duration::from_millis(10)),
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill on our child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
             }
+            let end = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > end => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            unregister(c.id());
         }
-        unregister(c.id());
+        // Also after a SIGKILL and `reap`: the queue stays until here.
         if let Ok(q) = Queue::open(self.key) {
             let _ = q.remove();
         }

@@ -7,6 +7,7 @@
 //! private queue keys and temporary directories; nothing is loaded.
 
 mod compare;
+mod failover;
 mod proc;
 mod sections;
 mod stats;
@@ -27,8 +28,8 @@ kerneld-bench: kerneld against exec'ing modprobe, and against the queue itself
 Usage: kerneld-bench [OPTIONS]
   --quick              fewer repetitions (a smoke test; figures are rough)
   --only LIST          sections to run, comma-separated: floor, decision,
-                       throughput, storm, vm, memory, flood, sustained
-                       (default: all); results
+                       throughput, storm, vm, memory, flood, sustained,
+                       failover (default: all); results
                        are then only printed, unless --write
   --no-vm              skip the VM section (5)
   --write              write bench/results/latest.{json,md} even with --only
@@ -47,6 +48,10 @@ Usage: kerneld-bench [OPTIONS]
                        dynamic PIE and as a static non-PIE (for comparison)
   --flood-messages N   messages of the flood in section 7 (default 100000)
   --sustained N        requests of section 8 (default 400000)
+  --failover-reps N    kerneld processes killed per case of section 9 (a)
+                       and (b) (default 20)
+  --failover-floods N  floods killed in section 9 (c) (default 5)
+  --failover-flood N   messages of each before the kill (default 20000)
   --keep-work          keep the temporary directory (daemon logs)
 ";
 
@@ -67,6 +72,9 @@ struct Opts {
     vm_per_round: usize,
     flood_messages: usize,
     sustained: usize,
+    failover_reps: usize,
+    failover_floods: usize,
+    failover_flood: usize,
     keep_work: bool,
     quick: bool,
     no_shim_variants: bool,
@@ -90,6 +98,9 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         vm_per_round: 10,
         flood_messages: 100_000,
         sustained: 400_000,
+        failover_reps: 20,
+        failover_floods: 5,
+        failover_flood: 20_000,
         keep_work: false,
         quick: false,
         no_shim_variants: false,
@@ -104,6 +115,9 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
         o.vm_per_round = 5;
         o.flood_messages = 20_000;
         o.sustained = 40_000;
+        o.failover_reps = 5;
+        o.failover_floods = 2;
+        o.failover_flood = 5000;
     }
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -140,6 +154,9 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
             "--vm-per-round" => o.vm_per_round = num(a, val(a)?)?,
             "--flood-messages" => o.flood_messages = num(a, val(a)?)?,
             "--sustained" => o.sustained = num(a, val(a)?)?,
+            "--failover-reps" => o.failover_reps = num(a, val(a)?)?,
+            "--failover-floods" => o.failover_floods = num(a, val(a)?)?,
+            "--failover-flood" => o.failover_flood = num(a, val(a)?)?,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 std::process::exit(0);
@@ -158,6 +175,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "memory",
                 "flood",
                 "sustained",
+                "failover",
             ]
             .contains(&s.as_str())
             {
@@ -416,6 +434,21 @@ fn main() {
         );
         let busy = start("sustained", default_conf, None);
         out.push(sustain::sustained_memory(&busy, o.sustained, 64));
+    }
+    if o.runs("failover") {
+        eprintln!(
+            "kerneld-bench: 9. failover ({} kills per case, {} floods of {} messages)",
+            o.failover_reps, o.failover_floods, o.failover_flood
+        );
+        out.push(failover::failover(&failover::Setup {
+            kerneld: &kerneld_bin,
+            shim: &shim_bin,
+            work: &work,
+            module_dir: &module_dir,
+            reps: o.failover_reps,
+            flood_reps: o.failover_floods,
+            flood_messages: o.failover_flood,
+        }));
     }
     drop(fair);
 

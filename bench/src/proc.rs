@@ -5,6 +5,7 @@
 
 use kmod_ipc::{Header, Key, Message, MsgType, Queue, TypeFilter, DEFAULT_TEXT_MAX};
 use serde_json::Value;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
@@ -157,6 +158,9 @@ pub struct Kerneld {
     pub name: String,
     pub key: Key,
     pub log: PathBuf,
+    /// How it was started: a successor (`respawn`) is started the same way.
+    cmd: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
 }
 
 /// How to start one.
@@ -172,43 +176,129 @@ pub struct KerneldSpec<'a> {
 
 impl Kerneld {
     pub fn start(spec: &KerneldSpec) -> Result<Kerneld, String> {
+        Kerneld::start_in(spec, None)
+    }
+
+    /// Start with `KERNELD_KEYS_DIR` set to `keys_dir` (the instance
+    /// registry of section 9, kept out of /run/kerneld/keys).
+    pub fn start_in(spec: &KerneldSpec, keys_dir: Option<&Path>) -> Result<Kerneld, String> {
         let dir = spec.work.join(spec.name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let conf = dir.join("kerneld.conf");
         std::fs::write(&conf, spec.config).map_err(|e| e.to_string())?;
         let log = dir.join("kerneld.log");
-        let logf = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let key = free_key();
-        let mut cmd = Command::new(spec.bin);
-        cmd.arg("--foreground")
-            .arg("--keep")
-            .arg("--key")
-            .arg(key.to_string())
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--module-dir")
-            .arg(spec.module_dir)
-            .arg("--config")
-            .arg(&conf)
-            .env_remove("KERNELD_KEY")
-            .stdin(Stdio::null())
-            .stdout(logf.try_clone().map_err(|e| e.to_string())?)
-            .stderr(logf);
+        let mut cmd: Vec<OsString> = vec![
+            spec.bin.into(),
+            "--foreground".into(),
+            "--keep".into(),
+            "--key".into(),
+            key.to_string().into(),
+            "--state-dir".into(),
+            dir.join("state").into(),
+            "--module-dir".into(),
+            spec.module_dir.into(),
+            "--config".into(),
+            conf.into(),
+        ];
         if let Some(d) = spec.modprobe_d {
-            cmd.arg("--modprobe-d").arg(d);
+            cmd.extend(["--modprobe-d".into(), d.into()]);
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", spec.bin.display()))?;
-        register(child.id());
+        let env = keys_dir
+            .map(|d| ("KERNELD_KEYS_DIR".into(), d.into()))
+            .into_iter()
+            .collect();
         let mut k = Kerneld {
-            child: Some(child),
+            child: None,
             name: spec.name.to_string(),
             key,
             log,
+            cmd,
+            env,
         };
+        k.spawn()?;
         k.wait_ready()?;
         Ok(k)
+    }
+
+    /// Start the process (its output appended to the log).
+    fn spawn(&mut self) -> Result<(), String> {
+        let logf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("{}: {e}", self.log.display()))?;
+        let child = Command::new(&self.cmd[0])
+            .args(&self.cmd[1..])
+            .env_remove("KERNELD_KEY")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().map_err(|e| e.to_string())?)
+            .stderr(logf)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", Path::new(&self.cmd[0]).display()))?;
+        register(child.id());
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL, as the OOM killer does: the queue and what waits in it
+    /// stay.  Not reaped here (see `reap`), so that whatever runs next
+    /// may race the death.
+    pub fn sigkill(&self) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill on our child's pid, not reaped yet.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGKILL);
+            }
+        }
+    }
+
+    /// SIGSTOP, and wait until every thread has stopped: until then a
+    /// thread still blocked in msgrcv is handed new messages directly, so
+    /// they would never wait in the queue.
+    pub fn pause(&self) -> Result<(), String> {
+        let pid = self.pid();
+        // SAFETY: kill on our child's pid.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGSTOP);
+        }
+        let tasks = format!("/proc/{pid}/task");
+        let stopped = |t: &std::fs::DirEntry| {
+            std::fs::read_to_string(t.path().join("stat"))
+                .ok()
+                .and_then(|st| {
+                    st.rsplit_once(')')
+                        .map(|(_, r)| matches!(r.trim_start().chars().next(), Some('t' | 'T')))
+                })
+                // A thread gone meanwhile is no thread that receives.
+                .unwrap_or(true)
+        };
+        let end = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_dir(&tasks).is_ok_and(|rd| rd.flatten().all(|t| stopped(&t))) {
+            if Instant::now() > end {
+                return Err(format!("kerneld {} did not stop within 10 s", self.name));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// Reap the process that was killed and start its successor on the
+    /// same key, state directory and configuration, without waiting for
+    /// it to answer.
+    pub fn respawn(&mut self) -> Result<(), String> {
+        self.reap();
+        self.spawn()
+    }
+
+    /// Wait for the process killed to be gone: its files closed, its
+    /// instance lock released.
+    pub fn reap(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.wait();
+            unregister(c.id());
+        }
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -261,26 +351,26 @@ impl Kerneld {
     }
 
     fn kill(&mut self) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill on our child's pid.
-        unsafe {
-            libc::kill(c.id() as i32, libc::SIGTERM);
-        }
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            match c.try_wait() {
-                Ok(Some(_)) => break,
-                _ if Instant::now() > end => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                _ => std::thread::sleep(Duration::from_millis(10)),
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill on our child's pid.
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
             }
+            let end = Instant::now() + Duration::from_secs(10);
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) => break,
+                    _ if Instant::now() > end => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    _ => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            unregister(c.id());
         }
-        unregister(c.id());
+        // Also after a SIGKILL and `reap`: the queue stays until here.
         if let Ok(q) = Queue::open(self.key) {
             let _ = q.remove();
         }

@@ -12,6 +12,10 @@
 #   unknown  N request_module() calls for names nothing provides
 #   dummy    N load/unload cycles of dummy (link add, link del, rmmod)
 #
+# and then, after the rounds, failover: kerneld SIGKILLed, and the time
+# until a request for dummy is served by the fallback, 3 to 5 times per
+# path (the in-kernel sender on our kernel, kerneld-modprobe as the helper).
+#
 # kdvmbench (bench/vm/kdvmbench.c) makes the calls and times each one.
 # Output: VMBENCH lines on the console, parsed by kerneld-bench.
 # Options on the kernel command line: kdvm_bench=ROUNDS,PER_ROUND.
@@ -146,4 +150,54 @@ for c in request_module succeeded failed cached; do
     info "kerneld-$c" "$(echo "$json" | grep -o "\"$c\":[0-9]*" | head -n 1 | cut -d: -f2)"
 done
 kill "$kpid" 2>/dev/null
+wait "$kpid" 2>/dev/null
+
+# Failover (issue 22): a kerneld started on the key, SIGKILLed, then a
+# request for dummy (not loaded), timed by kdvmbench failover from the
+# kill to the link's creation.  Without a live kerneld the in-kernel
+# sender takes its request back unread after read_wait_ms and runs the
+# helper, /sbin/modprobe; kerneld-modprobe sees the queue left behind and
+# execs /sbin/modprobe, as shim-fallback = modprobe says (only here: every
+# other measure runs with shim-fallback = fail).  Each kerneld takes over
+# the queue its predecessor left.
+failover() { # LABEL HELPER
+    use "$2"
+    if [ "$2" = in-kernel ]; then
+        echo /sbin/modprobe >/proc/sys/kernel/modprobe
+        read_wait=$(cat /sys/module/kerneld_shim/parameters/read_wait_ms)
+    fi
+    /sbin/rmmod dummy 2>/dev/null
+    kerneld --foreground keep </dev/null >>/tmp/kerneld-failover.log 2>&1 &
+    fpid=$!
+    j=0
+    until timeout 5 kdstat >/dev/null 2>&1; do
+        j=$((j + 1))
+        if [ "$j" -gt 100 ]; then
+            echo "VMBENCH E failover $1: kerneld not ready after 20 s: $(tail -n 3 /tmp/kerneld-failover.log | tr '\n' ' ')"
+            kill "$fpid" 2>/dev/null
+            wait "$fpid" 2>/dev/null
+            return
+        fi
+        sleep 0.2
+    done
+    kdvmbench failover "$fpid" "$1"
+    wait "$fpid" 2>/dev/null
+}
+fo_reps=$rounds
+[ "$fo_reps" -lt 3 ] && fo_reps=3
+[ "$fo_reps" -gt 5 ] && fo_reps=5
+fo_paths="kerneld:/sbin/kerneld-modprobe"
+[ -f "$shim_ko" ] && fo_paths="shim:in-kernel $fo_paths"
+printf 'shim-fallback = modprobe\nshim-timeout = 30\n' >/etc/kerneld.conf
+info failover-reps "$fo_reps"
+r=1
+while [ "$r" -le "$fo_reps" ]; do
+    for p in $fo_paths; do
+        failover "${p%%:*}" "${p#*:}"
+    done
+    r=$((r + 1))
+done
+printf 'shim-fallback = fail\nshim-timeout = 30\n' >/etc/kerneld.conf
+use /sbin/modprobe
+[ -n "${read_wait:-}" ] && info shim-read-wait-ms "$read_wait"
 echo "VMBENCH END"

@@ -13,6 +13,13 @@
  *       delete_module("dummy").  With MODULE.ko, the floor of such a
  *       cycle: each starts with finit_module() of that file, so the kernel
  *       finds dummy in place and asks nobody.
+ *   kdvmbench failover PID LABEL
+ *       Failover: SIGKILL to PID (kerneld); as soon as it is dead,
+ *       RTM_NEWLINK "kdf0" of kind dummy (dummy not loaded: the kernel
+ *       asks for rtnl-link-dummy, and whatever serves it without kerneld
+ *       loads it).  One sample of the time from the kill to the link's
+ *       creation (measure failover), and one of the kill to the death
+ *       (failover-dead).  Then the link is deleted and dummy removed.
  *   kdvmbench serve KEY
  *       The floor for the in-kernel sender: the least a daemon can do.  A
  *       queue at KEY (root's, mode 0600) whose every request is answered
@@ -37,6 +44,7 @@
 #include <signal.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -190,9 +198,72 @@ static int serve(const char *key_text)
 
 static void usage(void)
 {
-	fputs("usage: kdvmbench unknown N PREFIX LABEL | kdvmbench dummy N LABEL [MODULE.ko] | kdvmbench serve KEY\n",
+	fputs("usage: kdvmbench unknown N PREFIX LABEL | kdvmbench dummy N LABEL [MODULE.ko] | kdvmbench failover PID LABEL | kdvmbench serve KEY\n",
 	      stderr);
 	exit(2);
+}
+
+/* Remove dummy, waiting while it is still in use. */
+static int unload_dummy(const char *label)
+{
+	int tries = 0;
+
+	while (syscall(SYS_delete_module, "dummy", O_NONBLOCK) != 0) {
+		if ((errno != EAGAIN && errno != EBUSY) || ++tries > 1000) {
+			printf("VMBENCH E dummy %s: delete_module: %s\n", label, strerror(errno));
+			return 1;
+		}
+		usleep(1000);
+	}
+	return 0;
+}
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
+static int failover(pid_t pid, const char *label)
+{
+	struct pollfd p = { .events = POLLIN };
+	long long t0, t, dead;
+	int r;
+
+	p.fd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (p.fd < 0) {
+		printf("VMBENCH E failover %s: pidfd_open %d: %s\n", label, (int)pid, strerror(errno));
+		return 1;
+	}
+	t0 = now_ns();
+	if (kill(pid, SIGKILL) != 0) {
+		printf("VMBENCH E failover %s: kill %d: %s\n", label, (int)pid, strerror(errno));
+		return 1;
+	}
+	/*
+	 * Wait for the death: until then a receiver thread of the dying
+	 * kerneld may still be handed the request directly (pipelined send)
+	 * and take it down with it, which is no failover but a request lost
+	 * in a crash.  The pidfd is readable once every thread has exited,
+	 * and so has closed its files and released its instance lock.
+	 */
+	if (poll(&p, 1, 10000) != 1) {
+		printf("VMBENCH E failover %s: pid %d not dead 10 s after SIGKILL\n", label, (int)pid);
+		return 1;
+	}
+	dead = now_ns() - t0;
+	close(p.fd);
+	r = newlink("kdf0", "dummy");
+	t = now_ns() - t0;
+	if (r != 0) {
+		printf("VMBENCH E failover %s: link add after %lld ms: %s\n", label, t / 1000000,
+		       strerror(-r));
+		return 1;
+	}
+	print_samples("failover", label, &t, 1);
+	print_samples("failover-dead", label, &dead, 1);
+	r = dellink("kdf0");
+	if (r != 0)
+		printf("VMBENCH E failover %s: link del: %s\n", label, strerror(-r));
+	return unload_dummy(label) || r != 0;
 }
 
 int main(int argc, char **argv)
@@ -205,14 +276,21 @@ int main(int argc, char **argv)
 		return serve(argv[2]);
 	if (argc < 4)
 		usage();
-	n = atoi(argv[2]);
-	if (n < 1 || n > MAXN)
-		usage();
 	nl = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
 	if (nl < 0 || bind(nl, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		perror("kdvmbench: netlink");
 		return 1;
 	}
+	if (strcmp(argv[1], "failover") == 0 && argc == 4) {
+		pid_t pid = (pid_t)atoi(argv[2]);
+
+		if (pid < 2)
+			usage();
+		return failover(pid, argv[3]);
+	}
+	n = atoi(argv[2]);
+	if (n < 1 || n > MAXN)
+		usage();
 	if (strcmp(argv[1], "unknown") == 0 && argc == 5) {
 		char kind[64];
 
@@ -235,7 +313,6 @@ int main(int argc, char **argv)
 	} else if (strcmp(argv[1], "dummy") == 0 && (argc == 4 || argc == 5)) {
 		for (i = 0; i < n; i++) {
 			long long t0 = now_ns(), t1;
-			int tries = 0;
 
 			if (argc == 5) {
 				int fd = open(argv[4], O_RDONLY | O_CLOEXEC);
@@ -258,14 +335,7 @@ int main(int argc, char **argv)
 				printf("VMBENCH E dummy %s: link del: %s\n", argv[3], strerror(-r));
 				bad++;
 			}
-			while (syscall(SYS_delete_module, "dummy", O_NONBLOCK) != 0) {
-				if ((errno != EAGAIN && errno != EBUSY) || ++tries > 1000) {
-					printf("VMBENCH E dummy %s: delete_module: %s\n", argv[3], strerror(errno));
-					bad++;
-					break;
-				}
-				usleep(1000);
-			}
+			bad += unload_dummy(argv[3]);
 			a[i] = t1 - t0;
 			b[i] = now_ns() - t0;
 		}

@@ -84,6 +84,7 @@ wants=/etc/systemd/system/sysinit.target.wants/kerneld.service
 for f in /usr/share/bash-completion/completions/kdstat /usr/share/zsh/vendor-completions/_kerneld \
     /usr/share/fish/vendor_completions.d/kdsend.fish /usr/share/kerneld/schema/status.json \
     /usr/share/kerneld/schema/why.json /usr/share/kerneld/schema/record.json \
+    /usr/share/kerneld/schema/check-config.json /usr/share/kerneld/schema/print-config.json \
     /usr/lib/systemd/catalog/kerneld.catalog; do
     [[ -s $f ]] || fail "$f missing or empty"
 done

@@ -161,3 +161,69 @@ fn why_answers_match_their_schema() {
         .remove("requested_as");
     assert_ne!(errors(&why, &doc), Vec::<String>::new());
 }
+
+/// `kerneld --check-config --json` and `--print-config --json` of a file
+/// with an include, an error and a rule that matches no module of a tree.
+#[test]
+fn check_and_print_config_documents_match_their_schemas() {
+    let dir = kerneld_tests::fake::TempDir::new();
+    std::fs::create_dir_all(dir.join("modules")).unwrap();
+    std::fs::write(
+        dir.join("modules/modules.builtin"),
+        "kernel/fs/ext4/ext4.ko\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("extra.conf"), "deny module sctpp\nbogus line\n").unwrap();
+    let conf = dir.join("kerneld.conf");
+    std::fs::write(
+        &conf,
+        format!("delay = 30\ninclude {}\n", dir.join("extra.conf").display()),
+    )
+    .unwrap();
+    let check = validator("check-config.json");
+    let print = validator("print-config.json");
+    for (args, v) in [
+        (&["--check-config", "--json"][..], &check),
+        (&["--print-config", "--json"][..], &print),
+    ] {
+        let out = run(
+            Command::new(bin("kerneld"))
+                .args(args)
+                .arg("--config")
+                .arg(&conf)
+                .env_remove("KERNELD_CONFIG"),
+            LIMIT,
+        );
+        assert_eq!(out.code(), 3, "the bogus line is an error: {out:?}");
+        let doc: Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        assert_valid(v, &doc);
+        assert_eq!(doc["errors"][0]["line"], 2, "{doc:#}");
+    }
+    // A valid file, checked against a module tree: a warning, still ok.
+    std::fs::write(dir.join("extra.conf"), "deny module sctpp\n").unwrap();
+    let out = run(
+        Command::new(bin("kerneld"))
+            .args(["--check-config", "--json", "--module-dir"])
+            .arg(dir.join("modules"))
+            .arg("--config")
+            .arg(&conf)
+            .env_remove("KERNELD_CONFIG"),
+        LIMIT,
+    );
+    assert_eq!(out.code(), 0, "{out:?}");
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_valid(&check, &doc);
+    assert_eq!(
+        (doc["ok"].clone(), doc["rules"].clone()),
+        (json!(true), json!(1))
+    );
+    assert!(
+        doc["warnings"][0]["problem"]
+            .as_str()
+            .is_some_and(|p| p.contains("sctpp")),
+        "{doc:#}"
+    );
+    // The schemas reject what the documents never are.
+    assert!(!check.is_valid(&json!({"schema": 1, "ok": "yes"})));
+}

@@ -4,6 +4,8 @@
 //! - `status.json`: the status document (`kdstat --json`), stable: see
 //!   its `schema` field and kdstat(8);
 //! - `why.json`: `kdstat why NAME --json`, stable;
+//! - `check-config.json` and `print-config.json`: `kerneld --check-config
+//!   --json` and `kerneld --print-config --json`, stable;
 //! - `record.json`: the record of loaded modules (`loaded.json` in the
 //!   state directory), private to kerneld: it may change between
 //!   versions (kerneld reads the records older versions wrote), and
@@ -14,6 +16,7 @@
 //! files differ from what the current code generates.  Regenerate them
 //! with `cargo run -p xtask -- schemas schema`.
 
+use kerneld::lint::{CheckDocument, PrintDocument};
 use kerneld::record::Entry;
 use kerneld::status::StatusDocument;
 use kerneld::why::WhyDocument;
@@ -64,6 +67,14 @@ pub fn schemas() -> Vec<(PathBuf, Vec<u8>)> {
         ),
         ("why.json", schema_of::<WhyDocument>("why.json", None)),
         ("record.json", record),
+        (
+            "check-config.json",
+            schema_of::<CheckDocument>("check-config.json", None),
+        ),
+        (
+            "print-config.json",
+            schema_of::<PrintDocument>("print-config.json", None),
+        ),
     ]
     .into_iter()
     .map(|(name, schema)| {

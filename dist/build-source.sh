@@ -51,6 +51,13 @@ grep -q 'directory = "vendor"' "$src/.cargo/config.toml" || {
     exit 1
 }
 
+# dpkg-source leaves out some of the crates' files (its default
+# tar-ignore: Cargo.toml.orig, .gitignore, ...), which cargo would miss
+# against each crate's list of file checksums: keep only the checksum of
+# the crate itself, as Debian's own vendored Rust sources do.
+find "$src/vendor" -name .cargo-checksum.json -print0 |
+    xargs -0 sed -i -E 's/"files":\{[^}]*\}/"files":{}/'
+
 echo "build-source: dpkg-source -b ($(du -sm "$src/vendor" | cut -f1) MiB vendored)" >&2
 (cd "$out" && dpkg-source -b "kerneld-$version" >&2)
 dsc=$out/kerneld_$version.dsc

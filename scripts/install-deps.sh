@@ -11,6 +11,9 @@ packages=(
     libkmod-dev libclang-dev pkg-config gcc libc6-dev
     # the real-kernel test: QEMU, the guest's userland, kernel packages
     qemu-system-x86 busybox-static kmod xz-utils zstd cpio
+    # its debian series: a Debian 12 system made from Debian's archive
+    # (root mode: nothing it recommends is needed)
+    mmdebstrap
     # manual page checks
     mandoc man-db
     # the Debian package: dpkg-buildpackage and dpkg-shlibdeps (dpkg-dev),

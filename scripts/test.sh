@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # All tests: unit and integration tests (real queues, real binaries, libkmod
 # on a real Debian module tree), the Debian package (built, installed with
-# apt, removed), then the real-kernel test (a stock Debian kernel booted
-# under QEMU, its request_module() calls served by kerneld).
+# apt, removed), then the real-kernel test (stock Debian kernels booted
+# under QEMU, their request_module() calls served by kerneld; and a Debian
+# system booted with systemd, with the package just built installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,4 +17,6 @@ export KERNELD_BIN_DIR=${KERNELD_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug
 cargo build --workspace --bins
 cargo test --workspace
 dist/test-deb.sh
+# The package test-deb.sh built is the one the debian series installs.
+export KERNELD_DEB=${CARGO_TARGET_DIR:-$PWD/target}/debian/kerneld_$(dpkg-parsechangelog -S Version)_$(dpkg --print-architecture).deb
 tests/vm/run --kernel all

@@ -113,7 +113,13 @@ fn expected(prefix: &str, unitdir: &str, zshdir: &str) -> Vec<(String, u32, Opti
             Some(r.join("man").join(page)),
         ));
     }
-    for schema in ["status.json", "why.json", "record.json"] {
+    for schema in [
+        "status.json",
+        "why.json",
+        "record.json",
+        "check-config.json",
+        "print-config.json",
+    ] {
         v.push((
             format!("{prefix}/share/kerneld/schema/{schema}"),
             0o644,

@@ -50,6 +50,17 @@ pub fn counts() -> (u64, u64) {
 /// Open the audit socket and start the sender thread; without audit, say
 /// so once (the records are then skipped).
 pub fn start() {
+    // On a kernel without audit, socket(NETLINK_AUDIT) makes the kernel
+    // request_module("net-pf-16-proto-9"): through the helper, of this very
+    // kerneld, which is not serving yet.  The start would hang until the
+    // helper gives up.  /proc/self/loginuid exists exactly with audit.
+    if !std::path::Path::new("/proc/self/loginuid").exists() {
+        crate::log::info(
+            "audit records of denials are not sent: this kernel has no audit support \
+             (CONFIG_AUDIT)",
+        );
+        return;
+    }
     let fd = match open() {
         Ok(fd) => fd,
         Err(e) => {

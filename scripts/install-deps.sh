@@ -14,8 +14,8 @@ packages=(
     # its debian series: a Debian 12 system made from Debian's archive
     # (root mode: nothing it recommends is needed)
     mmdebstrap
-    # manual page checks
-    mandoc man-db
+    # manual page checks; the shell scripts' check in .ci/run
+    mandoc man-db shellcheck
     # the Debian package: dpkg-buildpackage and dpkg-shlibdeps (dpkg-dev),
     # debhelper (dh, dh_installsystemd), lintian, and the check of the
     # installed unit (systemd-analyze verify); journalctl also checks the

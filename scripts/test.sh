@@ -18,5 +18,6 @@ cargo build --workspace --bins
 cargo test --workspace
 dist/test-deb.sh
 # The package test-deb.sh built is the one the debian series installs.
-export KERNELD_DEB=${CARGO_TARGET_DIR:-$PWD/target}/debian/kerneld_$(dpkg-parsechangelog -S Version)_$(dpkg --print-architecture).deb
+KERNELD_DEB=${CARGO_TARGET_DIR:-$PWD/target}/debian/kerneld_$(dpkg-parsechangelog -S Version)_$(dpkg --print-architecture).deb
+export KERNELD_DEB
 tests/vm/run --kernel all

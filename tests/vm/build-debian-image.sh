@@ -45,6 +45,7 @@ done
 # path-exclude, which stays in the image and so applies to the kerneld
 # package too): the guest unpacks the whole image into memory under TCG.
 mirror=${KERNELD_VM_MIRROR:-http://deb.debian.org/debian}
+# shellcheck disable=SC2054 # --include takes a comma-separated list
 mm=(mmdebstrap --variant=minbase
     --include=systemd-sysv,udev,kmod,iproute2,auditd
     --dpkgopt='path-exclude=/usr/share/man/*'

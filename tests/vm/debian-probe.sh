@@ -176,7 +176,7 @@ s6() {
 s7() {
     n=7
     d="autopkgtest: debian/tests against the installed package"
-    local t names=() bad=
+    local t names bad=
     names=$(sed -n 's/^Tests: *//p' $kdvm/tests/control | tr ',\n' '  ')
     [ -n "$names" ] || { fail "no Tests: in debian/tests/control"; return; }
     for t in $names; do

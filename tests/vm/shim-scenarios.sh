@@ -1,5 +1,5 @@
 #!/bin/sh
-# shellcheck shell=dash disable=SC2154
+# shellcheck shell=dash disable=SC2154,SC2034
 # Scenarios of the in-kernel sender (kernel/, the kerneld_shim module), on
 # our patched 6.12 kernel with 2 CPUs.  Sourced by scenarios.sh (mode shim),
 # whose helpers they use; same output contract (one VMTEST PASS/FAIL line
@@ -277,7 +277,7 @@ shim_unload_burst() {
                 ip link add "b$_i$_j" type "nosuchkind$_i$_j" 2>/dev/null
                 _j=$((_j + 1))
             done
-            echo done >"/tmp/burst.$_i"
+            echo 'done' >"/tmp/burst.$_i"
         ) &
         _pids="$_pids $!"
     done
@@ -294,7 +294,7 @@ shim_unload_burst() {
     for _p in $_pids; do
         wait_until 120 dead "$_p" || { fail 26 "$d" "a request loop is stuck"; return; }
     done
-    _done=$(cat /tmp/burst.* 2>/dev/null | grep -c done)
+    _done=$(cat /tmp/burst.* 2>/dev/null | grep -c 'done')
     rm -f /tmp/burst.*
     [ "$_done" = 4 ] || { fail 26 "$d" "$_done of 4 loops finished"; return; }
     [ "$_unloads" -ge 1 ] || { fail 26 "$d" "rmmod never succeeded in $_tries tries"; return; }

@@ -4,7 +4,7 @@
 
 use crate::backend::Usage;
 use crate::errno::errno_text;
-use crate::jobs::{Planned, Waiter, MAX_WAITERS};
+use crate::jobs::{Planned, Waiter, Work, MAX_WAITERS};
 use crate::outcome::Outcome;
 use crate::record::Removal;
 use crate::request::{Answer, Ask, Plan};
@@ -22,18 +22,17 @@ fn tid() -> i32 {
 }
 
 impl Daemon {
-    /// Start an action for `msg`, or join the identical one in progress.
+    /// Start `work` for `msg`, or join the identical action in progress.
     /// `identity` is [`Requests::identity`](crate::request::Requests::identity)
-    /// of the requester; `planned`: what the receive thread decided to
-    /// load (type 2).
+    /// of the requester.
     pub(crate) fn submit(
         self: &Arc<Self>,
         msg: &MessageView,
+        work: Work,
         requester: Option<Requester>,
         identity: String,
-        planned: Option<Planned>,
     ) {
-        let kind = msg.msg_type();
+        let kind = work.kind();
         let mut jobs = self.jobs.lock().unwrap();
         if jobs.waiters_of(kind, msg.text, &identity) >= MAX_WAITERS {
             drop(jobs);
@@ -52,7 +51,7 @@ impl Daemon {
             requester,
             arrived: Instant::now(),
         };
-        let new = jobs.join_or_create(kind, msg.text, &identity, waiter, planned);
+        let new = jobs.join_or_create(work, msg.text, &identity, waiter);
         drop(jobs);
         match new {
             Some(id) => {
@@ -73,11 +72,12 @@ impl Daemon {
         let Some(job) = self.jobs.lock().unwrap().start(id, tid()) else {
             return;
         };
-        let (kind, text, mut requester) = (job.kind, job.text, job.requester);
+        let (work, text, mut requester) = (job.work, job.text, job.requester);
+        let kind = work.kind();
         let text_s = String::from_utf8_lossy(&text).into_owned();
         if requester.is_none()
             && job.from_helper
-            && kind == MsgType::RequestModule
+            && matches!(work, Work::Load(_))
             && !self.requests.needs_requester()
         {
             // The receive thread did not wait for the trace event (no rule
@@ -87,16 +87,16 @@ impl Daemon {
         // A load's log line is written after the answers are sent: the
         // requester waits for the answer, not for the log.
         let (outcome, line) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match kind {
-                MsgType::RequestModule => {
-                    let a = match job.planned {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match work {
+                Work::Load(planned) => {
+                    let a = match planned {
                         Some(p) => self.load_planned(&text_s, requester.as_ref(), p),
                         None => self.answer_request(&text_s, requester.as_ref()),
                     };
                     (a.outcome, Some(a.line))
                 }
-                MsgType::ReleaseModule => (self.release_module(&text_s), None),
-                other => (self.programs.run(other, &text_s, &self.config()), None),
+                Work::Release => (self.release_module(&text_s), None),
+                Work::Program(p) => (self.programs.run(p, &text_s, &self.config()), None),
             }))
             .unwrap_or_else(|_| {
                 log::error(&format!("internal error while serving {kind} '{text_s}'"));

@@ -4,8 +4,9 @@
 //! (`request`, `expiry`, `control`, `actions` for the worker pool); the
 //! reply edge is [`Daemon::reply`].
 
-use crate::jobs::Planned;
+use crate::jobs::{Planned, Work};
 use crate::names;
+use crate::programs::Program;
 use crate::reply::ReplyTo;
 use crate::request::{Ask, Plan};
 use crate::requester::Requester;
@@ -64,7 +65,7 @@ impl Daemon {
             }
             MsgType::ReleaseModule => {
                 if self.checked_name(&msg).is_some() {
-                    self.submit(&msg, None, String::new(), None);
+                    self.submit(&msg, Work::Release, None, String::new());
                 }
             }
             MsgType::DelayedRelease => {
@@ -82,11 +83,11 @@ impl Daemon {
                     self.reply(&msg, 0, text.as_bytes());
                 }
             }
-            MsgType::System
-            | MsgType::RequestRoute
-            | MsgType::Blanker
-            | MsgType::Pnp
-            | MsgType::Arp => self.submit(&msg, None, String::new(), None),
+            MsgType::System => self.run_program(&msg, Program::System),
+            MsgType::RequestRoute => self.run_program(&msg, Program::Route),
+            MsgType::Blanker => self.run_program(&msg, Program::Blanker),
+            MsgType::Pnp => self.run_program(&msg, Program::Pnp),
+            MsgType::Arp => self.run_program(&msg, Program::Arp),
             MsgType::Unknown(n) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 log::warn(&format!("unknown message type {n} (id {})", msg.id));
@@ -111,7 +112,7 @@ impl Daemon {
                 .unwrap()
                 .in_progress(MsgType::RequestModule, msg.text, &identity);
         if busy {
-            return self.submit(msg, requester, identity, None);
+            return self.submit(msg, Work::Load(None), requester, identity);
         }
         let ask = Ask::new(name, requester.as_ref(), &identity);
         match self.requests.decide(&self.contexts, &ask, &self.counters) {
@@ -127,9 +128,14 @@ impl Daemon {
             Plan::Load(resolution) => {
                 let since = ask.since;
                 let planned = Planned { resolution, since };
-                self.submit(msg, requester, identity, Some(planned));
+                self.submit(msg, Work::Load(Some(planned)), requester, identity);
             }
         }
+    }
+
+    /// Types answered by a program, on the worker pool.
+    fn run_program(self: &Arc<Self>, msg: &MessageView, program: Program) {
+        self.submit(msg, Work::Program(program), None, String::new());
     }
 
     /// Type 5: release `name` later, if kerneld loaded it.

@@ -5,6 +5,7 @@
 //! the 1996 daemon's check_pending_load did.
 
 use crate::backend::Resolution;
+use crate::programs::Program;
 use crate::requester::Requester;
 use kmod_ipc::{Message, MsgType};
 use std::time::Instant;
@@ -31,11 +32,36 @@ pub struct Planned {
     pub since: Instant,
 }
 
+/// What a worker does for a request: decided by dispatch (`dispatch.rs`),
+/// run by the worker's one match (`actions.rs`), which has no catch-all
+/// arm, so a new kind of work is handled there or does not compile.
+#[derive(Debug, Clone)]
+pub enum Work {
+    /// Type 2: load, what the receive thread resolved if it did.
+    Load(Option<Planned>),
+    /// Type 3: unload now.
+    Release,
+    /// Types answered by running a program.
+    Program(Program),
+}
+
+impl Work {
+    /// The message type this work serves (merging and the status key on it).
+    pub fn kind(&self) -> MsgType {
+        match self {
+            Work::Load(_) => MsgType::RequestModule,
+            Work::Release => MsgType::ReleaseModule,
+            Work::Program(p) => p.msg_type(),
+        }
+    }
+}
+
 /// One action in progress.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub id: u64,
-    pub kind: MsgType,
+    /// What the worker does; a load's resolution is taken when it starts.
+    pub work: Work,
     pub text: Vec<u8>,
     pub waiters: Vec<Waiter>,
     pub started: Instant,
@@ -44,21 +70,17 @@ pub struct Job {
     /// Who it is for, when the policy depends on the requester: requests
     /// from different requesters are then not merged.
     pub identity: String,
-    /// The resolution found when the request was decided, taken by the
-    /// worker (type 2 only).
-    pub planned: Option<Planned>,
 }
 
 /// What a worker needs of the job it starts.
 #[derive(Debug)]
 pub struct Started {
-    pub kind: MsgType,
+    pub work: Work,
     pub text: Vec<u8>,
     pub requester: Option<Requester>,
     /// Whether its first request came through the kernel's helper (see
     /// `actions.rs`).
     pub from_helper: bool,
-    pub planned: Option<Planned>,
 }
 
 /// All jobs in progress: at most one per worker and a few more, so a
@@ -71,8 +93,13 @@ pub struct JobTable {
 }
 
 impl Job {
+    /// The message type it serves.
+    pub fn kind(&self) -> MsgType {
+        self.work.kind()
+    }
+
     fn is(&self, kind: MsgType, text: &[u8], identity: &str) -> bool {
-        self.kind == kind && self.text == text && self.identity == identity
+        self.kind() == kind && self.text == text && self.identity == identity
     }
 }
 
@@ -86,12 +113,12 @@ impl JobTable {
     /// action, `None` when merged.
     pub fn join_or_create(
         &mut self,
-        kind: MsgType,
+        work: Work,
         text: &[u8],
         identity: &str,
         waiter: Waiter,
-        planned: Option<Planned>,
     ) -> Option<u64> {
+        let kind = work.kind();
         if let Some(job) = self.jobs.iter_mut().find(|j| j.is(kind, text, identity)) {
             job.waiters.push(waiter);
             return None;
@@ -100,13 +127,12 @@ impl JobTable {
         let id = self.next_id;
         self.jobs.push(Job {
             id,
-            kind,
             text: text.to_vec(),
             waiters: vec![waiter],
             started: Instant::now(),
             worker: None,
             identity: identity.to_string(),
-            planned,
+            work,
         });
         Some(id)
     }
@@ -116,15 +142,18 @@ impl JobTable {
     pub fn start(&mut self, id: u64, tid: i32) -> Option<Started> {
         let j = self.jobs.iter_mut().find(|j| j.id == id)?;
         j.worker = Some(tid);
+        let work = match &mut j.work {
+            Work::Load(planned) => Work::Load(planned.take()),
+            other => other.clone(),
+        };
         Some(Started {
-            kind: j.kind,
+            work,
             text: j.text.clone(),
             requester: j.waiters.first().and_then(|w| w.requester.clone()),
             from_helper: j
                 .waiters
                 .first()
                 .is_some_and(|w| w.request.id >= kmod_ipc::KERNELD_MINSEQ),
-            planned: j.planned.take(),
         })
     }
 
@@ -152,7 +181,7 @@ impl JobTable {
 
     /// Whether a job of this kind is in progress.
     pub fn any_of(&self, kind: MsgType) -> bool {
-        self.jobs.iter().any(|j| j.kind == kind)
+        self.jobs.iter().any(|j| j.kind() == kind)
     }
 
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
@@ -185,33 +214,27 @@ mod tests {
     fn identical_requests_merge_until_finished() {
         let mut t = JobTable::default();
         let id = t
-            .join_or_create(MsgType::RequestModule, b"dummy", "", waiter(1), None)
+            .join_or_create(Work::Load(None), b"dummy", "", waiter(1))
             .unwrap();
         assert_eq!(
-            t.join_or_create(MsgType::RequestModule, b"dummy", "", waiter(2), None),
+            t.join_or_create(Work::Load(None), b"dummy", "", waiter(2)),
             None
         );
         assert!(t
-            .join_or_create(MsgType::RequestModule, b"bridge", "", waiter(3), None)
+            .join_or_create(Work::Load(None), b"bridge", "", waiter(3))
             .is_some());
         assert!(t
-            .join_or_create(MsgType::ReleaseModule, b"dummy", "", waiter(4), None)
+            .join_or_create(Work::Release, b"dummy", "", waiter(4))
             .is_some());
         let w = t.finish(id);
         assert_eq!(w.iter().map(|w| w.request.id).collect::<Vec<_>>(), [1, 2]);
         assert!(t
-            .join_or_create(MsgType::RequestModule, b"dummy", "", waiter(5), None)
+            .join_or_create(Work::Load(None), b"dummy", "", waiter(5))
             .is_some());
         assert_eq!(t.len(), 3);
         assert!(
-            t.join_or_create(
-                MsgType::RequestModule,
-                b"dummy",
-                "uid=1000",
-                waiter(6),
-                None
-            )
-            .is_some(),
+            t.join_or_create(Work::Load(None), b"dummy", "uid=1000", waiter(6))
+                .is_some(),
             "another requester's request is its own action"
         );
     }

@@ -51,7 +51,7 @@ fn module_name(path: &str) -> Option<String> {
     let (stem, _) = file.split_once(".ko")?;
     let rest = &file[stem.len() + 3..];
     (matches!(rest, "" | ".xz" | ".zst" | ".gz") && !stem.is_empty())
-        .then(|| stem.replace('-', "_"))
+        .then(|| crate::names::normalise(stem).into_owned())
 }
 
 /// Walk without following links to directories (a loop would never end).

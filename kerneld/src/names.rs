@@ -6,6 +6,26 @@
 //! component inside libkmod and a word in logs, so only the characters real
 //! module names and aliases use are accepted.
 
+use std::borrow::Cow;
+
+/// A module name as the kernel and libkmod compare it: `-` read as `_`.
+/// Borrowed when it has no `-` (libkmod's own names have none).  The one
+/// place this rule is written.
+pub fn normalise(name: &str) -> Cow<'_, str> {
+    if name.contains('-') {
+        Cow::Owned(name.replace('-', "_"))
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// Whether two module names name the same module (see [`normalise`]),
+/// without allocating.
+pub fn same_module(a: &str, b: &str) -> bool {
+    let n = |c: u8| if c == b'-' { b'_' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| n(x) == n(y))
+}
+
 /// Longest name accepted.  The kernel's request_module() stops at 55 bytes
 /// (MODULE_NAME_LEN); hand-made modalias requests can be longer.
 pub const NAME_MAX: usize = 255;

@@ -49,8 +49,8 @@ impl Pattern {
     /// Whether `name` matches.  Allocates only for a module name with a
     /// `-` (libkmod's module names have none).
     pub fn matches(&self, name: &str) -> bool {
-        let name = if self.module && name.contains('-') {
-            Cow::Owned(name.replace('-', "_"))
+        let name = if self.module {
+            crate::names::normalise(name)
         } else {
             Cow::Borrowed(name)
         };

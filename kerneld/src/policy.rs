@@ -30,7 +30,7 @@ mod condition;
 use crate::backend::Provenance;
 pub use crate::pattern::Pattern;
 use crate::requester::Requester;
-pub use condition::Condition;
+pub use condition::{Condition, RequesterField};
 use kmod_ipc::escape::escape;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -254,7 +254,34 @@ impl Policy {
     pub fn needs_requester(&self) -> bool {
         self.rules
             .iter()
-            .any(|r| r.conditions.iter().any(|c| !c.is_provenance()))
+            .any(|r| r.conditions.iter().any(|c| c.reads().is_some()))
+    }
+
+    /// Whether any rule reads `field` of the requester.
+    fn reads(&self, field: RequesterField) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.conditions.iter().any(|c| c.reads() == Some(field)))
+    }
+
+    /// Who a request is for, as far as the rules can tell requesters
+    /// apart: the requester fields they read, `unknown` for a requester
+    /// not known, empty when no rule reads any.  Requests, and remembered
+    /// answers, of different identities are kept apart.
+    pub fn identity(&self, who: Option<&Requester>) -> String {
+        if !self.needs_requester() {
+            return String::new();
+        }
+        let Some(r) = who else {
+            return "unknown".into();
+        };
+        let mut out = String::new();
+        for f in RequesterField::ALL {
+            if self.reads(f) {
+                f.write(r, &mut out);
+            }
+        }
+        out
     }
 
     /// Whether any rule looks at module files (signature, intree): only
@@ -464,6 +491,30 @@ mod tests {
             cgroup: "/user.slice".into(),
             ..Requester::default()
         }
+    }
+
+    #[test]
+    fn identity_is_made_of_the_fields_the_rules_read() {
+        let who = user(1000);
+        assert_eq!(
+            policy(&["deny module x if signed"]).identity(Some(&who)),
+            ""
+        );
+        let p = policy(&["deny request x if uid!=0"]);
+        assert_eq!(p.identity(Some(&who)), "uid=1000");
+        assert_eq!(p.identity(None), "unknown");
+        let mut other = who.clone();
+        other.comm = "bash".into();
+        assert_eq!(p.identity(Some(&other)), p.identity(Some(&who)));
+        let p = policy(&[
+            "deny request x if comm=sh",
+            "allow request y if cgroup=/x gid=1",
+        ]);
+        assert_eq!(
+            p.identity(Some(&who)),
+            "gid=1000 comm=sh cgroup=/user.slice"
+        );
+        assert_ne!(p.identity(Some(&other)), p.identity(Some(&who)));
     }
 
     #[test]

@@ -17,6 +17,29 @@ use std::sync::Mutex;
 /// Output returned to a type-1 caller is capped.
 const OUTPUT_MAX: usize = 64 * 1024;
 
+/// A request answered by running a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    System,
+    Route,
+    Blanker,
+    Pnp,
+    Arp,
+}
+
+impl Program {
+    /// The message type that asks for it.
+    pub fn msg_type(self) -> MsgType {
+        match self {
+            Program::System => MsgType::System,
+            Program::Route => MsgType::RequestRoute,
+            Program::Blanker => MsgType::Blanker,
+            Program::Pnp => MsgType::Pnp,
+            Program::Arp => MsgType::Arp,
+        }
+    }
+}
+
 pub struct Programs {
     blanker: Mutex<Option<Child>>,
 }
@@ -74,16 +97,17 @@ impl Programs {
         }
     }
 
-    pub fn run(&self, kind: MsgType, text: &str, cfg: &Config) -> Outcome {
-        let out = match kind {
-            MsgType::System => self.system(text, cfg),
-            MsgType::RequestRoute => match checked_arg(text) {
+    pub fn run(&self, program: Program, text: &str, cfg: &Config) -> Outcome {
+        let kind = program.msg_type();
+        let out = match program {
+            Program::System => self.system(text, cfg),
+            Program::Route => match checked_arg(text) {
                 Ok(a) => run_program(&cfg.route_program, &[a]),
                 Err(e) => Outcome::fail(format!("request_route refused: {e}")),
             },
-            MsgType::Blanker => self.blanker(text, cfg),
-            MsgType::Pnp | MsgType::Arp => {
-                let program = if kind == MsgType::Pnp {
+            Program::Blanker => self.blanker(text, cfg),
+            Program::Pnp | Program::Arp => {
+                let program = if program == Program::Pnp {
                     &cfg.pnp_program
                 } else {
                     &cfg.arp_program
@@ -98,7 +122,6 @@ impl Programs {
                     (Some(p), Ok(a)) => run_program(p, &[a]),
                 }
             }
-            other => Outcome::fail(format!("{other} is not run as a program")),
         };
         let line = format!("{} '{text}': status {}", kind.name(), out.status);
         if out.status == 0 {
@@ -194,12 +217,12 @@ mod tests {
     fn system_is_refused_unless_listed() {
         let p = Programs::new(&Config::default());
         let mut cfg = Config::default();
-        let o = p.run(MsgType::System, "ls", &cfg);
+        let o = p.run(Program::System, "ls", &cfg);
         assert_eq!(o.status, 1);
         assert!(o.text.contains("disabled"));
         cfg.system_commands.push("/bin/echo hello".into());
-        assert_eq!(p.run(MsgType::System, "/bin/echo bye", &cfg).status, 1);
-        let o = p.run(MsgType::System, "/bin/echo hello", &cfg);
+        assert_eq!(p.run(Program::System, "/bin/echo bye", &cfg).status, 1);
+        let o = p.run(Program::System, "/bin/echo hello", &cfg);
         assert_eq!(o, Outcome::ok("hello\n"));
     }
 
@@ -211,14 +234,14 @@ mod tests {
         };
         let p = Programs::new(&cfg);
         assert_eq!(
-            p.run(MsgType::RequestRoute, "10.0.0.1", &cfg),
+            p.run(Program::Route, "10.0.0.1", &cfg),
             Outcome::ok("10.0.0.1\n")
         );
-        assert_eq!(p.run(MsgType::RequestRoute, "-x", &cfg).status, 1);
-        assert_eq!(p.run(MsgType::RequestRoute, "a b", &cfg).status, 1);
+        assert_eq!(p.run(Program::Route, "-x", &cfg).status, 1);
+        assert_eq!(p.run(Program::Route, "a b", &cfg).status, 1);
         cfg.route_program = "/nonexistent".into();
         assert!(p
-            .run(MsgType::RequestRoute, "10.0.0.1", &cfg)
+            .run(Program::Route, "10.0.0.1", &cfg)
             .text
             .contains("not an executable"));
     }
@@ -231,16 +254,16 @@ mod tests {
         };
         let p = Programs::new(&cfg);
         assert_eq!(
-            p.run(MsgType::Blanker, "off", &cfg),
+            p.run(Program::Blanker, "off", &cfg),
             Outcome::fail("screen blanker was not running")
         );
         // One that has exited on its own is not running either.
-        assert_eq!(p.run(MsgType::Blanker, "on", &cfg).status, 0);
+        assert_eq!(p.run(Program::Blanker, "on", &cfg).status, 0);
         let mut child = p.blanker.lock().unwrap().take().unwrap();
         child.wait().unwrap();
         *p.blanker.lock().unwrap() = Some(child);
         assert_eq!(
-            p.run(MsgType::Blanker, "off", &cfg),
+            p.run(Program::Blanker, "off", &cfg),
             Outcome::fail("screen blanker was not running")
         );
     }
@@ -249,8 +272,8 @@ mod tests {
     fn pnp_and_arp_are_unsupported_unless_configured() {
         let cfg = Config::default();
         let p = Programs::new(&cfg);
-        let o = p.run(MsgType::Pnp, "x", &cfg);
+        let o = p.run(Program::Pnp, "x", &cfg);
         assert!(o.text.contains("unsupported"));
-        assert_eq!(p.run(MsgType::Arp, "x", &cfg).status, 1);
+        assert_eq!(p.run(Program::Arp, "x", &cfg).status, 1);
     }
 }

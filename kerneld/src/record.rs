@@ -86,10 +86,7 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Module names compare with `-` and `_` alike.
-fn norm(name: &str) -> String {
-    name.replace('-', "_")
-}
+use crate::names::{normalise, same_module};
 
 impl Record {
     /// A record kept only in memory (tests).
@@ -141,8 +138,7 @@ impl Record {
 
     /// Whether kerneld loaded `name` (and has not unloaded it).
     pub fn holds(&self, name: &str) -> bool {
-        let n = norm(name);
-        self.modules.keys().any(|k| norm(k) == n)
+        self.modules.keys().any(|k| same_module(k, name))
     }
 
     /// Write the record (atomically: a new temporary file, then rename;
@@ -181,17 +177,17 @@ impl Record {
         let candidates = &res.candidates;
         let at = now_unix();
         for m in inserted {
-            let deps = if candidates.iter().any(|c| norm(c) == norm(m)) {
+            let deps = if candidates.iter().any(|c| same_module(c, m)) {
                 inserted
                     .iter()
-                    .filter(|d| !candidates.iter().any(|c| norm(c) == norm(d)))
+                    .filter(|d| !candidates.iter().any(|c| same_module(c, d)))
                     .cloned()
                     .collect()
             } else {
                 Vec::new()
             };
             self.modules.insert(
-                norm(m),
+                normalise(m).into_owned(),
                 Entry {
                     requested_as: requested_as.to_string(),
                     dependencies: deps,
@@ -208,7 +204,7 @@ impl Record {
                     pulled_in_by: res.pulled_in_by(m).map(str::to_string).or_else(|| {
                         // Not a candidate and unknown to the resolution:
                         // it came with the (first) candidate.
-                        (!candidates.iter().any(|c| norm(c) == norm(m)))
+                        (!candidates.iter().any(|c| same_module(c, m)))
                             .then(|| candidates.first().cloned())
                             .flatten()
                     }),
@@ -222,7 +218,7 @@ impl Record {
     /// that they serve are their own, made by their init.
     pub fn note_own_links(&mut self, inserted: &[String], links: &[(i32, String)]) {
         for m in inserted {
-            if let Some(e) = self.modules.get_mut(&norm(m)) {
+            if let Some(e) = self.modules.get_mut(&*normalise(m)) {
                 e.own_links = links
                     .iter()
                     .filter(|(_, k)| serves_kind(m, &e.requested_as, k))
@@ -234,7 +230,7 @@ impl Record {
 
     /// Whether kerneld loaded this module.
     pub fn contains(&self, module: &str) -> bool {
-        self.modules.contains_key(&norm(module))
+        self.modules.contains_key(&*normalise(module))
     }
 
     /// A sweep: count unused sweeps, unload modules unused at two in a row
@@ -288,13 +284,13 @@ impl Record {
         keep: &[Pattern],
         out: &mut Removal,
     ) {
-        let module = norm(module);
+        let module = normalise(module).into_owned();
         // Which recorded modules does it hold?  Read before it is gone.
         let held: Vec<String> = self
             .modules
             .keys()
             .filter(|m| **m != module)
-            .filter(|m| matches!(sys.usage(m), Usage::Loaded { ref holders, .. } if holders.iter().any(|h| norm(h) == module)))
+            .filter(|m| matches!(sys.usage(m), Usage::Loaded { ref holders, .. } if holders.iter().any(|h| same_module(h, &module))))
             .cloned()
             .collect();
         match sys.remove(&module) {

@@ -106,16 +106,7 @@ impl Requests {
     /// When rules look at the requester, requests (and remembered answers)
     /// of different requesters must be kept apart; else all are one.
     pub fn identity(&self, who: Option<&Requester>) -> String {
-        if !self.needs_requester() {
-            return String::new();
-        }
-        match who {
-            Some(r) => format!(
-                "uid={} gid={} comm={} cgroup={}",
-                r.uid, r.gid, r.comm, r.cgroup
-            ),
-            None => "unknown".into(),
-        }
+        self.policy.read().unwrap().identity(who)
     }
 
     /// Decide on a request: a remembered failure, a denial, a name that

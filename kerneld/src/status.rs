@@ -205,7 +205,7 @@ pub fn text(d: &Snapshot) -> String {
             out,
             "pid {}, type {} ('{}')",
             j.worker.unwrap_or(0),
-            j.kind.name(),
+            j.kind().name(),
             escape(&String::from_utf8_lossy(&j.text))
         );
         if let Some(p) = job_requester(j) {
@@ -338,8 +338,8 @@ pub fn document(d: &Snapshot) -> StatusDocument {
         .jobs
         .iter()
         .map(|j| JobDocument {
-            kind: j.kind.name().to_string(),
-            type_number: j.kind.number(),
+            kind: j.kind().name().to_string(),
+            type_number: j.kind().number(),
             text: String::from_utf8_lossy(&j.text).into_owned(),
             requester_pid: job_requester(j),
             requester: j.waiters.first().and_then(|w| w.requester.clone()),
@@ -716,7 +716,7 @@ mod tests {
     fn snapshot() -> Snapshot {
         let job = Job {
             id: 1,
-            kind: MsgType::RequestModule,
+            work: crate::jobs::Work::Load(None),
             text: b"dummy".to_vec(),
             waiters: vec![Waiter {
                 request: Message::request(MsgType::RequestModule, 1024, Header::Old, "dummy"),
@@ -726,7 +726,6 @@ mod tests {
             started: Instant::now(),
             worker: Some(7),
             identity: String::new(),
-            planned: None,
         };
         let mut record = BTreeMap::new();
         record.insert(

@@ -71,7 +71,7 @@ fn about(a: &Asked, name: &str) -> bool {
         || asked.ends_with(&format!("_{n}"))
         || a.text
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-            .any(|w| norm(w) == n)
+            .any(|w| same_module(w, &n))
 }
 
 /// The recent requests about `name`, newest first.
@@ -154,16 +154,15 @@ pub fn check_name(name: &str) -> Result<&str, String> {
         .map_err(|e| format!("why {name:?}: {e}; give a module name such as `kdstat why bridge`"))
 }
 
-/// Module names compare with `-` and `_` alike.
-fn norm(name: &str) -> String {
-    name.replace('-', "_")
-}
+use crate::names::{normalise as norm, same_module};
 
 /// The recorded modules `name` stands for: the module of that name, else
 /// those requested as `name` (an alias such as `net-pf-2-proto-132`).
 fn find<'a>(record: &'a BTreeMap<String, Entry>, name: &str) -> Vec<(&'a String, &'a Entry)> {
-    let n = norm(name);
-    let own: Vec<_> = record.iter().filter(|(k, _)| norm(k) == n).collect();
+    let own: Vec<_> = record
+        .iter()
+        .filter(|(k, _)| same_module(k, name))
+        .collect();
     if !own.is_empty() {
         return own;
     }
@@ -247,23 +246,7 @@ fn usage_document(u: &Usage) -> KernelView {
 
 /// A local time as `YYYY-MM-DD HH:MM:SS`.
 fn local_time(unix: u64) -> String {
-    let mut buf = [0u8; 64];
-    let t = unix as libc::time_t;
-    // SAFETY: localtime_r and strftime get valid pointers; strftime writes
-    // at most buf.len() bytes and returns how many.
-    let n = unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            return format!("@{unix}");
-        }
-        libc::strftime(
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-            c"%Y-%m-%d %H:%M:%S".as_ptr(),
-            &tm,
-        )
-    };
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    kmod_ipc::local_time(unix as i64).unwrap_or_else(|| format!("@{unix}"))
 }
 
 /// The text answer; `usage` tells the kernel's view of a module.  What a

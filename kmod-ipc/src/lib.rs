@@ -89,6 +89,7 @@ mod error;
 pub mod escape;
 pub mod instances;
 mod key;
+mod localtime;
 mod msg;
 pub mod origin;
 mod queue;
@@ -102,6 +103,7 @@ pub mod wire {
 pub use client::{Client, Reply, WATCH_PERIOD};
 pub use error::{DecodeError, Error};
 pub use key::{Key, DEFAULT_KEY, KEY_ENV};
+pub use localtime::{local_now, local_time};
 pub use msg::{
     encode_into, Header, Message, MessageView, MsgType, DEFAULT_TEXT_MAX, HEADER_NEW_LEN,
     HEADER_OLD_LEN, KERNELD_MINSEQ, MAX_DAEMON_TYPE, NEW_PROTOCOL_VERSION, REPLY_CONTINUES,

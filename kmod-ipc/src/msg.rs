@@ -23,120 +23,90 @@ pub const HEADER_OLD_LEN: usize = 8;
 /// Body bytes before the text in the new header (`long id; short version; short pid`).
 pub const HEADER_NEW_LEN: usize = 12;
 
-/// A kerneld message type, with its classic number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MsgType {
-    /// 1: run a command (`ksystem`).
-    System,
-    /// 2: load the module behind a name (`request_module`).
-    RequestModule,
-    /// 3: unload a module now.
-    ReleaseModule,
-    /// 4: unload a module after the daemon's delay.
-    DelayedRelease,
-    /// 5: cancel a pending delayed release.
-    CancelRelease,
-    /// 6: set up a route (`/sbin/request-route`).
-    RequestRoute,
-    /// 7: screen blanker on/off.
-    Blanker,
-    /// 8: plug and play.
-    Pnp,
-    /// 255: status and control (kdstat).
-    Status,
-    /// 256: ARP request (never received by a daemon filtering on -255).
-    Arp,
-    /// Any other number: decodes fine, the daemon answers it with an error.
-    Unknown(i64),
+/// The one list of message types: each row gives the variant, its wire
+/// number, the name the 1996 kdstat printed and the other names
+/// [`MsgType::parse`] accepts.  The enum, [`MsgType::KNOWN`],
+/// [`MsgType::from_number`], [`MsgType::number`], [`MsgType::name`] and
+/// [`MsgType::parse`] are all made from it, so a type added here is known
+/// to each of them, and every exhaustive match on `MsgType` in the
+/// daemon fails to compile until it handles the new one.
+macro_rules! msg_types {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident = $number:literal, $name:literal $(| $alias:literal)*;
+    )*) => {
+        /// A kerneld message type, with its classic number.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum MsgType {
+            $($(#[$doc])* $variant,)*
+            /// Any other number: decodes fine, the daemon answers it with an error.
+            Unknown(i64),
+        }
+
+        impl MsgType {
+            /// Every known type, in number order.
+            pub const KNOWN: &'static [MsgType] = &[$(MsgType::$variant),*];
+
+            /// The type for a wire number.
+            pub fn from_number(n: i64) -> MsgType {
+                match n {
+                    $($number => MsgType::$variant,)*
+                    other => MsgType::Unknown(other),
+                }
+            }
+
+            /// The wire number.
+            pub fn number(self) -> i64 {
+                match self {
+                    $(MsgType::$variant => $number,)*
+                    MsgType::Unknown(n) => n,
+                }
+            }
+
+            /// The name the 1996 kdstat printed (`request_module`, `debug`, ...).
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(MsgType::$variant => $name,)*
+                    MsgType::Unknown(_) => "unknown",
+                }
+            }
+
+            /// Parse a number or a name (`request_module`, `status`, `release`, ...).
+            pub fn parse(s: &str) -> Option<MsgType> {
+                if let Ok(n) = s.parse::<i64>() {
+                    return Some(MsgType::from_number(n));
+                }
+                let s = s.to_ascii_lowercase().replace('-', "_");
+                match s.as_str() {
+                    $($name $(| $alias)* => Some(MsgType::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl MsgType {
-    /// Every known type, in number order.
-    pub const KNOWN: [MsgType; 10] = [
-        MsgType::System,
-        MsgType::RequestModule,
-        MsgType::ReleaseModule,
-        MsgType::DelayedRelease,
-        MsgType::CancelRelease,
-        MsgType::RequestRoute,
-        MsgType::Blanker,
-        MsgType::Pnp,
-        MsgType::Status,
-        MsgType::Arp,
-    ];
-
-    /// The type for a wire number.
-    pub fn from_number(n: i64) -> MsgType {
-        match n {
-            1 => MsgType::System,
-            2 => MsgType::RequestModule,
-            3 => MsgType::ReleaseModule,
-            4 => MsgType::DelayedRelease,
-            5 => MsgType::CancelRelease,
-            6 => MsgType::RequestRoute,
-            7 => MsgType::Blanker,
-            8 => MsgType::Pnp,
-            255 => MsgType::Status,
-            256 => MsgType::Arp,
-            other => MsgType::Unknown(other),
-        }
-    }
-
-    /// The wire number.
-    pub fn number(self) -> i64 {
-        match self {
-            MsgType::System => 1,
-            MsgType::RequestModule => 2,
-            MsgType::ReleaseModule => 3,
-            MsgType::DelayedRelease => 4,
-            MsgType::CancelRelease => 5,
-            MsgType::RequestRoute => 6,
-            MsgType::Blanker => 7,
-            MsgType::Pnp => 8,
-            MsgType::Status => 255,
-            MsgType::Arp => 256,
-            MsgType::Unknown(n) => n,
-        }
-    }
-
-    /// The name the 1996 kdstat printed (`request_module`, `debug`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            MsgType::System => "system",
-            MsgType::RequestModule => "request_module",
-            MsgType::ReleaseModule => "release_module",
-            MsgType::DelayedRelease => "delayed_release_module",
-            MsgType::CancelRelease => "cancel_release_module",
-            MsgType::RequestRoute => "request_route",
-            MsgType::Blanker => "screenblanker",
-            MsgType::Pnp => "pnp",
-            MsgType::Status => "debug",
-            MsgType::Arp => "arp",
-            MsgType::Unknown(_) => "unknown",
-        }
-    }
-
-    /// Parse a number or a name (`request_module`, `status`, `release`, ...).
-    pub fn parse(s: &str) -> Option<MsgType> {
-        if let Ok(n) = s.parse::<i64>() {
-            return Some(MsgType::from_number(n));
-        }
-        let s = s.to_ascii_lowercase().replace('-', "_");
-        let t = match s.as_str() {
-            "system" | "ksystem" => MsgType::System,
-            "request_module" | "request" | "load" => MsgType::RequestModule,
-            "release_module" | "release" => MsgType::ReleaseModule,
-            "delayed_release_module" | "delayed_release" => MsgType::DelayedRelease,
-            "cancel_release_module" | "cancel_release" | "cancel" => MsgType::CancelRelease,
-            "request_route" | "route" => MsgType::RequestRoute,
-            "screenblanker" | "blanker" => MsgType::Blanker,
-            "pnp" => MsgType::Pnp,
-            "debug" | "status" => MsgType::Status,
-            "arp" => MsgType::Arp,
-            _ => return None,
-        };
-        Some(t)
-    }
+msg_types! {
+    /// 1: run a command (`ksystem`).
+    System = 1, "system" | "ksystem";
+    /// 2: load the module behind a name (`request_module`).
+    RequestModule = 2, "request_module" | "request" | "load";
+    /// 3: unload a module now.
+    ReleaseModule = 3, "release_module" | "release";
+    /// 4: unload a module after the daemon's delay.
+    DelayedRelease = 4, "delayed_release_module" | "delayed_release";
+    /// 5: cancel a pending delayed release.
+    CancelRelease = 5, "cancel_release_module" | "cancel_release" | "cancel";
+    /// 6: set up a route (`/sbin/request-route`).
+    RequestRoute = 6, "request_route" | "route";
+    /// 7: screen blanker on/off.
+    Blanker = 7, "screenblanker" | "blanker";
+    /// 8: plug and play.
+    Pnp = 8, "pnp";
+    /// 255: status and control (kdstat).
+    Status = 255, "debug" | "status";
+    /// 256: ARP request (never received by a daemon filtering on -255).
+    Arp = 256, "arp";
 }
 
 impl fmt::Display for MsgType {
@@ -440,7 +410,7 @@ mod tests {
 
     #[test]
     fn type_numbers_round_trip() {
-        for t in MsgType::KNOWN {
+        for &t in MsgType::KNOWN {
             assert_eq!(MsgType::from_number(t.number()), t);
             assert_eq!(MsgType::parse(&t.number().to_string()), Some(t));
             assert_eq!(MsgType::parse(t.name()), Some(t));

@@ -202,7 +202,7 @@ fn watch(key: Key, interval: Duration, timeout: Timeout, json: bool) -> ! {
             let heading = format!(
                 "Every {:.1}s: kerneld at key {key}    {}",
                 interval.as_secs_f64(),
-                local_time()
+                kmod_ipc::local_now().unwrap_or_default()
             );
             if terminal {
                 // Home the cursor and clear the screen, then draw the frame.
@@ -216,25 +216,4 @@ fn watch(key: Key, interval: Duration, timeout: Timeout, json: bool) -> ! {
         first = false;
         std::thread::sleep(interval);
     }
-}
-
-/// The local time as `YYYY-MM-DD HH:MM:SS`.
-fn local_time() -> String {
-    let mut buf = [0u8; 64];
-    // SAFETY: time, localtime_r and strftime get valid pointers; strftime
-    // writes at most buf.len() bytes and returns how many.
-    let n = unsafe {
-        let now = libc::time(std::ptr::null_mut());
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&now, &mut tm).is_null() {
-            return String::new();
-        }
-        libc::strftime(
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-            c"%Y-%m-%d %H:%M:%S".as_ptr(),
-            &tm,
-        )
-    };
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }

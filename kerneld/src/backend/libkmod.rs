@@ -345,8 +345,7 @@ impl Kmod {
     ) -> Option<Vec<String>> {
         let names: Vec<String> = modules.iter().map(|&m| module_name(m)).collect();
         // libkmod compares module names with '-' read as '_'.
-        let own_name = name.replace('-', "_");
-        if names.is_empty() || names.contains(&own_name) {
+        if names.is_empty() || names.iter().any(|n| crate::names::same_module(n, name)) {
             return None;
         }
         let mut allowed: *mut sys::kmod_list = ptr::null_mut();

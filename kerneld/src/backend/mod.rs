@@ -64,10 +64,9 @@ impl Resolution {
 
     /// The module that pulled `module` into the closure, if another did.
     pub fn pulled_in_by(&self, module: &str) -> Option<&str> {
-        let n = module.replace('-', "_");
         self.pulled_in_by
             .iter()
-            .find(|(m, _)| m.replace('-', "_") == n)
+            .find(|(m, _)| crate::names::same_module(m, module))
             .map(|(_, by)| by.as_str())
     }
 }

@@ -28,7 +28,7 @@ pub fn release() -> String {
 /// A module's state read from sysfs (`/sys/module/NAME`): `initstate`
 /// exists only for loadable modules; a directory without it is builtin.
 pub fn sysfs_usage(root: &Path, module: &str) -> Usage {
-    let dir = root.join(module.replace('-', "_"));
+    let dir = root.join(&*crate::names::normalise(module));
     let initstate = match std::fs::read_to_string(dir.join("initstate")) {
         Ok(s) => s,
         Err(_) if dir.is_dir() => return Usage::Builtin,

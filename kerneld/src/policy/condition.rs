@@ -24,7 +24,54 @@ pub enum Condition {
     Intree(bool),
 }
 
+/// A field of the requester that a condition reads.  The identity that
+/// keeps requests and remembered answers of different requesters apart is
+/// made of the fields the rules read (see [`Condition::reads`]), so a
+/// field a new condition reads is part of it without another list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequesterField {
+    Uid,
+    Gid,
+    Comm,
+    Cgroup,
+}
+
+impl RequesterField {
+    /// In the order an identity lists them.
+    pub const ALL: [RequesterField; 4] = [
+        RequesterField::Uid,
+        RequesterField::Gid,
+        RequesterField::Comm,
+        RequesterField::Cgroup,
+    ];
+
+    /// Append ` name=value` (without the space when `out` is empty).
+    pub fn write(self, r: &Requester, out: &mut String) {
+        use std::fmt::Write;
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        let _ = match self {
+            RequesterField::Uid => write!(out, "uid={}", r.uid),
+            RequesterField::Gid => write!(out, "gid={}", r.gid),
+            RequesterField::Comm => write!(out, "comm={}", r.comm),
+            RequesterField::Cgroup => write!(out, "cgroup={}", r.cgroup),
+        };
+    }
+}
+
 impl Condition {
+    /// The requester field it reads, if it reads one.
+    pub fn reads(&self) -> Option<RequesterField> {
+        match self {
+            Condition::Uid(_) | Condition::NotUid(_) => Some(RequesterField::Uid),
+            Condition::Gid(_) => Some(RequesterField::Gid),
+            Condition::Comm(_) => Some(RequesterField::Comm),
+            Condition::Cgroup(_) => Some(RequesterField::Cgroup),
+            Condition::Signed(_) | Condition::Signer(_) | Condition::Intree(_) => None,
+        }
+    }
+
     /// Whether it judges the module file rather than the requester.
     pub fn is_provenance(&self) -> bool {
         matches!(

@@ -90,7 +90,10 @@ for f in /usr/share/bash-completion/completions/kdstat /usr/share/zsh/vendor-com
 done
 # The catalog is compiled (systemd's trigger): journalctl -x explains the
 # events.
-journalctl --list-catalog | grep -q '^d453e4ba6e84425fa4c87ffaa724afb3 kerneld: ' ||
+# Read whole before grep: with pipefail, grep -q quitting at the first
+# match would make journalctl die of SIGPIPE and the check fail.
+catalog=$(journalctl --list-catalog)
+grep -q '^d453e4ba6e84425fa4c87ffaa724afb3 kerneld: ' <<<"$catalog" ||
     fail "journalctl --list-catalog lacks kerneld's entries"
 
 # The installed programs together: the shim (a static PIE) asks the

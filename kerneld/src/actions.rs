@@ -7,7 +7,7 @@ use crate::errno::errno_text;
 use crate::jobs::{Planned, Waiter, Work, MAX_WAITERS};
 use crate::outcome::Outcome;
 use crate::record::Removal;
-use crate::request::{Answer, Ask, Plan};
+use crate::request::{Ask, Plan, Settled};
 use crate::requester::Requester;
 use crate::server::Daemon;
 use crate::{log, log_debug};
@@ -124,17 +124,17 @@ impl Daemon {
     }
 
     /// [`Self::request_module`] with its log line left to the caller.
-    fn answer_request(&self, name: &str, who: Option<&Requester>) -> Answer {
+    fn answer_request(&self, name: &str, who: Option<&Requester>) -> Settled {
         let identity = self.requests.identity(who);
         let ask = Ask::new(name, who, &identity);
         match self.requests.decide(&self.contexts, &ask, &self.counters) {
-            Plan::Answer(a) => a,
+            Plan::Settled(a) => a,
             Plan::Load(res) => self.requests.load(&self.contexts, &self.expiry, &ask, &res),
         }
     }
 
     /// Type 2 decided on the receive thread: load what it resolved to.
-    fn load_planned(&self, name: &str, who: Option<&Requester>, p: Planned) -> Answer {
+    fn load_planned(&self, name: &str, who: Option<&Requester>, p: Planned) -> Settled {
         let identity = self.requests.identity(who);
         let mut ask = Ask::new(name, who, &identity);
         ask.since = p.since;

@@ -153,7 +153,8 @@ fn seen(requests: &Requests, name: &str) -> crate::why::Seen {
     let negcache = requests.negcache.lock().unwrap();
     let remembered = [name.to_string(), format!("fs-{name}")]
         .iter()
-        .find_map(|n| negcache.remembered(n, now));
+        .find_map(|n| negcache.remembered(n, now))
+        .map(|(answer, left)| (answer.to_string(), left));
     crate::why::Seen {
         recent,
         window: crate::metrics::RECENT_MAX,

@@ -116,7 +116,7 @@ impl Daemon {
         }
         let ask = Ask::new(name, requester.as_ref(), &identity);
         match self.requests.decide(&self.contexts, &ask, &self.counters) {
-            Plan::Answer(a) => {
+            Plan::Settled(a) => {
                 self.counters.count_status(a.outcome.status);
                 self.reply(msg, a.outcome.status, a.outcome.text.as_bytes());
                 // The request's line is written once the requester has its

@@ -42,7 +42,8 @@ pub enum Answer<'a> {
     Loaded { name: Cow<'a, str>, what: String },
 }
 
-/// What an answer is, in one word: for counters and `why`.
+/// What an answer was, without its details: what the status ring keeps
+/// for `why`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     NotFound,
@@ -51,20 +52,6 @@ pub enum Kind {
     Blacklisted,
     AlreadyLoaded,
     Loaded,
-}
-
-impl Kind {
-    /// The word `kdstat why` shows for it.
-    pub fn word(self) -> &'static str {
-        match self {
-            Kind::NotFound => "not found",
-            Kind::Failed => "failed",
-            Kind::Denied => "denied",
-            Kind::Blacklisted => "blacklisted",
-            Kind::AlreadyLoaded => "already loaded",
-            Kind::Loaded => "loaded",
-        }
-    }
 }
 
 impl Answer<'_> {

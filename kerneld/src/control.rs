@@ -145,6 +145,7 @@ fn seen(requests: &Requests, name: &str) -> crate::why::Seen {
         .map(|r| crate::why::Asked {
             name: r.name.clone(),
             requester: r.requester.clone(),
+            kind: r.kind,
             status: r.status,
             text: r.text.clone(),
             ago: now.saturating_duration_since(r.at),

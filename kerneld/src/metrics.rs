@@ -105,6 +105,7 @@ impl Counters {
 pub struct Recent {
     pub name: String,
     pub requester: Option<Requester>,
+    pub kind: crate::answer::Kind,
     pub status: i64,
     pub text: String,
     pub at: Instant,

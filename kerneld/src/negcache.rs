@@ -9,7 +9,7 @@
 //! thousand a second from whoever can make the kernel ask, and the memory
 //! they take is kerneld's peak.
 
-use crate::answer::Answer;
+use crate::answer::{Answer, Kind};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -123,14 +123,15 @@ impl NegativeCache {
 
     /// A remembered failure for `name`, if still fresh; or, when `name`
     /// was tried too often in the last minute, its last answer (or a
-    /// rate-limit refusal).
-    pub fn lookup(&mut self, name: &str, now: Instant) -> Option<(i64, String)> {
+    /// rate-limit refusal).  The reply text is made here, from the typed
+    /// answer kept; the kind is the kept answer's.
+    pub fn lookup(&mut self, name: &str, now: Instant) -> Option<(Kind, i64, String)> {
         if let Some(a) = self.names.get(name).and_then(|e| e.answer.as_ref()) {
             if a.until > now {
                 // One allocation: text() leaves room for the suffix.
                 let mut text = a.answer.text();
                 text.push_str(" (cached)");
-                return Some((a.answer.status(), text));
+                return Some((a.answer.kind(), a.answer.status(), text));
             }
         }
         if self.per_minute == 0 {
@@ -145,12 +146,12 @@ impl NegativeCache {
         }
         if e.tries >= per_minute {
             let tries = e.tries;
-            let mut text = match &e.answer {
-                Some(a) => a.answer.text(),
-                None => "failed before".to_string(),
+            let (kind, mut text) = match &e.answer {
+                Some(a) => (a.answer.kind(), a.answer.text()),
+                None => (Kind::Failed, "failed before".to_string()),
             };
             let _ = write!(text, " (rate limited: {tries} tries in the last minute)");
-            return Some((1, text));
+            return Some((kind, 1, text));
         }
         e.tries += 1;
         None
@@ -215,7 +216,8 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(c.lookup("net-pf-99", t0), None);
         c.insert("net-pf-99", not_found("net-pf-99"), t0);
-        let (s, text) = c.lookup("net-pf-99", t0 + Duration::from_secs(1)).unwrap();
+        let (kind, s, text) = c.lookup("net-pf-99", t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(kind, Kind::NotFound);
         assert_eq!(s, 1);
         assert_eq!(text, "net-pf-99: not found (cached)");
         assert_eq!(c.lookup("net-pf-99", t0 + Duration::from_secs(6)), None);
@@ -228,7 +230,7 @@ mod tests {
         for i in 0..3 {
             assert_eq!(c.lookup("x", t0 + Duration::from_millis(i)), None);
         }
-        let (s, text) = c.lookup("x", t0 + Duration::from_millis(5)).unwrap();
+        let (_, s, text) = c.lookup("x", t0 + Duration::from_millis(5)).unwrap();
         assert_eq!(s, 1);
         assert!(text.contains("rate limited"), "{text}");
         assert_eq!(c.lookup("y", t0), None, "other names are not limited");
@@ -256,7 +258,7 @@ mod tests {
             c.insert(&name, not_found(&name), t1);
         }
         assert!(c.names.keys().all(|k| k.starts_with('m')));
-        assert!(c.lookup("m0", t1).unwrap().1.contains("(cached)"));
+        assert!(c.lookup("m0", t1).unwrap().2.contains("(cached)"));
         // Far more live names than fit: the maps stay within MAX_NAMES and
         // the newest answers are kept.
         for i in 0..4 * MAX_NAMES {
@@ -266,7 +268,7 @@ mod tests {
             assert!(c.names.len() <= MAX_NAMES);
         }
         let last = format!("f{}", 4 * MAX_NAMES - 1);
-        assert!(c.lookup(&last, t1).unwrap().1.contains("(cached)"));
+        assert!(c.lookup(&last, t1).unwrap().2.contains("(cached)"));
         assert!(c.len() >= MAX_NAMES / 2, "{}", c.len());
     }
 

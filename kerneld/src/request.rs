@@ -8,7 +8,7 @@
 
 mod logline;
 
-use crate::answer::Answer;
+use crate::answer::{Answer, Kind};
 use crate::backend::load_error_text;
 use crate::backend::{ModuleBackend, Provenance, Resolution};
 use crate::expiry::Expiry;
@@ -165,12 +165,12 @@ impl Requests {
     fn cached_answer(&self, ask: &Ask, c: &Counters) -> Option<Outcome> {
         let mut nc = self.negcache.lock().unwrap();
         nc.check_fingerprint((self.fingerprint)());
-        let (status, text) = nc.lookup(&ask.cache_key, ask.since)?;
+        let (kind, status, text) = nc.lookup(&ask.cache_key, ask.since)?;
         drop(nc);
         c.cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::log_debug!("request_module{}: {text}", for_whom(ask.who));
         let o = Outcome { status, text };
-        self.remember(ask, &o, ask.since.elapsed());
+        self.remember(ask, kind, &o, ask.since.elapsed());
         Some(o)
     }
 
@@ -185,7 +185,7 @@ impl Requests {
             text: answer.text(),
         };
         let took = ask.since.elapsed();
-        self.remember(ask, &outcome, took);
+        self.remember(ask, answer.kind(), &outcome, took);
         // Built by hand: format! with {:.1} of a float brings in the float
         // formatting code, a large piece of code that a request otherwise
         // never runs (it counts when the request finds kerneld cold).
@@ -210,7 +210,7 @@ impl Requests {
             line.push_str(", allowed by ");
             line.push_str(&note.allowed_by);
         }
-        let warn = outcome.status != 0;
+        let warn = answer.status() != 0;
         // A denial is a warning of its own kind; a would-deny at least a
         // notice, so that either can be filtered by level or MESSAGE_ID.
         let (level, event) = if denied.is_some() {
@@ -264,7 +264,7 @@ impl Requests {
     }
 
     /// Add an answered request to the status's ring of recent ones.
-    fn remember(&self, ask: &Ask, o: &Outcome, took: Duration) {
+    fn remember(&self, ask: &Ask, kind: Kind, o: &Outcome, took: Duration) {
         let mut recent = self.recent.lock().unwrap();
         let millis = took.as_secs_f64() * 1000.0;
         // Once the ring is full, the oldest entry's strings are reused: no
@@ -281,6 +281,7 @@ impl Requests {
                 e.text.clear();
                 e.text.push_str(&o.text);
                 e.requester = ask.who.cloned();
+                e.kind = kind;
                 e.status = o.status;
                 e.at = ask.since;
                 e.millis = millis;
@@ -289,6 +290,7 @@ impl Requests {
             None => Recent {
                 name: ask.name.to_string(),
                 requester: ask.who.cloned(),
+                kind,
                 status: o.status,
                 text: o.text.clone(),
                 at: ask.since,

@@ -43,7 +43,7 @@ impl Daemon {
                     msg.text_lossy()
                 )
             });
-            self.reply(msg, 1, why.as_bytes());
+            self.replies.reply(msg, 1, why.as_bytes());
             return;
         }
         let waiter = Waiter {
@@ -108,7 +108,8 @@ impl Daemon {
         self.counters.count_status(outcome.status);
         let waiters = self.jobs.lock().unwrap().finish(id);
         for w in waiters {
-            self.reply(&w.request, outcome.status, outcome.text.as_bytes());
+            self.replies
+                .reply(&w.request, outcome.status, outcome.text.as_bytes());
         }
         if let Some(line) = line {
             line.emit();

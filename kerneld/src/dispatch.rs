@@ -2,20 +2,16 @@
 //! view, apply the id rules, validate the name, count, then the one match
 //! over message types.  The logic lives in the modules the match calls
 //! (`request`, `expiry`, `control`, `actions` for the worker pool); the
-//! reply edge is [`Daemon::reply`].
+//! reply edge is [`Replies::reply`](crate::reply::Replies::reply).
 
 use crate::jobs::{Planned, Work};
 use crate::names;
 use crate::programs::Program;
-use crate::reply::ReplyTo;
 use crate::request::{Ask, Plan};
 use crate::requester::Requester;
 use crate::server::Daemon;
 use crate::{log, log_debug};
-use kmod_ipc::{
-    instances, MessageView, MsgType, TypeFilter, DEFAULT_TEXT_MAX, KERNELD_MINSEQ, MAX_DAEMON_TYPE,
-    TOOL_ID_BASE,
-};
+use kmod_ipc::{MessageView, MsgType, DEFAULT_TEXT_MAX, KERNELD_MINSEQ};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -35,7 +31,7 @@ impl Daemon {
                 .map_or(String::new(), |p| format!("from pid {p} ")),
             msg.text_lossy()
         );
-        if let Some(why) = self.unanswerable(msg.id) {
+        if let Some(why) = self.replies.unanswerable(msg.id) {
             self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
             // The first 16 in full, then the 32nd, 64th...: a flood of
             // such requests must not flood the log.
@@ -56,7 +52,7 @@ impl Daemon {
         match msg.msg_type() {
             MsgType::Status => {
                 let out = self.control(&msg.text_lossy());
-                self.reply(&msg, out.status, out.text.as_bytes());
+                self.replies.reply(&msg, out.status, out.text.as_bytes());
             }
             MsgType::RequestModule => {
                 if let Some(name) = self.checked_name(&msg) {
@@ -80,7 +76,7 @@ impl Daemon {
                     } else {
                         format!("no release of {name} was pending")
                     };
-                    self.reply(&msg, 0, text.as_bytes());
+                    self.replies.reply(&msg, 0, text.as_bytes());
                 }
             }
             MsgType::System => self.run_program(&msg, Program::System),
@@ -91,7 +87,8 @@ impl Daemon {
             MsgType::Unknown(n) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 log::warn(&format!("unknown message type {n} (id {})", msg.id));
-                self.reply(&msg, 1, format!("unknown message type {n}").as_bytes());
+                self.replies
+                    .reply(&msg, 1, format!("unknown message type {n}").as_bytes());
             }
         }
     }
@@ -118,7 +115,8 @@ impl Daemon {
         match self.requests.decide(&self.contexts, &ask, &self.counters) {
             Plan::Settled(a) => {
                 self.counters.count_status(a.outcome.status);
-                self.reply(msg, a.outcome.status, a.outcome.text.as_bytes());
+                self.replies
+                    .reply(msg, a.outcome.status, a.outcome.text.as_bytes());
                 // The request's line is written once the requester has its
                 // answer: the write(2) is the costliest step of a quick
                 // answer, and nothing in the answer depends on it.  The
@@ -142,14 +140,15 @@ impl Daemon {
     fn delay_release(&self, msg: &MessageView, name: &str) {
         let delay = self.settings.delay();
         match self.expiry.delay_release(name, delay) {
-            Ok(()) => self.reply(
+            Ok(()) => self.replies.reply(
                 msg,
                 0,
                 format!("{name} will be released in {delay} s").as_bytes(),
             ),
             Err(why) => {
                 log::warn(&format!("delayed release of {name} refused: {why}"));
-                self.reply(msg, 1, format!("{name}: {why}").as_bytes());
+                self.replies
+                    .reply(msg, 1, format!("{name}: {why}").as_bytes());
             }
         }
     }
@@ -194,60 +193,11 @@ impl Daemon {
                     msg.msg_type(),
                     msg.text_lossy()
                 ));
-                self.reply(msg, 1, format!("refused: {e}").as_bytes());
+                self.replies
+                    .reply(msg, 1, format!("refused: {e}").as_bytes());
                 None
             }
         }
-    }
-
-    /// Send the answer to `req` if it wants one (see
-    /// [`Replies::send`](crate::reply::Replies::send)); never on an id
-    /// this kerneld would receive as a request.
-    pub fn reply(&self, req: impl Into<ReplyTo>, status: i64, text: &[u8]) {
-        let to: ReplyTo = req.into();
-        if self.unanswerable(to.id).is_none() {
-            self.replies.send(to, status, text);
-        }
-    }
-
-    /// [`unanswerable`], and ids that are the type another live kerneld
-    /// serves on this queue (an arp instance's 256).  Only ids below the
-    /// tools' 1024 are looked up: the ids above are the tools', the
-    /// helper's and the kernel's, which an instance serving such a type
-    /// would break all alike.
-    fn unanswerable(&self, id: i64) -> Option<&'static str> {
-        unanswerable(self.filter, id).or_else(|| {
-            ((MAX_DAEMON_TYPE + 1..TOOL_ID_BASE).contains(&id)
-                && instances::other_serves(self.key, std::process::id(), id))
-            .then_some(
-                "another kerneld on this queue serves that message type, so it would read the \
-                 reply as a request",
-            )
-        })
-    }
-}
-
-/// Why a request's reply id cannot be answered, if it cannot: the reply
-/// is a message whose type is the id, so an id that is a message type
-/// served on this queue would have the reply received as a request (by
-/// this kerneld, or by another on the key).  Ids 1..255 are always
-/// refused (the types of the default instance); so is the type this
-/// instance serves (`type=256`: arp); and negative ids, which no message
-/// can have as its type.  0 asks for no reply.
-pub fn unanswerable(filter: TypeFilter, id: i64) -> Option<&'static str> {
-    let served = match filter {
-        TypeFilter::Any => id > 0,
-        TypeFilter::Exactly(n) => id == n,
-        TypeFilter::UpTo(n) => (1..=n).contains(&id),
-    };
-    if served {
-        Some("it is a message type this kerneld serves, so the reply would come back to it as a request")
-    } else if (1..=MAX_DAEMON_TYPE).contains(&id) {
-        Some("ids 1..255 are message types kerneld serves on this queue, so the reply would be read as a request")
-    } else if id < 0 {
-        Some("a negative id cannot be a reply's message type")
-    } else {
-        None
     }
 }
 
@@ -260,29 +210,6 @@ mod tests {
     use crate::testing::{counting, daemon, test_key};
     use kmod_ipc::{Client, Header, Key, Message};
     use std::time::Duration;
-
-    #[test]
-    fn reply_ids_that_are_served_types_are_unanswerable() {
-        use TypeFilter::*;
-        for (filter, id, refused) in [
-            (UpTo(255), 2, true),
-            (UpTo(255), 255, true),
-            (UpTo(255), 256, false),
-            (UpTo(8), 200, true),
-            (Exactly(256), 256, true),
-            (Exactly(256), 2, true),
-            (Exactly(256), 257, false),
-            (Exactly(2), -1, true),
-            (Exactly(2), 0, false),
-            (UpTo(255), 1024 + 77, false),
-        ] {
-            assert_eq!(
-                unanswerable(filter, id).is_some(),
-                refused,
-                "{filter:?} {id}"
-            );
-        }
-    }
 
     #[test]
     fn identical_requests_share_one_load_and_all_are_answered() {

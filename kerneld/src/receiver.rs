@@ -97,7 +97,8 @@ impl Daemon {
             header,
             text: &[],
         };
-        self.reply(&req, 1, format!("malformed message: {why}").as_bytes());
+        self.replies
+            .reply(&req, 1, format!("malformed message: {why}").as_bytes());
     }
 
     /// Drop every waiting message (types the daemon serves); answer those
@@ -114,7 +115,8 @@ impl Daemon {
         let left = q.stat().map_or(0, |s| s.messages);
         for (mtype, body) in &drained {
             if let Ok(m) = MessageView::decode_body(*mtype, body, usize::MAX) {
-                self.reply(&m, 1, b"flushed by the operator (kdstat flush)");
+                self.replies
+                    .reply(&m, 1, b"flushed by the operator (kdstat flush)");
             }
         }
         let n = drained.len();

@@ -73,7 +73,7 @@ impl Daemon {
     /// the fork: the pid in reply headers is read there).
     pub fn new(p: Parts) -> Arc<Daemon> {
         let cfg = Arc::new(p.config);
-        let replies = Arc::new(Replies::new(p.queue.clone()));
+        let replies = Arc::new(Replies::new(p.queue.clone()).serving(p.filter));
         {
             let r = Arc::clone(&replies);
             std::thread::Builder::new()

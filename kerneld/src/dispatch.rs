@@ -11,7 +11,7 @@ use crate::request::{Ask, Plan};
 use crate::requester::Requester;
 use crate::server::Daemon;
 use crate::{log, log_debug};
-use kmod_ipc::{MessageView, MsgType, DEFAULT_TEXT_MAX, KERNELD_MINSEQ};
+use kmod_ipc::{Header, MessageView, MsgType, DEFAULT_TEXT_MAX, KERNELD_MINSEQ, MAX_DAEMON_TYPE};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -198,6 +198,39 @@ impl Daemon {
                 None
             }
         }
+    }
+
+    /// A body that does not decode: counted, logged, and answered if its
+    /// sender can be identified and waits.
+    pub(crate) fn bad_message(&self, mtype: i64, body: &[u8], why: &str) {
+        self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
+        log::warn(&format!(
+            "malformed message of type {mtype} ({} bytes): {why}",
+            body.len()
+        ));
+        let Some(id) = body
+            .get(..8)
+            .map(|b| i64::from_ne_bytes(b.try_into().unwrap()))
+        else {
+            return;
+        };
+        if id <= MAX_DAEMON_TYPE {
+            return;
+        }
+        let header = match body.get(8..12) {
+            Some(h) if i16::from_ne_bytes([h[0], h[1]]) == kmod_ipc::NEW_PROTOCOL_VERSION => {
+                Header::New { pid: 0 }
+            }
+            _ => Header::Old,
+        };
+        let req = MessageView {
+            mtype,
+            id,
+            header,
+            text: &[],
+        };
+        self.replies
+            .reply(&req, 1, format!("malformed message: {why}").as_bytes());
     }
 }
 

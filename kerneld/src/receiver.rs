@@ -6,8 +6,7 @@
 
 use crate::log;
 use crate::server::Daemon;
-use kmod_ipc::{Error as IpcError, Header, MessageView, Queue, MAX_DAEMON_TYPE};
-use std::sync::atomic::Ordering;
+use kmod_ipc::{Error as IpcError, Queue};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,66 +65,5 @@ impl Daemon {
                 }
             }
         }
-    }
-
-    /// A body that does not decode: counted, logged, and answered if its
-    /// sender can be identified and waits.
-    pub(crate) fn bad_message(&self, mtype: i64, body: &[u8], why: &str) {
-        self.counters.bad_messages.fetch_add(1, Ordering::Relaxed);
-        log::warn(&format!(
-            "malformed message of type {mtype} ({} bytes): {why}",
-            body.len()
-        ));
-        let Some(id) = body
-            .get(..8)
-            .map(|b| i64::from_ne_bytes(b.try_into().unwrap()))
-        else {
-            return;
-        };
-        if id <= MAX_DAEMON_TYPE {
-            return;
-        }
-        let header = match body.get(8..12) {
-            Some(h) if i16::from_ne_bytes([h[0], h[1]]) == kmod_ipc::NEW_PROTOCOL_VERSION => {
-                Header::New { pid: 0 }
-            }
-            _ => Header::Old,
-        };
-        let req = MessageView {
-            mtype,
-            id,
-            header,
-            text: &[],
-        };
-        self.replies
-            .reply(&req, 1, format!("malformed message: {why}").as_bytes());
-    }
-
-    /// Drop every waiting message (types the daemon serves); answer those
-    /// whose senders wait, so that nobody hangs.  Also: how many messages
-    /// it left in the queue (replies, types it does not serve), counted
-    /// before its own answers go in.
-    pub(crate) fn flush(&self) -> (usize, u64) {
-        let q = self.queue();
-        let mut buf = Vec::new();
-        let mut drained = Vec::new();
-        while let Ok(Some((mtype, body))) = q.recv_into(self.filter, true, &mut buf) {
-            drained.push((mtype, body.to_vec()));
-        }
-        let left = q.stat().map_or(0, |s| s.messages);
-        for (mtype, body) in &drained {
-            if let Ok(m) = MessageView::decode_body(*mtype, body, usize::MAX) {
-                self.replies
-                    .reply(&m, 1, b"flushed by the operator (kdstat flush)");
-            }
-        }
-        let n = drained.len();
-        log::event(
-            log::Level::Notice,
-            log::Event::Flushed,
-            &log::Fields::new(),
-            &format!("flushed {n} waiting messages; left {left} that kerneld does not serve"),
-        );
-        (n, left)
     }
 }

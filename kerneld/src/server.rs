@@ -167,7 +167,12 @@ impl Daemon {
             requests: &self.requests,
             expiry: &self.expiry,
         };
-        control::apply(&owners, text, || self.flush(), || self.snapshot())
+        control::apply(
+            &owners,
+            text,
+            || control::flush(&self.replies, self.filter),
+            || self.snapshot(),
+        )
     }
 
     /// Write the metrics file in `dir` rather than the configuration's

@@ -417,7 +417,7 @@ fn serve(
     let d = Arc::clone(&daemon);
     std::thread::Builder::new()
         .name("kerneld-timer".into())
-        .spawn(move || d.timer_loop())
+        .spawn(move || kerneld::actions::timer_loop(&d))
         .expect("spawn the timer thread");
     let receiver_done = Arc::new(AtomicBool::new(false));
     signals::spawn_signal_thread(
@@ -432,7 +432,7 @@ fn serve(
         startup::ready(pipe);
     }
 
-    daemon.receive_loop();
+    kerneld::receiver::receive_loop(&daemon);
     receiver_done.store(true, Ordering::SeqCst);
 
     notify::stopping();

@@ -28,7 +28,8 @@ use kerneld::status::VERSION;
 use kerneld::trace::Tracer;
 use kerneld::watch::Watched;
 use kerneld::{log, QUEUE_BYTES};
-use kmod_ipc::{Error as IpcError, How, Key, Queue};
+use kmod_ipc::{Error as IpcError, How, Key, Queue, TypeFilter};
+use nix::fcntl::Flock;
 use startup::{Detached, StateDirError, Stopper};
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -197,7 +198,8 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
     code
 }
 
-/// Run the daemon, from locking its state directory to its stop.
+/// Run the daemon, from locking its state directory to its stop, in
+/// phases: claim, open the backend, build, register, run, stop.
 fn serve(
     cli: Cli,
     cfg: Config,
@@ -211,186 +213,18 @@ fn serve(
     let filter = filter_for(words.msg_type);
     let me = std::process::id();
     notify::status("starting: claiming the queue");
-    let _lock = match startup::lock_state_dir(&state_dir) {
-        Ok(f) => f,
-        Err(e) => return die(EXIT_RUNTIME, &e),
-    };
-
-    // One kerneld per key and message type; the queue is claimed under
-    // the key's lock, so that no other instance starts or stops meanwhile.
-    let key_lock = match instance::KeyLock::acquire(key) {
-        Ok(l) => l,
-        Err(e) => return die(EXIT_RUNTIME, &e),
-    };
-    if let Some(other) = key_lock.conflict(filter, me) {
-        return die(
-            EXIT_RUNTIME,
-            &format!(
-                "another kerneld, {}, serves key {key} with message types that overlap {}; \
-                 stop it first (kill {}), or give this one another --key or a type=N of its own",
-                other.describe(),
-                instance::filter_word(filter),
-                other.pid
-            ),
-        );
-    }
-    let claimed = match Queue::claim(key) {
+    let (_lock, mut stopper) = match claim(key, filter, &state_dir) {
         Ok(c) => c,
-        Err(e) => {
-            let last = key_lock.others(me).is_empty();
-            key_lock.release(last);
-            let code = match e {
-                IpcError::PermissionDenied { .. } => EXIT_PERMISSION,
-                _ => EXIT_RUNTIME,
-            };
-            return die(code, &e.to_string());
-        }
+        Err(code) => return code,
     };
-    for f in &claimed.removed {
-        log::warn(&format!(
-            "removed a message queue at key {key} that was not kerneld's: {}",
-            f.describe()
-        ));
-    }
-    if let How::Reused { messages } = claimed.how {
-        // Left by a kerneld that died, or shared with live instances of
-        // other types: what nobody waits for is not served (takeover.rs).
-        let alone = key_lock.others(me).is_empty();
-        let sorted = match takeover::sweep(&claimed.queue, filter, alone) {
-            Ok(r) => format!(
-                "; dropped {} requests whose senders stopped waiting and {} replies nobody reads, \
-                 kept {}{}",
-                r.stale_requests,
-                r.stale_replies,
-                r.swept.kept,
-                if r.swept.lost > 0 {
-                    format!(", {} lost (the queue filled up meanwhile)", r.swept.lost)
-                } else {
-                    String::new()
-                }
-            ),
-            Err(e) => format!("; could not sort them: {e}"),
-        };
-        log::notice(&format!(
-            "took over kerneld's own queue at key {key} (id {}, {messages} messages waiting){sorted}",
-            claimed.queue.id()
-        ));
-    }
-    let queue = claimed.queue;
-    let registration = match key_lock.join(me, filter, &state_dir) {
-        Ok(r) => r,
-        Err(e) => {
-            let last = key_lock.others(me).is_empty();
-            if last {
-                let _ = queue.remove();
-            }
-            key_lock.release(last);
-            return die(EXIT_RUNTIME, &e);
-        }
-    };
-    key_lock.release(false);
-    let mut stopper = Stopper {
-        key,
-        queue: queue.clone(),
-        registration: Some(registration),
-        pid_file: None,
-        registered: None,
-    };
-
-    if let Err(e) = queue.set_max_bytes(QUEUE_BYTES) {
-        log::warn(&format!(
-            "could not raise the queue's capacity to {QUEUE_BYTES} bytes ({e}); bursts of requests may wait for room"
-        ));
-    }
-    let kmod_config = KmodConfig {
-        module_dir: cli.module_dir.clone(),
-        config_dirs: cli.modprobe_d.clone(),
-    };
-    if !Kmod::index_present(&kmod_config) {
-        log::warn(&format!(
-            "no module index in {}: every request will be answered 'not found' until depmod runs",
-            kmod_config.module_dir.as_deref().map_or_else(
-                || format!("/lib/modules/{}", kerneld::backend::sysfs::release()),
-                |d| d.display().to_string()
-            )
-        ));
-    }
-    if !Path::new("/proc/modules").exists() {
-        log::warn("this kernel has no loadable module support (no /proc/modules): loads will fail");
-    }
-    match startup::write_pid_file(&state_dir) {
-        Ok(p) => stopper.pid_file = Some(p),
-        Err(e) => log::warn(&e),
-    }
-
+    let kmod_config = open_backend(&cli);
     let signals = signals::block_signals();
-    let tracer = match Tracer::start() {
-        Ok(t) => Some(t),
-        Err(e) => {
-            log::warn(&format!(
-                "requester tracing unavailable: {e}; requests through the usermode helper \
-                 (kerneld-modprobe) have no known requester (the in-kernel sender, kerneld_shim, \
-                 sends its own), and rules with `if` conditions treat them as unknown-requester = {}",
-                if cfg.policy.unknown_requester_root { "root" } else { "user" }
-            ));
-            None
-        }
-    };
-    let (record, warning) = Record::load(&state_dir);
-    if let Some(w) = warning {
-        log::error(&w);
-    }
-    let fingerprint_config = kmod_config.clone();
-    let factory_config = kmod_config.clone();
+    let queue = stopper.queue.clone();
     let qid = queue.id();
     let rules = cfg.policy.rules.len();
-    let daemon = Daemon::new(Parts {
-        settings,
-        config: cfg,
-        queue,
-        filter,
-        factory: Box::new(move || {
-            Kmod::new(&factory_config).map(|k| Box::new(k) as Box<dyn ModuleBackend + Send>)
-        }),
-        record,
-        fingerprint: {
-            let (files, dirs) = fingerprint_paths(&fingerprint_config);
-            let (f, d) = (files.clone(), dirs.clone());
-            let watched = Watched::new(files, dirs, move || index_fingerprint(&f, &d));
-            Box::new(move || watched.get())
-        },
-        tracer,
-    });
-    if let Some(dir) = &cli.metrics_dir {
-        daemon.set_metrics_dir(dir.clone());
-    }
-    if cli.register {
-        notify::status("starting: registering kerneld-modprobe as the kernel's module helper");
-        let shim = cli.shim.clone().or_else(|| {
-            std::env::current_exe()
-                .ok()
-                .map(|p| p.with_file_name("kerneld-modprobe"))
-        });
-        match helper::register(shim.as_deref(), &state_dir) {
-            Ok((reg, report)) => {
-                log::notice(&report);
-                stopper.registered = Some(reg);
-            }
-            Err(e) => {
-                log::error(&e);
-                if let Some(t) = daemon.tracer() {
-                    t.stop();
-                }
-                stopper.finish();
-                log::event(
-                    log::Level::Notice,
-                    log::Event::Stopped,
-                    &log::Fields::new(),
-                    "stopped: --register failed",
-                );
-                return ExitCode::from(EXIT_RUNTIME);
-            }
-        }
+    let daemon = build(&cli, cfg, settings, filter, queue, &state_dir, kmod_config);
+    if let Err(code) = register(&cli, &daemon, &state_dir, &mut stopper) {
+        return code;
     }
 
     let serving = format!(
@@ -435,6 +269,233 @@ fn serve(
     kerneld::receiver::receive_loop(&daemon);
     receiver_done.store(true, Ordering::SeqCst);
 
+    stop(&daemon, stopper);
+    ExitCode::SUCCESS
+}
+
+/// Claim: lock the state directory, take the key's queue (sorting what a
+/// dead kerneld left on it), and register this instance on the key.
+/// The state directory's lock is held as long as what is returned is.
+fn claim(
+    key: Key,
+    filter: TypeFilter,
+    state_dir: &Path,
+) -> Result<(Flock<std::fs::File>, Stopper), ExitCode> {
+    let me = std::process::id();
+    let _lock = match startup::lock_state_dir(state_dir) {
+        Ok(f) => f,
+        Err(e) => return Err(die(EXIT_RUNTIME, &e)),
+    };
+
+    // One kerneld per key and message type; the queue is claimed under
+    // the key's lock, so that no other instance starts or stops meanwhile.
+    let key_lock = match instance::KeyLock::acquire(key) {
+        Ok(l) => l,
+        Err(e) => return Err(die(EXIT_RUNTIME, &e)),
+    };
+    if let Some(other) = key_lock.conflict(filter, me) {
+        return Err(die(
+            EXIT_RUNTIME,
+            &format!(
+                "another kerneld, {}, serves key {key} with message types that overlap {}; \
+                 stop it first (kill {}), or give this one another --key or a type=N of its own",
+                other.describe(),
+                instance::filter_word(filter),
+                other.pid
+            ),
+        ));
+    }
+    let claimed = match Queue::claim(key) {
+        Ok(c) => c,
+        Err(e) => {
+            let last = key_lock.others(me).is_empty();
+            key_lock.release(last);
+            let code = match e {
+                IpcError::PermissionDenied { .. } => EXIT_PERMISSION,
+                _ => EXIT_RUNTIME,
+            };
+            return Err(die(code, &e.to_string()));
+        }
+    };
+    for f in &claimed.removed {
+        log::warn(&format!(
+            "removed a message queue at key {key} that was not kerneld's: {}",
+            f.describe()
+        ));
+    }
+    if let How::Reused { messages } = claimed.how {
+        // Left by a kerneld that died, or shared with live instances of
+        // other types: what nobody waits for is not served (takeover.rs).
+        let alone = key_lock.others(me).is_empty();
+        let sorted = match takeover::sweep(&claimed.queue, filter, alone) {
+            Ok(r) => format!(
+                "; dropped {} requests whose senders stopped waiting and {} replies nobody reads, \
+                 kept {}{}",
+                r.stale_requests,
+                r.stale_replies,
+                r.swept.kept,
+                if r.swept.lost > 0 {
+                    format!(", {} lost (the queue filled up meanwhile)", r.swept.lost)
+                } else {
+                    String::new()
+                }
+            ),
+            Err(e) => format!("; could not sort them: {e}"),
+        };
+        log::notice(&format!(
+            "took over kerneld's own queue at key {key} (id {}, {messages} messages waiting){sorted}",
+            claimed.queue.id()
+        ));
+    }
+    let queue = claimed.queue;
+    let registration = match key_lock.join(me, filter, state_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            let last = key_lock.others(me).is_empty();
+            if last {
+                let _ = queue.remove();
+            }
+            key_lock.release(last);
+            return Err(die(EXIT_RUNTIME, &e));
+        }
+    };
+    key_lock.release(false);
+    let mut stopper = Stopper {
+        key,
+        queue: queue.clone(),
+        registration: Some(registration),
+        pid_file: None,
+        registered: None,
+    };
+
+    if let Err(e) = queue.set_max_bytes(QUEUE_BYTES) {
+        log::warn(&format!(
+            "could not raise the queue's capacity to {QUEUE_BYTES} bytes ({e}); bursts of requests may wait for room"
+        ));
+    }
+    match startup::write_pid_file(state_dir) {
+        Ok(p) => stopper.pid_file = Some(p),
+        Err(e) => log::warn(&e),
+    }
+    Ok((_lock, stopper))
+}
+
+/// Open the backend: libkmod over the module index and modprobe.d the
+/// command line names, warning when there is nothing to load from.
+fn open_backend(cli: &Cli) -> KmodConfig {
+    let kmod_config = KmodConfig {
+        module_dir: cli.module_dir.clone(),
+        config_dirs: cli.modprobe_d.clone(),
+    };
+    if !Kmod::index_present(&kmod_config) {
+        log::warn(&format!(
+            "no module index in {}: every request will be answered 'not found' until depmod runs",
+            kmod_config.module_dir.as_deref().map_or_else(
+                || format!("/lib/modules/{}", kerneld::backend::sysfs::release()),
+                |d| d.display().to_string()
+            )
+        ));
+    }
+    if !Path::new("/proc/modules").exists() {
+        log::warn("this kernel has no loadable module support (no /proc/modules): loads will fail");
+    }
+    kmod_config
+}
+
+/// Build the daemon: requester tracing, the record of loaded modules,
+/// and the handles over the claimed queue.
+fn build(
+    cli: &Cli,
+    cfg: Config,
+    settings: Settings,
+    filter: TypeFilter,
+    queue: Queue,
+    state_dir: &Path,
+    kmod_config: KmodConfig,
+) -> Arc<Daemon> {
+    let tracer = match Tracer::start() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            log::warn(&format!(
+                "requester tracing unavailable: {e}; requests through the usermode helper \
+                 (kerneld-modprobe) have no known requester (the in-kernel sender, kerneld_shim, \
+                 sends its own), and rules with `if` conditions treat them as unknown-requester = {}",
+                if cfg.policy.unknown_requester_root { "root" } else { "user" }
+            ));
+            None
+        }
+    };
+    let (record, warning) = Record::load(state_dir);
+    if let Some(w) = warning {
+        log::error(&w);
+    }
+    let fingerprint_config = kmod_config.clone();
+    let factory_config = kmod_config.clone();
+    let daemon = Daemon::new(Parts {
+        settings,
+        config: cfg,
+        queue,
+        filter,
+        factory: Box::new(move || {
+            Kmod::new(&factory_config).map(|k| Box::new(k) as Box<dyn ModuleBackend + Send>)
+        }),
+        record,
+        fingerprint: {
+            let (files, dirs) = fingerprint_paths(&fingerprint_config);
+            let (f, d) = (files.clone(), dirs.clone());
+            let watched = Watched::new(files, dirs, move || index_fingerprint(&f, &d));
+            Box::new(move || watched.get())
+        },
+        tracer,
+    });
+    if let Some(dir) = &cli.metrics_dir {
+        daemon.set_metrics_dir(dir.clone());
+    }
+    daemon
+}
+
+/// Register kerneld-modprobe as the kernel's module helper, if asked.
+/// Err: it failed, and kerneld stopped.
+fn register(
+    cli: &Cli,
+    daemon: &Daemon,
+    state_dir: &Path,
+    stopper: &mut Stopper,
+) -> Result<(), ExitCode> {
+    if cli.register {
+        notify::status("starting: registering kerneld-modprobe as the kernel's module helper");
+        let shim = cli.shim.clone().or_else(|| {
+            std::env::current_exe()
+                .ok()
+                .map(|p| p.with_file_name("kerneld-modprobe"))
+        });
+        match helper::register(shim.as_deref(), state_dir) {
+            Ok((reg, report)) => {
+                log::notice(&report);
+                stopper.registered = Some(reg);
+            }
+            Err(e) => {
+                log::error(&e);
+                if let Some(t) = daemon.tracer() {
+                    t.stop();
+                }
+                stopper.finish();
+                log::event(
+                    log::Level::Notice,
+                    log::Event::Stopped,
+                    &log::Fields::new(),
+                    "stopped: --register failed",
+                );
+                return Err(ExitCode::from(EXIT_RUNTIME));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stop: answer what is in flight, write the last figures, remove the
+/// queue and put the previous module helper back.
+fn stop(daemon: &Daemon, mut stopper: Stopper) {
     notify::stopping();
     log::notice("stopping: answering requests in flight");
     if !daemon.drain(Duration::from_secs(30)) {
@@ -456,5 +517,4 @@ fn serve(
         &log::Fields::new(),
         "stopped",
     );
-    ExitCode::SUCCESS
 }

@@ -1,5 +1,5 @@
 //! Fuzz the daemon's request handling: any message type and body given to
-//! `Daemon::handle`, over the fake kernel (tests never load real modules),
+//! `dispatch::handle`, over the fake kernel (tests never load real modules),
 //! must be answered or refused without a panic, and leave the daemon
 //! answering status requests.  Control words (type 255) are reached
 //! through a dictionary, with fuzzed values and rules after them.
@@ -74,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
         Some((&t, rest)) => (i64::from(t) + if t == 0 { 256 } else { 0 }, rest),
         None => (2, data),
     };
-    d.handle(mtype, body);
+    kerneld::dispatch::handle(d, mtype, body);
     // Keep the queue from filling with replies nobody reads.
     while let Ok(Some(_)) = q.recv_raw(TypeFilter::Any, true) {}
     // The daemon still answers its status.

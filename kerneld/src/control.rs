@@ -12,9 +12,11 @@ use crate::log;
 use crate::outcome::Outcome;
 use crate::policy::{Mode, Rule};
 use crate::pool::Contexts;
+use crate::reply::Replies;
 use crate::request::Requests;
 use crate::settings::LiveSettings;
 use crate::status::{self, Snapshot};
+use kmod_ipc::{MessageView, TypeFilter};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -145,6 +147,7 @@ fn seen(requests: &Requests, name: &str) -> crate::why::Seen {
         .map(|r| crate::why::Asked {
             name: r.name.clone(),
             requester: r.requester.clone(),
+            kind: r.kind,
             status: r.status,
             text: r.text.clone(),
             ago: now.saturating_duration_since(r.at),
@@ -153,7 +156,8 @@ fn seen(requests: &Requests, name: &str) -> crate::why::Seen {
     let negcache = requests.negcache.lock().unwrap();
     let remembered = [name.to_string(), format!("fs-{name}")]
         .iter()
-        .find_map(|n| negcache.remembered(n, now));
+        .find_map(|n| negcache.remembered(n, now))
+        .map(|(answer, left)| (answer.to_string(), left));
     crate::why::Seen {
         recent,
         window: crate::metrics::RECENT_MAX,
@@ -240,4 +244,31 @@ fn carry_live_rules(old: &crate::policy::Policy, new: &mut crate::policy::Policy
     rules.extend(live.iter().filter(|r| r.allow).map(|r| (*r).clone()));
     new.set_rules(rules);
     live.len()
+}
+
+/// Drop every waiting message (types the daemon serves); answer those
+/// whose senders wait, so that nobody hangs.  Also: how many messages
+/// it left in the queue (replies, types it does not serve), counted
+/// before its own answers go in.
+pub fn flush(replies: &Replies, filter: TypeFilter) -> (usize, u64) {
+    let q = replies.queue();
+    let mut buf = Vec::new();
+    let mut drained = Vec::new();
+    while let Ok(Some((mtype, body))) = q.recv_into(filter, true, &mut buf) {
+        drained.push((mtype, body.to_vec()));
+    }
+    let left = q.stat().map_or(0, |s| s.messages);
+    for (mtype, body) in &drained {
+        if let Ok(m) = MessageView::decode_body(*mtype, body, usize::MAX) {
+            replies.reply(&m, 1, b"flushed by the operator (kdstat flush)");
+        }
+    }
+    let n = drained.len();
+    log::event(
+        log::Level::Notice,
+        log::Event::Flushed,
+        &log::Fields::new(),
+        &format!("flushed {n} waiting messages; left {left} that kerneld does not serve"),
+    );
+    (n, left)
 }

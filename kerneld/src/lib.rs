@@ -46,6 +46,7 @@
 //!   counting allocator
 
 pub mod actions;
+pub mod answer;
 pub mod audit;
 pub mod backend;
 pub mod cli;

@@ -28,7 +28,8 @@ use kerneld::status::VERSION;
 use kerneld::trace::Tracer;
 use kerneld::watch::Watched;
 use kerneld::{log, QUEUE_BYTES};
-use kmod_ipc::{Error as IpcError, How, Key, Queue};
+use kmod_ipc::{Error as IpcError, How, Key, Queue, TypeFilter};
+use nix::fcntl::Flock;
 use startup::{Detached, StateDirError, Stopper};
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -197,7 +198,8 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
     code
 }
 
-/// Run the daemon, from locking its state directory to its stop.
+/// Run the daemon, from locking its state directory to its stop, in
+/// phases: claim, open the backend, build, register, run, stop.
 fn serve(
     cli: Cli,
     cfg: Config,
@@ -211,19 +213,88 @@ fn serve(
     let filter = filter_for(words.msg_type);
     let me = std::process::id();
     notify::status("starting: claiming the queue");
-    let _lock = match startup::lock_state_dir(&state_dir) {
+    let (_lock, mut stopper) = match claim(key, filter, &state_dir) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let kmod_config = open_backend(&cli);
+    let signals = signals::block_signals();
+    let queue = stopper.queue.clone();
+    let qid = queue.id();
+    let rules = cfg.policy.rules.len();
+    let daemon = build(&cli, cfg, settings, filter, queue, &state_dir, kmod_config);
+    if let Err(code) = register(&cli, &daemon, &state_dir, &mut stopper) {
+        return code;
+    }
+
+    let serving = format!(
+        "serving key {key} (queue id {qid}), {}, {} policy rules{}",
+        instance::filter_word(filter),
+        rules,
+        if stopper.registered.is_some() {
+            ", module helper registered"
+        } else {
+            ""
+        }
+    );
+    log::event(log::Level::Notice, log::Event::Started, &log::Fields::new(), &format!(
+        "started, version {VERSION}, pid={me}, qid={qid}, key {key}, {}, delay={}, {}keep, {}debug, state in {}",
+        instance::filter_word(filter),
+        settings.delay,
+        if settings.keep { "" } else { "no" },
+        if settings.debug { "" } else { "no" },
+        state_dir.display()
+    ));
+
+    // Denials go to the audit subsystem too, when the kernel has one.
+    kerneld::audit::start();
+    let d = Arc::clone(&daemon);
+    std::thread::Builder::new()
+        .name("kerneld-timer".into())
+        .spawn(move || kerneld::actions::timer_loop(&d))
+        .expect("spawn the timer thread");
+    let receiver_done = Arc::new(AtomicBool::new(false));
+    signals::spawn_signal_thread(
+        signals,
+        Arc::clone(&daemon),
+        Arc::clone(&receiver_done),
+        cli.config.clone(),
+        required,
+    );
+    notify::ready(&serving);
+    if let Some(pipe) = startup.take() {
+        startup::ready(pipe);
+    }
+
+    kerneld::receiver::receive_loop(&daemon);
+    receiver_done.store(true, Ordering::SeqCst);
+
+    stop(&daemon, stopper);
+    ExitCode::SUCCESS
+}
+
+/// Claim: lock the state directory, take the key's queue (sorting what a
+/// dead kerneld left on it), and register this instance on the key.
+/// The state directory's lock is held as long as what is returned is.
+fn claim(
+    key: Key,
+    filter: TypeFilter,
+    state_dir: &Path,
+) -> Result<(Flock<std::fs::File>, Stopper), ExitCode> {
+    let me = std::process::id();
+    let _lock = match startup::lock_state_dir(state_dir) {
         Ok(f) => f,
-        Err(e) => return die(EXIT_RUNTIME, &e),
+        Err(e) => return Err(die(EXIT_RUNTIME, &e)),
     };
 
     // One kerneld per key and message type; the queue is claimed under
     // the key's lock, so that no other instance starts or stops meanwhile.
     let key_lock = match instance::KeyLock::acquire(key) {
         Ok(l) => l,
-        Err(e) => return die(EXIT_RUNTIME, &e),
+        Err(e) => return Err(die(EXIT_RUNTIME, &e)),
     };
     if let Some(other) = key_lock.conflict(filter, me) {
-        return die(
+        return Err(die(
             EXIT_RUNTIME,
             &format!(
                 "another kerneld, {}, serves key {key} with message types that overlap {}; \
@@ -232,7 +303,7 @@ fn serve(
                 instance::filter_word(filter),
                 other.pid
             ),
-        );
+        ));
     }
     let claimed = match Queue::claim(key) {
         Ok(c) => c,
@@ -243,7 +314,7 @@ fn serve(
                 IpcError::PermissionDenied { .. } => EXIT_PERMISSION,
                 _ => EXIT_RUNTIME,
             };
-            return die(code, &e.to_string());
+            return Err(die(code, &e.to_string()));
         }
     };
     for f in &claimed.removed {
@@ -277,7 +348,7 @@ fn serve(
         ));
     }
     let queue = claimed.queue;
-    let registration = match key_lock.join(me, filter, &state_dir) {
+    let registration = match key_lock.join(me, filter, state_dir) {
         Ok(r) => r,
         Err(e) => {
             let last = key_lock.others(me).is_empty();
@@ -285,7 +356,7 @@ fn serve(
                 let _ = queue.remove();
             }
             key_lock.release(last);
-            return die(EXIT_RUNTIME, &e);
+            return Err(die(EXIT_RUNTIME, &e));
         }
     };
     key_lock.release(false);
@@ -302,6 +373,16 @@ fn serve(
             "could not raise the queue's capacity to {QUEUE_BYTES} bytes ({e}); bursts of requests may wait for room"
         ));
     }
+    match startup::write_pid_file(state_dir) {
+        Ok(p) => stopper.pid_file = Some(p),
+        Err(e) => log::warn(&e),
+    }
+    Ok((_lock, stopper))
+}
+
+/// Open the backend: libkmod over the module index and modprobe.d the
+/// command line names, warning when there is nothing to load from.
+fn open_backend(cli: &Cli) -> KmodConfig {
     let kmod_config = KmodConfig {
         module_dir: cli.module_dir.clone(),
         config_dirs: cli.modprobe_d.clone(),
@@ -318,12 +399,20 @@ fn serve(
     if !Path::new("/proc/modules").exists() {
         log::warn("this kernel has no loadable module support (no /proc/modules): loads will fail");
     }
-    match startup::write_pid_file(&state_dir) {
-        Ok(p) => stopper.pid_file = Some(p),
-        Err(e) => log::warn(&e),
-    }
+    kmod_config
+}
 
-    let signals = signals::block_signals();
+/// Build the daemon: requester tracing, the record of loaded modules,
+/// and the handles over the claimed queue.
+fn build(
+    cli: &Cli,
+    cfg: Config,
+    settings: Settings,
+    filter: TypeFilter,
+    queue: Queue,
+    state_dir: &Path,
+    kmod_config: KmodConfig,
+) -> Arc<Daemon> {
     let tracer = match Tracer::start() {
         Ok(t) => Some(t),
         Err(e) => {
@@ -336,14 +425,12 @@ fn serve(
             None
         }
     };
-    let (record, warning) = Record::load(&state_dir);
+    let (record, warning) = Record::load(state_dir);
     if let Some(w) = warning {
         log::error(&w);
     }
     let fingerprint_config = kmod_config.clone();
     let factory_config = kmod_config.clone();
-    let qid = queue.id();
-    let rules = cfg.policy.rules.len();
     let daemon = Daemon::new(Parts {
         settings,
         config: cfg,
@@ -364,6 +451,17 @@ fn serve(
     if let Some(dir) = &cli.metrics_dir {
         daemon.set_metrics_dir(dir.clone());
     }
+    daemon
+}
+
+/// Register kerneld-modprobe as the kernel's module helper, if asked.
+/// Err: it failed, and kerneld stopped.
+fn register(
+    cli: &Cli,
+    daemon: &Daemon,
+    state_dir: &Path,
+    stopper: &mut Stopper,
+) -> Result<(), ExitCode> {
     if cli.register {
         notify::status("starting: registering kerneld-modprobe as the kernel's module helper");
         let shim = cli.shim.clone().or_else(|| {
@@ -371,7 +469,7 @@ fn serve(
                 .ok()
                 .map(|p| p.with_file_name("kerneld-modprobe"))
         });
-        match helper::register(shim.as_deref(), &state_dir) {
+        match helper::register(shim.as_deref(), state_dir) {
             Ok((reg, report)) => {
                 log::notice(&report);
                 stopper.registered = Some(reg);
@@ -388,53 +486,16 @@ fn serve(
                     &log::Fields::new(),
                     "stopped: --register failed",
                 );
-                return ExitCode::from(EXIT_RUNTIME);
+                return Err(ExitCode::from(EXIT_RUNTIME));
             }
         }
     }
+    Ok(())
+}
 
-    let serving = format!(
-        "serving key {key} (queue id {qid}), {}, {} policy rules{}",
-        instance::filter_word(filter),
-        rules,
-        if stopper.registered.is_some() {
-            ", module helper registered"
-        } else {
-            ""
-        }
-    );
-    log::event(log::Level::Notice, log::Event::Started, &log::Fields::new(), &format!(
-        "started, version {VERSION}, pid={me}, qid={qid}, key {key}, {}, delay={}, {}keep, {}debug, state in {}",
-        instance::filter_word(filter),
-        settings.delay,
-        if settings.keep { "" } else { "no" },
-        if settings.debug { "" } else { "no" },
-        state_dir.display()
-    ));
-
-    // Denials go to the audit subsystem too, when the kernel has one.
-    kerneld::audit::start();
-    let d = Arc::clone(&daemon);
-    std::thread::Builder::new()
-        .name("kerneld-timer".into())
-        .spawn(move || d.timer_loop())
-        .expect("spawn the timer thread");
-    let receiver_done = Arc::new(AtomicBool::new(false));
-    signals::spawn_signal_thread(
-        signals,
-        Arc::clone(&daemon),
-        Arc::clone(&receiver_done),
-        cli.config.clone(),
-        required,
-    );
-    notify::ready(&serving);
-    if let Some(pipe) = startup.take() {
-        startup::ready(pipe);
-    }
-
-    daemon.receive_loop();
-    receiver_done.store(true, Ordering::SeqCst);
-
+/// Stop: answer what is in flight, write the last figures, remove the
+/// queue and put the previous module helper back.
+fn stop(daemon: &Daemon, mut stopper: Stopper) {
     notify::stopping();
     log::notice("stopping: answering requests in flight");
     if !daemon.drain(Duration::from_secs(30)) {
@@ -456,5 +517,4 @@ fn serve(
         &log::Fields::new(),
         "stopped",
     );
-    ExitCode::SUCCESS
 }

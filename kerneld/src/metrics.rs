@@ -43,7 +43,7 @@ pub struct Counters {
     /// identical action already.
     pub refused_waiters: AtomicU64,
     /// Requests dropped for a reply id that is a type served on the queue
-    /// (`dispatch::unanswerable`); counted in `bad_messages` too, kept
+    /// (`reply::unanswerable`); counted in `bad_messages` too, kept
     /// apart to sample their log lines.
     pub refused_ids: AtomicU64,
 }
@@ -105,6 +105,7 @@ impl Counters {
 pub struct Recent {
     pub name: String,
     pub requester: Option<Requester>,
+    pub kind: crate::answer::Kind,
     pub status: i64,
     pub text: String,
     pub at: Instant,

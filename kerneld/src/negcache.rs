@@ -9,16 +9,18 @@
 //! thousand a second from whoever can make the kernel ask, and the memory
 //! they take is kerneld's peak.
 
+use crate::answer::{Answer, Kind};
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 /// The rate limit counts attempts in windows of this length.
 const WINDOW: Duration = Duration::from_secs(60);
 
+/// A failure, kept as the typed answer it was.
 #[derive(Debug)]
-struct Answer {
-    status: i64,
-    text: Box<str>,
+struct Failure {
+    answer: Answer<'static>,
     until: Instant,
 }
 
@@ -26,7 +28,7 @@ struct Answer {
 #[derive(Debug)]
 struct Entry {
     /// Its last failure, while remembered.
-    answer: Option<Answer>,
+    answer: Option<Failure>,
     /// Start of the current minute of attempts, and the attempts in it.
     window: Instant,
     tries: u32,
@@ -121,11 +123,15 @@ impl NegativeCache {
 
     /// A remembered failure for `name`, if still fresh; or, when `name`
     /// was tried too often in the last minute, its last answer (or a
-    /// rate-limit refusal).
-    pub fn lookup(&mut self, name: &str, now: Instant) -> Option<(i64, String)> {
+    /// rate-limit refusal).  The reply text is made here, from the typed
+    /// answer kept; the kind is the kept answer's.
+    pub fn lookup(&mut self, name: &str, now: Instant) -> Option<(Kind, i64, String)> {
         if let Some(a) = self.names.get(name).and_then(|e| e.answer.as_ref()) {
             if a.until > now {
-                return Some((a.status, format!("{} (cached)", a.text)));
+                // One allocation: text() leaves room for the suffix.
+                let mut text = a.answer.text();
+                text.push_str(" (cached)");
+                return Some((a.answer.kind(), a.answer.status(), text));
             }
         }
         if self.per_minute == 0 {
@@ -139,14 +145,13 @@ impl NegativeCache {
             e.tries = 0;
         }
         if e.tries >= per_minute {
-            let last = e.answer.as_ref().map_or("failed before", |a| &a.text);
-            return Some((
-                1,
-                format!(
-                    "{last} (rate limited: {} tries in the last minute)",
-                    e.tries
-                ),
-            ));
+            let tries = e.tries;
+            let (kind, mut text) = match &e.answer {
+                Some(a) => (a.answer.kind(), a.answer.text()),
+                None => (Kind::Failed, "failed before".to_string()),
+            };
+            let _ = write!(text, " (rate limited: {tries} tries in the last minute)");
+            return Some((kind, 1, text));
         }
         e.tries += 1;
         None
@@ -154,9 +159,9 @@ impl NegativeCache {
 
     /// The failure remembered for `name` and how long it stays, without
     /// counting an attempt (`kdstat why`).
-    pub fn remembered(&self, name: &str, now: Instant) -> Option<(String, Duration)> {
+    pub fn remembered(&self, name: &str, now: Instant) -> Option<(&Answer<'static>, Duration)> {
         let a = self.names.get(name)?.answer.as_ref()?;
-        (a.until > now).then(|| (a.text.to_string(), a.until - now))
+        (a.until > now).then(|| (&a.answer, a.until - now))
     }
 
     /// Whether failures are remembered at all (`negative-cache` > 0), so
@@ -168,16 +173,12 @@ impl NegativeCache {
     }
 
     /// Remember a failure.
-    pub fn insert(&mut self, name: &str, status: i64, text: &str, now: Instant) {
+    pub fn insert(&mut self, name: &str, answer: Answer<'static>, now: Instant) {
         if self.ttl.is_zero() {
             return;
         }
         let until = crate::limits::after(now, self.ttl);
-        self.entry(name, now).answer = Some(Answer {
-            status,
-            text: text.into(),
-            until,
-        });
+        self.entry(name, now).answer = Some(Failure { answer, until });
     }
 
     /// A success clears the name's history.
@@ -203,15 +204,22 @@ impl NegativeCache {
 mod tests {
     use super::*;
 
+    fn not_found(name: &str) -> Answer<'static> {
+        Answer::NotFound {
+            name: name.to_string().into(),
+        }
+    }
+
     #[test]
     fn failures_are_answered_from_memory_until_they_expire() {
         let mut c = NegativeCache::new(Duration::from_secs(5), 0);
         let t0 = Instant::now();
         assert_eq!(c.lookup("net-pf-99", t0), None);
-        c.insert("net-pf-99", 1, "not found", t0);
-        let (s, text) = c.lookup("net-pf-99", t0 + Duration::from_secs(1)).unwrap();
+        c.insert("net-pf-99", not_found("net-pf-99"), t0);
+        let (kind, s, text) = c.lookup("net-pf-99", t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(kind, Kind::NotFound);
         assert_eq!(s, 1);
-        assert!(text.contains("not found (cached)"));
+        assert_eq!(text, "net-pf-99: not found (cached)");
         assert_eq!(c.lookup("net-pf-99", t0 + Duration::from_secs(6)), None);
     }
 
@@ -222,7 +230,7 @@ mod tests {
         for i in 0..3 {
             assert_eq!(c.lookup("x", t0 + Duration::from_millis(i)), None);
         }
-        let (s, text) = c.lookup("x", t0 + Duration::from_millis(5)).unwrap();
+        let (_, s, text) = c.lookup("x", t0 + Duration::from_millis(5)).unwrap();
         assert_eq!(s, 1);
         assert!(text.contains("rate limited"), "{text}");
         assert_eq!(c.lookup("y", t0), None, "other names are not limited");
@@ -240,27 +248,27 @@ mod tests {
         for i in 0..PRUNE_AT {
             let name = format!("n{i}");
             assert_eq!(c.lookup(&name, t0), None);
-            c.insert(&name, 1, "not found", t0);
+            c.insert(&name, not_found(&name), t0);
         }
         // A minute later the old names go first, on the next growth.
         let t1 = t0 + Duration::from_secs(61);
         for i in 0..PRUNE_AT / 2 {
             let name = format!("m{i}");
             assert_eq!(c.lookup(&name, t1), None);
-            c.insert(&name, 1, "not found", t1);
+            c.insert(&name, not_found(&name), t1);
         }
         assert!(c.names.keys().all(|k| k.starts_with('m')));
-        assert!(c.lookup("m0", t1).unwrap().1.contains("(cached)"));
+        assert!(c.lookup("m0", t1).unwrap().2.contains("(cached)"));
         // Far more live names than fit: the maps stay within MAX_NAMES and
         // the newest answers are kept.
         for i in 0..4 * MAX_NAMES {
             let name = format!("f{i}");
             assert_eq!(c.lookup(&name, t1), None);
-            c.insert(&name, 1, "not found", t1);
+            c.insert(&name, not_found(&name), t1);
             assert!(c.names.len() <= MAX_NAMES);
         }
         let last = format!("f{}", 4 * MAX_NAMES - 1);
-        assert!(c.lookup(&last, t1).unwrap().1.contains("(cached)"));
+        assert!(c.lookup(&last, t1).unwrap().2.contains("(cached)"));
         assert!(c.len() >= MAX_NAMES / 2, "{}", c.len());
     }
 
@@ -269,7 +277,7 @@ mod tests {
         let mut c = NegativeCache::new(Duration::from_secs(5), 0);
         let t0 = Instant::now();
         c.check_fingerprint(1);
-        c.insert("a", 1, "not found", t0);
+        c.insert("a", not_found("a"), t0);
         c.check_fingerprint(1);
         assert!(c.lookup("a", t0).is_some());
         c.check_fingerprint(2);

@@ -25,7 +25,8 @@
 use crate::log;
 use crate::outbox::{patience, Outbox, DEFERRED_MAX_BYTES};
 use kmod_ipc::{
-    Error as IpcError, Header, Message, MessageView, Queue, TypeFilter, MAX_DAEMON_TYPE,
+    instances, Error as IpcError, Header, Key, Message, MessageView, Queue, TypeFilter,
+    MAX_DAEMON_TYPE, TOOL_ID_BASE,
 };
 use std::cell::RefCell;
 use std::collections::{BTreeMap, VecDeque};
@@ -91,6 +92,10 @@ impl From<&MessageView<'_>> for ReplyTo {
 /// The reply edge: the queue handle, the ids answered, the outbox.
 pub struct Replies {
     queue: Mutex<Queue>,
+    /// The queue's key, and the types this kerneld serves on it: ids that
+    /// are such types are never answered.
+    key: Key,
+    filter: TypeFilter,
     /// kerneld's pid for reply headers, read once (getpid() is a system
     /// call on every reply otherwise).
     pid: u32,
@@ -108,8 +113,12 @@ pub struct Replies {
 
 /// The reply edge, as senders use it.
 impl Replies {
+    /// The reply edge of a kerneld serving the default types (1..255);
+    /// see [`Replies::serving`].
     pub fn new(queue: Queue) -> Replies {
         Replies {
+            key: queue.key(),
+            filter: TypeFilter::UpTo(MAX_DAEMON_TYPE),
             queue: Mutex::new(queue),
             pid: std::process::id(),
             sent: Mutex::new(Sent::default()),
@@ -119,6 +128,38 @@ impl Replies {
             dropped: AtomicU64::new(0),
             purged: AtomicU64::new(0),
         }
+    }
+
+    /// For a kerneld serving the types of `filter`.
+    pub fn serving(mut self, filter: TypeFilter) -> Replies {
+        self.filter = filter;
+        self
+    }
+
+    /// Send the answer to `req` if it wants one (see
+    /// [`Replies::send`](crate::reply::Replies::send)); never on an id
+    /// this kerneld would receive as a request.
+    pub fn reply(&self, req: impl Into<ReplyTo>, status: i64, text: &[u8]) {
+        let to: ReplyTo = req.into();
+        if self.unanswerable(to.id).is_none() {
+            self.send(to, status, text);
+        }
+    }
+
+    /// [`unanswerable`], and ids that are the type another live kerneld
+    /// serves on this queue (an arp instance's 256).  Only ids below the
+    /// tools' 1024 are looked up: the ids above are the tools', the
+    /// helper's and the kernel's, which an instance serving such a type
+    /// would break all alike.
+    pub fn unanswerable(&self, id: i64) -> Option<&'static str> {
+        unanswerable(self.filter, id).or_else(|| {
+            ((MAX_DAEMON_TYPE + 1..TOOL_ID_BASE).contains(&id)
+                && instances::other_serves(self.key, std::process::id(), id))
+            .then_some(
+                "another kerneld on this queue serves that message type, so it would read the \
+                 reply as a request",
+            )
+        })
     }
 
     /// The queue replies go to.
@@ -455,6 +496,30 @@ impl Sent {
     }
 }
 
+/// Why a request's reply id cannot be answered, if it cannot: the reply
+/// is a message whose type is the id, so an id that is a message type
+/// served on this queue would have the reply received as a request (by
+/// this kerneld, or by another on the key).  Ids 1..255 are always
+/// refused (the types of the default instance); so is the type this
+/// instance serves (`type=256`: arp); and negative ids, which no message
+/// can have as its type.  0 asks for no reply.
+pub fn unanswerable(filter: TypeFilter, id: i64) -> Option<&'static str> {
+    let served = match filter {
+        TypeFilter::Any => id > 0,
+        TypeFilter::Exactly(n) => id == n,
+        TypeFilter::UpTo(n) => (1..=n).contains(&id),
+    };
+    if served {
+        Some("it is a message type this kerneld serves, so the reply would come back to it as a request")
+    } else if (1..=MAX_DAEMON_TYPE).contains(&id) {
+        Some("ids 1..255 are message types kerneld serves on this queue, so the reply would be read as a request")
+    } else if id < 0 {
+        Some("a negative id cannot be a reply's message type")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +538,29 @@ mod tests {
     impl Drop for TestQueue {
         fn drop(&mut self) {
             let _ = self.0.remove();
+        }
+    }
+
+    #[test]
+    fn reply_ids_that_are_served_types_are_unanswerable() {
+        use TypeFilter::*;
+        for (filter, id, refused) in [
+            (UpTo(255), 2, true),
+            (UpTo(255), 255, true),
+            (UpTo(255), 256, false),
+            (UpTo(8), 200, true),
+            (Exactly(256), 256, true),
+            (Exactly(256), 2, true),
+            (Exactly(256), 257, false),
+            (Exactly(2), -1, true),
+            (Exactly(2), 0, false),
+            (UpTo(255), 1024 + 77, false),
+        ] {
+            assert_eq!(
+                unanswerable(filter, id).is_some(),
+                refused,
+                "{filter:?} {id}"
+            );
         }
     }
 

@@ -2,14 +2,15 @@
 //! receive thread for the quick answers and by a worker for a load.
 //!
 //! [`Requests::decide`] answers from the negative cache, or resolves the
-//! name once and applies the policy: a [`Plan::Answer`] is final, a
+//! name once and applies the policy: a [`Plan::Settled`] is final, a
 //! [`Plan::Load`] carries the [`Resolution`] to the worker, which loads it
 //! with [`Requests::load`] without resolving again.
 
 mod logline;
 
-use crate::backend::{load_error_text, ModuleBackend, Provenance, Resolution};
-use crate::errno::errno_text;
+use crate::answer::{Answer, Kind};
+use crate::backend::load_error_text;
+use crate::backend::{ModuleBackend, Provenance, Resolution};
 use crate::expiry::Expiry;
 use crate::log;
 use crate::metrics::{Counters, Recent, RECENT_MAX};
@@ -29,14 +30,14 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub enum Plan {
     /// The answer is known: nothing to load.
-    Answer(Answer),
+    Settled(Settled),
     /// Allowed, and these modules are to be loaded (by a worker).
     Load(Resolution),
 }
 
 /// A final answer, with the log line to write once it is sent.
 #[derive(Debug)]
-pub struct Answer {
+pub struct Settled {
     pub outcome: Outcome,
     pub line: LogLine,
 }
@@ -115,7 +116,7 @@ impl Requests {
     /// to be loaded.
     pub fn decide(&self, contexts: &Contexts, ask: &Ask, c: &Counters) -> Plan {
         if let Some(outcome) = self.cached_answer(ask, c) {
-            return Plan::Answer(Answer {
+            return Plan::Settled(Settled {
                 outcome,
                 line: LogLine::default(),
             });
@@ -125,10 +126,13 @@ impl Requests {
         let plan = contexts.with(|sys| plan_as(sys, ask.name, ask.who, &policy, c, &mut note));
         match plan {
             Ok(Ok(res)) => Plan::Load(res),
-            Ok(Err(outcome)) => Plan::Answer(self.settle(ask, outcome, &[], &note)),
-            Err(e) => Plan::Answer(self.settle(
+            Ok(Err(answer)) => Plan::Settled(self.settle(ask, answer, &[], &note)),
+            Err(e) => Plan::Settled(self.settle(
                 ask,
-                Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)),
+                Answer::BackendFailed {
+                    name: ask.name.into(),
+                    error: e.to_string(),
+                },
                 &[],
                 &Note::default(),
             )),
@@ -142,28 +146,31 @@ impl Requests {
         expiry: &Expiry,
         ask: &Ask,
         res: &Resolution,
-    ) -> Answer {
-        let outcome = contexts
+    ) -> Settled {
+        let answer = contexts
             .with(|sys| load(sys, expiry, ask, res))
-            .unwrap_or_else(|e| Outcome::fail(format!("{}: cannot use libkmod: {e}", ask.name)));
+            .unwrap_or_else(|e| Answer::BackendFailed {
+                name: ask.name.into(),
+                error: e.to_string(),
+            });
         let note = Note {
             allowed_by: res.allowed_by.clone(),
             would_deny: res.allowed_by.starts_with(WOULD_DENY),
             denial: None,
         };
-        self.settle(ask, outcome, &res.candidates, &note)
+        self.settle(ask, answer, &res.candidates, &note)
     }
 
     /// A remembered failure for this name, if still fresh.
     fn cached_answer(&self, ask: &Ask, c: &Counters) -> Option<Outcome> {
         let mut nc = self.negcache.lock().unwrap();
         nc.check_fingerprint((self.fingerprint)());
-        let (status, text) = nc.lookup(&ask.cache_key, ask.since)?;
+        let (kind, status, text) = nc.lookup(&ask.cache_key, ask.since)?;
         drop(nc);
         c.cached.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::log_debug!("request_module{}: {text}", for_whom(ask.who));
         let o = Outcome { status, text };
-        self.remember(ask, &o, ask.since.elapsed());
+        self.remember(ask, kind, &o, ask.since.elapsed());
         Some(o)
     }
 
@@ -172,9 +179,13 @@ impl Requests {
     /// to, if known (the journal's MODULE=; else the name itself);
     /// `note`: what the policy said, which the line carries instead of a
     /// line of its own: one line per request, whatever was decided.
-    fn settle(&self, ask: &Ask, outcome: Outcome, modules: &[String], note: &Note) -> Answer {
+    fn settle(&self, ask: &Ask, answer: Answer, modules: &[String], note: &Note) -> Settled {
+        let outcome = Outcome {
+            status: answer.status(),
+            text: answer.text(),
+        };
         let took = ask.since.elapsed();
-        self.remember(ask, &outcome, took);
+        self.remember(ask, answer.kind(), &outcome, took);
         // Built by hand: format! with {:.1} of a float brings in the float
         // formatting code, a large piece of code that a request otherwise
         // never runs (it counts when the request finds kerneld cold).
@@ -199,7 +210,7 @@ impl Requests {
             line.push_str(", allowed by ");
             line.push_str(&note.allowed_by);
         }
-        let warn = outcome.status != 0;
+        let warn = answer.status() != 0;
         // A denial is a warning of its own kind; a would-deny at least a
         // notice, so that either can be filtered by level or MESSAGE_ID.
         let (level, event) = if denied.is_some() {
@@ -220,12 +231,7 @@ impl Requests {
         if !warn {
             nc.succeeded(&ask.cache_key);
         } else if nc.remembers_failures() {
-            nc.insert(
-                &ask.cache_key,
-                outcome.status,
-                &outcome.text,
-                Instant::now(),
-            );
+            nc.insert(&ask.cache_key, answer.into_owned(), Instant::now());
         }
         drop(nc);
         let mut fields = log::Fields::new();
@@ -248,7 +254,7 @@ impl Requests {
                 }
             }
         }
-        Answer {
+        Settled {
             outcome,
             line: LogLine {
                 line: Some((level, event, line)),
@@ -258,7 +264,7 @@ impl Requests {
     }
 
     /// Add an answered request to the status's ring of recent ones.
-    fn remember(&self, ask: &Ask, o: &Outcome, took: Duration) {
+    fn remember(&self, ask: &Ask, kind: Kind, o: &Outcome, took: Duration) {
         let mut recent = self.recent.lock().unwrap();
         let millis = took.as_secs_f64() * 1000.0;
         // Once the ring is full, the oldest entry's strings are reused: no
@@ -275,6 +281,7 @@ impl Requests {
                 e.text.clear();
                 e.text.push_str(&o.text);
                 e.requester = ask.who.cloned();
+                e.kind = kind;
                 e.status = o.status;
                 e.at = ask.since;
                 e.millis = millis;
@@ -283,6 +290,7 @@ impl Requests {
             None => Recent {
                 name: ask.name.to_string(),
                 requester: ask.who.cloned(),
+                kind,
                 status: o.status,
                 text: o.text.clone(),
                 at: ask.since,
@@ -310,13 +318,13 @@ struct Note {
 
 /// [`plan_as`], for the tests of the decision alone.
 #[cfg(test)]
-fn plan(
+fn plan<'a>(
     sys: &mut dyn ModuleBackend,
-    name: &str,
+    name: &'a str,
     who: Option<&Requester>,
     policy: &Policy,
     c: &Counters,
-) -> Result<Resolution, Outcome> {
+) -> Result<Resolution, Answer<'a>> {
     plan_as(sys, name, who, policy, c, &mut Note::default())
 }
 
@@ -336,14 +344,14 @@ fn noted(name: &str, who: Option<&Requester>, denial: Denial, note: &mut Note) {
 /// logged here: what the policy said goes into `note` (and the
 /// resolution's `allowed_by`; empty without rules), for the request's own
 /// line, so that a fleet ships one line per request.
-fn plan_as(
+fn plan_as<'a>(
     sys: &mut dyn ModuleBackend,
-    name: &str,
+    name: &'a str,
     who: Option<&Requester>,
     policy: &Policy,
     c: &Counters,
     note: &mut Note,
-) -> Result<Resolution, Outcome> {
+) -> Result<Resolution, Answer<'a>> {
     // A request rule that denies the name decides before resolution: a
     // name that resolves to nothing (no module index, a typo) is still
     // denied, logged and counted.  In audit mode the would-deny is logged
@@ -352,7 +360,7 @@ fn plan_as(
     if request_denied && policy.mode == Mode::Enforce {
         let d = policy.decide(name, &[], who);
         noted(name, who, Denial::new(&[], &d, None), note);
-        return Err(denied(name, &d, c));
+        return Err(denied(name, d, c));
     }
     let mut res = match sys.resolve(name) {
         Ok(r) if !r.candidates.is_empty() => r,
@@ -362,8 +370,8 @@ fn plan_as(
                 noted(name, who, Denial::new(&[], &d, None), note);
             }
             return Err(match found {
-                Ok(_) => Outcome::fail([name, ": not found"].concat()),
-                Err(e) => Outcome::fail(format!("lookup failed: {}", errno_text(e))),
+                Ok(_) => Answer::NotFound { name: name.into() },
+                Err(errno) => Answer::ResolveFailed { errno },
             });
         }
     };
@@ -417,7 +425,7 @@ fn plan_as(
             noted(name, who, Denial::new(&closure, &d, of_module), note);
         }
         if !d.allowed {
-            return Err(denied(name, &d, c));
+            return Err(denied(name, d, c));
         }
         if !d.would_deny {
             note.allowed_by.clone_from(&d.rule);
@@ -432,45 +440,57 @@ fn plan_as(
     if res.to_insert.is_empty() {
         if !res.blacklisted.is_empty() {
             // modprobe -q exits 0 for a blacklisted alias; so do we.
-            let mut text = [name, ": blacklisted ("].concat();
-            for (i, m) in res.blacklisted.iter().enumerate() {
-                if i > 0 {
-                    text.push(' ');
-                }
-                text.push_str(m);
-            }
-            text.push_str("), nothing loaded");
-            return Err(Outcome::ok(text));
+            return Err(Answer::Blacklisted {
+                name: name.into(),
+                modules: std::mem::take(&mut res.blacklisted),
+            });
         }
-        return Err(Outcome::ok([name, ": already loaded"].concat()));
+        return Err(Answer::AlreadyLoaded { name: name.into() });
     }
-    if let Some(err) = refused {
-        return Err(Outcome::fail(
-            [name, ": ", &load_error_text(&res.to_insert[0], err)].concat(),
-        ));
+    if let Some(errno) = refused {
+        return Err(Answer::InsertFailed {
+            name: name.into(),
+            module: std::mem::take(&mut res.to_insert[0]),
+            errno,
+        });
     }
     Ok(res)
 }
 
 /// The answer to a request the policy denied, counted.
-fn denied(name: &str, d: &Decision, c: &Counters) -> Outcome {
+fn denied<'a>(name: &'a str, d: Decision, c: &Counters) -> Answer<'a> {
     c.denied.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Outcome::fail(format!("{name}: denied by policy: {}", d.rule))
+    Answer::Denied {
+        name: name.into(),
+        rule: d.rule,
+    }
 }
 
 /// Load what `plan` allowed, and record what was inserted.
-fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, ask: &Ask, res: &Resolution) -> Outcome {
+fn load<'a>(
+    sys: &mut dyn ModuleBackend,
+    expiry: &Expiry,
+    ask: &Ask<'a>,
+    res: &Resolution,
+) -> Answer<'a> {
     let name = ask.name;
     match sys.load(name) {
-        Err(e) => Outcome::fail(format!("{name}: lookup failed: {}", errno_text(e))),
+        Err(errno) => Answer::LookupFailed {
+            name: name.into(),
+            errno,
+        },
         Ok(out) => {
             if !out.inserted.is_empty() {
                 expiry.loaded(name, res, &out.inserted, &sys.links(), ask.who);
             }
             match out.error {
-                Some((m, e)) => Outcome::fail(format!("{name}: {}", load_error_text(&m, e))),
+                Some((module, errno)) => Answer::InsertFailed {
+                    name: name.into(),
+                    module,
+                    errno,
+                },
                 None if out.inserted.is_empty() && out.commands_run.is_empty() => {
-                    Outcome::ok(format!("{name}: already loaded"))
+                    Answer::AlreadyLoaded { name: name.into() }
                 }
                 None => {
                     let mut what = out.inserted.join(" ");
@@ -484,7 +504,10 @@ fn load(sys: &mut dyn ModuleBackend, expiry: &Expiry, ask: &Ask, res: &Resolutio
                     for (m, e) in &out.partial_failures {
                         what.push_str(&format!(" ({})", load_error_text(m, *e)));
                     }
-                    Outcome::ok(format!("{name}: loaded {what}"))
+                    Answer::Loaded {
+                        name: name.into(),
+                        what,
+                    }
                 }
             }
         }
@@ -531,7 +554,7 @@ mod tests {
         let p = policy(&["deny module * if !signed if uid!=0"]);
         let denied = plan(&mut k, "can-proto-2", Some(&who(1000)), &p, &c).unwrap_err();
         assert_eq!(
-            denied.text,
+            denied.text(),
             "can-proto-2: denied by policy: deny module * if !signed uid!=0 (test:1)"
         );
         let res = plan(&mut k, "can-proto-2", Some(&who(0)), &p, &c).unwrap();
@@ -540,7 +563,7 @@ mod tests {
         // A signed module already in the kernel is not judged unknown.
         k.load("can-proto-1").unwrap();
         let o = plan(&mut k, "can-proto-1", Some(&who(1000)), &p, &c).unwrap_err();
-        assert_eq!(o.text, "can-proto-1: already loaded");
+        assert_eq!(o.text(), "can-proto-1: already loaded");
         let mut p = policy(&["allow module * if signer=Fake*"]);
         p.default_allow = false;
         let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");

@@ -73,7 +73,7 @@ impl Daemon {
     /// the fork: the pid in reply headers is read there).
     pub fn new(p: Parts) -> Arc<Daemon> {
         let cfg = Arc::new(p.config);
-        let replies = Arc::new(Replies::new(p.queue.clone()));
+        let replies = Arc::new(Replies::new(p.queue.clone()).serving(p.filter));
         {
             let r = Arc::clone(&replies);
             std::thread::Builder::new()
@@ -167,7 +167,12 @@ impl Daemon {
             requests: &self.requests,
             expiry: &self.expiry,
         };
-        control::apply(&owners, text, || self.flush(), || self.snapshot())
+        control::apply(
+            &owners,
+            text,
+            || control::flush(&self.replies, self.filter),
+            || self.snapshot(),
+        )
     }
 
     /// Write the metrics file in `dir` rather than the configuration's

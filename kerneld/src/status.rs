@@ -776,6 +776,7 @@ mod tests {
             recent: vec![Recent {
                 name: "nosuch".into(),
                 requester: None,
+                kind: crate::answer::Kind::NotFound,
                 status: 1,
                 text: "nosuch: not found".into(),
                 at: Instant::now(),

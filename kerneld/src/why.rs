@@ -10,6 +10,7 @@
 //! or that it was not asked for.  The control word is `why NAME` (text)
 //! or `why NAME json`.
 
+use crate::answer::Kind;
 use crate::backend::Usage;
 use crate::record::Entry;
 use crate::requester::Requester;
@@ -30,6 +31,8 @@ pub struct Asked {
     /// The name requested (`fs-minix`, `minix`).
     pub name: String,
     pub requester: Option<Requester>,
+    /// What the answer was (a remembered one: what it remembered).
+    pub kind: Kind,
     pub status: i64,
     /// The answer (`minix: denied by policy: deny module minix (...)`).
     pub text: String,
@@ -50,14 +53,11 @@ pub struct Seen {
 
 /// What became of a request, in one word.
 fn outcome(a: &Asked) -> &'static str {
-    if a.text.contains(": denied by policy") {
-        "denied"
-    } else if a.text.contains(": blacklisted") {
-        "blacklisted"
-    } else if a.status == 0 {
-        "done"
-    } else {
-        "failed"
+    match a.kind {
+        Kind::Denied => "denied",
+        Kind::Blacklisted => "blacklisted",
+        Kind::AlreadyLoaded | Kind::Loaded => "done",
+        Kind::NotFound | Kind::Failed => "failed",
     }
 }
 
@@ -547,6 +547,7 @@ mod tests {
                 Asked {
                     name: "fs-minix".into(),
                     requester: Some(who),
+                    kind: Kind::Denied,
                     status: 1,
                     text: "fs-minix: denied by policy: deny module minix (/etc/kerneld.conf:3) \
                            (module minix)"
@@ -556,6 +557,7 @@ mod tests {
                 Asked {
                     name: "net-pf-5".into(),
                     requester: None,
+                    kind: Kind::NotFound,
                     status: 1,
                     text: "net-pf-5: not found".into(),
                     ago: Duration::from_secs(5),

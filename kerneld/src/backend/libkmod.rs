@@ -1,6 +1,6 @@
 //! libkmod, through `kmod-sys`: resolve a requested name, insert and remove
-//! modules as `modprobe` does.  With `modinfo.rs` beside it (module files
-//! and modules.dep lists), the only libkmod FFI of kerneld.
+//! modules as `modprobe` does, and read modules.dep lists.  With
+//! `modinfo.rs` beside it (module files), the only libkmod FFI of kerneld.
 //!
 //! The `kmod` crate's safe wrapper has no probe-insert (dependencies,
 //! softdeps, install commands, blacklist), no index validation and no init
@@ -149,6 +149,14 @@ unsafe extern "C" fn run_install(
         Ok(s) if s.success() => 0,
         _ => -(Errno::EIO as c_int),
     }
+}
+
+/// modules.dep's list of the live module `m`: every module it needs.
+fn dependencies(m: *mut sys::kmod_module) -> Vec<String> {
+    // SAFETY: m is live; the list is ours.
+    let list = ModuleList(unsafe { sys::kmod_module_get_dependencies(m) });
+    let refs = ModuleRefs(list.modules());
+    refs.0.iter().map(|&d| module_name(d)).collect()
 }
 
 pub(super) fn module_name(m: *const sys::kmod_module) -> String {
@@ -427,7 +435,7 @@ impl ModuleBackend for Kmod {
         }
         res.pulled_in_by = modinfo::pulled_in_by(&res.to_insert, &res.candidates, |name| {
             self.module(name)
-                .map_or_else(Vec::new, |m| modinfo::dependencies(m.0[0]))
+                .map_or_else(Vec::new, |m| dependencies(m.0[0]))
         });
         Ok(res)
     }

@@ -1,10 +1,9 @@
 //! What libkmod reads about a module beyond resolving and probing it: the
 //! provenance of its file (signature and modinfo fields), cached by path
-//! while the file's size and mtime stay, and its modules.dep list, from
-//! which the closure's "pulled in by" is worked out.  libkmod FFI, like
-//! `libkmod.rs` beside it, whose list and reference handles it uses.
+//! while the file's size and mtime stay; and, from the modules.dep lists
+//! `libkmod.rs` reads, the closure's "pulled in by".  libkmod FFI on the
+//! module handles `libkmod.rs` gives it; it needs nothing else of it.
 
-use super::libkmod::{module_name, ModuleList, ModuleRefs};
 use super::{Errno, Provenance};
 use kmod_sys as sys;
 use std::collections::HashMap;
@@ -106,14 +105,6 @@ fn file_stamp(path: &Path) -> Option<(u64, i64)> {
     use std::os::unix::fs::MetadataExt;
     let md = std::fs::metadata(path).ok()?;
     Some((md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec()))
-}
-
-/// modules.dep's list of the live module `m`: every module it needs.
-pub(super) fn dependencies(m: *mut sys::kmod_module) -> Vec<String> {
-    // SAFETY: m is live; the list is ours.
-    let list = ModuleList(unsafe { sys::kmod_module_get_dependencies(m) });
-    let refs = ModuleRefs(list.modules());
-    refs.0.iter().map(|&d| module_name(d)).collect()
 }
 
 /// For each module of `to_insert` that is not a candidate, the first

@@ -60,6 +60,7 @@ pub mod limits;
 pub mod lint;
 pub mod log;
 pub mod metrics;
+pub mod modload;
 pub mod names;
 pub mod negcache;
 pub mod outbox;

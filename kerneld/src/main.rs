@@ -197,6 +197,34 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
     code
 }
 
+/// Start the BPF LSM program `module-loads` asks for; None when off or
+/// when it could not be started (logged, with what to do).
+fn start_module_loads(cfg: &Config, kmod_config: &KmodConfig) -> Option<kerneld::modload::Running> {
+    if cfg.module_loads.mode == kerneld::modload::Mode::Off {
+        return None;
+    }
+    notify::status("starting: attaching the module load program (BPF LSM)");
+    let dir = kmod_config.module_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "/lib/modules/{}",
+            kerneld::backend::sysfs::release()
+        ))
+    });
+    let mut kmod = Kmod::new(kmod_config).ok();
+    let mut provenance = |m: &str| kmod.as_mut().and_then(|k| k.provenance(m));
+    match kerneld::modload::start(cfg.module_loads, &dir, &cfg.policy, &mut provenance) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error(&format!(
+                "module-loads = {}: not started: {e}; kerneld serves requests, but loads by \
+                 other loaders are neither seen nor decided",
+                cfg.module_loads.describe()
+            ));
+            None
+        }
+    }
+}
+
 /// Run the daemon, from locking its state directory to its stop.
 fn serve(
     cli: Cli,
@@ -340,6 +368,10 @@ fn serve(
     if let Some(w) = warning {
         log::error(&w);
     }
+    // Module loads by every loader, through the BPF LSM (module-loads):
+    // judged and attached before kerneld says it is ready.  A failure is
+    // no reason not to serve requests.
+    let _module_loads = start_module_loads(&cfg, &kmod_config);
     let fingerprint_config = kmod_config.clone();
     let factory_config = kmod_config.clone();
     let qid = queue.id();

@@ -1,0 +1,211 @@
+//! Loading the BPF LSM program (kerneld/bpf/modload.bpf.c, built by
+//! build.rs with clang) with aya, filling its maps and reading its events.
+
+use super::event::{Hook, LoadEvent};
+use super::verdicts;
+use super::Settings;
+use crate::log;
+use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::programs::Lsm;
+use aya::{Btf, Ebpf, EbpfLoader};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Instant;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/modload.bpf.o"));
+
+/// The programs, each with the LSM hook it attaches to.
+const PROGRAMS: [(&str, &str); 3] = [
+    ("kerneld_read_file", "kernel_read_file"),
+    ("kerneld_load_data", "kernel_load_data"),
+    ("kerneld_module_request", "kernel_module_request"),
+];
+
+/// The loaded, attached program; dropping it detaches it.
+pub(super) struct Loaded {
+    _ebpf: Ebpf,
+}
+
+fn hint(e: impl std::fmt::Display) -> String {
+    format!(
+        "{e}; the BPF LSM needs a kernel with CONFIG_BPF_LSM=y, `bpf` in the active LSMs \
+         (/sys/kernel/security/lsm), BTF (/sys/kernel/btf/vmlinux), and CAP_BPF with \
+         CAP_PERFMON (root)"
+    )
+}
+
+pub(super) fn start(
+    settings: Settings,
+    module_dir: &Path,
+    policy: &crate::policy::Policy,
+    provenance: &mut dyn FnMut(&str) -> Option<crate::backend::Provenance>,
+) -> Result<Loaded, String> {
+    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if !lsms.split(',').any(|l| l.trim() == "bpf") {
+        return Err(hint(format!(
+            "the BPF LSM is not active (/sys/kernel/security/lsm: {:?})",
+            lsms.trim()
+        )));
+    }
+    let btf = Btf::from_sys_fs().map_err(|e| hint(format!("kernel BTF: {e}")))?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .load(OBJECT)
+        .map_err(|e| hint(format!("loading the BPF object: {e}")))?;
+
+    let enforce = settings.mode == super::Mode::Enforce;
+    {
+        let map = ebpf
+            .map_mut("config")
+            .ok_or("the BPF object has no config map")?;
+        let mut config: Array<&mut MapData, [u32; 4]> =
+            Array::try_from(map).map_err(|e| format!("the config map: {e}"))?;
+        let value = [
+            u32::from(enforce),
+            u32::from(settings.refuse_unknown),
+            u32::from(settings.refuse_init_module),
+            0,
+        ];
+        config
+            .set(0, value, 0)
+            .map_err(|e| format!("setting the config map: {e}"))?;
+    }
+    {
+        // The verdicts exist before the program decides anything; in
+        // observe mode they say what enforce would refuse.
+        let t = Instant::now();
+        let v = verdicts::compute(module_dir, policy, provenance).map_err(|e| {
+            format!(
+                "judging the module tree {}: {e}; module-loads needs it readable",
+                module_dir.display()
+            )
+        })?;
+        let map = ebpf
+            .map_mut("verdicts")
+            .ok_or("the BPF object has no verdicts map")?;
+        let mut map: HashMap<&mut MapData, [u8; 32], u32> =
+            HashMap::try_from(map).map_err(|e| format!("the verdicts map: {e}"))?;
+        for (hash, verdict) in &v.by_hash {
+            map.insert(hash, verdict.value(), 0)
+                .map_err(|e| format!("filling the verdicts map: {e}"))?;
+        }
+        log::notice(&format!(
+            "module loads: judged {} module files in {} ({} contents denied) in {} ms",
+            v.files,
+            module_dir.display(),
+            v.denied,
+            t.elapsed().as_millis()
+        ));
+        for u in &v.unreadable {
+            log::warn(&format!(
+                "module loads: not judged (unknown to the program): {u}"
+            ));
+        }
+    }
+
+    for (name, hook) in PROGRAMS {
+        let prog: &mut Lsm = ebpf
+            .program_mut(name)
+            .ok_or_else(|| format!("the BPF object has no program {name}"))?
+            .try_into()
+            .map_err(|e| format!("program {name}: {e}"))?;
+        prog.load(hook, &btf)
+            .map_err(|e| hint(format!("loading program {name} for hook {hook}: {e}")))?;
+        prog.attach()
+            .map_err(|e| hint(format!("attaching program {name} to hook {hook}: {e}")))?;
+    }
+
+    let events = ebpf
+        .take_map("events")
+        .ok_or("the BPF object has no events map")?;
+    let ring = RingBuf::try_from(events).map_err(|e| format!("the events ring buffer: {e}"))?;
+    std::thread::Builder::new()
+        .name("kerneld-modload".into())
+        .spawn(move || read_events(ring))
+        .map_err(|e| format!("cannot start the module load reader thread: {e}"))?;
+    log::notice(&format!(
+        "module loads: the BPF LSM program is attached: {}{}",
+        settings.describe(),
+        init_module_note(enforce)
+    ));
+    Ok(Loaded { _ebpf: ebpf })
+}
+
+/// What enforce mode cannot judge on this host: a userland whose libkmod
+/// loads compressed modules through init_module() (kmod 30 and earlier).
+fn init_module_note(enforce: bool) -> &'static str {
+    if !enforce {
+        return "";
+    }
+    "; finit_module() of module files is judged by content; init_module() carries no file \
+     and follows module-loads-init-module (kmod 30, Debian 12, loads compressed modules \
+     that way); concurrent finit_module() of one file share the first caller's verdict"
+}
+
+fn read_events(mut ring: RingBuf<MapData>) {
+    let fd = ring.as_raw_fd();
+    loop {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            log::error(&format!(
+                "module loads: cannot wait for events: {}; no more loads are reported \
+                 (the program still decides)",
+                std::io::Error::last_os_error()
+            ));
+            return;
+        }
+        while let Some(item) = ring.next() {
+            match LoadEvent::parse(&item) {
+                Some(e) => report(&e),
+                None => log::warn(
+                    "module loads: an event kerneld cannot read (program and daemon out of step)",
+                ),
+            }
+        }
+    }
+}
+
+fn report(e: &LoadEvent) {
+    let mut fields = log::Fields::new();
+    fields
+        .push(
+            "MODLOAD_HOOK",
+            match e.hook {
+                Hook::ReadFile => "finit_module",
+                Hook::LoadData => "init_module",
+                Hook::ModuleRequest => "request",
+            },
+        )
+        .push_num("MODLOAD_PID", e.tgid)
+        .push("MODLOAD_COMM", &e.comm)
+        .push_num("MODLOAD_CGROUP_ID", e.cgroup_id);
+    if !e.name.is_empty() {
+        fields.push(
+            if e.hook == Hook::ModuleRequest {
+                "MODLOAD_ALIAS"
+            } else {
+                "MODLOAD_FILE"
+            },
+            &e.name,
+        );
+    }
+    if let Some(m) = e.module() {
+        fields.push("MODULE", &m);
+    }
+    if let Some(h) = e.sha256_hex() {
+        fields.push("MODLOAD_SHA256", &h);
+    }
+    let (level, event) = if e.refused() {
+        (log::Level::Warning, log::Event::ModuleLoadRefused)
+    } else {
+        (log::Level::Info, log::Event::ModuleLoad)
+    };
+    log::event(level, event, &fields, &e.describe());
+    super::remember(e);
+}

@@ -81,6 +81,7 @@ cc -static -O2 -Wall -o "$stage/bin/trigger" "$here/trigger.c"
 install -m 0755 "$here/init" "$stage/init"
 install -m 0755 "$here/scenarios.sh" "$stage/scenarios.sh"
 install -m 0755 "$here/shim-scenarios.sh" "$stage/shim-scenarios.sh"
+install -m 0644 "$here/modload-scenarios.sh" "$stage/modload-scenarios.sh"
 install -m 0755 "$here/early-boot.sh" "$stage/early-boot.sh"
 install -m 0644 "$here/guest-lib.sh" "$stage/guest-lib.sh"
 # The policy file the early-boot scenario includes, as installed.

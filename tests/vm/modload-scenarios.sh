@@ -1,0 +1,109 @@
+#!/bin/sh
+# shellcheck shell=dash
+# out (set by run), pass, fail, note, unload, loaded, dead, wait_until: scenarios.sh's.
+# shellcheck disable=SC2154
+# Scenario 19, sourced by scenarios.sh: every module load on the host seen,
+# and decided, through kerneld's BPF LSM program (module-loads).  A kerneld
+# of its own (key, state directory, configuration), beside the main one.
+#
+# The guest's kmod is Debian 12's (kmod 30): modprobe and insmod load its
+# .ko.xz modules through init_module(2), which carries no file; `trigger
+# finit FILE` loads through finit_module(2) as kmod 31 and later do.
+
+ML_KEY=0x6d6c6f64
+ML_LOG=/tmp/kerneld-modload.log
+ML_CONF=/tmp/kerneld-modload.conf
+ML_PID=
+
+ml_start() { # WORDS of the configuration, one per line
+    printf '%s\n' "$@" >"$ML_CONF"
+    kerneld --foreground --key "$ML_KEY" --state-dir /run/kerneld-modload \
+        --config "$ML_CONF" debug </dev/null >>"$ML_LOG" 2>&1 &
+    ML_PID=$!
+    wait_until 15 ml_ready
+}
+ml_ready() { KERNELD_KEY=$ML_KEY timeout 5 kdstat >/dev/null 2>&1; }
+ml_stop() { # SIGNAL
+    [ -n "$ML_PID" ] || return 0
+    kill "-$1" "$ML_PID" 2>/dev/null
+    wait_until 10 dead "$ML_PID"
+    wait "$ML_PID" 2>/dev/null
+    ML_PID=
+}
+ml_log_now() { grep -q -- "$1" "$ML_LOG"; }
+ml_log_has() { wait_until 5 ml_log_now "$1"; }
+ml_file() { find "/lib/modules/$(uname -r)" -name "$1.ko*" | head -n 1; }
+
+scenario_module_loads() {
+    d="module loads by any loader seen through the BPF LSM: reported with their caller (observe); a denied file's finit_module refused by content, a copy too (enforce); kerneld killed: loads as without it"
+    if ! grep -q bpf /sys/kernel/security/lsm 2>/dev/null; then
+        mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+    fi
+    note "active LSMs: $(cat /sys/kernel/security/lsm 2>/dev/null)"
+    dummy=$(ml_file dummy)
+    veth=$(ml_file veth)
+    if [ -z "$dummy" ] || [ -z "$veth" ]; then
+        fail 19 "$d" "no dummy or veth module file"
+        return
+    fi
+    unload dummy
+    unload veth
+
+    # Observe: an insmod by hand (init_module), a finit_module, a request.
+    ml_start "module-loads = observe" ||
+        { fail 19 "$d" "kerneld (observe) not ready: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
+    ml_log_has 'BPF LSM program is attached: observe' ||
+        { fail 19 "$d" "no 'attached: observe' in $ML_LOG: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
+    run 20 insmod "$veth"
+    loaded veth || { fail 19 "$d" "insmod veth (observe) did not load it: $out"; return; }
+    ml_log_has 'init_module (an image from memory, no file) by insmod (pid' ||
+        { fail 19 "$d" "insmod's init_module not reported with its caller: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    sum=$(sha256sum "$dummy" | cut -d' ' -f1)
+    run 20 trigger finit "$dummy"
+    loaded dummy || { fail 19 "$d" "trigger finit dummy (observe) did not load it: $out"; return; }
+    ml_log_has "finit_module of $dummy by trigger (pid [0-9]*), cgroup id [0-9]*, sha256 $sum: allowed" ||
+        { fail 19 "$d" "finit_module of dummy not reported with caller and sha256 $sum: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    why=$(KERNELD_KEY=$ML_KEY timeout 5 kdstat why dummy 2>&1 | tr '\n' ' ')
+    case "$why" in
+        *"load seen"*"finit_module of $dummy by trigger"*"sha256 $sum"*) ;;
+        *) fail 19 "$d" "kdstat why dummy does not name the loader, file and hash: $why"; return ;;
+    esac
+    note "19: observe: $(grep "finit_module of $dummy" "$ML_LOG" | tail -n 1)"
+    note "19: kdstat why dummy: $why"
+    unload dummy
+    unload veth
+    ml_stop TERM
+
+    # Enforce: dummy denied by a module rule, judged by content.
+    ml_start "module-loads = enforce" "deny module dummy" ||
+        { fail 19 "$d" "kerneld (enforce) not ready: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
+    ml_log_has 'module loads: judged [0-9]* module files' ||
+        { fail 19 "$d" "no 'judged N module files' in $ML_LOG"; return; }
+    note "19: $(grep 'module loads: judged' "$ML_LOG" | tail -n 1)"
+    run 20 trigger finit "$dummy"
+    loaded dummy && { fail 19 "$d" "denied dummy got loaded by finit_module: $out"; return; }
+    case "$out" in
+        *"Operation not permitted"*) ;;
+        *) fail 19 "$d" "finit_module of denied dummy: expected EPERM, got: $out"; return ;;
+    esac
+    ml_log_has "finit_module of $dummy by trigger (pid [0-9]*).*: refused (its content has a deny verdict)" ||
+        { fail 19 "$d" "refusal of dummy not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    # The same bytes under another name and path: refused too.
+    cp "$dummy" /tmp/renamed.ko.xz
+    run 20 trigger finit /tmp/renamed.ko.xz
+    loaded dummy && { fail 19 "$d" "a copy of dummy's file got loaded: $out"; return; }
+    ml_log_has "finit_module of /tmp/renamed.ko.xz by trigger.*refused" ||
+        { fail 19 "$d" "the copy's refusal not reported"; return; }
+    # An allowed module loads.
+    run 20 trigger finit "$veth"
+    loaded veth || { fail 19 "$d" "allowed veth not loaded by finit_module (enforce): $out"; return; }
+    note "19: enforce: $(grep 'refused (its content' "$ML_LOG" | head -n 1)"
+    unload veth
+
+    # Killed: the program goes with it; loads are as without kerneld.
+    ml_stop KILL
+    run 20 trigger finit "$dummy"
+    loaded dummy || { fail 19 "$d" "after kerneld was killed, dummy still refused: $out"; return; }
+    unload dummy
+    pass 19 "$d"
+}

@@ -210,9 +210,13 @@ fn start_module_loads(cfg: &Config, kmod_config: &KmodConfig) -> Option<kerneld:
             kerneld::backend::sysfs::release()
         ))
     });
-    let mut kmod = Kmod::new(kmod_config).ok();
-    let mut provenance = |m: &str| kmod.as_mut().and_then(|k| k.provenance(m));
-    match kerneld::modload::start(cfg.module_loads, &dir, &cfg.policy, &mut provenance) {
+    let kc = kmod_config.clone();
+    let backend: kerneld::modload::Backends = Box::new(move || {
+        Kmod::new(&kc)
+            .ok()
+            .map(|k| Box::new(k) as Box<dyn ModuleBackend + Send>)
+    });
+    match kerneld::modload::start(cfg.module_loads, &dir, &cfg.policy, backend) {
         Ok(r) => r,
         Err(e) => {
             log::error(&format!(

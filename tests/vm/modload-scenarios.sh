@@ -35,7 +35,7 @@ ml_log_has() { wait_until 5 ml_log_now "$1"; }
 ml_file() { find "/lib/modules/$(uname -r)" -name "$1.ko*" | head -n 1; }
 
 scenario_module_loads() {
-    d="module loads by any loader seen through the BPF LSM: reported with their caller (observe); a denied file's finit_module refused by content, a copy too (enforce); kerneld killed: loads as without it"
+    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, an unknown file and init_module as configured, a changed tree judged again (enforce); kerneld killed: loads as without it"
     if ! grep -q bpf /sys/kernel/security/lsm 2>/dev/null; then
         mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
     fi
@@ -50,7 +50,7 @@ scenario_module_loads() {
     unload veth
 
     # Observe: an insmod by hand (init_module), a finit_module, a request.
-    ml_start "module-loads = observe" ||
+    ml_start "module-loads = observe" "deny module dummy" ||
         { fail 19 "$d" "kerneld (observe) not ready: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
     ml_log_has 'BPF LSM program is attached: observe' ||
         { fail 19 "$d" "no 'attached: observe' in $ML_LOG: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
@@ -61,7 +61,7 @@ scenario_module_loads() {
     sum=$(sha256sum "$dummy" | cut -d' ' -f1)
     run 20 trigger finit "$dummy"
     loaded dummy || { fail 19 "$d" "trigger finit dummy (observe) did not load it: $out"; return; }
-    ml_log_has "finit_module of $dummy by trigger (pid [0-9]*), cgroup id [0-9]*, sha256 $sum: allowed" ||
+    ml_log_has "finit_module of $dummy by trigger (pid [0-9]*), cgroup id [0-9]*, sha256 $sum: would be refused (its content has a deny verdict; observe mode)" ||
         { fail 19 "$d" "finit_module of dummy not reported with caller and sha256 $sum: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     why=$(KERNELD_KEY=$ML_KEY timeout 5 kdstat why dummy 2>&1 | tr '\n' ' ')
     case "$why" in
@@ -97,8 +97,40 @@ scenario_module_loads() {
     # An allowed module loads.
     run 20 trigger finit "$veth"
     loaded veth || { fail 19 "$d" "allowed veth not loaded by finit_module (enforce): $out"; return; }
-    note "19: enforce: $(grep 'refused (its content' "$ML_LOG" | head -n 1)"
+    note "19: enforce: $(grep ': refused (its content' "$ML_LOG" | head -n 1)"
     unload veth
+    # A file kerneld did not judge: allowed and reported (the default).
+    xzcat "$veth" >/tmp/unknown.ko || { fail 19 "$d" "cannot decompress $veth"; return; }
+    run 20 trigger finit /tmp/unknown.ko
+    loaded veth || { fail 19 "$d" "an unknown file was not loaded (module-loads-unknown = allow): $out"; return; }
+    ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: allowed (no verdict for its content)" ||
+        { fail 19 "$d" "the unknown file's load not reported as such"; return; }
+    unload veth
+    # The same bytes put into the tree as a denied module: judged again.
+    cp /tmp/unknown.ko "${dummy%/*}/dummy.ko"
+    ml_log_has 'module tree changed: judged' ||
+        { fail 19 "$d" "no 'module tree changed: judged' after a module file was added"; return; }
+    run 20 trigger finit /tmp/unknown.ko
+    rm -f "${dummy%/*}/dummy.ko"
+    loaded veth && { fail 19 "$d" "a file whose content became denied still loaded: $out"; return; }
+    ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: refused (its content has a deny verdict)" ||
+        { fail 19 "$d" "the new verdict's refusal not reported"; return; }
+    ml_stop TERM
+
+    # Unknown files and init_module refused when configured so.
+    ml_start "module-loads = enforce" "module-loads-unknown = refuse" \
+        "module-loads-init-module = refuse" ||
+        { fail 19 "$d" "kerneld (enforce, refuse) not ready"; return; }
+    printf 'x' >>/tmp/unknown.ko
+    run 20 trigger finit /tmp/unknown.ko
+    loaded veth && { fail 19 "$d" "an unknown file loaded with module-loads-unknown = refuse: $out"; return; }
+    ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: refused (no verdict for its content)" ||
+        { fail 19 "$d" "the unknown file's refusal not reported"; return; }
+    run 20 insmod "$veth"
+    loaded veth && { fail 19 "$d" "insmod (init_module) loaded veth with module-loads-init-module = refuse: $out"; return; }
+    ml_log_has 'init_module (an image from memory, no file) by insmod (pid [0-9]*), cgroup id [0-9]*: refused' ||
+        { fail 19 "$d" "insmod's refused init_module not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    note "19: init_module refused: $(grep 'init_module (an image' "$ML_LOG" | tail -n 1)"
 
     # Killed: the program goes with it; loads are as without kerneld.
     ml_stop KILL

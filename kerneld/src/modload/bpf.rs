@@ -3,14 +3,125 @@
 
 use super::event::{Hook, LoadEvent};
 use super::verdicts;
-use super::Settings;
+use super::{Backends, Settings};
 use crate::log;
+use crate::policy::Policy;
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::time::Instant;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+type VerdictMap = HashMap<MapData, [u8; 32], u32>;
+
+/// Where a new policy (SIGHUP) goes to the verdict thread.
+static POLICY: OnceLock<Mutex<Sender<Policy>>> = OnceLock::new();
+
+/// How often the module tree is looked at for changes.
+const TREE_POLL: Duration = Duration::from_secs(2);
+
+/// The policy changed: judge the tree again.
+pub(super) fn policy_changed(p: &Policy) {
+    if let Some(tx) = POLICY.get() {
+        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(p.clone());
+    }
+}
+
+/// What changes when a module file is added, removed or rewritten: every
+/// module file's path, size, mtime and inode.
+fn tree_stamp(dir: &Path) -> Vec<(PathBuf, u64, i64, i64, u64)> {
+    verdicts::module_files(dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let m = std::fs::symlink_metadata(&p).ok()?;
+            Some((p, m.size(), m.mtime(), m.mtime_nsec(), m.ino()))
+        })
+        .collect()
+}
+
+/// Judge the tree and make the map say so: the new verdicts first, then
+/// the stale ones out, so that no known file is unknown meanwhile.
+fn judge(
+    map: &mut VerdictMap,
+    dir: &Path,
+    policy: &Policy,
+    backend: &Backends,
+    what: &str,
+) -> Result<(), String> {
+    let t = Instant::now();
+    let mut kmod = backend();
+    let mut provenance = |m: &str| kmod.as_mut().and_then(|k| k.provenance(m));
+    let v = verdicts::compute(dir, policy, &mut provenance).map_err(|e| {
+        format!(
+            "judging the module tree {}: {e}; module-loads needs it readable",
+            dir.display()
+        )
+    })?;
+    for (hash, verdict) in &v.by_hash {
+        map.insert(hash, verdict.value(), 0)
+            .map_err(|e| format!("filling the verdicts map: {e}"))?;
+    }
+    let stale: Vec<[u8; 32]> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| !v.by_hash.contains_key(k))
+        .collect();
+    for k in &stale {
+        let _ = map.remove(k);
+    }
+    log::notice(&format!(
+        "module loads: {what} {} module files in {} ({} contents denied, {} stale verdicts \
+         dropped) in {} ms",
+        v.files,
+        dir.display(),
+        v.denied,
+        stale.len(),
+        t.elapsed().as_millis()
+    ));
+    for u in &v.unreadable {
+        log::warn(&format!(
+            "module loads: not judged (unknown to the program): {u}"
+        ));
+    }
+    Ok(())
+}
+
+/// Judge the tree again when it changes (a module installed, replaced,
+/// removed) or the policy does (SIGHUP).
+fn keep_judging(
+    mut map: VerdictMap,
+    dir: PathBuf,
+    mut policy: Policy,
+    backend: Backends,
+    mut stamp: Vec<(PathBuf, u64, i64, i64, u64)>,
+    rx: Receiver<Policy>,
+) {
+    loop {
+        let what = match rx.recv_timeout(TREE_POLL) {
+            Ok(p) => {
+                policy = p;
+                "policy reloaded: judged"
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let now = tree_stamp(&dir);
+                if now == stamp {
+                    continue;
+                }
+                stamp = now;
+                "module tree changed: judged"
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        if let Err(e) = judge(&mut map, &dir, &policy, &backend, what) {
+            log::error(&format!("module loads: {e}; the verdicts in force stay"));
+        }
+    }
+}
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/modload.bpf.o"));
 
@@ -37,8 +148,8 @@ fn hint(e: impl std::fmt::Display) -> String {
 pub(super) fn start(
     settings: Settings,
     module_dir: &Path,
-    policy: &crate::policy::Policy,
-    provenance: &mut dyn FnMut(&str) -> Option<crate::backend::Provenance>,
+    policy: &Policy,
+    backend: Backends,
 ) -> Result<Loaded, String> {
     let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
     if !lsms.split(',').any(|l| l.trim() == "bpf") {
@@ -70,38 +181,15 @@ pub(super) fn start(
             .set(0, value, 0)
             .map_err(|e| format!("setting the config map: {e}"))?;
     }
-    {
-        // The verdicts exist before the program decides anything; in
-        // observe mode they say what enforce would refuse.
-        let t = Instant::now();
-        let v = verdicts::compute(module_dir, policy, provenance).map_err(|e| {
-            format!(
-                "judging the module tree {}: {e}; module-loads needs it readable",
-                module_dir.display()
-            )
-        })?;
-        let map = ebpf
-            .map_mut("verdicts")
-            .ok_or("the BPF object has no verdicts map")?;
-        let mut map: HashMap<&mut MapData, [u8; 32], u32> =
-            HashMap::try_from(map).map_err(|e| format!("the verdicts map: {e}"))?;
-        for (hash, verdict) in &v.by_hash {
-            map.insert(hash, verdict.value(), 0)
-                .map_err(|e| format!("filling the verdicts map: {e}"))?;
-        }
-        log::notice(&format!(
-            "module loads: judged {} module files in {} ({} contents denied) in {} ms",
-            v.files,
-            module_dir.display(),
-            v.denied,
-            t.elapsed().as_millis()
-        ));
-        for u in &v.unreadable {
-            log::warn(&format!(
-                "module loads: not judged (unknown to the program): {u}"
-            ));
-        }
-    }
+    // The verdicts exist before the program decides anything; in observe
+    // mode they say what enforce would refuse.
+    let map = ebpf
+        .take_map("verdicts")
+        .ok_or("the BPF object has no verdicts map")?;
+    let mut map: VerdictMap =
+        HashMap::try_from(map).map_err(|e| format!("the verdicts map: {e}"))?;
+    let stamp = tree_stamp(module_dir);
+    judge(&mut map, module_dir, policy, &backend, "judged")?;
 
     for (name, hook) in PROGRAMS {
         let prog: &mut Lsm = ebpf
@@ -114,6 +202,14 @@ pub(super) fn start(
         prog.attach()
             .map_err(|e| hint(format!("attaching program {name} to hook {hook}: {e}")))?;
     }
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _ = POLICY.set(Mutex::new(tx));
+    let (dir, policy) = (module_dir.to_path_buf(), policy.clone());
+    std::thread::Builder::new()
+        .name("kerneld-verdicts".into())
+        .spawn(move || keep_judging(map, dir, policy, backend, stamp, rx))
+        .map_err(|e| format!("cannot start the verdict thread: {e}"))?;
 
     let events = ebpf
         .take_map("events")

@@ -139,6 +139,15 @@ pub fn why_text(name: &str) -> String {
     }
 }
 
+/// Opens a module backend, for the provenance of module files.
+pub type Backends = Box<dyn Fn() -> Option<Box<dyn crate::backend::ModuleBackend + Send>> + Send>;
+
+/// The policy changed (SIGHUP): the verdicts are worked out again.
+pub fn policy_changed(_policy: &crate::policy::Policy) {
+    #[cfg(feature = "bpf-lsm")]
+    bpf::policy_changed(_policy);
+}
+
 /// A running program; dropping it detaches the program.
 pub struct Running {
     #[cfg(feature = "bpf-lsm")]
@@ -148,23 +157,25 @@ pub struct Running {
 /// Load and attach the program as `settings` say, judging the tree under
 /// `module_dir` first in enforce mode.  Events go to the log and to
 /// `why`.  Err: why it could not, and what to do.
+///
+/// `backend` opens a module backend, for the provenance of module files.
 pub fn start(
     settings: Settings,
     module_dir: &std::path::Path,
     policy: &crate::policy::Policy,
-    provenance: &mut dyn FnMut(&str) -> Option<crate::backend::Provenance>,
+    backend: Backends,
 ) -> Result<Option<Running>, String> {
     if settings.mode == Mode::Off {
         return Ok(None);
     }
     #[cfg(feature = "bpf-lsm")]
     {
-        bpf::start(settings, module_dir, policy, provenance)
+        bpf::start(settings, module_dir, policy, backend)
             .map(|inner| Some(Running { _inner: inner }))
     }
     #[cfg(not(feature = "bpf-lsm"))]
     {
-        let _ = (module_dir, policy, provenance);
+        let _ = (module_dir, policy, backend);
         Err(
             "module-loads is set, but this kerneld was built without the BPF LSM program \
              (cargo feature bpf-lsm); module loads other than kerneld's own are not seen"

@@ -25,6 +25,10 @@
 
 /* Helpers by number (linux/bpf.h), as libbpf's bpf_helper_defs.h does. */
 static void *(*bpf_map_lookup_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_lookup_elem;
+static long (*bpf_map_update_elem)(void *map, const void *key, const void *value, __u64 flags) =
+	(void *)BPF_FUNC_map_update_elem;
+static long (*bpf_map_delete_elem)(void *map, const void *key) = (void *)BPF_FUNC_map_delete_elem;
+static __u64 (*bpf_ktime_get_ns)(void) = (void *)BPF_FUNC_ktime_get_ns;
 static __u64 (*bpf_get_current_pid_tgid)(void) = (void *)BPF_FUNC_get_current_pid_tgid;
 static long (*bpf_get_current_comm)(void *buf, __u32 size) = (void *)BPF_FUNC_get_current_comm;
 static __u64 (*bpf_get_current_cgroup_id)(void) = (void *)BPF_FUNC_get_current_cgroup_id;
@@ -69,7 +73,12 @@ enum kernel_load_data_id {
 #define REASON_DENIED 2   /* ... a deny verdict */
 #define REASON_UNKNOWN 3  /* no verdict for the hash, or no hash */
 #define REASON_INIT_MODULE 4
+#define REASON_FALLBACK 5 /* init_module right after a refused finit_module */
 
+/* How long after a refused finit_module() the same thread's init_module()
+ * counts as its fallback: libkmod (up to kmod 30) and busybox retry any
+ * failed finit_module() with init_module() of the decompressed image. */
+#define FALLBACK_NS (10ULL * 1000 * 1000 * 1000)
 /* Verdicts in the map. */
 #define VERDICT_ALLOW 1
 #define VERDICT_DENY 2
@@ -116,6 +125,15 @@ struct {
 	__type(value, struct config);
 } config SEC(".maps");
 
+/* Threads whose finit_module() was refused, with when: their
+ * init_module() fallback is the same load, refused too. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} denied_threads SEC(".maps");
+
 char LICENSE[] SEC("license") = "GPL";
 
 static __always_inline struct config *settings(void)
@@ -152,6 +170,7 @@ int kerneld_read_file(unsigned long long *ctx)
 	struct file *file = (struct file *)ctx[0];
 	int id = (int)ctx[1];
 	int prev = (int)ctx[3];
+	__u8 sha256[32];
 	struct config *cfg;
 	struct event *e;
 	__u32 *verdict;
@@ -175,11 +194,14 @@ int kerneld_read_file(unsigned long long *ctx)
 	who(e);
 	e->name[0] = 0;
 	bpf_d_path(&file->f_path, e->name, sizeof(e->name));
-	__builtin_memset(e->sha256, 0, sizeof(e->sha256));
-	e->hash_rc = bpf_ima_file_hash(file, e->sha256, sizeof(e->sha256));
+	/* On the stack: kernels before 6.3 take no ring buffer memory as a
+	 * map key. */
+	__builtin_memset(sha256, 0, sizeof(sha256));
+	e->hash_rc = bpf_ima_file_hash(file, sha256, sizeof(sha256));
+	__builtin_memcpy(e->sha256, sha256, sizeof(sha256));
 	e->reason = REASON_UNKNOWN;
 	if (e->hash_rc > 0) {
-		verdict = bpf_map_lookup_elem(&verdicts, e->sha256);
+		verdict = bpf_map_lookup_elem(&verdicts, sha256);
 		if (verdict && *verdict == VERDICT_DENY)
 			e->reason = REASON_DENIED;
 		else if (verdict && *verdict == VERDICT_ALLOW)
@@ -193,6 +215,12 @@ int kerneld_read_file(unsigned long long *ctx)
 			ret = -EPERM;
 	}
 	e->verdict = ret;
+	if (ret) {
+		__u64 tid = bpf_get_current_pid_tgid();
+		__u64 now = bpf_ktime_get_ns();
+
+		bpf_map_update_elem(&denied_threads, &tid, &now, 0);
+	}
 	bpf_ringbuf_submit(e, 0);
 	return ret;
 }
@@ -204,14 +232,20 @@ int kerneld_load_data(unsigned long long *ctx)
 	int prev = (int)ctx[2];
 	struct config *cfg;
 	struct event *e;
-	int ret = 0;
+	__u64 tid, *denied_at;
+	int fallback, ret = 0;
 
 	if (prev)
 		return prev;
 	if (id != LOADING_MODULE)
 		return 0;
 	cfg = settings();
-	if (cfg && cfg->enforce && cfg->refuse_init_module)
+	tid = bpf_get_current_pid_tgid();
+	denied_at = bpf_map_lookup_elem(&denied_threads, &tid);
+	fallback = denied_at && bpf_ktime_get_ns() - *denied_at < FALLBACK_NS;
+	if (denied_at)
+		bpf_map_delete_elem(&denied_threads, &tid);
+	if (cfg && cfg->enforce && (cfg->refuse_init_module || fallback))
 		ret = -EPERM;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e)
@@ -222,7 +256,7 @@ int kerneld_load_data(unsigned long long *ctx)
 	e->name[0] = 0;
 	__builtin_memset(e->sha256, 0, sizeof(e->sha256));
 	e->hash_rc = 0;
-	e->reason = REASON_INIT_MODULE;
+	e->reason = fallback ? REASON_FALLBACK : REASON_INIT_MODULE;
 	e->enforcing = cfg && cfg->enforce;
 	e->verdict = ret;
 	bpf_ringbuf_submit(e, 0);

@@ -227,15 +227,15 @@ pub(super) fn start(
     Ok(Loaded { _ebpf: ebpf })
 }
 
-/// What enforce mode cannot judge on this host: a userland whose libkmod
-/// loads compressed modules through init_module() (kmod 30 and earlier).
+/// What enforce mode can and cannot judge: init_module() has no file.
 fn init_module_note(enforce: bool) -> &'static str {
     if !enforce {
         return "";
     }
-    "; finit_module() of module files is judged by content; init_module() carries no file \
-     and follows module-loads-init-module (kmod 30, Debian 12, loads compressed modules \
-     that way); concurrent finit_module() of one file share the first caller's verdict"
+    "; finit_module() of module files is judged by content; init_module() carries no file: \
+     the fallback of a loader whose finit_module() was just refused (libkmod up to kmod 30, \
+     busybox) is refused too, any other follows module-loads-init-module; concurrent \
+     finit_module() of one file share the first caller's verdict"
 }
 
 fn read_events(mut ring: RingBuf<MapData>) {

@@ -28,6 +28,10 @@ pub enum Reason {
     Unknown,
     /// init_module(2): no file to judge.
     InitModule,
+    /// init_module(2) by a thread whose finit_module(2) was just refused:
+    /// the loader's fallback (libkmod up to kmod 30, busybox), the same
+    /// load.
+    Fallback,
 }
 
 /// A module load (or request) the kernel saw.
@@ -88,6 +92,7 @@ impl LoadEvent {
             2 => Reason::Denied,
             3 => Reason::Unknown,
             4 => Reason::InitModule,
+            5 => Reason::Fallback,
             _ => Reason::None,
         };
         let mut cg = [0u8; 8];
@@ -175,6 +180,9 @@ impl LoadEvent {
             Reason::Denied => "its content has a deny verdict",
             Reason::Unknown => "no verdict for its content",
             Reason::InitModule => "init_module carries no file to judge",
+            Reason::Fallback => {
+                "the loader's init_module fallback after its finit_module was refused"
+            }
             Reason::None => "",
         };
         let _ = write!(
@@ -182,7 +190,7 @@ impl LoadEvent {
             ": {} ({why}{})",
             if self.refused() {
                 "refused"
-            } else if self.reason == Reason::Denied {
+            } else if matches!(self.reason, Reason::Denied | Reason::Fallback) {
                 "would be refused"
             } else {
                 "allowed"
@@ -234,6 +242,22 @@ mod tests {
         assert!(d.contains(&"ab".repeat(32)), "{d}");
         assert!(
             d.ends_with("refused (its content has a deny verdict)"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn a_refused_fallback_says_so() {
+        let e = LoadEvent::parse(&raw(2, -1, 5, "")).unwrap();
+        assert_eq!((e.hook, e.reason), (Hook::LoadData, Reason::Fallback));
+        assert_eq!(e.module(), None);
+        let d = e.describe();
+        assert!(
+            d.contains("init_module (an image from memory, no file) by insmod (pid 412)"),
+            "{d}"
+        );
+        assert!(
+            d.contains("refused (the loader's init_module fallback"),
             "{d}"
         );
     }

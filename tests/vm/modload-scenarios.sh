@@ -6,9 +6,10 @@
 # and decided, through kerneld's BPF LSM program (module-loads).  A kerneld
 # of its own (key, state directory, configuration), beside the main one.
 #
-# The guest's kmod is Debian 12's (kmod 30): modprobe and insmod load its
-# .ko.xz modules through init_module(2), which carries no file; `trigger
-# finit FILE` loads through finit_module(2) as kmod 31 and later do.
+# The guest's kmod is Debian 12's (kmod 30): modprobe and insmod try
+# finit_module(2) and, when it fails, init_module(2) with the image, which
+# carries no file.  `trigger finit FILE` and `trigger init FILE` make one
+# call each.
 
 ML_KEY=0x6d6c6f64
 ML_LOG=/tmp/kerneld-modload.log
@@ -32,10 +33,17 @@ ml_stop() { # SIGNAL
 }
 ml_log_now() { grep -q -- "$1" "$ML_LOG"; }
 ml_log_has() { wait_until 5 ml_log_now "$1"; }
+# The module image of FILE (.ko or .ko.xz).
+ml_plain() {
+    case "$1" in
+        *.xz) xzcat "$1" ;;
+        *) cat "$1" ;;
+    esac
+}
 ml_file() { find "/lib/modules/$(uname -r)" -name "$1.ko*" | head -n 1; }
 
 scenario_module_loads() {
-    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, an unknown file and init_module as configured, a changed tree judged again (enforce); kerneld killed: loads as without it"
+    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, an unknown file and init_module as configured, a changed tree judged again (enforce); kerneld killed: loads as without it"
     if ! grep -q bpf /sys/kernel/security/lsm 2>/dev/null; then
         mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
     fi
@@ -56,8 +64,8 @@ scenario_module_loads() {
         { fail 19 "$d" "no 'attached: observe' in $ML_LOG: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
     run 20 insmod "$veth"
     loaded veth || { fail 19 "$d" "insmod veth (observe) did not load it: $out"; return; }
-    ml_log_has 'init_module (an image from memory, no file) by insmod (pid' ||
-        { fail 19 "$d" "insmod's init_module not reported with its caller: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    ml_log_has 'module load: .* by insmod (pid [0-9]*)' ||
+        { fail 19 "$d" "insmod's load not reported with its caller: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     sum=$(sha256sum "$dummy" | cut -d' ' -f1)
     run 20 trigger finit "$dummy"
     loaded dummy || { fail 19 "$d" "trigger finit dummy (observe) did not load it: $out"; return; }
@@ -94,24 +102,38 @@ scenario_module_loads() {
     loaded dummy && { fail 19 "$d" "a copy of dummy's file got loaded: $out"; return; }
     ml_log_has "finit_module of /tmp/renamed.ko.xz by trigger.*refused" ||
         { fail 19 "$d" "the copy's refusal not reported"; return; }
+    # Root's insmod and modprobe: refused, their init_module fallback too
+    # (kmod up to 30 retries a failed finit_module with init_module).
+    for loader in "insmod $dummy" "modprobe dummy"; do
+        # shellcheck disable=SC2086
+        run 20 $loader
+        loaded dummy && { fail 19 "$d" "denied dummy got loaded by $loader: $out"; return; }
+    done
+    ml_log_has "by modprobe (pid [0-9]*).*: refused" ||
+        { fail 19 "$d" "modprobe's refusal not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    note "19: modprobe dummy: $(grep 'by modprobe' "$ML_LOG" | tail -n 1)"
     # An allowed module loads.
     run 20 trigger finit "$veth"
     loaded veth || { fail 19 "$d" "allowed veth not loaded by finit_module (enforce): $out"; return; }
     note "19: enforce: $(grep ': refused (its content' "$ML_LOG" | head -n 1)"
     unload veth
     # A file kerneld did not judge: allowed and reported (the default).
-    xzcat "$veth" >/tmp/unknown.ko || { fail 19 "$d" "cannot decompress $veth"; return; }
+    ml_plain "$veth" >/tmp/unknown.ko || { fail 19 "$d" "cannot decompress $veth"; return; }
+    # A byte more: content no file of the tree has (an uncompressed tree
+    # has veth's image itself); the kernel loads it as unsigned.
+    printf '\n' >>/tmp/unknown.ko
     run 20 trigger finit /tmp/unknown.ko
     loaded veth || { fail 19 "$d" "an unknown file was not loaded (module-loads-unknown = allow): $out"; return; }
     ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: allowed (no verdict for its content)" ||
         { fail 19 "$d" "the unknown file's load not reported as such"; return; }
     unload veth
     # The same bytes put into the tree as a denied module: judged again.
-    cp /tmp/unknown.ko "${dummy%/*}/dummy.ko"
+    mkdir -p "/lib/modules/$(uname -r)/updates"
+    cp /tmp/unknown.ko "/lib/modules/$(uname -r)/updates/dummy.ko"
     ml_log_has 'module tree changed: judged' ||
         { fail 19 "$d" "no 'module tree changed: judged' after a module file was added"; return; }
     run 20 trigger finit /tmp/unknown.ko
-    rm -f "${dummy%/*}/dummy.ko"
+    rm -r "/lib/modules/$(uname -r)/updates"
     loaded veth && { fail 19 "$d" "a file whose content became denied still loaded: $out"; return; }
     ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: refused (its content has a deny verdict)" ||
         { fail 19 "$d" "the new verdict's refusal not reported"; return; }
@@ -126,10 +148,11 @@ scenario_module_loads() {
     loaded veth && { fail 19 "$d" "an unknown file loaded with module-loads-unknown = refuse: $out"; return; }
     ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: refused (no verdict for its content)" ||
         { fail 19 "$d" "the unknown file's refusal not reported"; return; }
-    run 20 insmod "$veth"
-    loaded veth && { fail 19 "$d" "insmod (init_module) loaded veth with module-loads-init-module = refuse: $out"; return; }
-    ml_log_has 'init_module (an image from memory, no file) by insmod (pid [0-9]*), cgroup id [0-9]*: refused' ||
-        { fail 19 "$d" "insmod's refused init_module not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    ml_plain "$veth" >/tmp/image.ko
+    run 20 trigger init /tmp/image.ko
+    loaded veth && { fail 19 "$d" "init_module loaded veth with module-loads-init-module = refuse: $out"; return; }
+    ml_log_has 'init_module (an image from memory, no file) by trigger (pid [0-9]*), cgroup id [0-9]*: refused (init_module carries no file' ||
+        { fail 19 "$d" "the refused init_module not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     note "19: init_module refused: $(grep 'init_module (an image' "$ML_LOG" | tail -n 1)"
 
     # Killed: the program goes with it; loads are as without kerneld.

@@ -303,5 +303,8 @@ fn report(e: &LoadEvent) {
         (log::Level::Info, log::Event::ModuleLoad)
     };
     log::event(level, event, &fields, &e.describe());
+    if let Some(m) = e.audit_message() {
+        crate::audit::record(m);
+    }
     super::remember(e);
 }

@@ -201,6 +201,49 @@ impl LoadEvent {
     }
 }
 
+impl LoadEvent {
+    /// The audit record of a refused load, or of one enforce mode would
+    /// refuse (observe mode); None for any other.  Shaped as the request
+    /// denials' records (crate::audit), `op=module-load`.
+    pub fn audit_message(&self) -> Option<String> {
+        use crate::audit::encode;
+        let would = !self.refused() && matches!(self.reason, Reason::Denied | Reason::Fallback);
+        if !self.refused() && !would {
+            return None;
+        }
+        let (decision, res) = if would {
+            ("would-deny", "success")
+        } else {
+            ("deny", "failed")
+        };
+        let (syscall, file, sha) = match self.hook {
+            Hook::ReadFile => (
+                "finit_module",
+                encode(&self.name),
+                self.sha256_hex().unwrap_or_else(|| "?".into()),
+            ),
+            _ => ("init_module", "?".into(), "?".into()),
+        };
+        let reason = match self.reason {
+            Reason::Denied => "denied-content",
+            Reason::Unknown => "unknown-content",
+            Reason::InitModule => "init-module",
+            Reason::Fallback => "fallback",
+            Reason::Allowed | Reason::None => "?",
+        };
+        Some(format!(
+            "op=module-load decision={decision} mode={} syscall={syscall} reason={reason} \
+             file={file} sha256={sha} loader_pid={} loader_comm={} loader_cgroup_id={} \
+             exe={} hostname=? addr=? terminal=? res={res}",
+            if self.enforcing { "enforce" } else { "observe" },
+            self.tgid,
+            encode(&self.comm),
+            self.cgroup_id,
+            crate::audit::exe(),
+        ))
+    }
+}
+
 pub fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
@@ -260,6 +303,27 @@ mod tests {
             d.contains("refused (the loader's init_module fallback"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn refusals_and_would_be_refusals_make_audit_records() {
+        let e = LoadEvent::parse(&raw(1, -1, 2, "/m/dummy.ko")).unwrap();
+        let m = e.audit_message().unwrap();
+        assert!(m.starts_with("op=module-load decision=deny mode=enforce syscall=finit_module reason=denied-content file=\"/m/dummy.ko\" sha256=abab"), "{m}");
+        assert!(
+            m.contains("loader_pid=412 loader_comm=\"insmod\" loader_cgroup_id=77"),
+            "{m}"
+        );
+        assert!(m.ends_with("res=failed"), "{m}");
+        // A hostile path cannot forge a field.
+        let e = LoadEvent::parse(&raw(1, -1, 2, "/tmp/a res=success")).unwrap();
+        assert!(e
+            .audit_message()
+            .unwrap()
+            .contains("file=2F746D702F61207265733D73756363657373 "));
+        // Allowed: no record.
+        let e = LoadEvent::parse(&raw(1, 0, 1, "/m/veth.ko")).unwrap();
+        assert_eq!(e.audit_message(), None);
     }
 
     #[test]

@@ -280,7 +280,8 @@ fn report(e: &LoadEvent) {
         )
         .push_num("MODLOAD_PID", e.tgid)
         .push("MODLOAD_COMM", &e.comm)
-        .push_num("MODLOAD_CGROUP_ID", e.cgroup_id);
+        .push_num("MODLOAD_CGROUP_ID", e.cgroup_id)
+        .push_num("MODLOAD_READ_ID", e.id);
     if !e.name.is_empty() {
         fields.push(
             if e.hook == Hook::ModuleRequest {

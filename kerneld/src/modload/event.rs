@@ -64,6 +64,8 @@ pub struct LoadEvent {
 pub const SIZE: usize = 344;
 
 const SHA256_ALGO: i32 = 4;
+/// kernel_read_file_id's READING_MODULE (READING_MODULE_COMPRESSED is 7).
+const READING_MODULE: u32 = 2;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -143,8 +145,14 @@ impl LoadEvent {
             Hook::ReadFile => {
                 let _ = write!(
                     s,
-                    "module load: finit_module of {} by {}, cgroup id {}",
+                    "module load: finit_module of {}{} by {}, cgroup id {}",
                     kmod_ipc::escape::escape(&self.name),
+                    // 7.x reads compressed files under an id of their own.
+                    if self.id == READING_MODULE {
+                        ""
+                    } else {
+                        " (compressed, decompressed by the kernel)"
+                    },
                     kmod_ipc::escape::escape(&self.caller()),
                     self.cgroup_id
                 );

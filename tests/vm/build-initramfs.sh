@@ -114,8 +114,13 @@ mkdir -p "$stage/lib/modules/$kver"
 nmods=0
 while read -r name _; do
     [[ -z "$name" || "$name" == \#* ]] && continue
-    deps=$(modprobe -d "$root" -S "$kver" --show-depends "$name" 2>&1) ||
+    if ! deps=$(modprobe -d "$root" -S "$kver" --show-depends "$name" 2>&1); then
+        if [[ "${KERNELD_VM_MISSING_OK:-0}" == 1 && "$deps" == *"not found"* ]]; then
+            echo "build-initramfs: $name is not in $kver; left out" >&2
+            continue
+        fi
         die "modprobe --show-depends $name: $deps"
+    fi
     while read -r kind path _; do
         # "builtin NAME" lines need no file.
         [[ "$kind" == insmod ]] || continue

@@ -83,6 +83,15 @@ fn judge(
         stale.len(),
         t.elapsed().as_millis()
     ));
+    if v.compressed > 0 && what == "judged" {
+        log::notice(&format!(
+            "module loads: {} of the {} module files are compressed: libkmod before kmod 31 \
+             (Debian 12) loads those in process (kerneld, systemd-udevd) through init_module(), \
+             which carries no file and follows module-loads-init-module, not the verdicts; \
+             modprobe and insmod try finit_module() first and are judged",
+            v.compressed, v.files
+        ));
+    }
     for u in &v.unreadable {
         log::warn(&format!(
             "module loads: not judged (unknown to the program): {u}"

@@ -39,6 +39,8 @@ pub struct Verdicts {
     /// Files judged, and of them denied.
     pub files: usize,
     pub denied: usize,
+    /// Files compressed (.ko.xz, .ko.zst, .ko.gz).
+    pub compressed: usize,
     /// Files that could not be read (with why), judged as unknown.
     pub unreadable: Vec<String>,
 }
@@ -122,6 +124,9 @@ pub fn compute(
             Verdict::Deny
         };
         v.files += 1;
+        if !path.to_string_lossy().ends_with(".ko") {
+            v.compressed += 1;
+        }
         // Two files of one content: a deny of either wins.
         let slot = v.by_hash.entry(hash).or_insert(verdict);
         if verdict == Verdict::Deny {
@@ -172,7 +177,7 @@ mod tests {
             None
         })
         .unwrap();
-        assert_eq!((v.files, v.denied), (2, 1));
+        assert_eq!((v.files, v.denied, v.compressed), (2, 1, 1));
         let dccp = sha256_file(&dir.join("kernel/net/dccp.ko.xz")).unwrap();
         let dummy = sha256_file(&dir.join("kernel/dummy.ko")).unwrap();
         assert_eq!(v.by_hash[&dccp], Verdict::Deny);

@@ -27,6 +27,22 @@ ml_start() { # WORDS of the configuration, one per line
     wait_until 15 ml_ready
 }
 ml_ready() { KERNELD_KEY=$ML_KEY timeout 5 kdstat >/dev/null 2>&1; }
+# A plain kerneld (no rules, no program) on a key of its own: a loader
+# with libkmod in its process, as systemd-udevd is.
+LK_KEY=0x6d6c3032
+LK_PID=
+lk_start() {
+    : >/tmp/kerneld-libkmod.conf
+    kerneld --foreground --key "$LK_KEY" --state-dir /run/kerneld-libkmod \
+        --config /tmp/kerneld-libkmod.conf </dev/null >>/tmp/kerneld-libkmod.log 2>&1 &
+    LK_PID=$!
+    wait_until 15 lk_ready
+}
+lk_ready() { KERNELD_KEY=$LK_KEY timeout 5 kdstat >/dev/null 2>&1; }
+lk_stop() {
+    kill -TERM "$LK_PID" 2>/dev/null
+    wait "$LK_PID" 2>/dev/null
+}
 ml_stop() { # SIGNAL
     [ -n "$ML_PID" ] || return 0
     kill "-$1" "$ML_PID" 2>/dev/null
@@ -46,7 +62,7 @@ ml_plain() {
 ml_file() { find "/lib/modules/$(uname -r)" -name "$1.ko*" | head -n 1; }
 
 scenario_module_loads() {
-    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, an unknown file and init_module as configured, a changed tree judged again (enforce); kerneld killed: loads as without it"
+    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, a libkmod loader in-process, an unknown file and init_module as configured, a changed tree judged again (enforce); kerneld killed: loads as without it"
     if ! grep -q bpf /sys/kernel/security/lsm 2>/dev/null; then
         mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
     fi
@@ -115,6 +131,24 @@ scenario_module_loads() {
     ml_log_has "by modprobe (pid [0-9]*).*: refused" ||
         { fail 19 "$d" "modprobe's refusal not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     note "19: modprobe dummy: $(grep 'by modprobe' "$ML_LOG" | tail -n 1)"
+    # A loader with libkmod in its own process, as systemd-udevd: a plain
+    # kerneld (no rules, another key) asked for dummy.  Its load is seen
+    # with its pid whatever the call; a finit_module is refused by
+    # content, an init_module (how this kmod 30 has it load .ko.xz in
+    # process) only by module-loads-init-module = refuse, below.
+    if ! lk_start; then
+        fail 19 "$d" "the plain kerneld (libkmod loader) not ready: $(tail -n 3 /tmp/kerneld-libkmod.log | tr '\n' ' ')"
+        return
+    fi
+    run 20 kdsend --key "$LK_KEY" -e request_module dummy
+    lk_stop
+    ml_log_has "module load: .* by kerneld[^ ]* (pid $LK_PID)" ||
+        { fail 19 "$d" "the libkmod loader's load not reported with its pid $LK_PID: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    if ml_log_now "finit_module of .* by kerneld[^ ]* (pid $LK_PID)"; then
+        loaded dummy && { fail 19 "$d" "a libkmod loader's finit_module of denied dummy loaded it: $out"; return; }
+    fi
+    note "19: libkmod in-process (enforce, init_module allowed): $(grep "(pid $LK_PID)" "$ML_LOG" | tail -n 1)"
+    unload dummy
     # An allowed module loads.
     run 20 trigger finit "$veth"
     loaded veth || { fail 19 "$d" "allowed veth not loaded by finit_module (enforce): $out"; return; }
@@ -157,6 +191,20 @@ scenario_module_loads() {
     ml_log_has 'init_module (an image from memory, no file) by trigger (pid [0-9]*), cgroup id [0-9]*: refused (init_module carries no file' ||
         { fail 19 "$d" "the refused init_module not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     note "19: init_module refused: $(grep 'init_module (an image' "$ML_LOG" | tail -n 1)"
+    # The libkmod loader again: its init_module (.ko.xz here) refused; a
+    # finit_module (an uncompressed tree) of dummy's known file loads.
+    lk_start || { fail 19 "$d" "the plain kerneld (libkmod loader) not ready"; return; }
+    run 20 kdsend --key "$LK_KEY" -e request_module dummy
+    lk_stop
+    ml_log_has "by kerneld[^ ]* (pid $LK_PID)" ||
+        { fail 19 "$d" "the libkmod loader's load not reported with its pid $LK_PID"; return; }
+    if ml_log_now "init_module (an image from memory, no file) by kerneld[^ ]* (pid $LK_PID)"; then
+        loaded dummy && { fail 19 "$d" "the libkmod loader's init_module loaded dummy with init_module refused: $out"; return; }
+        ml_log_has "by kerneld[^ ]* (pid $LK_PID).*: refused" ||
+            { fail 19 "$d" "the libkmod loader's refusal not reported with its pid $LK_PID"; return; }
+    fi
+    unload dummy
+    note "19: libkmod in-process (init_module refused): $(grep "(pid $LK_PID)" "$ML_LOG" | tail -n 1)"
 
     # Killed: the program goes with it; loads are as without kerneld.
     ml_stop KILL

@@ -148,6 +148,59 @@ pub fn policy_changed(_policy: &crate::policy::Policy) {
     bpf::policy_changed(_policy);
 }
 
+/// One load of a module as `why` (JSON) tells it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SeenLoad {
+    /// When the event was read, Unix seconds.
+    pub at: u64,
+    /// `finit_module` (a file) or `init_module` (an image from memory).
+    pub syscall: String,
+    /// The file read, as the kernel names it; null for init_module.
+    pub file: Option<String>,
+    /// The file's SHA-256 as stored (hex); null when not hashed.
+    pub sha256: Option<String>,
+    /// The loader: its pid (thread group), command and cgroup v2 id.
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    /// `allowed`, `refused` or `would-be-refused` (observe mode).
+    pub outcome: String,
+}
+
+/// What the program saw of loads of module `name` (newest first).
+pub fn loads_of(name: &str) -> Vec<SeenLoad> {
+    let n = name.replace('-', "_");
+    let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    seen.iter()
+        .rev()
+        .filter(|s| s.event.module().as_deref() == Some(n.as_str()))
+        .map(|s| {
+            let e = &s.event;
+            SeenLoad {
+                at: s
+                    .at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                syscall: "finit_module".into(),
+                file: Some(e.name.clone()),
+                sha256: e.sha256_hex(),
+                pid: e.tgid,
+                comm: e.comm.clone(),
+                cgroup_id: e.cgroup_id,
+                outcome: if e.refused() {
+                    "refused"
+                } else if matches!(e.reason, event::Reason::Denied) {
+                    "would-be-refused"
+                } else {
+                    "allowed"
+                }
+                .into(),
+            }
+        })
+        .collect()
+}
+
 /// A running program; dropping it detaches the program.
 pub struct Running {
     #[cfg(feature = "bpf-lsm")]

@@ -95,6 +95,12 @@ scenario_module_loads() {
         *"load seen"*"finit_module of $dummy"*" by trigger"*"sha256 $sum"*) ;;
         *) fail 19 "$d" "kdstat why dummy does not name the loader, file and hash: $why"; return ;;
     esac
+    whyj=$(KERNELD_KEY=$ML_KEY timeout 5 kdstat why dummy --json 2>&1 | tr -d ' \n')
+    case "$whyj" in
+        # (the daemon sends its keys sorted)
+        *'"loads":[{'*'"comm":"trigger"'*'"outcome":"would-be-refused"'*"\"sha256\":\"$sum\""*'"syscall":"finit_module"'*) ;;
+        *) fail 19 "$d" "kdstat why dummy --json has no load with the hash, loader and outcome: $whyj"; return ;;
+    esac
     note "19: observe: $(grep "finit_module of $dummy" "$ML_LOG" | tail -n 1)"
     note "19: kdstat why dummy: $why"
     unload dummy

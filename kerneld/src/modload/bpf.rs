@@ -160,12 +160,16 @@ pub(super) fn start(
     policy: &Policy,
     backend: Backends,
 ) -> Result<Loaded, String> {
-    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
-    if !lsms.split(',').any(|l| l.trim() == "bpf") {
-        return Err(hint(format!(
-            "the BPF LSM is not active (/sys/kernel/security/lsm: {:?})",
-            lsms.trim()
-        )));
+    // Without securityfs mounted the list cannot be read: then loading
+    // the program says whether the BPF LSM is there.
+    let lsms = std::fs::read_to_string("/sys/kernel/security/lsm");
+    if let Ok(lsms) = lsms.as_deref().map(str::trim) {
+        if !lsms.split(',').any(|l| l == "bpf") {
+            return Err(hint(format!(
+                "the BPF LSM is not active (/sys/kernel/security/lsm: {lsms:?}; an lsm= on \
+                 the kernel command line that omits bpf turns it off)"
+            )));
+        }
     }
     let btf = Btf::from_sys_fs().map_err(|e| hint(format!("kernel BTF: {e}")))?;
     let mut ebpf = EbpfLoader::new()

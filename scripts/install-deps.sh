@@ -9,6 +9,9 @@ set -euo pipefail
 packages=(
     # libkmod for the daemon (kmod-sys generates bindings with bindgen)
     libkmod-dev libclang-dev pkg-config gcc libc6-dev
+    # the BPF LSM program of module-loads (cargo feature bpf-lsm): clang
+    # compiles it for the bpf target, against the kernel's UAPI headers
+    clang llvm linux-libc-dev
     # the real-kernel test: QEMU, the guest's userland, kernel packages
     qemu-system-x86 busybox-static kmod xz-utils zstd cpio
     # its debian series: a Debian 12 system made from Debian's archive

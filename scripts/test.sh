@@ -14,8 +14,10 @@ tests/vm/fetch-kernel.sh 6.1 >/dev/null
 
 # Where cargo puts the binaries, which the VM test boots with.
 export KERNELD_BIN_DIR=${KERNELD_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}
-cargo build --workspace --bins
-cargo test --workspace
+# With the BPF LSM program of module-loads (built by clang), which the
+# VM test's scenario 19 loads.
+cargo build --workspace --bins --features kerneld/bpf-lsm
+cargo test --workspace --features kerneld/bpf-lsm
 dist/test-deb.sh
 # The package test-deb.sh built is the one the debian series installs.
 KERNELD_DEB=${CARGO_TARGET_DIR:-$PWD/target}/debian/kerneld_$(dpkg-parsechangelog -S Version)_$(dpkg --print-architecture).deb

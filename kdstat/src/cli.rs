@@ -105,7 +105,10 @@ null; modules has one object
 per module (an alias gives the module requested as it), each with module
 (string), loaded_by_kerneld (boolean), kernel (object: state, refcount,
 holders) and, when loaded_by_kerneld, requested_as, loaded_at, requester,
-pulled_in_by, allowed_by and dependencies as in loaded_modules.
+pulled_in_by, allowed_by and dependencies as in loaded_modules; loads
+lists the loads of it kerneld's BPF LSM program saw (module-loads), newest
+first: at, syscall, file, sha256, pid, comm, cgroup_id and outcome
+(allowed, refused or would-be-refused).
 kdstat --json prints the document as the daemon sent it, after checking
 it parses.
 

@@ -175,7 +175,7 @@ pub fn encode(value: &str) -> String {
 }
 
 /// kerneld's executable, encoded, for the record's `exe=`.
-fn exe() -> &'static str {
+pub(crate) fn exe() -> &'static str {
     static EXE: OnceLock<String> = OnceLock::new();
     EXE.get_or_init(|| match std::env::current_exe() {
         Ok(p) => encode(&p.to_string_lossy()),
@@ -238,6 +238,17 @@ pub fn denial(name: &str, modules: &[String], rule: &str, would: bool, who: Opti
         Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Send a record made elsewhere (the module loads of `modload`); never
+/// waits.
+pub fn record(msg: String) {
+    let Some(tx) = SENDER.get() else {
+        return;
+    };
+    if tx.try_send(msg).is_err() {
+        DROPPED.fetch_add(1, Ordering::Relaxed);
     }
 }
 

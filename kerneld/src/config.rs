@@ -74,6 +74,8 @@ pub struct Config {
     /// Where to write kerneld.prom for node_exporter at each sweep.
     pub metrics_dir: Option<PathBuf>,
     pub policy: Policy,
+    /// Module loads seen or decided through the BPF LSM (`module-loads*`).
+    pub module_loads: crate::modload::Settings,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             rate_limit_per_minute: 30,
             metrics_dir: None,
             policy: Policy::default(),
+            module_loads: crate::modload::Settings::default(),
         }
     }
 }
@@ -284,6 +287,7 @@ impl Config {
                     }
                 }
             }
+            _ if self.module_loads.set(key, value)? => {}
             _ => return Err(format!("unknown setting {key:?}")),
         }
         Ok(())

@@ -64,7 +64,7 @@ pub fn apply(
             return Outcome::ok(if words.len() == 3 {
                 json_text(&crate::why::json(name, &record, &usage, &seen))
             } else {
-                crate::why::text(name, &record, &usage, &seen)
+                crate::why::text(name, &record, &usage, &seen) + &crate::modload::why_text(name)
             });
         }
         ["why", ..] => {

@@ -58,10 +58,14 @@ pub enum Event {
     Expired,
     /// kdstat flush emptied the queue.
     Flushed,
+    /// The BPF LSM program saw a module load (or request) it let through.
+    ModuleLoad,
+    /// The BPF LSM program refused a module load.
+    ModuleLoadRefused,
 }
 
 impl Event {
-    pub const ALL: [Event; 11] = [
+    pub const ALL: [Event; 13] = [
         Event::Started,
         Event::Stopped,
         Event::Reloaded,
@@ -73,6 +77,8 @@ impl Event {
         Event::Released,
         Event::Expired,
         Event::Flushed,
+        Event::ModuleLoad,
+        Event::ModuleLoadRefused,
     ];
 
     /// The `MESSAGE_ID` (32 lowercase hex digits, as journalctl shows it).
@@ -89,6 +95,8 @@ impl Event {
             Event::Released => "8c7c942f7f8441d085e55a0859454044",
             Event::Expired => "b050793a389744748b9a9f1e18effa14",
             Event::Flushed => "0b6d9d10d7a1429fac743ef7a2882b9f",
+            Event::ModuleLoad => "b139116784014a02b34b306ed457176a",
+            Event::ModuleLoadRefused => "d7d15be1f52f47e0968d4819993841d9",
         }
     }
 }

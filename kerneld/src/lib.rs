@@ -31,6 +31,10 @@
 //!   of requester and module provenance, parsed and judged); failures
 //!   remembered; validation of names
 //! - `why`: why a module is loaded (`kdstat why`), from the record
+//! - `modload`: every module load on the host, seen and decided in the
+//!   kernel through the BPF LSM (`module-loads`; the program is loaded
+//!   with the `bpf-lsm` feature); verdicts by content, events for the log,
+//!   the audit log and `why`
 //! - `trace`, `requester`: who asked (the module_request tracepoint)
 //! - `programs`: system, route, blanker, pnp and arp requests
 //! - `status`: status text and JSON from a plain snapshot; `textfile`:
@@ -61,6 +65,7 @@ pub mod limits;
 pub mod lint;
 pub mod log;
 pub mod metrics;
+pub mod modload;
 pub mod names;
 pub mod negcache;
 pub mod outbox;

@@ -198,6 +198,38 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
     code
 }
 
+/// Start the BPF LSM program `module-loads` asks for; None when off or
+/// when it could not be started (logged, with what to do).
+fn start_module_loads(cfg: &Config, kmod_config: &KmodConfig) -> Option<kerneld::modload::Running> {
+    if cfg.module_loads.mode == kerneld::modload::Mode::Off {
+        return None;
+    }
+    notify::status("starting: attaching the module load program (BPF LSM)");
+    let dir = kmod_config.module_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "/lib/modules/{}",
+            kerneld::backend::sysfs::release()
+        ))
+    });
+    let kc = kmod_config.clone();
+    let backend: kerneld::modload::Backends = Box::new(move || {
+        Kmod::new(&kc)
+            .ok()
+            .map(|k| Box::new(k) as Box<dyn ModuleBackend + Send>)
+    });
+    match kerneld::modload::start(cfg.module_loads, &dir, &cfg.policy, backend) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error(&format!(
+                "module-loads = {}: not started: {e}; kerneld serves requests, but loads by \
+                 other loaders are neither seen nor decided",
+                cfg.module_loads.describe()
+            ));
+            None
+        }
+    }
+}
+
 /// Run the daemon, from locking its state directory to its stop, in
 /// phases: claim, open the backend, build, register, run, stop.
 fn serve(
@@ -222,7 +254,9 @@ fn serve(
     let queue = stopper.queue.clone();
     let qid = queue.id();
     let rules = cfg.policy.rules.len();
-    let daemon = build(&cli, cfg, settings, filter, queue, &state_dir, kmod_config);
+    // The module load program lives as long as this binding: to the stop.
+    let (daemon, _module_loads) =
+        build(&cli, cfg, settings, filter, queue, &state_dir, kmod_config);
     if let Err(code) = register(&cli, &daemon, &state_dir, &mut stopper) {
         return code;
     }
@@ -403,7 +437,8 @@ fn open_backend(cli: &Cli) -> KmodConfig {
 }
 
 /// Build the daemon: requester tracing, the record of loaded modules,
-/// and the handles over the claimed queue.
+/// the module load program (module-loads; kept by the caller until the
+/// stop) and the handles over the claimed queue.
 fn build(
     cli: &Cli,
     cfg: Config,
@@ -412,7 +447,7 @@ fn build(
     queue: Queue,
     state_dir: &Path,
     kmod_config: KmodConfig,
-) -> Arc<Daemon> {
+) -> (Arc<Daemon>, Option<kerneld::modload::Running>) {
     let tracer = match Tracer::start() {
         Ok(t) => Some(t),
         Err(e) => {
@@ -429,6 +464,10 @@ fn build(
     if let Some(w) = warning {
         log::error(&w);
     }
+    // Module loads by every loader, through the BPF LSM (module-loads):
+    // judged and attached before kerneld says it is ready.  A failure is
+    // no reason not to serve requests.
+    let module_loads = start_module_loads(&cfg, &kmod_config);
     let fingerprint_config = kmod_config.clone();
     let factory_config = kmod_config.clone();
     let daemon = Daemon::new(Parts {
@@ -451,7 +490,7 @@ fn build(
     if let Some(dir) = &cli.metrics_dir {
         daemon.set_metrics_dir(dir.clone());
     }
-    daemon
+    (daemon, module_loads)
 }
 
 /// Register kerneld-modprobe as the kernel's module helper, if asked.

@@ -372,6 +372,7 @@ pub fn document(
         modules,
         requests,
         remembered,
+        loads: crate::modload::loads_of(name),
     }
 }
 
@@ -399,6 +400,10 @@ pub struct WhyDocument {
     /// When no module of that name is loaded: the failure kerneld answers
     /// from memory for it, if any (null otherwise).
     pub remembered: Value,
+    /// The loads of the module the kernel reported through kerneld's BPF
+    /// LSM program (module-loads), whoever made them, newest first; empty
+    /// when it is off or saw none.
+    pub loads: Vec<crate::modload::SeenLoad>,
 }
 
 /// One module: from kerneld's record when kerneld loaded it, else only

@@ -81,6 +81,7 @@ cc -static -O2 -Wall -o "$stage/bin/trigger" "$here/trigger.c"
 install -m 0755 "$here/init" "$stage/init"
 install -m 0755 "$here/scenarios.sh" "$stage/scenarios.sh"
 install -m 0755 "$here/shim-scenarios.sh" "$stage/shim-scenarios.sh"
+install -m 0644 "$here/modload-scenarios.sh" "$stage/modload-scenarios.sh"
 install -m 0755 "$here/early-boot.sh" "$stage/early-boot.sh"
 install -m 0644 "$here/guest-lib.sh" "$stage/guest-lib.sh"
 # The policy file the early-boot scenario includes, as installed.
@@ -113,8 +114,13 @@ mkdir -p "$stage/lib/modules/$kver"
 nmods=0
 while read -r name _; do
     [[ -z "$name" || "$name" == \#* ]] && continue
-    deps=$(modprobe -d "$root" -S "$kver" --show-depends "$name" 2>&1) ||
+    if ! deps=$(modprobe -d "$root" -S "$kver" --show-depends "$name" 2>&1); then
+        if [[ "${KERNELD_VM_MISSING_OK:-0}" == 1 && "$deps" == *"not found"* ]]; then
+            echo "build-initramfs: $name is not in $kver; left out" >&2
+            continue
+        fi
         die "modprobe --show-depends $name: $deps"
+    fi
     while read -r kind path _; do
         # "builtin NAME" lines need no file.
         [[ "$kind" == insmod ]] || continue

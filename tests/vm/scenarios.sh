@@ -1,7 +1,8 @@
 #!/bin/sh
 # shellcheck shell=dash
 # Scenarios run inside the test guest by /init (busybox sh).
-# Usage: sh /scenarios.sh kerneld|baseline|shim (shim: shim-scenarios.sh)
+# Usage: sh /scenarios.sh kerneld|baseline|shim|modload (shim: shim-scenarios.sh;
+# modload: scenario 19 alone, modload-scenarios.sh)
 #
 # Every scenario prints exactly one line, which tests/vm/run parses:
 #   VMTEST PASS <n> <description>
@@ -356,6 +357,10 @@ kerneld_scenarios() {
     # 16-17: why a module is loaded; where it comes from ------------------
     scenario_why
     scenario_unsigned
+
+    # 19: every module load through the BPF LSM (a kerneld of its own) ----
+    . /modload-scenarios.sh
+    scenario_module_loads
 
     # 15: last, since the setting holds until reboot ----------------------
     scenario_modules_disabled
@@ -850,6 +855,11 @@ scenario_modules_disabled() {
 case "$mode" in
     baseline) baseline ;;
     kerneld) kerneld_scenarios ;;
+    # scenario 19 alone (tests/vm/run --script with `sh /scenarios.sh modload`)
+    modload)
+        . /modload-scenarios.sh
+        scenario_module_loads
+        ;;
     shim)
         . /shim-scenarios.sh
         shim_scenarios

@@ -28,6 +28,14 @@
  *   trigger nlbind GROUP
  *       bind a NETLINK_NETFILTER socket to GROUP: nfnetlink asks for its
  *       subsystem with request_module_nowait() and bind returns at once.
+ *   trigger finit FILE
+ *       load the module FILE with finit_module(2), as kmod 31 and later
+ *       do (MODULE_INIT_COMPRESSED_FILE for .xz/.zst/.gz): the guest's
+ *       kmod 30 loads compressed modules with init_module(2).  Prints
+ *       "loaded", or the error and exits 1.
+ *   trigger init FILE
+ *       load the module FILE (uncompressed) with init_module(2): an image
+ *       from memory, as loaders do when finit_module(2) fails.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,6 +51,7 @@
 #include <sys/msg.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -55,7 +64,9 @@ static void usage(void)
 	      "       trigger [-u UID] queue KEY MODE\n"
 	      "       trigger rmqueue ID\n"
 	      "       trigger pid-above N\n"
-	      "       trigger nlbind GROUP\n",
+	      "       trigger nlbind GROUP\n"
+	      "       trigger finit FILE\n"
+	      "       trigger init FILE\n",
 	      stderr);
 	exit(2);
 }
@@ -255,6 +266,58 @@ static int do_nlbind(char **argv, int argc)
 	return 0;
 }
 
+static int do_finit(char **argv, int argc)
+{
+	size_t len;
+	int fd, flags = 0;
+
+	if (argc != 1)
+		usage();
+	fd = open(argv[0], O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		printf("open %s: %s\n", argv[0], strerror(errno));
+		return 1;
+	}
+	len = strlen(argv[0]);
+	if (len > 3 && strcmp(argv[0] + len - 3, ".ko") != 0)
+		flags = 4; /* MODULE_INIT_COMPRESSED_FILE */
+	if (syscall(SYS_finit_module, fd, "", flags) != 0) {
+		printf("finit_module: %s\n", strerror(errno));
+		close(fd);
+		return 1;
+	}
+	close(fd);
+	puts("loaded");
+	return 0;
+}
+
+static int do_init(char **argv, int argc)
+{
+	struct stat st;
+	char *image;
+	int fd;
+
+	if (argc != 1)
+		usage();
+	fd = open(argv[0], O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		printf("open %s: %s\n", argv[0], strerror(errno));
+		return 1;
+	}
+	image = malloc((size_t)st.st_size);
+	if (!image || read(fd, image, (size_t)st.st_size) != st.st_size) {
+		printf("read %s: %s\n", argv[0], strerror(errno));
+		return 1;
+	}
+	close(fd);
+	if (syscall(SYS_init_module, image, (unsigned long)st.st_size, "") != 0) {
+		printf("init_module: %s\n", strerror(errno));
+		return 1;
+	}
+	puts("loaded");
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	argv++;
@@ -280,6 +343,10 @@ int main(int argc, char **argv)
 		return do_pid_above(argv + 1, argc - 1);
 	if (strcmp(argv[0], "nlbind") == 0)
 		return do_nlbind(argv + 1, argc - 1);
+	if (strcmp(argv[0], "finit") == 0)
+		return do_finit(argv + 1, argc - 1);
+	if (strcmp(argv[0], "init") == 0)
+		return do_init(argv + 1, argc - 1);
 	usage();
 	return 2;
 }

@@ -98,7 +98,7 @@ shim_requester() {
     restart_kerneld /tmp/kerneld5.log || { fail 12 "$d" "kerneld not ready"; return; }
     unload can_raw can || { fail 12 "$d" "cannot unload first: $(loaded_of can_raw can)"; return; }
     echo 4194304 >/proc/sys/kernel/pid_max
-    run 120 trigger pid-above 70000
+    run 600 trigger pid-above 70000
     [ "$rc" = 0 ] || { fail 12 "$d" "trigger pid-above 70000: exit $rc: $out"; return; }
     run 60 trigger -u 1000 socket 29 3 1
     { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||

@@ -217,9 +217,9 @@ static int do_pid_above(char **argv, int argc)
 	if (argc != 1)
 		usage();
 	n = num(argv[0]);
-	/* ns_last_pid (CONFIG_CHECKPOINT_RESTORE) sets the last pid given out
-	 * at once; forking N times takes minutes under emulation on a busy
-	 * host. */
+	/* ns_last_pid (CONFIG_CHECKPOINT_RESTORE with PID_NS) sets the last
+	 * pid given out at once; forking N times takes minutes under
+	 * emulation on a busy host. */
 	fd = open("/proc/sys/kernel/ns_last_pid", O_WRONLY);
 	if (fd >= 0) {
 		char buf[24];

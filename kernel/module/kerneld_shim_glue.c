@@ -217,7 +217,7 @@ static int kd_pm_notify(struct notifier_block *nb, unsigned long action,
 			WRITE_ONCE(kd_suspending, false);
 			pr_warn("kerneld_shim: %d request(s) still waiting for kerneld after %d s: suspend refused\n",
 				atomic_read(&kd_waiting), KD_DRAIN_TIMEOUT / HZ);
-			return NOTIFY_BAD;
+			return notifier_from_errno(-EBUSY);
 		}
 		break;
 	case PM_POST_SUSPEND:

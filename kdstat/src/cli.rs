@@ -92,7 +92,7 @@ schema number):
       key, read_wait_ms, reply_wait_ms, fallback, and the counters
       requests, answered, failed, nowait, fallback_no_queue,
       fallback_unread, fallback_full, fallback_gone, untrusted_queue,
-      timed_out, interrupted, late_answers
+      timed_out, interrupted, late_answers, fallback_suspend
 A requester object has pid, uid, gid (integers), comm, cgroup,
 parent_comm (strings) and namespaces (array of strings).
 

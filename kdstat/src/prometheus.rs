@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 /// The counters of the in-kernel sender, with their help texts (the
 /// names are those of `kernel_shim` in the status document).
-const SHIM_COUNTERS: [(&str, &str); 12] = [
+const SHIM_COUNTERS: [(&str, &str); 13] = [
     (
         "requests",
         "Requests the kernel module posted to kerneld's queue",
@@ -55,6 +55,10 @@ const SHIM_COUNTERS: [(&str, &str); 12] = [
     (
         "late_answers",
         "Answers that came after their requester gave up",
+    ),
+    (
+        "fallback_suspend",
+        "Requests left to modprobe: a suspend was starting",
     ),
 ];
 

@@ -11,7 +11,7 @@ pub const PARAMETERS: &str = "/sys/module/kerneld_shim/parameters";
 /// Settings, in the order shown.
 const SETTINGS: [&str; 4] = ["key", "read_wait_ms", "reply_wait_ms", "fallback"];
 /// Counters, in the order shown, with their labels.
-const COUNTERS: [(&str, &str); 12] = [
+const COUNTERS: [(&str, &str); 13] = [
     ("requests", "requests"),
     ("answered", "answered"),
     ("failed", "failed"),
@@ -24,6 +24,7 @@ const COUNTERS: [(&str, &str); 12] = [
     ("timed_out", "timed out"),
     ("interrupted", "interrupted"),
     ("late_answers", "late answers"),
+    ("fallback_suspend", "suspend starting"),
 ];
 
 /// The module's parameters, name and value, if it is loaded.

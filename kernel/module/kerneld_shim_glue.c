@@ -7,23 +7,40 @@
  *   /sys/module/kerneld_shim/parameters/ (settings writable by root);
  * - the requester's identity, read in C so that no C struct field is read
  *   through a bindgen layout (see kernel/README.md);
- * - a rate-limited warning.
+ * - a rate-limited warning;
+ * - the hand-over of each request to a kernel thread (a workqueue), which
+ *   sends it and waits for the answer: LSMs judge the task that waits on a
+ *   queue, not its credentials, so the requester waits for that thread,
+ *   killably, as it would wait for the usermode helper;
+ * - the suspend notifier: no request waits on user space while tasks are
+ *   frozen.
  *
  * The protocol is in kerneld_shim_main.rs.  The numbers of the settings and
  * counters below are the ones of its `Setting` and `Counter`.
  */
 #include <linux/atomic.h>
 #include <linux/cgroup.h>
+#include <linux/completion.h>
 #include <linux/cred.h>
+#include <linux/kernfs.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/nsproxy.h>
 #include <linux/printk.h>
+#include <linux/random.h>
 #include <linux/ratelimit.h>
+#include <linux/refcount.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/suspend.h>
 #include <linux/sysfs.h>
 #include <linux/uidgid.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+/* msg_kernel_send(), msg_kernel_receive(), msg_kernel_withdraw() */
+MODULE_IMPORT_NS(KERNELD);
 
 /* --- settings ----------------------------------------------------------- */
 static int key = 0x6b65726e;
@@ -59,7 +76,7 @@ long kerneld_shim_setting(unsigned int which)
 }
 
 /* --- counters ----------------------------------------------------------- */
-#define KD_NCOUNTERS 12
+#define KD_NCOUNTERS 13
 static atomic_long_t counters[KD_NCOUNTERS];
 
 static int counter_get(char *buf, const struct kernel_param *kp)
@@ -93,6 +110,7 @@ KD_COUNTER(8, untrusted_queue, "queue not root's with mode 0600 or stricter: as 
 KD_COUNTER(9, timed_out, "read by kerneld, no answer within reply_wait_ms");
 KD_COUNTER(10, interrupted, "requester killed while waiting");
 KD_COUNTER(11, late_answers, "answers that came after their requester stopped waiting, removed");
+KD_COUNTER(12, fallback_suspend, "sent while a suspend was starting: usermode helper (or failed)");
 
 void kerneld_shim_count(unsigned int which);
 void kerneld_shim_count(unsigned int which)
@@ -122,16 +140,24 @@ void kerneld_shim_whoami(u32 *ids, char *comm, size_t comm_size, char *cgroup,
 	cgroup[0] = '\0';
 #ifdef CONFIG_CGROUPS
 	if (current->nsproxy && cgroup_size > 1) {
+		struct cgroup_namespace *ns = current->nsproxy->cgroup_ns;
 		struct cgroup *cgrp;
 		int len;
 
+		/*
+		 * What cgroup_path_ns() prints, without its global
+		 * cgroup_mutex: the requester's cgroup stays allocated under
+		 * RCU, and on the default hierarchy the namespace's root is
+		 * its root css_set's dfl_cgrp (the namespace pins that
+		 * css_set), which needs no lock either.
+		 * kernfs_path_from_node() takes a spinlock only.
+		 */
 		rcu_read_lock();
 		cgrp = task_dfl_cgroup(current);
-		cgroup_get(cgrp);
+		len = kernfs_path_from_node(cgrp->kn,
+					    ns->root_cset->dfl_cgrp->kn,
+					    cgroup, cgroup_size);
 		rcu_read_unlock();
-		len = cgroup_path_ns(cgrp, cgroup, cgroup_size,
-				     current->nsproxy->cgroup_ns);
-		cgroup_put(cgrp);
 		if (len < 0 || len >= cgroup_size)
 			cgroup[0] = '\0';
 	}
@@ -146,4 +172,184 @@ void kerneld_shim_warn(const char *what, const char *name, long err)
 
 	if (__ratelimit(&rs))
 		pr_warn("kerneld_shim: %s: %s (%ld)\n", name, what, err);
+}
+
+/* --- reply ids ------------------------------------------------------------ */
+/* A random start, so that ids do not repeat those of an earlier load. */
+u32 kerneld_shim_random(void);
+u32 kerneld_shim_random(void)
+{
+	return get_random_u32();
+}
+
+/* --- suspend ---------------------------------------------------------------- */
+/*
+ * A requester waits for kerneld without being freezable (it may hold the
+ * caller's locks, as when it waits for the usermode helper).  So before a
+ * suspend freezes tasks, no request may be waiting: from the notifier on,
+ * new requests take the usermode helper's path (which suspend knows how
+ * to stop), and the notifier waits for those in flight, as long as
+ * suspend waits for running helpers; kerneld, not frozen yet, answers.
+ */
+#define KD_DRAIN_TIMEOUT (5 * HZ)
+static atomic_t kd_waiting = ATOMIC_INIT(0);
+static bool kd_suspending;
+static DECLARE_WAIT_QUEUE_HEAD(kd_drained);
+
+static void kd_done_waiting(void)
+{
+	if (atomic_dec_and_test(&kd_waiting))
+		wake_up(&kd_drained);
+}
+
+static int kd_pm_notify(struct notifier_block *nb, unsigned long action,
+			void *data)
+{
+	switch (action) {
+	case PM_SUSPEND_PREPARE:
+	case PM_HIBERNATION_PREPARE:
+	case PM_RESTORE_PREPARE:
+		WRITE_ONCE(kd_suspending, true);
+		smp_mb();
+		if (!wait_event_timeout(kd_drained, !atomic_read(&kd_waiting),
+					KD_DRAIN_TIMEOUT)) {
+			/* The chain does not call us back for a veto. */
+			WRITE_ONCE(kd_suspending, false);
+			pr_warn("kerneld_shim: %d request(s) still waiting for kerneld after %d s: suspend refused\n",
+				atomic_read(&kd_waiting), KD_DRAIN_TIMEOUT / HZ);
+			return notifier_from_errno(-EBUSY);
+		}
+		break;
+	case PM_POST_SUSPEND:
+	case PM_POST_HIBERNATION:
+	case PM_POST_RESTORE:
+		WRITE_ONCE(kd_suspending, false);
+		break;
+	}
+	return NOTIFY_DONE;
+}
+
+static struct notifier_block kd_pm_nb = {
+	.notifier_call = kd_pm_notify,
+};
+
+/* --- the hand-over to a kernel thread --------------------------------------- */
+/* In kerneld_shim_main.rs: one exchange with kerneld, in the worker. */
+int kerneld_shim_exchange(const char *name, const u8 *body, size_t len,
+			  long id, bool wait);
+
+/* kerneld_shim_exchange()'s "not served: run the usermode helper". */
+#define KD_NOT_SERVED INT_MIN
+
+struct kd_req {
+	struct work_struct work;
+	struct completion done;
+	refcount_t ref;		/* the requester's and the worker's */
+	int ret;
+	bool wait;
+	long id;
+	size_t len;
+	char name[MODULE_NAME_LEN];
+	u8 body[];
+};
+
+static struct workqueue_struct *kd_wq;
+
+static void kd_req_put(struct kd_req *r)
+{
+	if (refcount_dec_and_test(&r->ref))
+		kfree(r);
+}
+
+static void kd_work(struct work_struct *work)
+{
+	struct kd_req *r = container_of(work, struct kd_req, work);
+
+	/* A kernel thread under kernel credentials: what LSMs judge. */
+	r->ret = kerneld_shim_exchange(r->name, r->body, r->len, r->id, r->wait);
+	complete(&r->done);
+	kd_req_put(r);
+}
+
+/*
+ * Hand a request over to the worker and wait for its outcome, killably.
+ * Returns true with *ret set when served, false to let the usermode
+ * helper run.  A requester killed meanwhile returns -EINTR; the worker
+ * still takes kerneld's answer, so none is left in the queue.
+ */
+bool kerneld_shim_offload(const char *name, const u8 *body, size_t len,
+			  long id, bool wait, int *ret);
+bool kerneld_shim_offload(const char *name, const u8 *body, size_t len,
+			  long id, bool wait, int *ret)
+{
+	struct kd_req *r;
+	int res;
+
+	if (READ_ONCE(kd_suspending))
+		goto suspending;
+	atomic_inc(&kd_waiting);
+	smp_mb__after_atomic();
+	if (READ_ONCE(kd_suspending)) {
+		kd_done_waiting();
+		goto suspending;
+	}
+	r = kmalloc(struct_size(r, body, len), GFP_KERNEL);
+	if (!r) {
+		kd_done_waiting();
+		return false;
+	}
+	INIT_WORK(&r->work, kd_work);
+	init_completion(&r->done);
+	refcount_set(&r->ref, 2);
+	r->ret = KD_NOT_SERVED;
+	r->wait = wait;
+	r->id = id;
+	r->len = len;
+	strscpy(r->name, name, sizeof(r->name));
+	memcpy(r->body, body, len);
+	queue_work(kd_wq, &r->work);
+	if (wait_for_completion_killable(&r->done)) {
+		kd_req_put(r);
+		kd_done_waiting();
+		atomic_long_inc(&counters[10]);
+		*ret = -EINTR;
+		return true;
+	}
+	res = r->ret;
+	kd_req_put(r);
+	kd_done_waiting();
+	if (res == KD_NOT_SERVED)
+		return false;
+	*ret = res;
+	return true;
+
+suspending:
+	atomic_long_inc(&counters[12]);
+	if (READ_ONCE(fallback))
+		return false;
+	*ret = 1 << 8;	/* as modprobe exiting 1 */
+	return true;
+}
+
+int kerneld_shim_start(void);
+int kerneld_shim_start(void)
+{
+	int err;
+
+	/* Unbound: each request may sleep up to reply_wait_ms. */
+	kd_wq = alloc_workqueue("kerneld_shim", WQ_UNBOUND, 0);
+	if (!kd_wq)
+		return -ENOMEM;
+	err = register_pm_notifier(&kd_pm_nb);
+	if (err)
+		destroy_workqueue(kd_wq);
+	return err;
+}
+
+/* After the handler is unregistered: waits for the workers still running. */
+void kerneld_shim_stop(void);
+void kerneld_shim_stop(void)
+{
+	unregister_pm_notifier(&kd_pm_nb);
+	destroy_workqueue(kd_wq);
 }

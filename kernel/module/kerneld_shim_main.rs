@@ -6,14 +6,20 @@
 //!
 //! It registers as the kernel's request_module() handler (patch 1 of
 //! kernel/patches/) and talks to the queue through the kernel's own queue
-//! clients (patch 2).  For each request:
+//! clients (patch 2).  The requester only describes its request: a kernel
+//! thread (a workqueue, kerneld_shim_glue.c) sends it and waits for the
+//! answer, so that no LSM judges the requester's domain for the kernel's
+//! own upcall, and the requester waits for that thread killably.  For each
+//! request:
 //!
 //! - it sends type 2 (request module) with the new header (version 2, the
 //!   requester's pid in 16 bits), the name, then a NUL and the *origin
 //!   extension* (pid, uid, gid, comm, cgroup) that a 1995 daemon never
 //!   sees; the layout is kmod-ipc's `wire.rs`, included below;
-//! - `request_module()` gets a reply id from 0x7fff0000 up, wrapping within
-//!   the kernel's range; `request_module_nowait()` sends id 0 and returns;
+//! - `request_module()` gets a reply id in the kernel's range (0x7fff0000
+//!   and 65,535 more), from a random start at each load, never one whose
+//!   late answer may still come; `request_module_nowait()` sends id 0 and
+//!   returns once it is sent;
 //! - no queue at the key, a queue full or removed: the usermode helper runs
 //!   as on a stock kernel (or, with `fallback=N`, the request fails);
 //! - a queue that is not root's with mode 0600 or stricter is no kerneld:
@@ -23,7 +29,10 @@
 //!   queue behind) is taken back from the queue, so it is never served
 //!   twice, and the helper runs;
 //! - once kerneld has read it, the answer is awaited up to `reply_wait_ms`
-//!   in all, killably;
+//!   in all; a requester killed meanwhile returns at once, and the worker
+//!   still takes the answer;
+//! - while a suspend starts, requests take the usermode helper's path, and
+//!   suspend waits for those in flight (kerneld_shim_glue.c);
 //! - the answer's status maps to what the helper path returns: 0 when
 //!   loaded, 256 (modprobe's exit status 1) when not.
 //!
@@ -60,7 +69,24 @@ extern "C" {
         cgroup_size: usize,
     );
     fn kerneld_shim_warn(what: *const c_char, name: *const c_char, err: c_long);
+    fn kerneld_shim_random() -> u32;
+    fn kerneld_shim_offload(
+        name: *const c_char,
+        body: *const u8,
+        len: usize,
+        id: c_long,
+        wait: bool,
+        ret: *mut c_int,
+    ) -> bool;
+    fn kerneld_shim_start() -> c_int;
+    fn kerneld_shim_stop();
 }
+
+// The wire format's longs (mtype, reply id, status) are the kernel's.
+const _: () = assert!(
+    core::mem::size_of::<c_long>() == 8,
+    "kerneld's wire format needs a 64-bit long"
+);
 
 /// Settings, numbered as in kerneld_shim_glue.c.
 #[derive(Clone, Copy)]
@@ -105,8 +131,9 @@ fn warn(what: &CStr, name: &CStr, err: c_int) {
 
 /// What `__request_module()` returns when the helper's modprobe exits 1.
 const NOT_LOADED: c_int = 1 << 8;
-/// Let the usermode helper run (include/linux/kmod.h of the patch).
-const NOT_SERVED: c_int = -(bindings::ENOSYS as c_int);
+/// Between the worker and the glue: let the usermode helper run
+/// (`KD_NOT_SERVED` in kerneld_shim_glue.c).
+const NOT_SERVED: c_int = c_int::MIN;
 
 fn errno(e: u32) -> c_int {
     -(e as c_int)
@@ -115,11 +142,12 @@ fn errno(e: u32) -> c_int {
 /// Requests sent so far; the reply id is derived from it.
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 
-/// Answers nobody waits for any more (the requester timed out or was
-/// killed after kerneld had read its request): (queue, reply id) pairs,
-/// id 0 when free.  They are taken out of the queue on later requests, so
-/// that they do not fill kerneld's queue.
-const LATE_SLOTS: usize = 8;
+/// Answers nobody waits for any more (kerneld answered after
+/// `reply_wait_ms`): (queue, reply id) pairs, id 0 when free.  They are
+/// taken out of the queue on later requests, so that they do not fill
+/// kerneld's queue, and their ids are not given out meanwhile, so that a
+/// stale answer never reaches another request.
+const LATE_SLOTS: usize = 64;
 static LATE_QUEUE: [AtomicI32; LATE_SLOTS] = [const { AtomicI32::new(0) }; LATE_SLOTS];
 static LATE_ID: [AtomicI64; LATE_SLOTS] = [const { AtomicI64::new(0) }; LATE_SLOTS];
 
@@ -135,6 +163,22 @@ fn abandon(queue: c_int, id: i64) {
         }
     }
     // All slots taken: that answer stays in the queue until kerneld stops.
+}
+
+fn is_late(id: i64) -> bool {
+    LATE_ID
+        .iter()
+        .any(|slot| slot.load(Ordering::Acquire) == id)
+}
+
+/// The next reply id, skipping those whose answer may still come.
+fn next_id() -> i64 {
+    loop {
+        let id = wire::kernel_id(SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        if !is_late(id) {
+            return id;
+        }
+    }
 }
 
 fn take_late_answers() {
@@ -216,15 +260,12 @@ fn jiffies(ms: c_long) -> c_long {
     c_long::try_from(msecs_to_jiffies(ms)).unwrap_or(c_long::MAX)
 }
 
-/// Serve one request_module(): see the crate documentation.
-fn serve(name: &CStr, wait: bool) -> c_int {
+/// Describe one request_module() in the requester's context (who asks)
+/// and hand it to the worker: see the crate documentation.  `None`: let
+/// the usermode helper run.
+fn serve(name: &CStr, wait: bool) -> Option<c_int> {
     count(Counter::Requests);
-    take_late_answers();
-    let id = if wait {
-        wire::kernel_id(SEQUENCE.fetch_add(1, Ordering::Relaxed))
-    } else {
-        0
-    };
+    let id = if wait { next_id() } else { 0 };
     let who = Whoami::current();
     let origin = wire::Origin {
         pid: who.ids[0],
@@ -238,20 +279,57 @@ fn serve(name: &CStr, wait: bool) -> c_int {
         wire::encode_request_body(&mut body, id, origin.pid, name.as_bytes(), Some(&origin))
     else {
         // A name the protocol cannot carry: as without kerneld.
-        return fall_back(
+        let r = fall_back(
             Counter::FallbackNoQueue,
             c_str!("name not sendable"),
             name,
             0,
         );
+        return (r != NOT_SERVED).then_some(r);
     };
+    let mut ret: c_int = 0;
+    // SAFETY: `name` is NUL-terminated, `body[..len]` initialised, `ret`
+    // writable; the glue copies what it keeps before returning.
+    let served = unsafe {
+        kerneld_shim_offload(
+            name.as_char_ptr(),
+            body.as_ptr(),
+            len,
+            id as c_long,
+            wait,
+            &mut ret,
+        )
+    };
+    served.then_some(ret)
+}
+
+/// One exchange with kerneld, in the worker (a kernel thread, under kernel
+/// credentials): send, wait, take back an unread request.  Returns what
+/// `__request_module()` returns, or `NOT_SERVED`.
+///
+/// # Safety
+///
+/// `name` is NUL-terminated and `body` readable for `len` bytes, for the
+/// call.
+#[no_mangle]
+unsafe extern "C" fn kerneld_shim_exchange(
+    name: *const c_char,
+    body: *const u8,
+    len: usize,
+    id: c_long,
+    wait: bool,
+) -> c_int {
+    // SAFETY: see the function's safety section.
+    let name = unsafe { CStr::from_char_ptr(name) };
+    take_late_answers();
+    let id = id as i64; // c_long is 64-bit: checked at build time above
     let key = setting(Setting::Key) as c_int;
-    // SAFETY: `body[..len]` is initialised and readable.
+    // SAFETY: `body` is readable for `len` bytes (the caller's promise).
     let queue = unsafe {
         bindings::msg_kernel_send(
             key,
             wire::TYPE_REQUEST_MODULE as c_long,
-            body.as_ptr().cast::<c_void>(),
+            body.cast::<c_void>(),
             len,
         )
     };
@@ -361,8 +439,9 @@ fn serve(name: &CStr, wait: bool) -> c_int {
         return NOT_LOADED;
     }
     if r == eintr {
+        // A kernel thread is not killed; should it be, as for a killed
+        // requester: unread, take it back; read, remove the answer later.
         count(Counter::Interrupted);
-        // Unread: take it back; read: its answer will be removed later.
         // SAFETY: plain call; the queue id is checked by the kernel.
         let w = unsafe {
             bindings::msg_kernel_withdraw(queue, wire::TYPE_REQUEST_MODULE as c_long, id as c_long)
@@ -386,22 +465,38 @@ fn serve(name: &CStr, wait: bool) -> c_int {
 /// # Safety
 ///
 /// `name` is a NUL-terminated string valid for the call, as
-/// `__request_module()` passes its `module_name`.
-unsafe extern "C" fn handle(name: *const c_char, wait: bool) -> c_int {
+/// `__request_module()` passes its `module_name`; `ret` is writable.
+unsafe extern "C" fn handle(name: *const c_char, wait: bool, ret: *mut c_int) -> bool {
     // SAFETY: see the function's safety section.
     let name = unsafe { CStr::from_char_ptr(name) };
-    serve(name, wait)
+    match serve(name, wait) {
+        Some(r) => {
+            // SAFETY: see the function's safety section.
+            unsafe { *ret = r };
+            true
+        }
+        None => false,
+    }
 }
 
 struct KerneldShim;
 
 impl kernel::Module for KerneldShim {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        // SAFETY: a plain call, no argument.
+        SEQUENCE.store(unsafe { kerneld_shim_random() }, Ordering::Relaxed);
+        // SAFETY: the workqueue and notifier it makes live until `Drop`.
+        kernel::error::to_result(unsafe { kerneld_shim_start() })?;
         // SAFETY: `handle` stays valid while the module is loaded, and the
         // kernel pins `module` while it runs; `Drop` unregisters it.
-        kernel::error::to_result(unsafe {
+        let r = kernel::error::to_result(unsafe {
             bindings::register_request_module_handler(Some(handle), module.as_ptr())
-        })?;
+        });
+        if let Err(e) = r {
+            // SAFETY: started above, nothing queued yet.
+            unsafe { kerneld_shim_stop() };
+            return Err(e);
+        }
         pr_info!(
             "serving request_module() through kerneld's queue (key {:#x}, read_wait_ms {}, reply_wait_ms {}, fallback {})\n",
             setting(Setting::Key),
@@ -415,9 +510,12 @@ impl kernel::Module for KerneldShim {
 
 impl Drop for KerneldShim {
     fn drop(&mut self) {
-        // SAFETY: unregistering the handler registered in `init`; calls in
-        // flight hold a reference on the module, so none is running now.
-        unsafe { bindings::unregister_request_module_handler(Some(handle)) };
+        // SAFETY: unregistering the handler registered in `init` (which
+        // waits for calls in flight), then the workers still running.
+        unsafe {
+            bindings::unregister_request_module_handler(Some(handle));
+            kerneld_shim_stop();
+        }
         pr_info!("request_module() back to the usermode helper\n");
     }
 }

@@ -47,13 +47,18 @@ pub fn counts() -> (u64, u64) {
     )
 }
 
-/// Open the audit socket and start the sender thread; without audit, say
-/// so once (the records are then skipped).
+/// Start the sender thread, which opens the audit socket; without audit,
+/// say so once (the records are then skipped).  The socket is opened in
+/// that thread: on a kernel without audit, socket() asks for the
+/// net-pf-16-proto-9 module, a request kerneld itself must answer, so its
+/// main thread must not wait for it.
 pub fn start() {
     // On a kernel without audit, socket(NETLINK_AUDIT) makes the kernel
     // request_module("net-pf-16-proto-9"): through the helper, of this very
     // kerneld, which is not serving yet.  The start would hang until the
     // helper gives up.  /proc/self/loginuid exists exactly with audit.
+    // (The socket is opened in the sender's thread all the same, so that
+    // nothing of the start waits on it.)
     if !std::path::Path::new("/proc/self/loginuid").exists() {
         crate::log::info(
             "audit records of denials are not sent: this kernel has no audit support \
@@ -61,20 +66,22 @@ pub fn start() {
         );
         return;
     }
-    let fd = match open() {
-        Ok(fd) => fd,
-        Err(e) => {
-            crate::log::info(&format!(
-                "audit records of denials are not sent: cannot open the audit socket: {}",
-                crate::errno::errno_text(e)
-            ));
-            return;
-        }
-    };
     let (tx, rx) = sync_channel::<String>(BACKLOG);
     let spawned = std::thread::Builder::new()
         .name("audit".into())
         .spawn(move || {
+            let fd = match open() {
+                Ok(fd) => fd,
+                Err(e) => {
+                    crate::log::info(&format!(
+                        "audit records of denials are not sent: cannot open the audit socket: {}",
+                        crate::errno::errno_text(e)
+                    ));
+                    // Skipped, as when there is no audit: not lost.
+                    for _ in rx.iter() {}
+                    return;
+                }
+            };
             for msg in rx.iter() {
                 if let Err(e) = send(&fd, &msg) {
                     DROPPED.fetch_add(1, Ordering::Relaxed);

@@ -84,6 +84,7 @@ shim_scenarios() {
     shim_slow_load
     shim_unload_burst
     shim_kdstat
+    shim_suspend
 
     # 15: last, it holds until reboot -------------------------------------
     helper "$NO_HELPER"
@@ -322,4 +323,82 @@ shim_kdstat() {
         *) fail 27 "$d" "kdstat --json has no kernel_shim: $out"; return ;;
     esac
     pass 27 "$d"
+}
+
+# 28: suspend with requests in flight (/sys/power/pm_test freezer, then
+# devices): one request kerneld has read and is still serving (a 2 s
+# install command), a loop of requests around it.  Suspend waits for the
+# one in flight instead of freezing kerneld under it, the freeze succeeds,
+# every request returns, none waits out reply_wait_ms or falls back.  With
+# an 8 s load in flight the suspend is refused after 5 s, before freezing.
+shim_suspend() {
+    d="suspend (pm_test freezer, then devices) with requests in flight, one of them read by kerneld: each suspend succeeds, every request returns, none times out; with an 8 s load in flight the suspend is refused before freezing"
+    [ -w /sys/power/pm_test ] || { fail 28 "$d" "no /sys/power/pm_test (CONFIG_PM_DEBUG)"; return; }
+    helper "$NO_HELPER"
+    mkdir -p /etc/modprobe.d
+    echo 'install dummy sleep 2; /sbin/modprobe --ignore-install dummy' >/etc/modprobe.d/slow.conf
+    _t=$(cnt timed_out)
+    _a=$(cnt answered)
+    _res=
+    for _lvl in freezer devices; do
+        restart_kerneld "/tmp/kerneld11-$_lvl.log" || { fail 28 "$d" "kerneld not ready"; rm -f /etc/modprobe.d/slow.conf; return; }
+        unload dummy || { fail 28 "$d" "cannot unload dummy first"; rm -f /etc/modprobe.d/slow.conf; return; }
+        # Counted from here: a starting kerneld's own first request (its
+        # audit socket) stays unread while it makes it, and falls back.
+        _u=$(cnt fallback_unread)
+        rm -f /tmp/susp.stop /tmp/susp.done
+        (
+            while [ ! -e /tmp/susp.stop ]; do
+                ip link add s0 type nosuchkind28 2>/dev/null
+            done
+            echo finished >/tmp/susp.done
+        ) &
+        _loop=$!
+        (ip link add s1 type dummy; echo "$?" >/tmp/susp.dummy) &
+        _slow=$!
+        # kerneld has read the dummy request and runs its 2 s install.
+        wait_until 10 log_now 'received request_module .*rtnl-link-dummy' || note "kerneld did not log rtnl-link-dummy before the suspend"
+        echo "$_lvl" >/sys/power/pm_test
+        _k=$(ms)
+        run 90 sh -c 'echo mem >/sys/power/state'
+        _took=$(since "$_k")
+        echo none >/sys/power/pm_test
+        touch /tmp/susp.stop
+        wait_until 60 dead "$_loop" || { fail 28 "$d" "pm_test $_lvl: the request loop is stuck"; return; }
+        wait_until 60 dead "$_slow" || { fail 28 "$d" "pm_test $_lvl: the dummy request is stuck"; return; }
+        [ "$rc" = 0 ] || { fail 28 "$d" "pm_test $_lvl: echo mem >/sys/power/state: exit $rc after $_took ms: $out; $(dmesg | grep -E -i 'freez|suspend|kerneld_shim' | tail -n 4 | tr '\n' '|')"; rm -f /etc/modprobe.d/slow.conf; return; }
+        { [ "$(cat /tmp/susp.dummy)" = 0 ] && loaded dummy; } || { fail 28 "$d" "pm_test $_lvl: the dummy request failed ($(cat /tmp/susp.dummy))"; rm -f /etc/modprobe.d/slow.conf; return; }
+        ip link del s1
+        [ "$(cnt fallback_unread)" = "$_u" ] || { fail 28 "$d" "pm_test $_lvl: fallback_unread moved from $_u to $(cnt fallback_unread)"; rm -f /etc/modprobe.d/slow.conf; return; }
+        _res="$_res $_lvl ${_took} ms"
+    done
+    # A load longer than suspend waits for requests in flight (5 s): the
+    # suspend is refused at once, before any task is frozen, and the
+    # request is still served.
+    echo 'install dummy sleep 8; /sbin/modprobe --ignore-install dummy' >/etc/modprobe.d/slow.conf
+    restart_kerneld /tmp/kerneld11-refused.log || { fail 28 "$d" "kerneld not ready"; rm -f /etc/modprobe.d/slow.conf; return; }
+    unload dummy || { fail 28 "$d" "cannot unload dummy first"; rm -f /etc/modprobe.d/slow.conf; return; }
+    rm -f /tmp/susp.dummy
+    (ip link add s1 type dummy; echo "$?" >/tmp/susp.dummy) &
+    _slow=$!
+    wait_until 10 log_now 'received request_module .*rtnl-link-dummy' || note "kerneld did not log rtnl-link-dummy before the suspend"
+    echo freezer >/sys/power/pm_test
+    _k=$(ms)
+    run 90 sh -c 'echo mem >/sys/power/state'
+    _took=$(since "$_k")
+    echo none >/sys/power/pm_test
+    wait_until 60 dead "$_slow" || { fail 28 "$d" "the 8 s dummy request is stuck"; rm -f /etc/modprobe.d/slow.conf; return; }
+    rm -f /etc/modprobe.d/slow.conf
+    [ "$rc" != 0 ] || { fail 28 "$d" "a suspend with an 8 s load in flight succeeded"; return; }
+    dmesg | grep -q 'kerneld_shim: 1 request(s) still waiting for kerneld' || { fail 28 "$d" "no 'still waiting' warning: $(dmesg | tail -n 3 | tr '\n' '|')"; return; }
+    { [ "$(cat /tmp/susp.dummy)" = 0 ] && loaded dummy; } || { fail 28 "$d" "the 8 s dummy request failed ($(cat /tmp/susp.dummy))"; return; }
+    ip link del s1
+    _res="$_res; refused after $_took ms with an 8 s load in flight"
+    rm -f /tmp/susp.*
+    [ "$(cnt timed_out)" = "$_t" ] || { fail 28 "$d" "timed_out moved to $(cnt timed_out)"; return; }
+    [ "$(cnt answered)" -gt "$_a" ] || { fail 28 "$d" "answered did not move"; return; }
+    ! dmesg | grep -q -E 'Freezing of tasks failed|Freezing user space processes failed' || { fail 28 "$d" "$(dmesg | grep -E 'Freezing' | tail -n 2 | tr '\n' ' ')"; return; }
+    kernel_healthy || { fail 28 "$d" "kernel complained: $(dmesg | grep -E 'BUG:|Oops|WARNING:|blocked for' | head -n 3 | tr '\n' ' ')"; return; }
+    note "suspend with requests in flight:$_res; $(($(cnt answered) - _a)) answered, $(cnt fallback_suspend) sent to the helper while a suspend started"
+    pass 28 "$d (echo mem took$_res)"
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=dash
 # The SELinux proof, run as the guest's /script.sh (tests/vm/selinux/run.sh
 # puts the policy's base64 in front): SELinux enforcing, a requester in
 # req_t, a domain with no permission on any message queue, makes the

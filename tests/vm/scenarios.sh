@@ -362,12 +362,26 @@ kerneld_scenarios() {
     . /modload-scenarios.sh
     scenario_module_loads
 
+    # The documents after all those requests, loads and denials, checked
+    # against the published JSON Schemas by tests/vm/run on the host.
+    dump_json
+
     # 15: last, since the setting holds until reboot ----------------------
     scenario_modules_disabled
 
     stop_kerneld TERM
     run 10 kerneld-modprobe --unregister
     note "kerneld-modprobe --unregister: exit $rc, helper now '$(cat /proc/sys/kernel/modprobe)'"
+}
+
+# dump_json: kdstat --json and kdstat why --json (a module kerneld loaded,
+# one pulled in, one loaded by hand, one never loaded), one document a
+# line, for tests/vm/run to validate against schema/.
+dump_json() {
+    echo "VMTEST JSON status $(timeout 10 kdstat --json 2>&1 | tr -d '\n')"
+    for _m in bridge llc veth nosuchmodule; do
+        echo "VMTEST JSON why $(timeout 10 kdstat why "$_m" --json 2>&1 | tr -d '\n')"
+    done
 }
 
 # Idle modules loaded by kerneld expire; in-use, hand-loaded and (with keep)

@@ -86,6 +86,8 @@ shim_scenarios() {
     shim_kdstat
     shim_suspend
 
+    dump_json
+
     # 15: last, it holds until reboot -------------------------------------
     helper "$NO_HELPER"
     scenario_modules_disabled

@@ -137,11 +137,9 @@ impl Other {
 /// the instant before its instance locks it; callers that act on "dead"
 /// check again under [`KeyLock`].
 pub fn registered(key: Key) -> Registered {
-    let dir = keys_dir();
-    let prefix = format!("{}.", key_name(key));
     let mut out = Registered::default();
-    let rd = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd,
+    let found = match scan(&keys_dir(), key) {
+        Ok(f) => f,
         // No directory: no kerneld ever ran here (since boot).
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return out,
         // Root's directory, read by another user: nothing can be told.
@@ -150,7 +148,33 @@ pub fn registered(key: Key) -> Registered {
             return out;
         }
     };
-    for e in rd.flatten() {
+    for f in found {
+        if f.held {
+            out.live.push(f.instance);
+        } else {
+            out.dead.push(f.instance);
+        }
+    }
+    out
+}
+
+/// One instance file of a key, as [`scan`] found it.
+struct Found {
+    path: PathBuf,
+    /// The pid in the file's name.
+    pid: u32,
+    instance: Other,
+    /// Whether its instance holds it (is alive).
+    held: bool,
+}
+
+/// The instance files of `key` in `dir`, by pid, each read and its lock
+/// tested (read-only, taking no lock: the check never disturbs the
+/// instance or a kerneld starting on the key).
+fn scan(dir: &Path, key: Key) -> std::io::Result<Vec<Found>> {
+    let prefix = format!("{}.", key_name(key));
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
         let name = e.file_name();
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
             continue;
@@ -158,24 +182,26 @@ pub fn registered(key: Key) -> Registered {
         let Ok(pid) = rest.parse::<u32>() else {
             continue;
         };
-        // Read-only, and a test that takes no lock: the check never
-        // disturbs the instance or a kerneld starting on the key.
-        let Ok(file) = open_instance_file(&e.path()) else {
+        let path = e.path();
+        let Ok(file) = open_instance_file(&path) else {
             continue;
         };
-        let mut o = Other::parse(&read_small(&file));
-        if o.pid == 0 {
-            o.pid = pid;
+        let Ok(held) = is_held(&file) else {
+            continue;
+        };
+        let mut instance = Other::parse(&read_small(&file));
+        if instance.pid == 0 {
+            instance.pid = pid;
         }
-        match is_held(&file) {
-            Ok(true) => out.live.push(o),
-            Ok(false) => out.dead.push(o),
-            Err(_) => {}
-        }
+        out.push(Found {
+            path,
+            pid,
+            instance,
+            held,
+        });
     }
-    out.live.sort_by_key(|o| o.pid);
-    out.dead.sort_by_key(|o| o.pid);
-    out
+    out.sort_by_key(|f| f.instance.pid);
+    Ok(out)
 }
 
 /// What [`registered`] found on a key.
@@ -332,42 +358,18 @@ impl KeyLock {
     /// The other live instances on the key; files of dead ones are
     /// removed on the way.
     pub fn others(&self, me: u32) -> Vec<Other> {
-        let prefix = format!("{}.", key_name(self.key));
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return Vec::new();
-        };
         let mut out = Vec::new();
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
-                continue;
-            };
-            let Ok(pid) = rest.parse::<u32>() else {
-                continue;
-            };
-            if pid == me {
+        for f in scan(&self.dir, self.key).unwrap_or_default() {
+            if f.pid == me {
                 continue;
             }
-            let path = e.path();
-            let Ok(file) = open_instance_file(&path) else {
-                continue;
-            };
-            match is_held(&file) {
-                Ok(true) => {
-                    let mut o = Other::parse(&read_small(&file));
-                    if o.pid == 0 {
-                        o.pid = pid;
-                    }
-                    out.push(o);
-                }
+            if f.held {
+                out.push(f.instance);
+            } else {
                 // Nobody holds it: its instance is dead.
-                Ok(false) => {
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(_) => {}
+                let _ = std::fs::remove_file(&f.path);
             }
         }
-        out.sort_by_key(|o| o.pid);
         out
     }
 

@@ -565,29 +565,36 @@ scenario_restart() {
         { fail 8 "$d" "the next kerneld served a stale request: $(grep rtnl-link-dummy /tmp/kerneld4.log)"; return; }
     [ "$(queue_qnum)" = 0 ] || { fail 8 "$d" "$(queue_qnum) messages left in the queue after the takeover"; return; }
 
-    # A crash loop: killed, and every restart refused by a config typo.
+    crash_loop 8 d5 /tmp/kerneld5.log || return
+    note "failover: SIGKILL to served $_kill ms, in flight $_infl ms, crash loop $_loop ms"
+    pass 8 "$d (fallback $_fb ms, fail $_ff ms; after SIGKILL $_kill ms, in flight $_infl ms, crash loop $_loop ms)"
+}
+
+# crash_loop N LINK LOG: kill kerneld ($KPID), make every restart fail
+# (a config typo, three tries as systemd would), then `ip link add LINK
+# type dummy` must load dummy through the fallback within 5 s; $_loop is
+# its time.  Then a kerneld started (log LOG) and stopped takes the queue
+# over and removes it, leaving none for the next scenarios.  Fails
+# scenario N ($d) and returns 1 otherwise.
+crash_loop() {
     kill -KILL "$KPID"
     wait "$KPID" 2>/dev/null
     KPID=
     echo "delay = sixty" >>/etc/kerneld.conf
     for _i in 1 2 3; do
         run 10 kerneld --foreground
-        [ "$rc" != 0 ] || { fail 8 "$d" "kerneld started with a config typo"; write_conf modprobe; return; }
+        [ "$rc" != 0 ] || { fail "$1" "$d" "kerneld started with a config typo"; write_conf modprobe; return 1; }
     done
-    /sbin/rmmod dummy || { fail 8 "$d" "/sbin/rmmod dummy: $(/sbin/rmmod dummy 2>&1)"; write_conf modprobe; return; }
-    run 60 ip link add d5 type dummy
+    unload dummy || { fail "$1" "$d" "cannot unload dummy"; write_conf modprobe; return 1; }
+    run 60 ip link add "$2" type dummy
     _loop=$dt
     write_conf modprobe
     { [ "$rc" = 0 ] && loaded dummy; } ||
-        { fail 8 "$d" "request during the crash loop: exit $rc after $dt ms: $out"; return; }
-    [ "$_loop" -lt 5000 ] || { fail 8 "$d" "request during the crash loop took $_loop ms"; return; }
-    ip link del d5
-    # Leave no queue behind for the next scenarios: a kerneld that starts
-    # takes it over, and removes it when it stops.
+        { fail "$1" "$d" "request during the crash loop: exit $rc after $_loop ms: $out"; return 1; }
+    [ "$_loop" -lt 5000 ] || { fail "$1" "$d" "request during the crash loop took $_loop ms"; return 1; }
+    ip link del "$2"
     _t_start=$(ms)
-    start_kerneld /tmp/kerneld5.log debug delay=60 && stop_kerneld TERM
-    note "failover: SIGKILL to served $_kill ms, in flight $_infl ms, crash loop $_loop ms"
-    pass 8 "$d (fallback $_fb ms, fail $_ff ms; after SIGKILL $_kill ms, in flight $_infl ms, crash loop $_loop ms)"
+    start_kerneld "$3" debug delay=60 && stop_kerneld TERM
 }
 
 # Whether every thread of PID is stopped (SIGSTOP): until then a thread

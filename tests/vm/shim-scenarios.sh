@@ -173,29 +173,9 @@ shim_killed_kerneld() {
     sleep 1
     ! log_now rtnl-link-dummy || { fail 22 "$d" "the next kerneld served the stale request: $(log_line rtnl-link-dummy)"; return; }
     [ "$(queue_qnum)" = 0 ] || { fail 22 "$d" "$(queue_qnum) messages left after the takeover"; return; }
-    # A crash loop: killed, every restart refused by a config typo.
-    kill -KILL "$KPID"
-    wait "$KPID" 2>/dev/null
-    KPID=
-    echo "delay = sixty" >>/etc/kerneld.conf
-    for _i in 1 2 3; do
-        run 10 kerneld --foreground
-        [ "$rc" != 0 ] || { fail 22 "$d" "kerneld started with a config typo"; write_conf modprobe; return; }
-    done
-    unload dummy || { fail 22 "$d" "cannot unload dummy"; write_conf modprobe; return; }
-    run 60 ip link add d9 type dummy
-    write_conf modprobe
-    { [ "$rc" = 0 ] && loaded dummy; } || { fail 22 "$d" "during the crash loop: exit $rc after $dt ms: $out"; return; }
-    [ "$dt" -lt 5000 ] || { fail 22 "$d" "during the crash loop: $dt ms"; return; }
-    ip link del d9
-    _cl=$dt
-    # Leave no queue behind: a kerneld that starts takes it over, and
-    # removes it when it stops.
-    _t_start=$(ms)
-    start_kerneld /tmp/kerneld7b.log debug delay=60 && stop_kerneld TERM
-    dt=$_cl
-    note "in-kernel failover: SIGKILL to served $_took ms, crash loop $dt ms"
-    pass 22 "$d (after SIGKILL $_took ms, crash loop $dt ms)"
+    crash_loop 22 d9 /tmp/kerneld7b.log || return
+    note "in-kernel failover: SIGKILL to served $_took ms, crash loop $_loop ms"
+    pass 22 "$d (after SIGKILL $_took ms, crash loop $_loop ms)"
 }
 
 # 23: a queue someone else made at the key is no kerneld: nothing is sent

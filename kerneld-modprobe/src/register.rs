@@ -5,9 +5,9 @@
 //! `KERNELD_STATE_DIR` replaces /run/kerneld.
 
 use crate::config::DEFAULT_MODPROBE;
+use kmod_ipc::files;
 use std::fs;
-use std::io::ErrorKind;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 const PROC_ENV: &str = "KERNELD_PROC_MODPROBE";
@@ -41,6 +41,69 @@ fn read_value(path: &Path) -> Result<String, String> {
 fn write_value(path: &Path, value: &str) -> Result<(), String> {
     // procfs takes the newline as the end of the value.
     fs::write(path, format!("{value}\n")).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// The longest record read back: a path of PATH_MAX bytes and a newline.
+const RECORD_MAX: u64 = 4097;
+
+/// Write the record as kerneld writes its own files: through a new
+/// temporary file renamed into place, so a link planted at either name is
+/// replaced, not written through (root runs this, in a directory others
+/// could have prepared).
+fn write_record(path: &Path, value: &str) -> Result<(), String> {
+    let tmp = path.with_extension("tmp");
+    files::replace(path, &tmp, format!("{value}\n").as_bytes(), 0o644)
+}
+
+/// The record, if there is one: only a regular file of bounded size,
+/// opened without following a link or blocking (a FIFO there would
+/// otherwise hang `--unregister`).
+fn read_record(path: &Path) -> Result<Option<String>, String> {
+    match files::read_regular(path, RECORD_MAX) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => {
+            let s = String::from_utf8(bytes)
+                .map_err(|_| format!("{} is not valid UTF-8; remove it", path.display()))?;
+            Ok(Some(s.strip_suffix('\n').unwrap_or(&s).to_string()))
+        }
+        Err(files::Unusable(why)) => Err(format!("{} {why}; remove it", path.display())),
+    }
+}
+
+/// The record's directory, created if missing; refused when another user
+/// owns it or others may write it, since they could then choose the
+/// helper that `--unregister` gives back to the kernel.
+fn record_dir(dir: &Path) -> Result<(), String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let meta =
+        fs::symlink_metadata(dir).map_err(|e| format!("examining {}: {e}", dir.display()))?;
+    let euid = nix::unistd::geteuid().as_raw();
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory; remove it", dir.display()));
+    }
+    if meta.uid() != euid {
+        return Err(format!(
+            "{} is owned by uid {}, not by uid {euid}: its owner could choose the helper \
+             restored by --unregister; chown {euid} {} or remove it",
+            dir.display(),
+            meta.uid(),
+            dir.display()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} has mode {:04o}: others may write it and choose the helper restored by \
+             --unregister; chmod go-w {}",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `path` names this very program (by name or by inode, so a
@@ -78,10 +141,10 @@ pub fn register() -> Result<String, String> {
         ));
     }
     if let Some(dir) = record.parent() {
-        fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        record_dir(dir)?;
     }
     // Record first: if writing /proc then fails, the record is harmless.
-    write_value(&record, &current)?;
+    write_record(&record, &current)?;
     let me_str = me
         .to_str()
         .ok_or_else(|| format!("{} is not valid UTF-8", me.display()))?;
@@ -98,11 +161,10 @@ pub fn register() -> Result<String, String> {
 pub fn unregister() -> Result<String, String> {
     let proc = proc_path();
     let record = record_path();
-    let previous = match fs::read_to_string(&record) {
-        Ok(s) => Some(s.strip_suffix('\n').unwrap_or(&s).to_string()),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("reading {}: {e}", record.display())),
-    };
+    if let Some(dir) = record.parent().filter(|d| d.exists()) {
+        record_dir(dir)?;
+    }
+    let previous = read_record(&record)?;
     let restore = match &previous {
         // A record naming the shim would leave it registered.
         Some(p) if !is_self(Path::new(p)) => p.clone(),

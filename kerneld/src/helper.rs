@@ -8,7 +8,6 @@
 //! that record and writes it back without running the shim, which may be
 //! gone by then (an uninstall while kerneld runs).
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -16,6 +15,8 @@ use std::process::{Command, Stdio};
 pub const DEFAULT_HELPER: &str = "/sbin/modprobe";
 /// The record of the previous helper, in the state directory.
 pub const RECORD: &str = "previous-modprobe";
+/// The longest record read back: a path of PATH_MAX bytes and a newline.
+const RECORD_MAX: u64 = 4097;
 
 /// /proc/sys/kernel/modprobe, or the file `KERNELD_PROC_MODPROBE` names
 /// (a test hook, shared with the shim).
@@ -85,10 +86,16 @@ pub fn register(shim: Option<&Path>, state_dir: &Path) -> Result<(Registered, St
 pub fn restore(reg: &Registered) -> Result<String, String> {
     let current =
         read_value(&reg.proc).map_err(|e| format!("reading {}: {e}", reg.proc.display()))?;
-    let previous = match read_value(&reg.record) {
-        Ok(p) => Some(p),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(format!("reading {}: {e}", reg.record.display())),
+    // Bounded, without following a link or blocking on a FIFO: stop must
+    // not hang on whatever sits at that name.
+    let previous = match kmod_ipc::files::read_regular(&reg.record, RECORD_MAX) {
+        Ok(p) => p.map(|b| {
+            let s = String::from_utf8_lossy(&b).into_owned();
+            s.strip_suffix('\n').unwrap_or(&s).to_string()
+        }),
+        Err(kmod_ipc::files::Unusable(why)) => {
+            return Err(format!("{} {why}", reg.record.display()))
+        }
     };
     if current != reg.value {
         // Someone else changed it since (kerneld-modprobe --unregister,

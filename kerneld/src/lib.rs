@@ -24,8 +24,8 @@
 //!   unload; module files' provenance in `modinfo`), sysfs, netlink; a
 //!   fake with the `fake` feature
 //! - `expiry`, `record`: what kerneld loaded, idle sweeps and delayed
-//!   releases (one lock), and the record's file (`statefile`: files in
-//!   the state directory read bounded and written without following links)
+//!   releases (one lock), and the record's file (read bounded and written
+//!   without following links by `kmod_ipc::files`)
 //! - `policy`, `pattern`, `negcache`, `names`: who may load what (shell
 //!   globs compiled once; `policy::condition`: the conditions after `if`,
 //!   of requester and module provenance, parsed and judged); failures
@@ -81,7 +81,6 @@ pub mod request;
 pub mod requester;
 pub mod server;
 pub mod settings;
-pub mod statefile;
 pub mod status;
 pub mod textfile;
 pub mod trace;

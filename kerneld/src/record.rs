@@ -16,7 +16,7 @@ use crate::backend::netlink::{serves_kind, serves_live_link};
 use crate::backend::{Errno, ModuleBackend, Resolution, Usage};
 use crate::pattern::Pattern;
 use crate::requester::Requester;
-use crate::statefile;
+use kmod_ipc::files;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,12 +96,12 @@ impl Record {
 
     /// Load `<dir>/loaded.json`.  Only a regular file of at most
     /// [`RECORD_MAX`] bytes is read, never through a link and never
-    /// waiting on it (see [`statefile::read_regular`]); one that is not,
+    /// waiting on it (see [`files::read_regular`]); one that is not,
     /// cannot be read or is corrupt is moved aside to
     /// `loaded.json.corrupt` and reported, and the record starts empty.
     pub fn load(dir: &Path) -> (Record, Option<String>) {
         let file = dir.join("loaded.json");
-        let problem = match statefile::read_regular(&file, RECORD_MAX) {
+        let problem = match files::read_regular(&file, RECORD_MAX) {
             Ok(None) => None,
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
                 Ok(modules) => {
@@ -110,7 +110,7 @@ impl Record {
                 }
                 Err(e) => Some(format!("is corrupt ({e})")),
             },
-            Err(statefile::Unusable(why)) => Some(why),
+            Err(files::Unusable(why)) => Some(why),
         };
         let warning = problem.map(|why| {
             // rename moves a link or a FIFO itself, never what it names.
@@ -151,7 +151,7 @@ impl Record {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let tmp = file.with_extension("json.tmp");
         let json = serde_json::to_vec_pretty(&self.modules).map_err(|e| e.to_string())?;
-        statefile::replace(file, &tmp, &json, 0o600)
+        files::replace(file, &tmp, &json, 0o600)
     }
 
     /// Note modules inserted for a request.  `candidates` are the modules

@@ -5,8 +5,8 @@
 
 use crate::{fail, helper, instance, say, EXIT_RUNTIME};
 use kerneld::log;
-use kerneld::statefile;
 use kerneld::status::VERSION;
+use kmod_ipc::files;
 use kmod_ipc::{Error as IpcError, Key, Queue};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
@@ -70,7 +70,7 @@ impl Stopper {
         }
         if let Some(p) = self.pid_file.take() {
             let ours = matches!(
-                statefile::read_regular(&p, PID_FILE_MAX),
+                files::read_regular(&p, PID_FILE_MAX),
                 Ok(Some(b)) if b.trim_ascii() == std::process::id().to_string().as_bytes()
             );
             if ours {
@@ -160,7 +160,7 @@ pub fn write_pid_file(dir: &Path) -> Result<PathBuf, String> {
     let path = dir.join("kerneld.pid");
     let tmp = dir.join(".kerneld.pid.tmp");
     let text = format!("{}\n", std::process::id());
-    statefile::replace(&path, &tmp, text.as_bytes(), 0o644)
+    files::replace(&path, &tmp, text.as_bytes(), 0o644)
         .map_err(|e| format!("cannot write the pid file: {e}"))?;
     Ok(path)
 }
@@ -173,7 +173,7 @@ pub fn lock_state_dir(dir: &Path) -> Result<Flock<std::fs::File>, String> {
         if e != Errno::EWOULDBLOCK {
             return format!("cannot lock {}: {e}", path.display());
         }
-        let pid = match statefile::read_regular(&dir.join("kerneld.pid"), PID_FILE_MAX) {
+        let pid = match files::read_regular(&dir.join("kerneld.pid"), PID_FILE_MAX) {
             Ok(Some(b)) => String::from_utf8_lossy(&b).trim().to_string(),
             _ => "unknown".into(),
         };

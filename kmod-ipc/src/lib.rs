@@ -87,6 +87,7 @@ mod client;
 pub mod conf;
 mod error;
 pub mod escape;
+pub mod files;
 pub mod instances;
 mod key;
 mod localtime;

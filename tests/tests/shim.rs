@@ -8,8 +8,9 @@ use kerneld_tests::daemon::check_config;
 use kerneld_tests::fake::{self, bin, run, Action, FakeDaemon, Outcome, RawQueue, TempDir, LIMIT};
 use kerneld_tests::shim::Setup;
 use kmod_ipc::Header;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The kernel path writes nothing to fds 0-2.
@@ -528,6 +529,58 @@ fn register_and_unregister_round_trip() {
     std::fs::write(&proc_file, format!("{shim}\n")).unwrap();
     assert_eq!(manage("--unregister").code(), 0);
     assert_eq!(read(&proc_file), "/sbin/modprobe\n");
+}
+
+#[test]
+fn register_never_writes_through_a_link_nor_reads_a_fifo() {
+    let dir = TempDir::new();
+    let proc_file = dir.join("modprobe");
+    let state = dir.join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(&proc_file, "/sbin/modprobe\n").unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let record = state.join("previous-modprobe");
+    std::os::unix::fs::symlink(&victim, &record).unwrap();
+    let manage = |arg: &str, state: &Path| {
+        run(
+            Command::new(bin("kerneld-modprobe"))
+                .arg(arg)
+                .env("KERNELD_PROC_MODPROBE", &proc_file)
+                .env("KERNELD_STATE_DIR", state),
+            LIMIT,
+        )
+    };
+    let out = manage("--register", &state);
+    assert_eq!(out.code(), 0, "{out:?}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(
+        std::fs::read_to_string(&record).unwrap(),
+        "/sbin/modprobe\n"
+    );
+    assert!(!std::fs::symlink_metadata(&record).unwrap().is_symlink());
+
+    // A FIFO at the record's name: refused at once, the helper untouched.
+    std::fs::remove_file(&record).unwrap();
+    nix::unistd::mkfifo(&record, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let before = std::fs::read_to_string(&proc_file).unwrap();
+    let out = manage("--unregister", &state);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(
+        out.stderr.contains("is a FIFO, not a regular file"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&proc_file).unwrap(), before);
+
+    // A state directory others may write is refused before anything.
+    std::fs::write(&proc_file, "/sbin/modprobe\n").unwrap();
+    let open = dir.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = manage("--register", &open);
+    assert_eq!(out.code(), 1, "{out:?}");
+    assert!(out.stderr.contains("chmod go-w"), "{out:?}");
+    assert!(!open.join("previous-modprobe").exists());
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn a_fifo_in_place_of_the_record_is_moved_aside() {
 fn a_link_to_dev_zero_in_place_of_the_record_is_moved_aside() {
     let (_k, state) = starts_despite(
         |s| std::os::unix::fs::symlink("/dev/zero", record(s)).expect("symlink"),
-        "is a symbolic link (kerneld follows none in its state directory)",
+        "is a symbolic link (none is followed in a state directory)",
     );
     assert_eq!(
         std::fs::read_link(aside(&state)).unwrap(),
@@ -71,7 +71,7 @@ fn an_oversize_record_is_moved_aside_unread() {
             let f = std::fs::File::create(record(s)).unwrap();
             f.set_len(75_000_000).unwrap();
         },
-        "is 75000000 bytes, more than the 16777216 bytes kerneld reads of it",
+        "is 75000000 bytes, more than the 16777216 bytes read of it",
     );
     assert_eq!(std::fs::metadata(aside(&state)).unwrap().len(), 75_000_000);
 }

@@ -1,8 +1,9 @@
-//! Files in the state directory (the record, the pid file): read only
-//! when they are regular files of bounded size, and written through a new
-//! temporary file renamed into place, never through a symbolic link.
+//! Files in a state directory (kerneld's record and pid file, the shim's
+//! record of the previous helper): read only when they are regular files
+//! of bounded size, and written through a new temporary file renamed into
+//! place, never through a symbolic link.
 //!
-//! Whatever sits at a name there is not trusted to be what kerneld left:
+//! Whatever sits at a name there is not trusted to be what we left:
 //! a FIFO would block the open (and the start, signals included), a link
 //! to `/dev/zero` would be read without end, and a link planted at a
 //! temporary name would have kerneld write over the file it points to.
@@ -12,7 +13,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
-/// What is wrong with a file kerneld would read, as the end of a sentence
+/// What is wrong with a file to be read, as the end of a sentence
 /// naming it (`/run/kerneld/loaded.json is a FIFO, not a regular file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unusable(pub String);
@@ -49,7 +50,7 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>, Unusable> 
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(Unusable(
-                "is a symbolic link (kerneld follows none in its state directory)".into(),
+                "is a symbolic link (none is followed in a state directory)".into(),
             ))
         }
         Err(e) => return Err(Unusable(format!("cannot be opened ({e})"))),
@@ -65,7 +66,7 @@ pub fn read_regular(path: &Path, max: u64) -> Result<Option<Vec<u8>>, Unusable> 
     }
     let too_large = |n: u64| {
         Unusable(format!(
-            "is {n} bytes, more than the {max} bytes kerneld reads of it"
+            "is {n} bytes, more than the {max} bytes read of it"
         ))
     };
     if meta.len() > max {
@@ -119,8 +120,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     fn dir(name: &str) -> std::path::PathBuf {
-        let d =
-            std::env::temp_dir().join(format!("kerneld-statefile-{name}-{}", std::process::id()));
+        let d = std::env::temp_dir().join(format!("kmod-ipc-files-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d

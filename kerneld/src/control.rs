@@ -189,9 +189,9 @@ pub enum Reloaded {
 
 /// SIGHUP: put `new`, the configuration read once by the caller, in force
 /// (keeping the old one on error, and the old policy if it is locked), and
-/// reopen the module index.  Live rules from kdstat last until restart
-/// (kdstat(8)): they are carried into the new policy, denies first and
-/// allows last, as they were added.
+/// reopen the module index.  Live rules and a live mode from kdstat last
+/// until restart (kdstat(8)): they are carried into the new policy,
+/// denies first and allows last, as they were added.
 pub fn reload(
     new: Result<Config, crate::config::ConfigError>,
     config: &RwLock<Arc<Config>>,
@@ -229,8 +229,13 @@ pub fn reload(
 }
 
 /// Put the live rules of `old` into `new`: live denies before the file's
-/// rules, live allows after them.  How many were carried.
+/// rules, live allows after them; and its live mode, unless the new
+/// policy's lock forbids it (then the file's mode stands).  How many
+/// rules were carried.
 fn carry_live_rules(old: &crate::policy::Policy, new: &mut crate::policy::Policy) -> usize {
+    if let Some(mode) = old.live_mode {
+        let _ = new.set_mode_live(mode);
+    }
     let live: Vec<&Rule> = old.rules.iter().filter(|r| r.is_live()).collect();
     if live.is_empty() {
         return 0;

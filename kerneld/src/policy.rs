@@ -224,6 +224,9 @@ pub struct Policy {
     pub default_allow: bool,
     pub lock: bool,
     pub unknown_requester_root: bool,
+    /// The mode set live through kdstat, which a reload keeps as it keeps
+    /// live rules.
+    pub live_mode: Option<Mode>,
 }
 
 impl Default for Policy {
@@ -235,6 +238,7 @@ impl Default for Policy {
             default_allow: true,
             lock: false,
             unknown_requester_root: false,
+            live_mode: None,
         }
     }
 }
@@ -425,6 +429,7 @@ impl Policy {
             );
         }
         self.mode = mode;
+        self.live_mode = Some(mode);
         Ok(())
     }
 

@@ -355,6 +355,30 @@ fn live_rules_outlast_a_reload_and_say_so() {
 }
 
 #[test]
+fn a_live_mode_outlasts_a_reload() {
+    let k = with_policy("deny request rtnl-link-*\n");
+    assert_denied(
+        &k,
+        "rtnl-link-dummy",
+        &format!("deny request rtnl-link-* ({})", origin(&k, 1)),
+    );
+    assert_eq!(k.control("mode=audit").status, 0);
+    std::fs::write(
+        k.config_path(),
+        "deny request rtnl-link-*\nnegative-cache = 0\n",
+    )
+    .unwrap();
+    k.sighup();
+    k.wait_log("SIGHUP: reload done");
+    let p = text(&k.control("policy"));
+    assert!(
+        p.starts_with("policy: mode=audit,"),
+        "the reload dropped the live mode: {p}"
+    );
+    assert_attempted(&k, "rtnl-link-dummy", "dummy");
+}
+
+#[test]
 fn a_refused_reload_says_it_failed() {
     let k = with_policy("deny request net-pf-31\n");
     std::fs::write(k.config_path(), "deny request net-pf-31\ndelay = soon\n").unwrap();

@@ -84,6 +84,7 @@ pub mod settings;
 pub mod status;
 pub mod textfile;
 pub mod trace;
+pub mod waiter;
 pub mod watch;
 pub mod why;
 

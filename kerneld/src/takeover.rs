@@ -25,8 +25,10 @@
 //! another instance's replies are none of this one's business.
 
 use kmod_ipc::wire::{HELPER_ID_FIRST, KERNEL_ID_COUNT, KERNEL_ID_FIRST};
+use kmod_ipc::MAX_DAEMON_TYPE;
 use kmod_ipc::{body_id, origin::RequestOrigin, Queue, Swept, TypeFilter};
-use kmod_ipc::{MAX_DAEMON_TYPE, TOOL_ID_BASE};
+
+use kerneld::waiter::{self, Waiter};
 
 /// The in-kernel sender's longest wait for an answer.
 const KERNEL_PATIENCE: i64 = 30;
@@ -54,7 +56,7 @@ pub fn sweep(queue: &Queue, filter: TypeFilter, alone: bool) -> Result<Report, k
     let mut keep = |mtype: i64, body: &[u8]| {
         let id = body_id(body).unwrap_or(0);
         if mtype > MAX_DAEMON_TYPE {
-            let live = waiter_runs(id);
+            let live = waiter::known_alive(id);
             if !live {
                 report.stale_replies += 1;
             }
@@ -85,49 +87,15 @@ fn serves(filter: TypeFilter, mtype: i64) -> bool {
 /// Whether the sender of a request with reply id `id` and `body` may still
 /// be waiting, the last send on the queue being `age` seconds ago.
 fn request_awaited(id: i64, body: &[u8], age: i64) -> bool {
-    if let Some(pid) = helper_pid(id) {
-        return is_helper(pid);
+    let waiter = Waiter::of(id);
+    if let Waiter::Helper(_) = waiter {
+        return waiter.runs() == Some(true);
     }
     let origin = RequestOrigin::from_body(body);
     if (KERNEL_ID_FIRST..HELPER_ID_FIRST).contains(&id) || origin.is_some() {
-        return age < KERNEL_PATIENCE && origin.is_none_or(|o| runs(o.pid));
+        return age < KERNEL_PATIENCE && origin.is_none_or(|o| waiter::runs(o.pid));
     }
-    if let Some(pid) = tool_pid(id) {
-        return age < TOOL_PATIENCE && runs(pid);
-    }
-    age < TOOL_PATIENCE
-}
-
-/// Whether the process waiting on reply id `id` still runs.
-fn waiter_runs(id: i64) -> bool {
-    match (helper_pid(id), tool_pid(id)) {
-        (Some(pid), _) => is_helper(pid),
-        (_, Some(pid)) => runs(pid),
-        _ => false,
-    }
-}
-
-fn helper_pid(id: i64) -> Option<u32> {
-    u32::try_from(id.checked_sub(HELPER_ID_FIRST)?).ok()
-}
-
-fn tool_pid(id: i64) -> Option<u32> {
-    if (TOOL_ID_BASE..KERNEL_ID_FIRST).contains(&id) {
-        u32::try_from(id - TOOL_ID_BASE).ok()
-    } else {
-        None
-    }
-}
-
-fn runs(pid: u32) -> bool {
-    pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Whether `pid` is a kerneld-modprobe (its command name, cut at 15
-/// bytes): a pid reused by another program waits for nothing.
-fn is_helper(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/comm"))
-        .is_ok_and(|c| c.trim_ascii_end() == &b"kerneld-modprobe"[..15])
+    age < TOOL_PATIENCE && waiter.runs() != Some(false)
 }
 
 // The kernel's range ends where the helper's begins.
@@ -138,15 +106,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn id_ranges() {
-        assert_eq!(helper_pid(HELPER_ID_FIRST + 42), Some(42));
-        assert_eq!(helper_pid(KERNEL_ID_FIRST), None);
-        assert_eq!(tool_pid(1024 + 7), Some(7));
-        assert_eq!(tool_pid(KERNEL_ID_FIRST), None);
-        assert_eq!(tool_pid(255), None);
-    }
-
-    #[test]
     fn unknown_senders_follow_the_tools_patience() {
         assert!(request_awaited(0, &[0; 12], 0));
         assert!(!request_awaited(0, &[0; 12], TOOL_PATIENCE));
@@ -155,7 +114,9 @@ mod tests {
         assert!(!request_awaited(KERNEL_ID_FIRST, &[0; 12], KERNEL_PATIENCE));
         // ... the helper's as long as it runs (pid 0x7fffffff never does).
         assert!(!request_awaited(HELPER_ID_FIRST + 0x7fff_ffff, &[0; 12], 0));
-        assert!(!waiter_runs(HELPER_ID_FIRST + 0x7fff_ffff));
-        assert!(waiter_runs(TOOL_ID_BASE + i64::from(std::process::id())));
+        // A tool's id, as long as the tool runs.
+        let me = kmod_ipc::TOOL_ID_BASE + i64::from(std::process::id());
+        assert!(request_awaited(me, &[0; 12], 0));
+        assert!(!request_awaited(me, &[0; 12], TOOL_PATIENCE));
     }
 }

@@ -7,7 +7,10 @@
 //! oldest waiting are the likeliest to be theirs.  The outbox is bounded
 //! in bytes; for the same reason, when it is full the oldest waiting
 //! replies make room for a new one, so that a live client asking after a
-//! flood from dead ones still gets its answer.  Only the reply thread
+//! flood from dead ones still gets its answer.  A reply whose waiter is
+//! known to run (a tool's or the helper's pid, [`crate::waiter`]) goes
+//! before all others and makes room last: a flood of replies to ids that
+//! tell nothing must not starve an operator's status.  Only the reply thread
 //! ([`crate::reply::Replies::run`]) sends from it, never the worker pool.
 
 use kmod_ipc::{Message, HEADER_NEW_LEN, KERNELD_MINSEQ};
@@ -43,7 +46,16 @@ pub struct Deferred {
     pub parts: VecDeque<Message>,
     /// When its client stops waiting: the reply is dropped then.
     pub deadline: Instant,
+    /// Its waiter was known to run when it was deferred.
+    awaited: bool,
     bytes: usize,
+}
+
+impl Deferred {
+    /// Its waiter was known to run when it was deferred.
+    pub fn awaited(&self) -> bool {
+        self.awaited
+    }
 }
 
 /// The replies waiting for room, in arrival order.
@@ -62,14 +74,16 @@ fn size_of(parts: &VecDeque<Message>) -> usize {
 
 impl Outbox {
     /// Queue the unsent parts of the reply on `id`, to be sent before
-    /// `deadline`, dropping the oldest waiting replies if it does not fit
-    /// otherwise: the ids of those dropped.  `None`: the reply alone is
-    /// larger than the outbox, and is dropped itself.
+    /// `deadline` (`awaited`: its waiter is known to run), dropping the
+    /// oldest waiting replies if it does not fit otherwise, those of
+    /// waiters not known to run first: the ids of those dropped.  `None`:
+    /// the reply alone is larger than the outbox, and is dropped itself.
     pub fn push(
         &mut self,
         id: i64,
         parts: VecDeque<Message>,
         deadline: Instant,
+        awaited: bool,
     ) -> Option<Vec<i64>> {
         let bytes = size_of(&parts);
         if bytes > DEFERRED_MAX_BYTES {
@@ -77,7 +91,8 @@ impl Outbox {
         }
         let mut dropped = Vec::new();
         while self.bytes + bytes > DEFERRED_MAX_BYTES {
-            let Some(old) = self.waiting.pop_front() else {
+            let oldest = self.waiting.iter().position(|d| !d.awaited).unwrap_or(0);
+            let Some(old) = self.waiting.remove(oldest) else {
                 break;
             };
             self.bytes -= old.bytes;
@@ -88,6 +103,7 @@ impl Outbox {
             id,
             parts,
             deadline,
+            awaited,
             bytes,
         });
         Some(dropped)
@@ -108,14 +124,22 @@ impl Outbox {
         before - self.waiting.len()
     }
 
-    /// The newest waiting reply, the next to send.
-    pub fn next_mut(&mut self) -> Option<&mut Deferred> {
-        self.waiting.back_mut()
+    /// Where the next to send is: the newest awaited reply, else the
+    /// newest.
+    fn next_index(&self) -> Option<usize> {
+        let last = self.waiting.len().checked_sub(1)?;
+        Some(self.waiting.iter().rposition(|d| d.awaited).unwrap_or(last))
     }
 
-    /// Remove the newest waiting reply (sent, or given up).
+    /// The next reply to send (see [`Outbox::next_index`]).
+    pub fn next_mut(&mut self) -> Option<&mut Deferred> {
+        let i = self.next_index()?;
+        self.waiting.get_mut(i)
+    }
+
+    /// Remove the next reply (sent, or given up).
     pub fn pop_next(&mut self) {
-        if let Some(d) = self.waiting.pop_back() {
+        if let Some(d) = self.next_index().and_then(|i| self.waiting.remove(i)) {
             self.bytes -= d.bytes;
         }
     }
@@ -151,11 +175,11 @@ mod tests {
         let now = Instant::now();
         let mut o = Outbox::default();
         assert_eq!(
-            o.push(2000, reply(2000, 10), now + Duration::from_secs(1)),
+            o.push(2000, reply(2000, 10), now + Duration::from_secs(1), false),
             Some(vec![])
         );
         assert_eq!(
-            o.push(2001, reply(2001, 10), now + Duration::from_secs(9)),
+            o.push(2001, reply(2001, 10), now + Duration::from_secs(9), false),
             Some(vec![])
         );
         assert_eq!(o.expire(now), 0);
@@ -171,7 +195,7 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(5);
         let mut o = Outbox::default();
         for id in [4000, 4001, 4002] {
-            assert_eq!(o.push(id, reply(id, 1), later), Some(vec![]));
+            assert_eq!(o.push(id, reply(id, 1), later, false), Some(vec![]));
         }
         let mut order = Vec::new();
         while let Some(d) = o.next_mut() {
@@ -188,7 +212,7 @@ mod tests {
         let mut dropped = Vec::new();
         for i in 0..60 {
             dropped.extend(
-                o.push(3000 + i, reply(3000 + i, 100 * 1024), later)
+                o.push(3000 + i, reply(3000 + i, 100 * 1024), later, false)
                     .unwrap(),
             );
             assert!(o.bytes() <= DEFERRED_MAX_BYTES);
@@ -197,7 +221,36 @@ mod tests {
         assert_eq!(dropped, (3000..3020).collect::<Vec<_>>(), "the oldest went");
         assert_eq!(o.next_mut().unwrap().id, 3059, "the newest waits first");
         // A reply larger than the whole outbox is dropped itself.
-        assert_eq!(o.push(5000, reply(5000, DEFERRED_MAX_BYTES), later), None);
+        assert_eq!(
+            o.push(5000, reply(5000, DEFERRED_MAX_BYTES), later, false),
+            None
+        );
         assert_eq!(o.len(), 40);
+    }
+
+    #[test]
+    fn an_awaited_reply_goes_first_and_makes_room_last() {
+        let later = Instant::now() + Duration::from_secs(5);
+        let mut o = Outbox::default();
+        assert_eq!(
+            o.push(6000, reply(6000, 100 * 1024), later, true),
+            Some(vec![])
+        );
+        let mut dropped = Vec::new();
+        for i in 1..60 {
+            dropped.extend(
+                o.push(6000 + i, reply(6000 + i, 100 * 1024), later, false)
+                    .unwrap(),
+            );
+        }
+        assert!(!dropped.contains(&6000), "the awaited reply made room");
+        assert_eq!(dropped[0], 6001);
+        assert_eq!(
+            o.next_mut().unwrap().id,
+            6000,
+            "the awaited reply waits first"
+        );
+        o.pop_next();
+        assert_eq!(o.next_mut().unwrap().id, 6059, "then the newest");
     }
 }

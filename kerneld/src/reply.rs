@@ -253,12 +253,16 @@ impl Replies {
         }
     }
 
-    /// Hand what found no room to the reply thread.
+    /// Hand what found no room to the reply thread; one whose client is
+    /// known to wait goes before the others.
     fn defer(&self, id: i64, parts: VecDeque<Message>) {
+        // Only a known live client counts: an id that names a pid gone
+        // may still be read by a sender that chose it freely.
+        let awaited = crate::waiter::known_alive(id);
         let deadline = Instant::now() + patience(id);
         let (dropped, waiting) = {
             let mut o = self.outbox.lock().unwrap();
-            (o.push(id, parts, deadline), o.bytes())
+            (o.push(id, parts, deadline, awaited), o.bytes())
         };
         match dropped {
             None => log::warn_sampled(&self.dropped, |n| {
@@ -403,7 +407,9 @@ impl Replies {
     }
 
     /// Send waiting replies, newest first, up to `room` bytes or until one finds
-    /// no room; drop those whose clients stopped waiting.
+    /// no room; drop those whose clients stopped waiting.  A reply whose
+    /// client is known to wait is not held to `room`: a flood that keeps
+    /// the queue half full would otherwise hold it until it expires.
     fn send_waiting(&self, q: &Queue, mut room: u64) {
         let mut o = self.outbox.lock().unwrap();
         let expired = o.expire(Instant::now());
@@ -418,12 +424,12 @@ impl Replies {
         while let Some(d) = o.next_mut() {
             while let Some(part) = d.parts.front() {
                 let size = (part.body_len() + 8) as u64;
-                if size > room {
+                if size > room && !d.awaited() {
                     return;
                 }
                 match q.send(part, usize::MAX, true) {
                     Ok(()) => {
-                        room -= size;
+                        room = room.saturating_sub(size);
                         d.parts.pop_front();
                         // Unread from now on, not from when it was due.
                         self.note_sent(q, d.id);

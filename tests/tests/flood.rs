@@ -52,3 +52,30 @@ fn a_flood_of_unread_replies_does_not_jam_the_queue() {
     let j = k.status_json();
     assert!(j["counters"]["replies_purged"].as_u64().unwrap() > 0, "{j}");
 }
+
+#[test]
+fn a_status_request_is_answered_while_a_flood_goes_on() {
+    // The flood of the test above, still going on while the status
+    // request waits: replies to ids that tell nothing of their clients
+    // keep the queue over half full, and a reply for a client known to
+    // wait must still go out before it stops waiting.
+    let k = Kerneld::start();
+    let q = k.queue();
+    q.set_max_bytes(16384).unwrap();
+    let flooder = {
+        let q = q.clone();
+        std::thread::spawn(move || flood(&q, MESSAGES, 0x6b65, Duration::from_secs(240)))
+    };
+    while q.stat().unwrap().messages == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let answered = status_answered_in(k.key(), Duration::from_secs(20));
+    let during = !flooder.is_finished();
+    let f = flooder.join().unwrap();
+    answered.unwrap_or_else(|e| {
+        let log = k.log();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!("{e} ({f:?}); {:?}\n{}", q.stat(), tail.join("\n"))
+    });
+    assert!(during, "the flood ended before the answer ({f:?})");
+}

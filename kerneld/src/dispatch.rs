@@ -152,22 +152,19 @@ fn delay_release(d: &Daemon, msg: &MessageView, name: &str) {
 }
 
 /// Who asked for `name`: the task the in-kernel sender names after the
-/// text's NUL, else the traced task for a kernel request through the
-/// shim, else nobody known (the 16-bit pid of the new header).  The
-/// receive thread waits for a trace event only when a rule looks at
-/// the requester; else it takes one already read, and a worker waits
-/// for it if the request is a load (`actions.rs`).
+/// text's NUL (the tracer is then not asked), else the traced task for a
+/// kernel request through the shim, else nobody known (the 16-bit pid
+/// of the new header).  The receive thread waits for a trace event only
+/// when a rule looks at the requester; else it takes one already read,
+/// and a worker waits for it if the request is a load (`actions.rs`).
 fn requester_of(d: &Daemon, msg: &MessageView, name: &str, body: &[u8]) -> Option<Requester> {
     let tracer = d.tracer.as_ref();
     let wait = tracer.is_some() && d.requests.needs_requester();
     if let Some(r) = Requester::from_body(body) {
-        // Its tracepoint record, if any, would be misattributed later.
+        // Its tracepoint event, if any, would be misattributed later: it
+        // is dropped unread, and nothing waits for it.
         if let Some(t) = tracer {
-            let _ = if wait {
-                t.claim(name)
-            } else {
-                t.claim_now(name)
-            };
+            t.skip(name);
         }
         return Some(r);
     }

@@ -112,15 +112,16 @@ fn request_module_quick(d: &Arc<Daemon>, msg: &MessageView, name: &str, body: &[
     }
     let ask = Ask::new(name, requester.as_ref(), &identity);
     match d.requests.decide(&d.contexts, &ask, &d.counters) {
-        Plan::Settled(a) => {
+        Plan::Settled(mut a) => {
             d.counters.count_status(a.outcome.status);
             d.replies
                 .reply(msg, a.outcome.status, a.outcome.text.as_bytes());
-            // The request's line is written once the requester has its
-            // answer: the write(2) is the costliest step of a quick
-            // answer, and nothing in the answer depends on it.  The
-            // next message is read only after it.
-            a.line.emit();
+            // The request's bookkeeping and line come once the requester
+            // has its answer: the write(2) is the costliest step of a
+            // quick answer, and nothing in the answer depends on either.
+            // The next message is read only after them.
+            d.requests.finish(&ask, &mut a);
+            a.line.emit(requester.as_ref());
         }
         Plan::Load(resolution) => {
             let since = ask.since;

@@ -119,7 +119,13 @@ pub fn describe_provenance(p: Option<&Provenance>) -> String {
 
 /// ` for pid P uid U ...` after a request's name in log lines, or nothing.
 pub fn for_whom(who: Option<&Requester>) -> String {
-    who.map_or(String::new(), |r| format!(" for {}", r.describe()))
+    let Some(r) = who else {
+        return String::new();
+    };
+    let mut s = String::with_capacity(53 + r.comm.len() + r.cgroup.len());
+    s.push_str(" for ");
+    r.describe_into(&mut s);
+    s
 }
 
 /// Append `d` in milliseconds with one decimal (what `{:.1}` prints for the

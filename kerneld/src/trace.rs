@@ -16,12 +16,14 @@
 //! an event nobody claims (the module was already loaded and the helper
 //! never asked) simply ages out.
 //!
-//! The task is read from /proc when its event is claimed, not when the
-//! event is read: the tracepoint also fires for the requests of the
-//! in-kernel sender, which name their requester themselves, and those
-//! events are dropped unread ([`Tracer::skip`]), so that a request from
-//! the kernel costs the reader a line and no file.  A claimed task is
-//! still there: it waits in the kernel for the answer to its request.
+//! The tracepoint also fires for the requests of the in-kernel sender,
+//! which name their requester themselves: those events are dropped
+//! unread ([`Tracer::skip`]).  While that sender is loaded, the reader
+//! therefore leaves the task to be read from /proc when its event is
+//! claimed (it is still there: it waits in the kernel for the answer to
+//! its request), so that a request from the kernel costs the reader a
+//! line and no file; else it reads the task at once, off the receive
+//! thread, as the helper's requests need it.
 
 use crate::log;
 use crate::requester::Requester;
@@ -45,7 +47,20 @@ struct Event {
     name: String,
     pid: u32,
     comm: String,
+    /// The task, if read when the event was.
+    task: Option<Requester>,
     seen: Instant,
+}
+
+impl Event {
+    fn requester(self) -> Requester {
+        self.task.unwrap_or_else(|| read_task(self.pid, self.comm))
+    }
+}
+
+/// Whether the in-kernel sender (kernel/module/ of the sources) is loaded.
+fn kernel_sender_loaded() -> bool {
+    Path::new("/sys/module/kerneld_shim").exists()
 }
 
 /// The events read and not claimed yet, and the names whose next event is
@@ -156,10 +171,12 @@ impl Tracer {
                     let Ok(line) = line else { break };
                     if let Some((pid, comm, name)) = parse_line(&line) {
                         let (lock, cv) = &*ev;
+                        let task = (!kernel_sender_loaded()).then(|| read_task(pid, comm.clone()));
                         let e = Event {
                             name,
                             pid,
                             comm,
+                            task,
                             seen: Instant::now(),
                         };
                         if lock.lock().unwrap().arrived(e) {
@@ -190,7 +207,7 @@ impl Tracer {
             q = cv.wait_timeout(q, left).unwrap().0;
         };
         drop(q);
-        Some(read_task(e.pid, e.comm))
+        Some(e.requester())
     }
 
     /// The requester of a kernel request for `name`, if its event was
@@ -198,7 +215,7 @@ impl Tracer {
     /// at the requester).
     pub fn claim_now(&self, name: &str) -> Option<Requester> {
         let e = self.events.0.lock().unwrap().take(name)?;
-        Some(read_task(e.pid, e.comm))
+        Some(e.requester())
     }
 
     /// A request for `name` named its requester itself (the in-kernel
@@ -305,6 +322,7 @@ mod tests {
             name: name.into(),
             pid,
             comm: "ip".into(),
+            task: None,
             seen,
         }
     }
@@ -344,6 +362,18 @@ mod tests {
             ev.skip(&format!("n{i}"), later);
         }
         assert_eq!(ev.skips.len(), SKIPS_MAX);
+    }
+
+    #[test]
+    fn a_task_not_read_with_its_event_is_read_when_claimed() {
+        let me = Event {
+            name: "x".into(),
+            pid: std::process::id(),
+            comm: "x".into(),
+            task: None,
+            seen: Instant::now(),
+        };
+        assert_eq!(me.requester().pid, std::process::id());
     }
 
     #[test]

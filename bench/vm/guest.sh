@@ -96,7 +96,7 @@ use() {
     fi
     if grep -q '^kerneld_shim ' /proc/modules; then
         # Its counters go with it: add them up first.
-        p=/sys/module/kerneld_shim/parameters
+        p=/sys/kernel/kerneld_shim
         shim_answered=$((shim_answered + $(cat $p/answered)))
         shim_fellback=$((shim_fellback + $(cat $p/fallback_no_queue) + $(cat $p/fallback_unread) + $(cat $p/fallback_full) + $(cat $p/fallback_gone)))
         /sbin/rmmod kerneld_shim || echo "VMBENCH E setup rmmod kerneld_shim failed"

@@ -88,9 +88,9 @@ schema number):
       (string or null: why it could not be read; path and kerneld_shim
       are then null)
   kernel_shim         object     only while the kerneld_shim module is
-      loaded, added by kdstat from /sys/module/kerneld_shim/parameters:
-      key, read_wait_ms, reply_wait_ms, fallback, and the counters
-      requests, answered, failed, nowait, fallback_no_queue,
+      loaded, added by kdstat: the settings key, read_wait_ms,
+      reply_wait_ms, fallback (/sys/module/kerneld_shim/parameters/), and
+      the counters (/sys/kernel/kerneld_shim/) requests, answered, failed, nowait, fallback_no_queue,
       fallback_unread, fallback_full, fallback_gone, untrusted_queue,
       timed_out, interrupted, late_answers, fallback_suspend
 A requester object has pid, uid, gid (integers), comm, cgroup,

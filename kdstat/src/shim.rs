@@ -1,12 +1,15 @@
 //! The in-kernel sender (kernel/module/ of the kerneld sources): when the
 //! `kerneld_shim` module is loaded, the kernel posts its requests to
-//! kerneld's queue itself, and its settings and counters are module
-//! parameters in `/sys/module/kerneld_shim/parameters/`.
+//! kerneld's queue itself; its settings are module parameters in
+//! `/sys/module/kerneld_shim/parameters/`, its counters files in
+//! `/sys/kernel/kerneld_shim/`.
 
 use std::path::Path;
 
-/// Where the module's parameters are.
+/// Where the module's settings are.
 pub const PARAMETERS: &str = "/sys/module/kerneld_shim/parameters";
+/// Where the module's counters are, one file each.
+pub const COUNTERS_DIR: &str = "/sys/kernel/kerneld_shim";
 
 /// Settings, in the order shown.
 const SETTINGS: [&str; 4] = ["key", "read_wait_ms", "reply_wait_ms", "fallback"];
@@ -27,32 +30,41 @@ const COUNTERS: [(&str, &str); 13] = [
     ("fallback_suspend", "suspend starting"),
 ];
 
-/// The module's parameters, name and value, if it is loaded.
+/// The module's settings and counters, name and value, if it is loaded.
 pub struct Shim {
     pub settings: Vec<(&'static str, String)>,
     pub counters: Vec<(&'static str, u64)>,
 }
 
 impl Shim {
-    /// Read the parameters from `dir` (normally [`PARAMETERS`]); `None`
-    /// when the module is not loaded.
-    pub fn read(dir: &Path) -> Option<Shim> {
-        let get = |n: &str| {
+    /// Read the settings from `params` and the counters from `counters`
+    /// (normally [`PARAMETERS`] and [`COUNTERS_DIR`]); `None` when the
+    /// module is not loaded.
+    pub fn read(params: &Path, counters: &Path) -> Option<Shim> {
+        let get = |dir: &Path, n: &str| {
             std::fs::read_to_string(dir.join(n))
                 .ok()
                 .map(|s| s.trim().to_string())
         };
-        get("requests")?;
+        get(counters, "requests")?;
         Some(Shim {
             settings: SETTINGS
                 .iter()
-                .map(|&n| (n, get(n).unwrap_or_default()))
+                .map(|&n| (n, get(params, n).unwrap_or_default()))
                 .collect(),
             counters: COUNTERS
                 .iter()
-                .map(|&(n, _)| (n, get(n).and_then(|v| v.parse().ok()).unwrap_or(0)))
+                .map(|&(n, _)| {
+                    let v = get(counters, n).and_then(|v| v.parse().ok());
+                    (n, v.unwrap_or(0))
+                })
                 .collect(),
         })
+    }
+
+    /// Read from where the loaded module has them.
+    pub fn read_loaded() -> Option<Shim> {
+        Shim::read(Path::new(PARAMETERS), Path::new(COUNTERS_DIR))
     }
 
     fn setting(&self, n: &str) -> &str {
@@ -101,21 +113,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_the_parameters() {
+    fn reads_the_settings_and_counters() {
         let dir = std::env::temp_dir().join(format!("kdstat-shim-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        assert!(Shim::read(&dir).is_none(), "not loaded");
-        for (n, v) in [
-            ("key", "1801810542"),
-            ("read_wait_ms", "1000"),
-            ("reply_wait_ms", "60000"),
-            ("fallback", "Y"),
-            ("requests", "7"),
-            ("fallback_unread", "2"),
+        let (params, counters) = (dir.join("parameters"), dir.join("counters"));
+        std::fs::create_dir_all(&params).unwrap();
+        std::fs::create_dir_all(&counters).unwrap();
+        assert!(Shim::read(&params, &counters).is_none(), "not loaded");
+        for (d, n, v) in [
+            (&params, "key", "1801810542"),
+            (&params, "read_wait_ms", "1000"),
+            (&params, "reply_wait_ms", "60000"),
+            (&params, "fallback", "Y"),
+            (&counters, "requests", "7"),
+            (&counters, "fallback_unread", "2"),
         ] {
-            std::fs::write(dir.join(n), format!("{v}\n")).unwrap();
+            std::fs::write(d.join(n), format!("{v}\n")).unwrap();
         }
-        let s = Shim::read(&dir).unwrap();
+        let s = Shim::read(&params, &counters).unwrap();
         let t = s.text();
         assert!(
             t.contains("key 0x6b65726e, read_wait_ms 1000, reply_wait_ms 60000, fallback Y"),

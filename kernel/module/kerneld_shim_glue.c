@@ -3,8 +3,9 @@
  * C glue of kerneld_shim, for what the 6.12 Rust kernel crate has no
  * abstraction for:
  *
- * - the settings and counters, as module parameters, in
- *   /sys/module/kerneld_shim/parameters/ (settings writable by root);
+ * - the settings, as module parameters, in
+ *   /sys/module/kerneld_shim/parameters/ (writable by root), and the
+ *   counters, in sysfs: /sys/kernel/kerneld_shim/;
  * - the requester's identity, read in C so that no C struct field is read
  *   through a bindgen layout (see kernel/README.md);
  * - a rate-limited warning;
@@ -22,6 +23,7 @@
 #include <linux/cgroup.h>
 #include <linux/completion.h>
 #include <linux/cred.h>
+#include <linux/kobject.h>
 #include <linux/kernfs.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
@@ -76,41 +78,84 @@ long kerneld_shim_setting(unsigned int which)
 }
 
 /* --- counters ----------------------------------------------------------- */
+/*
+ * In sysfs, one read-only file each in /sys/kernel/kerneld_shim/: kdstat
+ * and its Prometheus output read them on production hosts, where debugfs
+ * is often not mounted or is locked down.  Not module parameters: nobody
+ * sets a counter.
+ */
 #define KD_NCOUNTERS 13
 static atomic_long_t counters[KD_NCOUNTERS];
 
-static int counter_get(char *buf, const struct kernel_param *kp)
-{
-	return sysfs_emit(buf, "%ld\n", atomic_long_read((atomic_long_t *)kp->arg));
-}
-
-static int counter_set(const char *val, const struct kernel_param *kp)
-{
-	return -EPERM;
-}
-
-static const struct kernel_param_ops counter_ops = {
-	.get = counter_get,
-	.set = counter_set,
+struct kd_counter_attr {
+	struct kobj_attribute attr;
+	unsigned int which;
 };
 
-#define KD_COUNTER(n, name, desc)					\
-	module_param_cb(name, &counter_ops, &counters[n], 0444);	\
-	MODULE_PARM_DESC(name, desc)
+static ssize_t counter_show(struct kobject *kobj, struct kobj_attribute *attr,
+			    char *buf)
+{
+	struct kd_counter_attr *c = container_of(attr, struct kd_counter_attr, attr);
 
-KD_COUNTER(0, requests, "request_module() calls served through kerneld's queue or handed back");
-KD_COUNTER(1, answered, "answers received from kerneld");
-KD_COUNTER(2, failed, "answers with a non-zero status (module not loaded)");
-KD_COUNTER(3, nowait, "request_module_nowait() requests sent without waiting (id 0)");
-KD_COUNTER(4, fallback_no_queue, "no queue at the key: usermode helper (or failed)");
-KD_COUNTER(5, fallback_unread, "request unread after read_wait_ms, taken back: usermode helper (or failed)");
-KD_COUNTER(6, fallback_full, "queue full: usermode helper (or failed)");
-KD_COUNTER(7, fallback_gone, "queue removed while waiting: usermode helper (or failed)");
-KD_COUNTER(8, untrusted_queue, "queue not root's with mode 0600 or stricter: as without kerneld (helper, or fails with fallback=N)");
-KD_COUNTER(9, timed_out, "read by kerneld, no answer within reply_wait_ms");
-KD_COUNTER(10, interrupted, "requester killed while waiting");
-KD_COUNTER(11, late_answers, "answers that came after their requester stopped waiting, removed");
-KD_COUNTER(12, fallback_suspend, "sent while a suspend was starting: usermode helper (or failed)");
+	return sysfs_emit(buf, "%ld\n", atomic_long_read(&counters[c->which]));
+}
+
+#define KD_COUNTER(n, _name)						\
+	static struct kd_counter_attr kd_attr_##_name = {		\
+		.attr = __ATTR(_name, 0444, counter_show, NULL),	\
+		.which = n,						\
+	}
+
+/* request_module() calls served through kerneld's queue or handed back */
+KD_COUNTER(0, requests);
+/* answers received from kerneld */
+KD_COUNTER(1, answered);
+/* answers with a non-zero status (module not loaded) */
+KD_COUNTER(2, failed);
+/* request_module_nowait() requests sent without waiting (id 0) */
+KD_COUNTER(3, nowait);
+/* no queue at the key: usermode helper (or failed) */
+KD_COUNTER(4, fallback_no_queue);
+/* request unread after read_wait_ms, taken back: helper (or failed) */
+KD_COUNTER(5, fallback_unread);
+/* queue full: usermode helper (or failed) */
+KD_COUNTER(6, fallback_full);
+/* queue removed while waiting: usermode helper (or failed) */
+KD_COUNTER(7, fallback_gone);
+/* queue not root's with mode 0600 or stricter: as without kerneld */
+KD_COUNTER(8, untrusted_queue);
+/* read by kerneld, no answer within reply_wait_ms */
+KD_COUNTER(9, timed_out);
+/* requester killed while waiting */
+KD_COUNTER(10, interrupted);
+/* answers that came after their requester stopped waiting, removed */
+KD_COUNTER(11, late_answers);
+/* sent while a suspend was starting: usermode helper (or failed) */
+KD_COUNTER(12, fallback_suspend);
+
+static struct attribute *kd_counter_attrs[] = {
+	&kd_attr_requests.attr.attr,
+	&kd_attr_answered.attr.attr,
+	&kd_attr_failed.attr.attr,
+	&kd_attr_nowait.attr.attr,
+	&kd_attr_fallback_no_queue.attr.attr,
+	&kd_attr_fallback_unread.attr.attr,
+	&kd_attr_fallback_full.attr.attr,
+	&kd_attr_fallback_gone.attr.attr,
+	&kd_attr_untrusted_queue.attr.attr,
+	&kd_attr_timed_out.attr.attr,
+	&kd_attr_interrupted.attr.attr,
+	&kd_attr_late_answers.attr.attr,
+	&kd_attr_fallback_suspend.attr.attr,
+	NULL,
+};
+static_assert(ARRAY_SIZE(kd_counter_attrs) == KD_NCOUNTERS + 1);
+
+static const struct attribute_group kd_counter_group = {
+	.attrs = kd_counter_attrs,
+};
+
+static struct kobject *kd_kobj;
 
 void kerneld_shim_count(unsigned int which);
 void kerneld_shim_count(unsigned int which)
@@ -336,13 +381,28 @@ int kerneld_shim_start(void)
 {
 	int err;
 
+	kd_kobj = kobject_create_and_add("kerneld_shim", kernel_kobj);
+	if (!kd_kobj)
+		return -ENOMEM;
+	err = sysfs_create_group(kd_kobj, &kd_counter_group);
+	if (err)
+		goto put_kobj;
 	/* Unbound: each request may sleep up to reply_wait_ms. */
 	kd_wq = alloc_workqueue("kerneld_shim", WQ_UNBOUND, 0);
-	if (!kd_wq)
-		return -ENOMEM;
+	if (!kd_wq) {
+		err = -ENOMEM;
+		goto put_kobj;
+	}
 	err = register_pm_notifier(&kd_pm_nb);
 	if (err)
-		destroy_workqueue(kd_wq);
+		goto destroy_wq;
+	return 0;
+
+destroy_wq:
+	destroy_workqueue(kd_wq);
+put_kobj:
+	/* Removes the group's files too. */
+	kobject_put(kd_kobj);
 	return err;
 }
 
@@ -352,4 +412,5 @@ void kerneld_shim_stop(void)
 {
 	unregister_pm_notifier(&kd_pm_nb);
 	destroy_workqueue(kd_wq);
+	kobject_put(kd_kobj);
 }

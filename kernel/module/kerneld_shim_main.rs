@@ -36,7 +36,8 @@
 //! - the answer's status maps to what the helper path returns: 0 when
 //!   loaded, 256 (modprobe's exit status 1) when not.
 //!
-//! Settings and counters are module parameters (kerneld_shim_glue.c).
+//! Settings are module parameters, counters are files in
+//! /sys/kernel/kerneld_shim/ (kerneld_shim_glue.c).
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};

@@ -110,7 +110,7 @@ fn run_job(d: &Arc<Daemon>, id: u64) {
             .reply(&w.request, outcome.status, outcome.text.as_bytes());
     }
     if let Some(line) = line {
-        line.emit();
+        line.emit(requester.as_ref());
     }
 }
 
@@ -118,7 +118,7 @@ fn run_job(d: &Arc<Daemon>, id: u64) {
 /// and loaded on this thread (the one request path; see `request.rs`).
 pub fn request_module(d: &Daemon, name: &str, who: Option<&Requester>) -> Outcome {
     let answer = answer_request(d, name, who);
-    answer.line.emit();
+    answer.line.emit(who);
     answer.outcome
 }
 
@@ -127,7 +127,10 @@ fn answer_request(d: &Daemon, name: &str, who: Option<&Requester>) -> Settled {
     let identity = d.requests.identity(who);
     let ask = Ask::new(name, who, &identity);
     match d.requests.decide(&d.contexts, &ask, &d.counters) {
-        Plan::Settled(a) => a,
+        Plan::Settled(mut a) => {
+            d.requests.finish(&ask, &mut a);
+            a
+        }
         Plan::Load(res) => d.requests.load(&d.contexts, &d.expiry, &ask, &res),
     }
 }

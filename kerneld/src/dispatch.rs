@@ -112,15 +112,16 @@ fn request_module_quick(d: &Arc<Daemon>, msg: &MessageView, name: &str, body: &[
     }
     let ask = Ask::new(name, requester.as_ref(), &identity);
     match d.requests.decide(&d.contexts, &ask, &d.counters) {
-        Plan::Settled(a) => {
+        Plan::Settled(mut a) => {
             d.counters.count_status(a.outcome.status);
             d.replies
                 .reply(msg, a.outcome.status, a.outcome.text.as_bytes());
-            // The request's line is written once the requester has its
-            // answer: the write(2) is the costliest step of a quick
-            // answer, and nothing in the answer depends on it.  The
-            // next message is read only after it.
-            a.line.emit();
+            // The request's bookkeeping and line come once the requester
+            // has its answer: the write(2) is the costliest step of a
+            // quick answer, and nothing in the answer depends on either.
+            // The next message is read only after them.
+            d.requests.finish(&ask, &mut a);
+            a.line.emit(requester.as_ref());
         }
         Plan::Load(resolution) => {
             let since = ask.since;
@@ -152,22 +153,19 @@ fn delay_release(d: &Daemon, msg: &MessageView, name: &str) {
 }
 
 /// Who asked for `name`: the task the in-kernel sender names after the
-/// text's NUL, else the traced task for a kernel request through the
-/// shim, else nobody known (the 16-bit pid of the new header).  The
-/// receive thread waits for a trace event only when a rule looks at
-/// the requester; else it takes one already read, and a worker waits
-/// for it if the request is a load (`actions.rs`).
+/// text's NUL (the tracer is then not asked), else the traced task for a
+/// kernel request through the shim, else nobody known (the 16-bit pid
+/// of the new header).  The receive thread waits for a trace event only
+/// when a rule looks at the requester; else it takes one already read,
+/// and a worker waits for it if the request is a load (`actions.rs`).
 fn requester_of(d: &Daemon, msg: &MessageView, name: &str, body: &[u8]) -> Option<Requester> {
     let tracer = d.tracer.as_ref();
     let wait = tracer.is_some() && d.requests.needs_requester();
     if let Some(r) = Requester::from_body(body) {
-        // Its tracepoint record, if any, would be misattributed later.
+        // Its tracepoint event, if any, would be misattributed later: it
+        // is dropped unread, and nothing waits for it.
         if let Some(t) = tracer {
-            let _ = if wait {
-                t.claim(name)
-            } else {
-                t.claim_now(name)
-            };
+            t.skip(name);
         }
         return Some(r);
     }

@@ -103,43 +103,43 @@ impl NegativeCache {
         self.names.clear();
     }
 
-    /// The entry of `name`, made (within the bound) if there is none.
-    fn entry(&mut self, name: &str, now: Instant) -> &mut Entry {
-        if !self.names.contains_key(name) {
-            if self.names.len() >= self.prune_at {
-                self.prune_at = bound(&mut self.names, now);
-            }
-            self.names.insert(
-                name.into(),
-                Entry {
-                    answer: None,
-                    window: now,
-                    tries: 0,
-                },
-            );
+    /// A new entry for `name` (made within the bound), which has none:
+    /// one hash of the name.
+    fn insert_new(&mut self, name: &str, now: Instant) -> &mut Entry {
+        if self.names.len() >= self.prune_at {
+            self.prune_at = bound(&mut self.names, now);
         }
-        self.names.get_mut(name).expect("just inserted")
+        self.names.entry(name.into()).or_insert(Entry {
+            answer: None,
+            window: now,
+            tries: 0,
+        })
     }
 
     /// A remembered failure for `name`, if still fresh; or, when `name`
     /// was tried too often in the last minute, its last answer (or a
     /// rate-limit refusal).  The reply text is made here, from the typed
-    /// answer kept; the kind is the kept answer's.
+    /// answer kept; the kind is the kept answer's.  A name met for the
+    /// first time (most of them) is hashed twice.
     pub fn lookup(&mut self, name: &str, now: Instant) -> Option<(Kind, i64, String)> {
-        if let Some(a) = self.names.get(name).and_then(|e| e.answer.as_ref()) {
-            if a.until > now {
-                // One allocation: text() leaves room for the suffix.
-                let mut text = a.answer.text();
-                text.push_str(" (cached)");
-                return Some((a.answer.kind(), a.answer.status(), text));
+        let per_minute = self.per_minute;
+        let e = match self.names.get_mut(name) {
+            Some(e) => {
+                if let Some(a) = e.answer.as_ref().filter(|a| a.until > now) {
+                    // One allocation: text() leaves room for the suffix.
+                    let mut text = a.answer.text();
+                    text.push_str(" (cached)");
+                    return Some((a.answer.kind(), a.answer.status(), text));
+                }
+                e
             }
-        }
-        if self.per_minute == 0 {
             // No rate limit: attempts would never be read.
+            None if per_minute == 0 => return None,
+            None => self.insert_new(name, now),
+        };
+        if per_minute == 0 {
             return None;
         }
-        let per_minute = self.per_minute;
-        let e = self.entry(name, now);
         if now.saturating_duration_since(e.window) >= WINDOW {
             e.window = now;
             e.tries = 0;
@@ -178,7 +178,13 @@ impl NegativeCache {
             return;
         }
         let until = crate::limits::after(now, self.ttl);
-        self.entry(name, now).answer = Some(Failure { answer, until });
+        let failure = Some(Failure { answer, until });
+        // Most often the name has its entry already (lookup made it).
+        if let Some(e) = self.names.get_mut(name) {
+            e.answer = failure;
+            return;
+        }
+        self.insert_new(name, now).answer = failure;
     }
 
     /// A success clears the name's history.

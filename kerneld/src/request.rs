@@ -40,6 +40,21 @@ pub enum Plan {
 pub struct Settled {
     pub outcome: Outcome,
     pub line: LogLine,
+    /// What [`Requests::decide`] leaves to [`Requests::finish`].
+    pending: Option<Bookkeeping>,
+}
+
+/// What a decided request leaves to do once its answer is sent: its
+/// entry in the ring of recent requests and in the negative cache.
+/// Neither is read before the receive thread reads the next message.
+#[derive(Debug)]
+struct Bookkeeping {
+    kind: Kind,
+    took: Duration,
+    /// Succeeded: the name's history is cleared.
+    ok: bool,
+    /// The failure to remember, when failures are remembered.
+    failure: Option<Answer<'static>>,
 }
 
 /// One request_module being served: the name, who asked, and since when.
@@ -119,6 +134,7 @@ impl Requests {
             return Plan::Settled(Settled {
                 outcome,
                 line: LogLine::default(),
+                pending: None,
             });
         }
         let policy = self.policy();
@@ -126,7 +142,7 @@ impl Requests {
         let plan = contexts.with(|sys| plan_as(sys, ask.name, ask.who, &policy, c, &mut note));
         match plan {
             Ok(Ok(res)) => Plan::Load(res),
-            Ok(Err(answer)) => Plan::Settled(self.settle(ask, answer, &[], &note)),
+            Ok(Err(answer)) => Plan::Settled(self.settle(ask, answer, &[], &note, true)),
             Err(e) => Plan::Settled(self.settle(
                 ask,
                 Answer::BackendFailed {
@@ -135,6 +151,7 @@ impl Requests {
                 },
                 &[],
                 &Note::default(),
+                true,
             )),
         }
     }
@@ -158,7 +175,26 @@ impl Requests {
             would_deny: res.allowed_by.starts_with(WOULD_DENY),
             denial: None,
         };
-        self.settle(ask, answer, &res.candidates, &note)
+        self.settle(ask, answer, &res.candidates, &note, false)
+    }
+
+    /// What a [`Settled`] of [`Requests::decide`] left to do, for its
+    /// caller to call once the answer is sent: the request goes into the
+    /// ring of recent ones and, if it failed, into the negative cache.
+    pub fn finish(&self, ask: &Ask, s: &mut Settled) {
+        if let Some(b) = s.pending.take() {
+            self.keep(ask, &s.outcome, b);
+        }
+    }
+
+    fn keep(&self, ask: &Ask, outcome: &Outcome, b: Bookkeeping) {
+        self.remember(ask, b.kind, outcome, b.took);
+        let mut nc = self.negcache.lock().unwrap();
+        if b.ok {
+            nc.succeeded(&ask.cache_key);
+        } else if let Some(failure) = b.failure {
+            nc.insert(&ask.cache_key, failure, Instant::now());
+        }
     }
 
     /// A remembered failure for this name, if still fresh.
@@ -174,25 +210,34 @@ impl Requests {
         Some(o)
     }
 
-    /// Remember and (for failures) cache the outcome of a request; its log
-    /// line is for the caller to emit.  `modules`: what the name resolved
+    /// Remember and (for failures) cache the outcome of a request, now or,
+    /// with `defer`, in [`Requests::finish`]; its log line is for the
+    /// caller to emit.  `modules`: what the name resolved
     /// to, if known (the journal's MODULE=; else the name itself);
     /// `note`: what the policy said, which the line carries instead of a
     /// line of its own: one line per request, whatever was decided.
-    fn settle(&self, ask: &Ask, answer: Answer, modules: &[String], note: &Note) -> Settled {
+    fn settle(
+        &self,
+        ask: &Ask,
+        answer: Answer,
+        modules: &[String],
+        note: &Note,
+        defer: bool,
+    ) -> Settled {
         let outcome = Outcome {
             status: answer.status(),
             text: answer.text(),
         };
         let took = ask.since.elapsed();
-        self.remember(ask, answer.kind(), &outcome, took);
+        let kind = answer.kind();
         // Built by hand: format! with {:.1} of a float brings in the float
         // formatting code, a large piece of code that a request otherwise
         // never runs (it counts when the request finds kerneld cold).
-        let who_text = for_whom(ask.who);
-        let mut line = String::with_capacity(40 + who_text.len() + outcome.text.len());
-        line.push_str("request_module");
-        line.push_str(&who_text);
+        // The requester's part, the costliest, is inserted by
+        // LogLine::emit once the answer is sent, in room kept for it.
+        let room = if ask.who.is_some() { 128 } else { 0 };
+        let mut line = String::with_capacity(40 + room + outcome.text.len());
+        line.push_str(logline::HEAD);
         line.push_str(": ");
         line.push_str(&outcome.text);
         let denied = note.denial.as_ref().filter(|d| !d.would);
@@ -227,13 +272,19 @@ impl Requests {
         } else {
             (log::Level::Info, log::Event::RequestDone)
         };
-        let mut nc = self.negcache.lock().unwrap();
-        if !warn {
-            nc.succeeded(&ask.cache_key);
-        } else if nc.remembers_failures() {
-            nc.insert(&ask.cache_key, answer.into_owned(), Instant::now());
-        }
-        drop(nc);
+        let remembers = warn && self.negcache.lock().unwrap().remembers_failures();
+        let books = Bookkeeping {
+            kind,
+            took,
+            ok: !warn,
+            failure: remembers.then(|| answer.into_owned()),
+        };
+        let pending = if defer {
+            Some(books)
+        } else {
+            self.keep(ask, &outcome, books);
+            None
+        };
         let mut fields = log::Fields::new();
         if crate::journal::present() {
             fields
@@ -260,6 +311,7 @@ impl Requests {
                 line: Some((level, event, line)),
                 fields,
             },
+            pending,
         }
     }
 

@@ -55,17 +55,23 @@ impl Requester {
     /// A short description for logs and kdstat: `pid 812 uid 1000 (sh)`,
     /// the command and cgroup escaped (any user chooses them).
     pub fn describe(&self) -> String {
-        let mut s = format!(
-            "pid {} uid {} gid {} ({})",
-            self.pid,
-            self.uid,
-            self.gid,
-            escape(&self.comm)
-        );
-        if !self.cgroup.is_empty() {
-            s.push_str(&format!(" cgroup {}", escape(&self.cgroup)));
-        }
+        let mut s = String::with_capacity(48 + self.comm.len() + self.cgroup.len());
+        self.describe_into(&mut s);
         s
+    }
+
+    /// [`Requester::describe`] appended to `s`: one string for the whole
+    /// log line (it is written for every request that names its requester).
+    pub fn describe_into(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        // Writing to a String cannot fail.
+        let _ = write!(s, "pid {} uid {} gid {} (", self.pid, self.uid, self.gid);
+        s.push_str(&escape(&self.comm));
+        s.push(')');
+        if !self.cgroup.is_empty() {
+            s.push_str(" cgroup ");
+            s.push_str(&escape(&self.cgroup));
+        }
     }
 }
 

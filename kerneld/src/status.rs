@@ -506,9 +506,9 @@ pub struct StatusDocument {
     /// What the kernel runs as its module helper.
     pub helper: HelperDocument,
     /// Added by kdstat, never sent by kerneld: only while the in-kernel
-    /// sender (the kerneld_shim module) is loaded, its settings (strings)
-    /// and counters (integers) from /sys/module/kerneld_shim/parameters;
-    /// see kdstat(8).
+    /// sender (the kerneld_shim module) is loaded, its settings (strings,
+    /// from /sys/module/kerneld_shim/parameters) and counters (integers,
+    /// from /sys/kernel/kerneld_shim); see kdstat(8).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_shim: Option<BTreeMap<String, ShimValue>>,
 }

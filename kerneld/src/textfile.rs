@@ -27,7 +27,7 @@ const TEMP: &str = ".kerneld.prom.tmp";
 /// The exposition of `status` (the JSON status document): `up` false for
 /// the file left when kerneld stops.
 pub fn render(mut status: Value, up: bool) -> Result<String, String> {
-    let shim = kdstat::shim::Shim::read(Path::new(kdstat::shim::PARAMETERS));
+    let shim = kdstat::shim::Shim::read_loaded();
     if let (Some(s), Value::Object(m)) = (shim, &mut status) {
         m.insert("kernel_shim".into(), s.json());
     }

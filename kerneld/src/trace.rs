@@ -15,6 +15,15 @@
 //! event for its name, so two users asking at once each get their own, and
 //! an event nobody claims (the module was already loaded and the helper
 //! never asked) simply ages out.
+//!
+//! The tracepoint also fires for the requests of the in-kernel sender,
+//! which name their requester themselves: those events are dropped
+//! unread ([`Tracer::skip`]).  While that sender is loaded, the reader
+//! therefore leaves the task to be read from /proc when its event is
+//! claimed (it is still there: it waits in the kernel for the answer to
+//! its request), so that a request from the kernel costs the reader a
+//! line and no file; else it reads the task at once, off the receive
+//! thread, as the helper's requests need it.
 
 use crate::log;
 use crate::requester::Requester;
@@ -29,17 +38,89 @@ const EVENT_TTL: Duration = Duration::from_secs(30);
 /// How long a request waits for its event to be read.
 const CLAIM_WAIT: Duration = Duration::from_millis(50);
 
+/// Requests that named their requester whose event was not read yet,
+/// kept at most: each is a name (at most 55 bytes) and an instant.
+const SKIPS_MAX: usize = 1024;
+
 #[derive(Debug)]
 struct Event {
     name: String,
-    requester: Requester,
+    pid: u32,
+    comm: String,
+    /// The task, if read when the event was.
+    task: Option<Requester>,
     seen: Instant,
+}
+
+impl Event {
+    fn requester(self) -> Requester {
+        self.task.unwrap_or_else(|| read_task(self.pid, self.comm))
+    }
+}
+
+/// Whether the in-kernel sender (kernel/module/ of the sources) is loaded.
+fn kernel_sender_loaded() -> bool {
+    Path::new("/sys/module/kerneld_shim").exists()
+}
+
+/// The events read and not claimed yet, and the names whose next event is
+/// to be dropped.
+#[derive(Debug, Default)]
+struct Events {
+    queue: VecDeque<Event>,
+    /// Requests that named their requester before the reader saw their
+    /// event: the next event of each name is dropped as it arrives.
+    skips: VecDeque<(String, Instant)>,
+}
+
+impl Events {
+    /// Drop what is older than [`EVENT_TTL`].
+    fn prune(&mut self, now: Instant) {
+        let old = |seen: Instant| now.saturating_duration_since(seen) > EVENT_TTL;
+        while self.queue.front().is_some_and(|e| old(e.seen)) {
+            self.queue.pop_front();
+        }
+        while self.skips.front().is_some_and(|s| old(s.1)) {
+            self.skips.pop_front();
+        }
+    }
+
+    /// An event from the reader: kept, or dropped if a request already
+    /// named its requester (false).
+    fn arrived(&mut self, e: Event) -> bool {
+        self.prune(e.seen);
+        if let Some(i) = self.skips.iter().position(|s| s.0 == e.name) {
+            self.skips.remove(i);
+            return false;
+        }
+        self.queue.push_back(e);
+        true
+    }
+
+    /// The oldest unclaimed event of `name`, taken.
+    fn take(&mut self, name: &str) -> Option<Event> {
+        let i = self.queue.iter().position(|e| e.name == name)?;
+        self.queue.remove(i)
+    }
+
+    /// A request for `name` named its requester: its event, read or still
+    /// to come, is nobody's to claim.
+    fn skip(&mut self, name: &str, now: Instant) {
+        if self.take(name).is_some() {
+            return;
+        }
+        self.prune(now);
+        if self.skips.len() >= SKIPS_MAX {
+            self.skips.pop_front();
+        }
+        self.skips.push_back((name.to_string(), now));
+    }
 }
 
 /// A running tracepoint reader.
 pub struct Tracer {
     instance: PathBuf,
-    events: Arc<(Mutex<VecDeque<Event>>, Condvar)>,
+    events: Arc<(Mutex<Events>, Condvar)>,
 }
 
 const TRACEFS: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"];
@@ -81,7 +162,7 @@ impl Tracer {
         std::fs::write(&enable, "1").map_err(|e| format!("cannot enable the tracepoint: {e}"))?;
         let pipe = std::fs::File::open(instance.join("trace_pipe"))
             .map_err(|e| format!("cannot open trace_pipe: {e}"))?;
-        let events: Arc<(Mutex<VecDeque<Event>>, Condvar)> = Arc::default();
+        let events: Arc<(Mutex<Events>, Condvar)> = Arc::default();
         let ev = Arc::clone(&events);
         std::thread::Builder::new()
             .name("kerneld-trace".into())
@@ -89,22 +170,18 @@ impl Tracer {
                 for line in BufReader::new(pipe).lines() {
                     let Ok(line) = line else { break };
                     if let Some((pid, comm, name)) = parse_line(&line) {
-                        let requester = read_task(pid, comm);
                         let (lock, cv) = &*ev;
-                        let mut q = lock.lock().unwrap();
-                        let now = Instant::now();
-                        while q
-                            .front()
-                            .is_some_and(|e| now.duration_since(e.seen) > EVENT_TTL)
-                        {
-                            q.pop_front();
-                        }
-                        q.push_back(Event {
+                        let task = (!kernel_sender_loaded()).then(|| read_task(pid, comm.clone()));
+                        let e = Event {
                             name,
-                            requester,
-                            seen: now,
-                        });
-                        cv.notify_all();
+                            pid,
+                            comm,
+                            task,
+                            seen: Instant::now(),
+                        };
+                        if lock.lock().unwrap().arrived(e) {
+                            cv.notify_all();
+                        }
                     }
                 }
                 log::warn("requester tracing stopped: trace_pipe closed");
@@ -119,25 +196,33 @@ impl Tracer {
         let deadline = Instant::now() + CLAIM_WAIT;
         let (lock, cv) = &*self.events;
         let mut q = lock.lock().unwrap();
-        loop {
-            if let Some(i) = q.iter().position(|e| e.name == name) {
-                return q.remove(i).map(|e| e.requester);
+        let e = loop {
+            if let Some(e) = q.take(name) {
+                break e;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return None;
             }
             q = cv.wait_timeout(q, left).unwrap().0;
-        }
+        };
+        drop(q);
+        Some(e.requester())
     }
 
     /// The requester of a kernel request for `name`, if its event was
     /// read already: no wait (for the receive thread, when no rule looks
     /// at the requester).
     pub fn claim_now(&self, name: &str) -> Option<Requester> {
-        let mut q = self.events.0.lock().unwrap();
-        let i = q.iter().position(|e| e.name == name)?;
-        q.remove(i).map(|e| e.requester)
+        let e = self.events.0.lock().unwrap().take(name)?;
+        Some(e.requester())
+    }
+
+    /// A request for `name` named its requester itself (the in-kernel
+    /// sender): its event, read already or not, is dropped without a
+    /// look at the task, and nothing waits for it.
+    pub fn skip(&self, name: &str) {
+        self.events.0.lock().unwrap().skip(name, Instant::now());
     }
 
     pub fn describe(&self) -> String {
@@ -230,6 +315,65 @@ mod tests {
         assert_eq!(parse_line(l).unwrap().0, 77);
         assert_eq!(parse_line("garbage"), None);
         assert_eq!(parse_line(" x-1 [0] 1.0: sched_switch: a"), None);
+    }
+
+    fn event(name: &str, pid: u32, seen: Instant) -> Event {
+        Event {
+            name: name.into(),
+            pid,
+            comm: "ip".into(),
+            task: None,
+            seen,
+        }
+    }
+
+    #[test]
+    fn skipped_events_are_dropped_whether_read_before_or_after() {
+        let now = Instant::now();
+        let mut ev = Events::default();
+        // Read before the request that names its requester.
+        assert!(ev.arrived(event("net-pf-1", 10, now)));
+        ev.skip("net-pf-1", now);
+        assert!(ev.take("net-pf-1").is_none());
+        // Read after it: dropped on arrival, once.
+        ev.skip("net-pf-2", now);
+        assert!(!ev.arrived(event("net-pf-2", 11, now)));
+        assert!(ev.arrived(event("net-pf-2", 12, now)));
+        assert_eq!(ev.take("net-pf-2").map(|e| e.pid), Some(12));
+        // Other names are untouched, oldest first.
+        ev.skip("net-pf-3", now);
+        assert!(ev.arrived(event("net-pf-4", 13, now)));
+        assert!(ev.arrived(event("net-pf-4", 14, now)));
+        assert_eq!(ev.take("net-pf-4").map(|e| e.pid), Some(13));
+        assert_eq!(ev.skips.len(), 1);
+    }
+
+    #[test]
+    fn events_and_skips_age_out_and_skips_are_bounded() {
+        let t0 = Instant::now();
+        let later = t0 + EVENT_TTL + Duration::from_secs(1);
+        let mut ev = Events::default();
+        assert!(ev.arrived(event("old", 1, t0)));
+        ev.skip("gone", t0);
+        assert!(ev.arrived(event("new", 2, later)));
+        assert!(ev.take("old").is_none(), "aged out");
+        assert!(ev.arrived(event("gone", 3, later)), "the skip aged out");
+        for i in 0..SKIPS_MAX + 10 {
+            ev.skip(&format!("n{i}"), later);
+        }
+        assert_eq!(ev.skips.len(), SKIPS_MAX);
+    }
+
+    #[test]
+    fn a_task_not_read_with_its_event_is_read_when_claimed() {
+        let me = Event {
+            name: "x".into(),
+            pid: std::process::id(),
+            comm: "x".into(),
+            task: None,
+            seen: Instant::now(),
+        };
+        assert_eq!(me.requester().pid, std::process::id());
     }
 
     #[test]

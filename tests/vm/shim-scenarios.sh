@@ -12,9 +12,10 @@
 
 NO_HELPER=/nonexistent/modprobe
 SHIM_PARAMS=/sys/module/kerneld_shim/parameters
+SHIM_COUNTERS=/sys/kernel/kerneld_shim
 SHIM_KO=/lib/modules/$(uname -r)/extra/kerneld_shim.ko
 
-cnt() { cat "$SHIM_PARAMS/$1" 2>/dev/null || echo 0; }
+cnt() { cat "$SHIM_COUNTERS/$1" 2>/dev/null || echo 0; }
 helper() { echo "$1" >/proc/sys/kernel/modprobe; }
 
 shim_scenarios() {

@@ -49,7 +49,7 @@ fn main() {
 /// The status, and the in-kernel sender's settings and counters when the
 /// kerneld_shim module is loaded.
 fn with_shim_text(mut text: Vec<u8>) -> Vec<u8> {
-    if let Some(s) = kdstat::shim::Shim::read(std::path::Path::new(kdstat::shim::PARAMETERS)) {
+    if let Some(s) = kdstat::shim::Shim::read_loaded() {
         text = with_newline(&text).into_bytes();
         text.extend_from_slice(s.text().as_bytes());
     }
@@ -58,7 +58,7 @@ fn with_shim_text(mut text: Vec<u8>) -> Vec<u8> {
 
 /// The JSON status, with `"kernel_shim"` when the module is loaded.
 fn with_shim_json(text: Vec<u8>) -> Vec<u8> {
-    let Some(s) = kdstat::shim::Shim::read(std::path::Path::new(kdstat::shim::PARAMETERS)) else {
+    let Some(s) = kdstat::shim::Shim::read_loaded() else {
         return text;
     };
     match serde_json::from_slice::<serde_json::Value>(&text) {

@@ -12,7 +12,8 @@ use std::time::Duration;
 /// (after the answer is sent).  None: nothing to log.
 #[derive(Debug, Default)]
 pub struct LogLine {
-    /// The level, the kind (its MESSAGE_ID) and the text.
+    /// The level, the kind (its MESSAGE_ID) and the text, without the
+    /// requester's part, which goes after [`HEAD`].
     pub(super) line: Option<(log::Level, log::Event, String)>,
     /// The journal's fields (REQUEST=, STATUS=, REQUESTER_*=), built only
     /// while the journal is present.
@@ -20,12 +21,21 @@ pub struct LogLine {
 }
 
 impl LogLine {
-    pub fn emit(self) {
-        if let Some((level, event, l)) = self.line {
+    /// Write the line: `request_module`, ` for` the requester `who` (the
+    /// request's), then the rest.  The requester's part is made here,
+    /// after the answer, because it is the costliest part of the line.
+    pub fn emit(self, who: Option<&Requester>) {
+        if let Some((level, event, mut l)) = self.line {
+            if who.is_some() && l.starts_with(HEAD) {
+                l.insert_str(HEAD.len(), &for_whom(who));
+            }
             log::event(level, event, &self.fields, &l);
         }
     }
 }
+
+/// How a request's line starts; the requester's part follows.
+pub(super) const HEAD: &str = "request_module";
 
 /// What the policy said of a denied or would-be-denied request, for the
 /// request's one line and the audit record.
@@ -109,7 +119,13 @@ pub fn describe_provenance(p: Option<&Provenance>) -> String {
 
 /// ` for pid P uid U ...` after a request's name in log lines, or nothing.
 pub fn for_whom(who: Option<&Requester>) -> String {
-    who.map_or(String::new(), |r| format!(" for {}", r.describe()))
+    let Some(r) = who else {
+        return String::new();
+    };
+    let mut s = String::with_capacity(53 + r.comm.len() + r.cgroup.len());
+    s.push_str(" for ");
+    r.describe_into(&mut s);
+    s
 }
 
 /// Append `d` in milliseconds with one decimal (what `{:.1}` prints for the

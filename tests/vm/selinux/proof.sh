@@ -11,7 +11,7 @@ bad=0
 pass() { echo "SELINUX PASS $*"; ok=$((ok + 1)); }
 fail() { echo "SELINUX FAIL $*"; bad=$((bad + 1)); }
 since() { echo $(($(ms) - $1)); }
-cnt() { cat "/sys/module/kerneld_shim/parameters/$1"; }
+cnt() { cat "/sys/kernel/kerneld_shim/$1"; }
 # Run a command in req_t.
 kdstat_ready() { timeout 5 kdstat >/dev/null 2>&1; }
 confined() { sh -c 'printf user_u:base_r:req_t >/proc/self/attr/exec && exec "$@"' sh "$@"; }

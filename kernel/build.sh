@@ -114,7 +114,9 @@ khash=$( {
     cat "$here/kerneld.config"
     # The kernel part of this script, not the module's.
     sed '/^# --- the module/,$d' "$here/build.sh"
-    for p in "$here"/patches/*.patch; do
+    for p in "$here"/patches/[0-9]*.patch; do
+        # The cover letter changes no code.
+        [[ $(basename "$p") == 0000-cover-letter.patch ]] && continue
         echo "$(basename "$p")"
         cat "$p"
     done
@@ -133,7 +135,8 @@ if [[ ! -f $kdir/done ]]; then
     tar -C "$kdir" -xf "$tarball"
     mv "$kdir/linux-source-6.12" "$kdir/linux"
     src=$kdir/linux
-    for p in "$here"/patches/*.patch; do
+    for p in "$here"/patches/[0-9]*.patch; do
+        [[ $(basename "$p") == 0000-cover-letter.patch ]] && continue
         quiet "$klog" patch -d "$src" -p1 --forward --no-backup-if-mismatch -i "$p"
     done
     # A release of our own, so the modules never mix with Debian's.

@@ -4,13 +4,13 @@
 //! kerneld's System V message queue and waits for the answer, as Linux
 //! 1.3.57 to 2.1.89 did, with nothing executed.
 //!
-//! It registers as the kernel's request_module() handler (patch 1 of
-//! kernel/patches/) and talks to the queue through the kernel's own queue
-//! clients (patch 2).  The requester only describes its request: a kernel
-//! thread (a workqueue, kerneld_shim_glue.c) sends it and waits for the
-//! answer, so that no LSM judges the requester's domain for the kernel's
-//! own upcall, and the requester waits for that thread killably.  For each
-//! request:
+//! It registers as the kernel's request_module() handler (`kernel::kmod`)
+//! and talks to the queue through the kernel's own queue clients
+//! (`kernel::ipc_msg`), both added by kernel/patches/.  The requester only
+//! describes its request: a kernel thread (a workqueue,
+//! kerneld_shim_glue.c) sends it and waits for the answer, so that no LSM
+//! judges the requester's domain for the kernel's own upcall, and the
+//! requester waits for that thread killably.  For each request:
 //!
 //! - it sends type 2 (request module) with the new header (version 2, the
 //!   requester's pid in 16 bits), the name, then a NUL and the *origin
@@ -39,10 +39,12 @@
 //! Settings are module parameters, counters are files in
 //! /sys/kernel/kerneld_shim/ (kerneld_shim_glue.c).
 
-use core::ffi::c_void;
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
+use kernel::error::code::{EAGAIN, EINTR, ENOENT, EPERM, ETIME};
 use kernel::ffi::{c_char, c_int, c_long, c_uint};
-use kernel::{bindings, c_str, prelude::*, str::CStr, time::msecs_to_jiffies};
+use kernel::ipc_msg::Queue;
+use kernel::time::{msecs_to_jiffies, Jiffies};
+use kernel::{c_str, kmod, prelude::*, str::CStr};
 
 /// The wire format, shared with kerneld (kmod-ipc/src/wire.rs).
 #[allow(dead_code, unreachable_pub)]
@@ -136,10 +138,6 @@ const NOT_LOADED: c_int = 1 << 8;
 /// (`KD_NOT_SERVED` in kerneld_shim_glue.c).
 const NOT_SERVED: c_int = c_int::MIN;
 
-fn errno(e: u32) -> c_int {
-    -(e as c_int)
-}
-
 /// Requests sent so far; the reply id is derived from it.
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 
@@ -152,13 +150,13 @@ const LATE_SLOTS: usize = 64;
 static LATE_QUEUE: [AtomicI32; LATE_SLOTS] = [const { AtomicI32::new(0) }; LATE_SLOTS];
 static LATE_ID: [AtomicI64; LATE_SLOTS] = [const { AtomicI64::new(0) }; LATE_SLOTS];
 
-fn abandon(queue: c_int, id: i64) {
+fn abandon(queue: Queue, id: i64) {
     for (q, slot) in LATE_QUEUE.iter().zip(LATE_ID.iter()) {
         if slot
             .compare_exchange(0, -1, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {
-            q.store(queue, Ordering::Release);
+            q.store(queue.id(), Ordering::Release);
             slot.store(id, Ordering::Release);
             return;
         }
@@ -188,23 +186,13 @@ fn take_late_answers() {
         if id <= 0 {
             continue;
         }
-        let queue = q.load(Ordering::Acquire);
+        let queue = Queue::from_id(q.load(Ordering::Acquire));
         let mut buf = [0u8; 16];
-        // SAFETY: `buf` is writable for its length; timeout 0 never waits.
-        let r = unsafe {
-            bindings::msg_kernel_receive(
-                queue,
-                id as c_long,
-                buf.as_mut_ptr().cast::<c_void>(),
-                buf.len(),
-                0,
-            )
-        };
-        if r == errno(bindings::EAGAIN) as c_long {
-            continue;
-        }
-        if r >= 0 {
-            count(Counter::LateAnswers);
+        // Timeout 0: never waits.
+        match queue.receive(id, &mut buf, 0) {
+            Err(e) if e == EAGAIN => continue,
+            Ok(_) => count(Counter::LateAnswers),
+            Err(_) => {}
         }
         // Taken, or the queue is gone: free the slot.
         let _ = slot.compare_exchange(id, 0, Ordering::AcqRel, Ordering::Relaxed);
@@ -256,9 +244,8 @@ fn fall_back(c: Counter, what: &CStr, name: &CStr, err: c_int) -> c_int {
     }
 }
 
-fn jiffies(ms: c_long) -> c_long {
-    let ms = u32::try_from(ms.max(0)).unwrap_or(u32::MAX);
-    c_long::try_from(msecs_to_jiffies(ms)).unwrap_or(c_long::MAX)
+fn jiffies(ms: c_long) -> Jiffies {
+    msecs_to_jiffies(u32::try_from(ms.max(0)).unwrap_or(u32::MAX))
 }
 
 /// Describe one request_module() in the requester's context (who asks)
@@ -326,48 +313,45 @@ unsafe extern "C" fn kerneld_shim_exchange(
     let id = id as i64; // c_long is 64-bit: checked at build time above
     let key = setting(Setting::Key) as c_int;
     // SAFETY: `body` is readable for `len` bytes (the caller's promise).
-    let queue = unsafe {
-        bindings::msg_kernel_send(
-            key,
-            wire::TYPE_REQUEST_MODULE as c_long,
-            body.cast::<c_void>(),
-            len,
-        )
-    };
-    if queue < 0 {
+    let body = unsafe { core::slice::from_raw_parts(body, len) };
+    let queue = match Queue::send(key, wire::TYPE_REQUEST_MODULE, body) {
+        Ok(queue) => queue,
         // A queue someone else made at the key is no kerneld: refusing
         // would let any local user switch off module loading for the
         // host while kerneld is down (`ipcs -q` shows its owner).
-        return if queue == errno(bindings::EPERM) {
-            fall_back(
+        Err(e) if e == EPERM => {
+            return fall_back(
                 Counter::UntrustedQueue,
                 c_str!("the queue at kerneld's key is not root's with mode 0600 (ipcs -q shows its owner): as without kerneld"),
                 name,
-                queue,
+                e.to_errno(),
             )
-        } else if queue == errno(bindings::ENOENT) {
-            fall_back(
+        }
+        Err(e) if e == ENOENT => {
+            return fall_back(
                 Counter::FallbackNoQueue,
                 c_str!("no kerneld queue"),
                 name,
-                queue,
+                e.to_errno(),
             )
-        } else if queue == errno(bindings::EAGAIN) {
-            fall_back(
+        }
+        Err(e) if e == EAGAIN => {
+            return fall_back(
                 Counter::FallbackFull,
                 c_str!("kerneld's queue is full"),
                 name,
-                queue,
+                e.to_errno(),
             )
-        } else {
-            fall_back(
+        }
+        Err(e) => {
+            return fall_back(
                 Counter::FallbackGone,
                 c_str!("cannot send to kerneld"),
                 name,
-                queue,
+                e.to_errno(),
             )
-        };
-    }
+        }
+    };
     if !wait {
         count(Counter::Nowait);
         return 0;
@@ -376,128 +360,114 @@ unsafe extern "C" fn kerneld_shim_exchange(
     let read_wait = setting(Setting::ReadWaitMs);
     let reply_wait = setting(Setting::ReplyWaitMs).max(read_wait);
     let mut reply = [0u8; 64];
-    let mut receive = |ms: c_long| -> c_long {
-        // SAFETY: `reply` is writable for its length; the queue id came
-        // from msg_kernel_send() and is checked again by the kernel.
-        unsafe {
-            bindings::msg_kernel_receive(
-                queue,
-                id as c_long,
-                reply.as_mut_ptr().cast::<c_void>(),
-                reply.len(),
-                jiffies(ms).max(1),
-            )
-        }
-    };
-    let eagain = errno(bindings::EAGAIN) as c_long;
-    let eintr = errno(bindings::EINTR) as c_long;
+    let mut receive = |ms: c_long| queue.receive(id, &mut reply, jiffies(ms).max(1));
 
     // First wait: kerneld answers quick requests within it.
     let mut r = receive(read_wait);
-    if r == eagain {
-        // SAFETY: plain call; the queue id is checked by the kernel.
-        let w = unsafe {
-            bindings::msg_kernel_withdraw(queue, wire::TYPE_REQUEST_MODULE as c_long, id as c_long)
-        };
-        if w == 0 {
+    if matches!(r, Err(e) if e == EAGAIN) {
+        match queue.withdraw(wire::TYPE_REQUEST_MODULE, id) {
             // Nobody read it: no kerneld serves this queue.
-            return fall_back(
-                Counter::FallbackUnread,
-                c_str!("request unread by kerneld, taken back"),
-                name,
-                errno(bindings::ETIME),
-            );
+            Ok(true) => {
+                return fall_back(
+                    Counter::FallbackUnread,
+                    c_str!("request unread by kerneld, taken back"),
+                    name,
+                    ETIME.to_errno(),
+                )
+            }
+            // kerneld has it: wait for the answer, up to reply_wait in all.
+            Ok(false) => r = receive(reply_wait - read_wait),
+            Err(e) => {
+                return fall_back(
+                    Counter::FallbackGone,
+                    c_str!("kerneld's queue removed"),
+                    name,
+                    e.to_errno(),
+                )
+            }
         }
-        if w != errno(bindings::ENOENT) {
-            return fall_back(
-                Counter::FallbackGone,
-                c_str!("kerneld's queue removed"),
-                name,
-                w,
-            );
+    }
+    match r {
+        Ok(n) => {
+            count(Counter::Answered);
+            if wire::reply_status(&reply[..n.min(reply.len())]) == Some(0) {
+                0
+            } else {
+                count(Counter::Failed);
+                NOT_LOADED
+            }
         }
-        // kerneld has it: wait for the answer, up to reply_wait in all.
-        r = receive(reply_wait - read_wait);
-    }
-    if r >= 0 {
-        count(Counter::Answered);
-        let status = wire::reply_status(&reply[..(r as usize).min(reply.len())]);
-        return if status == Some(0) {
-            0
-        } else {
-            count(Counter::Failed);
-            NOT_LOADED
-        };
-    }
-    if r == eagain {
-        count(Counter::TimedOut);
-        abandon(queue, id);
-        warn(
-            c_str!("no answer from kerneld in time"),
-            name,
-            errno(bindings::ETIME),
-        );
-        return NOT_LOADED;
-    }
-    if r == eintr {
-        // A kernel thread is not killed; should it be, as for a killed
-        // requester: unread, take it back; read, remove the answer later.
-        count(Counter::Interrupted);
-        // SAFETY: plain call; the queue id is checked by the kernel.
-        let w = unsafe {
-            bindings::msg_kernel_withdraw(queue, wire::TYPE_REQUEST_MODULE as c_long, id as c_long)
-        };
-        if w != 0 {
+        Err(e) if e == EAGAIN => {
+            count(Counter::TimedOut);
             abandon(queue, id);
+            warn(
+                c_str!("no answer from kerneld in time"),
+                name,
+                ETIME.to_errno(),
+            );
+            NOT_LOADED
         }
-        return r as c_int;
+        Err(e) if e == EINTR => {
+            // A kernel thread is not killed; should it be, as for a killed
+            // requester: unread, take it back; read, remove the answer later.
+            count(Counter::Interrupted);
+            if queue.withdraw(wire::TYPE_REQUEST_MODULE, id) != Ok(true) {
+                abandon(queue, id);
+            }
+            e.to_errno()
+        }
+        // EIDRM, EINVAL: kerneld stopped and removed its queue meanwhile.
+        Err(e) => fall_back(
+            Counter::FallbackGone,
+            c_str!("kerneld's queue removed"),
+            name,
+            e.to_errno(),
+        ),
     }
-    // -EIDRM, -EINVAL: kerneld stopped and removed its queue meanwhile.
-    fall_back(
-        Counter::FallbackGone,
-        c_str!("kerneld's queue removed"),
-        name,
-        r as c_int,
-    )
 }
 
 /// The handler `__request_module()` calls (include/linux/kmod.h).
-///
-/// # Safety
-///
-/// `name` is a NUL-terminated string valid for the call, as
-/// `__request_module()` passes its `module_name`; `ret` is writable.
-unsafe extern "C" fn handle(name: *const c_char, wait: bool, ret: *mut c_int) -> bool {
-    // SAFETY: see the function's safety section.
-    let name = unsafe { CStr::from_char_ptr(name) };
-    match serve(name, wait) {
-        Some(r) => {
-            // SAFETY: see the function's safety section.
-            unsafe { *ret = r };
-            true
-        }
-        None => false,
+struct Handler;
+
+impl kmod::Handler for Handler {
+    fn request_module(name: &CStr, wait: bool) -> Option<i32> {
+        serve(name, wait)
     }
 }
 
-struct KerneldShim;
+/// The glue's workqueue and PM notifier (kerneld_shim_glue.c).
+struct Workers;
+
+impl Workers {
+    fn start() -> Result<Self> {
+        // SAFETY: the workqueue and notifier it makes live until `drop`.
+        kernel::error::to_result(unsafe { kerneld_shim_start() })?;
+        Ok(Workers)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        // SAFETY: started in `start`; waits for the workers still running.
+        unsafe { kerneld_shim_stop() };
+        pr_info!("request_module() back to the usermode helper\n");
+    }
+}
+
+struct KerneldShim {
+    // Fields drop in order: the handler is unregistered (which waits for
+    // calls in flight) before the workers stop.
+    _handler: kmod::Registration<Handler>,
+    _workers: Workers,
+}
 
 impl kernel::Module for KerneldShim {
     fn init(module: &'static ThisModule) -> Result<Self> {
         // SAFETY: a plain call, no argument.
         SEQUENCE.store(unsafe { kerneld_shim_random() }, Ordering::Relaxed);
-        // SAFETY: the workqueue and notifier it makes live until `Drop`.
-        kernel::error::to_result(unsafe { kerneld_shim_start() })?;
-        // SAFETY: `handle` stays valid while the module is loaded, and the
-        // kernel pins `module` while it runs; `Drop` unregisters it.
-        let r = kernel::error::to_result(unsafe {
-            bindings::register_request_module_handler(Some(handle), module.as_ptr())
-        });
-        if let Err(e) = r {
-            // SAFETY: started above, nothing queued yet.
-            unsafe { kerneld_shim_stop() };
-            return Err(e);
-        }
+        let workers = Workers::start()?;
+        // On failure `workers` is dropped: stopped, nothing queued yet.
+        let handler = kmod::Registration::new(module)?;
         pr_info!(
             "serving request_module() through kerneld's queue (key {:#x}, read_wait_ms {}, reply_wait_ms {}, fallback {})\n",
             setting(Setting::Key),
@@ -505,18 +475,9 @@ impl kernel::Module for KerneldShim {
             setting(Setting::ReplyWaitMs),
             if setting(Setting::Fallback) != 0 { "Y" } else { "N" }
         );
-        Ok(KerneldShim)
-    }
-}
-
-impl Drop for KerneldShim {
-    fn drop(&mut self) {
-        // SAFETY: unregistering the handler registered in `init` (which
-        // waits for calls in flight), then the workers still running.
-        unsafe {
-            bindings::unregister_request_module_handler(Some(handle));
-            kerneld_shim_stop();
-        }
-        pr_info!("request_module() back to the usermode helper\n");
+        Ok(KerneldShim {
+            _handler: handler,
+            _workers: workers,
+        })
     }
 }

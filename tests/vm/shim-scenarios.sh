@@ -23,6 +23,8 @@ shim_scenarios() {
         command -v "$b" >/dev/null || note "$b is not in the image"
     done
     note "$(nproc) CPUs, clocksource $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+    # Before insmod: the handler slot's suite ran at boot with the slot free.
+    shim_kunit
     if ! /sbin/insmod "$SHIM_KO"; then
         note "insmod $SHIM_KO failed: $(dmesg | tail -n 5 | tr '\n' '|')"
     fi
@@ -93,6 +95,30 @@ shim_scenarios() {
     helper "$NO_HELPER"
     scenario_modules_disabled
     stop_kerneld TERM
+}
+
+# 29: the KUnit suites of the patch series (CONFIG_KMOD_HANDLER_KUNIT_TEST,
+# CONFIG_SYSVIPC_MSG_KERNEL_KUNIT_TEST) ran at boot and passed.  KUnit logs
+# at KERN_INFO, under the console's "quiet": the kernel log has them.
+shim_kunit() {
+    d="the series' KUnit suites passed at boot"
+    _k=$(dmesg 2>/dev/null)
+    _bad=
+    for _s in kmod_handler sysvipc_msg_kernel; do
+        _l=$(echo "$_k" | grep -E "(not )?ok [0-9]+ $_s( |\$)" | tail -n 1)
+        case "$_l" in
+            "") _bad="$_bad $_s: no result in the kernel log;" ;;
+            *"not ok"*) _bad="$_bad $_s failed;" ;;
+            *"# SKIP"*) _bad="$_bad $_s skipped;" ;;
+        esac
+    done
+    if [ -z "$_bad" ]; then
+        pass 29 "$d"
+    else
+        fail 29 "$d" "$_bad"
+        echo "$_k" | grep -E "# Subtest|(not )?ok [0-9]+ |Expected" |
+            sed 's/^/VMTEST LOG kunit: /' | tail -n 40
+    fi
 }
 
 # 12: the requester as the kernel module names it, with a pid above 65535

@@ -41,9 +41,6 @@
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
-/* msg_kernel_send(), msg_kernel_receive(), msg_kernel_withdraw() */
-MODULE_IMPORT_NS(KERNELD);
-
 /* --- settings ----------------------------------------------------------- */
 static int key = 0x6b65726e;
 module_param(key, int, 0644);

@@ -8,7 +8,6 @@
 use kerneld::config::Config;
 use kerneld::server::{Daemon, Parts, Settings};
 use kerneld::backend::fake::FakeKernel;
-use kerneld::backend::ModuleBackend;
 use kerneld::record::Record;
 use kmod_ipc::{Key, Queue, TypeFilter};
 use libfuzzer_sys::fuzz_target;
@@ -39,7 +38,7 @@ fn daemon() -> &'static (Arc<Daemon>, Queue) {
             config: Config::default(),
             queue: queue.clone(),
             filter: TypeFilter::UpTo(255),
-            factory: Box::new(move || Ok(Box::new(fake.clone()) as Box<dyn ModuleBackend + Send>)),
+            backend: fake.backend(),
             record: Record::in_memory(),
             fingerprint: Box::new(|| 0),
             tracer: None,

@@ -5,6 +5,7 @@
 //! is answered with the status text.  Each owner is passed in; the
 //! control words hold no state of their own.
 
+use crate::backend::Host;
 use crate::config::Config;
 use crate::expiry::Expiry;
 use crate::limits;
@@ -17,7 +18,6 @@ use crate::request::Requests;
 use crate::settings::LiveSettings;
 use crate::status::{self, Snapshot};
 use kmod_ipc::{MessageView, TypeFilter};
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 /// A JSON answer, with the characters that would drive a terminal and
@@ -35,6 +35,8 @@ pub struct Owners<'a> {
     pub settings: &'a LiveSettings,
     pub requests: &'a Requests,
     pub expiry: &'a Expiry,
+    /// Module state, for `why`.
+    pub host: &'a dyn Host,
 }
 
 /// Apply a control word and produce the reply.  `flush` empties the queue
@@ -59,7 +61,7 @@ pub fn apply(
                 Err(e) => return Outcome::fail(e),
             };
             let record = o.expiry.modules();
-            let usage = |m: &str| crate::backend::sysfs::sysfs_usage(Path::new("/sys/module"), m);
+            let usage = |m: &str| o.host.usage(m);
             let seen = seen(o.requests, name);
             return Outcome::ok(if words.len() == 3 {
                 json_text(&crate::why::json(name, &record, &usage, &seen))

@@ -432,7 +432,7 @@ mod tests {
         let backend = |name: &str| {
             let mut f = k.clone();
             let before = counting::now();
-            let _ = crate::backend::ModuleBackend::resolve(&mut f, name);
+            let _ = crate::backend::Loader::resolve(&mut f, name);
             (counting::now() - before) as f64
         };
         let unknown = measure("unknown name", &|i| format!("nosuch-{i}"));

@@ -1,29 +1,8 @@
 //! The module index's fingerprint: what tells the negative cache that
 //! depmod ran or modprobe.d changed.
 
-use kerneld::backend::libkmod::KmodConfig;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-
-/// What the index fingerprint reads: index files, and modprobe.d
-/// directories whose entries count too.
-pub fn fingerprint_paths(cfg: &KmodConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let module_dir = cfg
-        .module_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("/lib/modules").join(kerneld::backend::sysfs::release()));
-    let files = [
-        "modules.dep.bin",
-        "modules.alias.bin",
-        "modules.softdep",
-        "modules.builtin.bin",
-    ]
-    .iter()
-    .map(|f| module_dir.join(f))
-    .collect();
-    let dirs = cfg.config_paths();
-    (files, dirs)
-}
 
 /// A value that changes whenever the module index or modprobe.d changes
 /// (depmod renames new index files into place; editors and package

@@ -17,9 +17,8 @@ mod startup;
 mod takeover;
 
 use clap::Parser;
-use fingerprint::{fingerprint_paths, index_fingerprint};
-use kerneld::backend::libkmod::{Kmod, KmodConfig};
-use kerneld::backend::ModuleBackend;
+use fingerprint::index_fingerprint;
+use kerneld::backend::{self, Backend};
 use kerneld::cli::{filter_for, Cli};
 use kerneld::config::{self, Config};
 use kerneld::record::Record;
@@ -200,24 +199,14 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
 
 /// Start the BPF LSM program `module-loads` asks for; None when off or
 /// when it could not be started (logged, with what to do).
-fn start_module_loads(cfg: &Config, kmod_config: &KmodConfig) -> Option<kerneld::modload::Running> {
+fn start_module_loads(cfg: &Config, backend: &Backend) -> Option<kerneld::modload::Running> {
     if cfg.module_loads.mode == kerneld::modload::Mode::Off {
         return None;
     }
     notify::status("starting: attaching the module load program (BPF LSM)");
-    let dir = kmod_config.module_dir.clone().unwrap_or_else(|| {
-        PathBuf::from(format!(
-            "/lib/modules/{}",
-            kerneld::backend::sysfs::release()
-        ))
-    });
-    let kc = kmod_config.clone();
-    let backend: kerneld::modload::Backends = Box::new(move || {
-        Kmod::new(&kc)
-            .ok()
-            .map(|k| Box::new(k) as Box<dyn ModuleBackend + Send>)
-    });
-    match kerneld::modload::start(cfg.module_loads, &dir, &cfg.policy, backend) {
+    let loaders = Arc::clone(&backend.loaders);
+    let loaders: kerneld::modload::Backends = Box::new(move || loaders().ok());
+    match kerneld::modload::start(cfg.module_loads, &backend.module_dir, &cfg.policy, loaders) {
         Ok(r) => r,
         Err(e) => {
             log::error(&format!(
@@ -249,14 +238,16 @@ fn serve(
         Ok(c) => c,
         Err(code) => return code,
     };
-    let kmod_config = open_backend(&cli);
+    let backend = backend::open(&backend::Config {
+        module_dir: cli.module_dir.clone(),
+        config_dirs: cli.modprobe_d.clone(),
+    });
     let signals = signals::block_signals();
     let queue = stopper.queue.clone();
     let qid = queue.id();
     let rules = cfg.policy.rules.len();
     // The module load program lives as long as this binding: to the stop.
-    let (daemon, _module_loads) =
-        build(&cli, cfg, settings, filter, queue, &state_dir, kmod_config);
+    let (daemon, _module_loads) = build(&cli, cfg, settings, filter, queue, &state_dir, backend);
     if let Err(code) = register(&cli, &daemon, &state_dir, &mut stopper) {
         return code;
     }
@@ -414,28 +405,6 @@ fn claim(
     Ok((_lock, stopper))
 }
 
-/// Open the backend: libkmod over the module index and modprobe.d the
-/// command line names, warning when there is nothing to load from.
-fn open_backend(cli: &Cli) -> KmodConfig {
-    let kmod_config = KmodConfig {
-        module_dir: cli.module_dir.clone(),
-        config_dirs: cli.modprobe_d.clone(),
-    };
-    if !Kmod::index_present(&kmod_config) {
-        log::warn(&format!(
-            "no module index in {}: every request will be answered 'not found' until depmod runs",
-            kmod_config.module_dir.as_deref().map_or_else(
-                || format!("/lib/modules/{}", kerneld::backend::sysfs::release()),
-                |d| d.display().to_string()
-            )
-        ));
-    }
-    if !Path::new("/proc/modules").exists() {
-        log::warn("this kernel has no loadable module support (no /proc/modules): loads will fail");
-    }
-    kmod_config
-}
-
 /// Build the daemon: requester tracing, the record of loaded modules,
 /// the module load program (module-loads; kept by the caller until the
 /// stop) and the handles over the claimed queue.
@@ -446,7 +415,7 @@ fn build(
     filter: TypeFilter,
     queue: Queue,
     state_dir: &Path,
-    kmod_config: KmodConfig,
+    backend: Backend,
 ) -> (Arc<Daemon>, Option<kerneld::modload::Running>) {
     let tracer = match Tracer::start() {
         Ok(t) => Some(t),
@@ -467,20 +436,16 @@ fn build(
     // Module loads by every loader, through the BPF LSM (module-loads):
     // judged and attached before kerneld says it is ready.  A failure is
     // no reason not to serve requests.
-    let module_loads = start_module_loads(&cfg, &kmod_config);
-    let fingerprint_config = kmod_config.clone();
-    let factory_config = kmod_config.clone();
+    let module_loads = start_module_loads(&cfg, &backend);
+    let (files, dirs) = backend.watched.clone();
     let daemon = Daemon::new(Parts {
         settings,
         config: cfg,
         queue,
         filter,
-        factory: Box::new(move || {
-            Kmod::new(&factory_config).map(|k| Box::new(k) as Box<dyn ModuleBackend + Send>)
-        }),
+        backend,
         record,
         fingerprint: {
-            let (files, dirs) = fingerprint_paths(&fingerprint_config);
             let (f, d) = (files.clone(), dirs.clone());
             let watched = Watched::new(files, dirs, move || index_fingerprint(&f, &d));
             Box::new(move || watched.get())

@@ -8,7 +8,7 @@
 //! returns it afterwards; there are never more contexts than actions that
 //! ran at once.
 
-use crate::backend::ModuleBackend;
+use crate::backend::{Backend, Host, Loader, Loaders, ModuleBackend, OnHost};
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -117,21 +117,26 @@ impl Pool {
 /// Idle contexts kept after a burst of concurrent actions.
 const IDLE_CONTEXTS: usize = 8;
 
-/// Builds a module system (a libkmod context, or a double).
-pub type Factory = Box<dyn Fn() -> Result<Box<dyn ModuleBackend + Send>, String> + Send + Sync>;
-
-/// Free list of module systems, one borrowed per action.
+/// Free list of loaders (libkmod contexts, or a double), one borrowed
+/// per action, over the one host.
 pub struct Contexts {
-    factory: Factory,
-    free: Mutex<Vec<Box<dyn ModuleBackend + Send>>>,
+    loaders: Loaders,
+    host: Arc<dyn Host + Send + Sync>,
+    free: Mutex<Vec<Box<dyn Loader + Send>>>,
 }
 
 impl Contexts {
-    pub fn new(factory: Factory) -> Contexts {
+    pub fn new(backend: &Backend) -> Contexts {
         Contexts {
-            factory,
+            loaders: Arc::clone(&backend.loaders),
+            host: Arc::clone(&backend.host),
             free: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The host the loaders load into.
+    pub fn host(&self) -> &dyn Host {
+        &*self.host
     }
 
     /// Run `f` with a context of its own.
@@ -139,9 +144,12 @@ impl Contexts {
         let taken = self.free.lock().unwrap().pop();
         let mut ctx = match taken {
             Some(c) => c,
-            None => (self.factory)()?,
+            None => (self.loaders)()?,
         };
-        let r = f(ctx.as_mut());
+        let r = f(&mut OnHost {
+            loader: ctx.as_mut(),
+            host: &*self.host,
+        });
         let mut free = self.free.lock().unwrap();
         // Keep a few for the next requests; a burst of concurrent actions
         // needed more, but their memory goes back once it is over.

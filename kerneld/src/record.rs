@@ -326,6 +326,7 @@ fn is_kept(module: &str, keep: &[Pattern]) -> bool {
 mod tests {
     use super::*;
     use crate::backend::fake::FakeKernel;
+    use crate::backend::{Host, Loader};
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()

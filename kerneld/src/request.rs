@@ -570,6 +570,7 @@ fn load<'a>(
 mod tests {
     use super::*;
     use crate::backend::fake::FakeKernel;
+    use crate::backend::Loader;
     use crate::policy::Rule;
 
     fn policy(lines: &[&str]) -> Policy {

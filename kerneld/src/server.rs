@@ -4,13 +4,14 @@
 //! `actions.rs`; each piece of state lives in its owner module (request
 //! path, jobs, expiry, replies, settings, counters).
 
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::control::{self, Owners};
 use crate::expiry::Expiry;
 use crate::jobs::JobTable;
 use crate::negcache::NegativeCache;
 use crate::policy::Policy;
-use crate::pool::{Contexts, Factory, Pool};
+use crate::pool::{Contexts, Pool};
 use crate::programs::Programs;
 use crate::record::Record;
 use crate::reply::Replies;
@@ -35,7 +36,8 @@ pub struct Parts {
     pub config: Config,
     pub queue: Queue,
     pub filter: TypeFilter,
-    pub factory: Factory,
+    /// The loaders and their host (`backend::open`, or the fake).
+    pub backend: Backend,
     pub record: Record,
     /// Changes when the module index or modprobe.d changes.
     pub fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
@@ -95,7 +97,7 @@ impl Daemon {
             jobs: Mutex::new(JobTable::default()),
             expiry: Expiry::new(p.record, p.settings.delay),
             counters: Counters::default(),
-            contexts: Contexts::new(p.factory),
+            contexts: Contexts::new(&p.backend),
             replies,
             filter: p.filter,
             stopping: AtomicBool::new(false),
@@ -166,6 +168,7 @@ impl Daemon {
             settings: &self.settings,
             requests: &self.requests,
             expiry: &self.expiry,
+            host: self.contexts.host(),
         };
         control::apply(
             &owners,

@@ -3,7 +3,6 @@
 //! allocations per quick answer.
 
 use crate::backend::fake::SharedFake;
-use crate::backend::ModuleBackend;
 use crate::config::Config;
 use crate::record::Record;
 use crate::server::{Daemon, Parts, Settings};
@@ -29,7 +28,6 @@ impl std::ops::Deref for Removed {
 /// A daemon on a private queue over the fake kernel.
 pub fn daemon(fake: SharedFake, key: i32) -> (Arc<Daemon>, Removed) {
     let queue = Queue::create_unchecked(Key(key), 0o600).unwrap();
-    let f = fake.clone();
     let d = Daemon::new(Parts {
         settings: Settings {
             delay: 60,
@@ -39,7 +37,7 @@ pub fn daemon(fake: SharedFake, key: i32) -> (Arc<Daemon>, Removed) {
         config: Config::default(),
         queue: queue.clone(),
         filter: TypeFilter::UpTo(255),
-        factory: Box::new(move || Ok(Box::new(f.clone()) as Box<dyn ModuleBackend + Send>)),
+        backend: fake.backend(),
         record: Record::in_memory(),
         fingerprint: Box::new(|| 0),
         tracer: None,

@@ -478,7 +478,7 @@ pub enum ModuleState {
 mod tests {
     use super::*;
     use crate::backend::fake::FakeKernel;
-    use crate::backend::ModuleBackend;
+    use crate::backend::{Host, Loader};
     use crate::record::Record;
 
     #[test]

@@ -3,7 +3,7 @@
 //! `fake`; it is not in the release library).  It never stands in for the real
 //! kernel test, which boots a real kernel (tests/vm).
 
-use super::{Errno, LoadOutcome, ModuleBackend, Provenance, Resolution, Usage};
+use super::{Backend, Errno, Host, LoadOutcome, Loader, Loaders, Provenance, Resolution, Usage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,7 +83,7 @@ impl FakeKernel {
     }
 }
 
-impl ModuleBackend for FakeKernel {
+impl Loader for FakeKernel {
     fn provenance(&mut self, module: &str) -> Option<Provenance> {
         if let Some(p) = self.provenance.get(module) {
             return Some(p.clone());
@@ -154,7 +154,9 @@ impl ModuleBackend for FakeKernel {
             _ => Err(Errno::EWOULDBLOCK),
         }
     }
+}
 
+impl Host for FakeKernel {
     fn usage(&self, module: &str) -> Usage {
         let Some(&refcnt) = self.loaded.get(module) else {
             return Usage::NotLoaded;
@@ -189,7 +191,21 @@ impl ModuleBackend for FakeKernel {
 #[derive(Debug, Clone)]
 pub struct SharedFake(pub Arc<Mutex<FakeKernel>>);
 
-impl ModuleBackend for SharedFake {
+impl SharedFake {
+    /// A backend whose loaders and host are this fake kernel.
+    pub fn backend(&self) -> Backend {
+        let f = self.clone();
+        let loaders: Loaders = Arc::new(move || Ok(Box::new(f.clone()) as Box<dyn Loader + Send>));
+        Backend {
+            loaders,
+            host: Arc::new(self.clone()),
+            module_dir: "/nonexistent-fake-modules".into(),
+            watched: (Vec::new(), Vec::new()),
+        }
+    }
+}
+
+impl Loader for SharedFake {
     fn provenance(&mut self, module: &str) -> Option<Provenance> {
         self.0.lock().unwrap().provenance(module)
     }
@@ -209,6 +225,9 @@ impl ModuleBackend for SharedFake {
     fn remove(&mut self, module: &str) -> Result<(), Errno> {
         self.0.lock().unwrap().remove(module)
     }
+}
+
+impl Host for SharedFake {
     fn usage(&self, module: &str) -> Usage {
         self.0.lock().unwrap().usage(module)
     }

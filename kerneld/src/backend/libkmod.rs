@@ -12,7 +12,7 @@
 //! is used by one worker at a time, see `pool.rs`.
 
 use super::modinfo::{self, ProvenanceCache};
-use super::{netlink, sysfs, Errno, LoadOutcome, ModuleBackend, Provenance, Resolution, Usage};
+use super::{Backend, Config, Errno, Kernel, LoadOutcome, Loader, Loaders, Provenance, Resolution};
 use kmod_sys as sys;
 use std::cell::RefCell;
 use std::ffi::{CStr, CString};
@@ -21,15 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::ptr;
-
-/// Where libkmod looks: the module directory (`/lib/modules/$(uname -r)`
-/// when `None`) and the modprobe.d directories (libkmod's defaults when
-/// empty).
-#[derive(Debug, Clone, Default)]
-pub struct KmodConfig {
-    pub module_dir: Option<PathBuf>,
-    pub config_dirs: Vec<PathBuf>,
-}
+use std::sync::Arc;
 
 /// The modprobe.d directories libkmod reads when given none.
 const DEFAULT_CONFIG_DIRS: [&str; 5] = [
@@ -40,15 +32,54 @@ const DEFAULT_CONFIG_DIRS: [&str; 5] = [
     "/usr/lib/modprobe.d",
 ];
 
-impl KmodConfig {
-    /// The modprobe.d directories (or files) the context reads.
-    pub fn config_paths(&self) -> Vec<PathBuf> {
-        if self.config_dirs.is_empty() {
-            DEFAULT_CONFIG_DIRS.iter().map(PathBuf::from).collect()
-        } else {
-            self.config_dirs.clone()
-        }
+/// The modprobe.d directories (or files) a context reads.
+fn config_paths(config: &Config) -> Vec<PathBuf> {
+    if config.config_dirs.is_empty() {
+        DEFAULT_CONFIG_DIRS.iter().map(PathBuf::from).collect()
+    } else {
+        config.config_dirs.clone()
     }
+}
+
+/// libkmod over the running kernel, warning when the module directory
+/// has no index.
+pub(super) fn open(config: &Config) -> Backend {
+    let module_dir = config.module_dir();
+    if !index_present(&module_dir) {
+        crate::log::warn(&format!(
+            "no module index in {}: every request will be answered 'not found' until depmod runs",
+            module_dir.display()
+        ));
+    }
+    let made = config.clone();
+    let loaders: Loaders =
+        Arc::new(move || Kmod::new(&made).map(|k| Box::new(k) as Box<dyn Loader + Send>));
+    Backend {
+        loaders,
+        host: Arc::new(Kernel),
+        watched: watched(&module_dir, config),
+        module_dir,
+    }
+}
+
+/// Whether the module directory has its index (modules.dep.bin).
+fn index_present(module_dir: &Path) -> bool {
+    module_dir.join("modules.dep.bin").exists() || module_dir.join("modules.dep").exists()
+}
+
+/// What the index fingerprint reads: index files, and modprobe.d
+/// directories whose entries count too.
+fn watched(module_dir: &Path, config: &Config) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let files = [
+        "modules.dep.bin",
+        "modules.alias.bin",
+        "modules.softdep",
+        "modules.builtin.bin",
+    ]
+    .iter()
+    .map(|f| module_dir.join(f))
+    .collect();
+    (files, config_paths(config))
 }
 
 /// A value that changes when anything libkmod read from modprobe.d may
@@ -90,7 +121,7 @@ fn config_stamp(paths: &[PathBuf]) -> u64 {
 /// A libkmod context.
 pub struct Kmod {
     ctx: *mut sys::kmod_ctx,
-    config: KmodConfig,
+    config: Config,
     /// `watch::generation()` when last validated (see `revalidate`).
     validated: u64,
     /// [`config_stamp`] of modprobe.d as the context read it.
@@ -217,10 +248,10 @@ const PROBE_FLAGS: u32 = sys::kmod_probe_KMOD_PROBE_APPLY_BLACKLIST_ALIAS_ONLY;
 
 impl Kmod {
     /// A new context with its indexes loaded.
-    pub fn new(config: &KmodConfig) -> Result<Kmod, String> {
+    fn new(config: &Config) -> Result<Kmod, String> {
         // Taken before loading: a change made meanwhile moves them on.
         let generation = crate::watch::generation();
-        let config_stamp = config_stamp(&config.config_paths());
+        let config_stamp = config_stamp(&config_paths(config));
         let dir = match &config.module_dir {
             Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|e| e.to_string())?),
             None => None,
@@ -268,24 +299,12 @@ impl Kmod {
         })
     }
 
-    /// Whether the module directory has its index (modules.dep.bin).
-    pub fn index_present(config: &KmodConfig) -> bool {
-        let dir = match &config.module_dir {
-            Some(d) => d.clone(),
-            None => {
-                let rel = sysfs::release();
-                PathBuf::from("/lib/modules").join(rel)
-            }
-        };
-        dir.join("modules.dep.bin").exists() || dir.join("modules.dep").exists()
-    }
-
     /// Pick up a rewritten index or changed modprobe.d (depmod, package
     /// upgrades, an edit in place) before serving a request.
     /// Skipped while inotify reports no change since the last time
     /// (`kerneld::watch::generation`), which saves libkmod's stat() of
     /// every index and configuration file on each request.
-    pub fn revalidate(&mut self) {
+    fn revalidate(&mut self) {
         let generation = crate::watch::generation();
         if generation != 0 && generation == self.validated {
             return;
@@ -295,7 +314,7 @@ impl Kmod {
         let mut r = unsafe { sys::kmod_validate_resources(self.ctx) } as u32;
         // modprobe.d is parsed when the context is made: any change to
         // it, even one libkmod does not notice, calls for a new one.
-        if config_stamp(&self.config.config_paths()) != self.config_stamp {
+        if config_stamp(&config_paths(&self.config)) != self.config_stamp {
             r = sys::kmod_resources_KMOD_RESOURCES_MUST_RECREATE;
         }
         if r == sys::kmod_resources_KMOD_RESOURCES_MUST_RELOAD {
@@ -400,7 +419,7 @@ fn push_unique(v: &mut Vec<String>, s: String) {
     }
 }
 
-impl ModuleBackend for Kmod {
+impl Loader for Kmod {
     fn provenance(&mut self, module: &str) -> Option<Provenance> {
         let m = self.module(module)?;
         self.provenance.of(m.0[0])
@@ -494,18 +513,6 @@ impl ModuleBackend for Kmod {
             }
         }
         Ok(())
-    }
-
-    fn usage(&self, module: &str) -> Usage {
-        sysfs::sysfs_usage(Path::new("/sys/module"), module)
-    }
-
-    fn links(&self) -> Vec<(i32, String)> {
-        netlink::links()
-    }
-
-    fn insertion_refused(&self) -> Option<Errno> {
-        sysfs::insertion_refused()
     }
 }
 

@@ -1,5 +1,9 @@
-//! The module system behind a trait: what a request resolves to, loading
-//! and unloading, and the module state the idle sweep reads.
+//! The module system, in two parts: the loader, which differs per backend
+//! (what a request resolves to, loading and unloading, module files'
+//! provenance), and the host, the running kernel's module state that is
+//! the same whichever loader put the modules there (what the idle sweep
+//! and the request path read).  [`open`] picks the loader; nothing outside
+//! this folder names one.
 //!
 //! - `libkmod`: the only libkmod FFI (resolve, load, unload), with
 //!   `modinfo` (module files' provenance, cached; modules.dep lists);
@@ -13,13 +17,15 @@
 
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
-pub mod libkmod;
+mod libkmod;
 mod modinfo;
 pub mod netlink;
 pub mod sysfs;
 
 use crate::errno::errno_text;
 pub use nix::errno::Errno;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// What a requested name resolves to, without loading anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,10 +134,10 @@ impl Usage {
     }
 }
 
-/// The module system kerneld drives: libkmod, sysfs and netlink on the
-/// real kernel ([`libkmod::Kmod`]), or the double of the `fake` feature.
-/// No method has a default that touches the host.
-pub trait ModuleBackend {
+/// What differs per backend: what a name resolves to, and putting
+/// modules in and taking them out.  No method has a default that touches
+/// the host.
+pub trait Loader {
     /// The provenance of a module of the index (read from its file), or
     /// None when it has no file to read (unknown, builtin, unreadable).
     fn provenance(&mut self, module: &str) -> Option<Provenance>;
@@ -141,6 +147,11 @@ pub trait ModuleBackend {
     fn load(&mut self, name: &str) -> Result<LoadOutcome, Errno>;
     /// Unload one module, never forced, never waiting.
     fn remove(&mut self, module: &str) -> Result<(), Errno>;
+}
+
+/// The running kernel's module state, the same for any loader: the real
+/// one is [`Kernel`]; the unit tests' double keeps its own.
+pub trait Host {
     /// The module's state in the kernel.
     fn usage(&self, module: &str) -> Usage;
     /// The network links that have a kind, as (ifindex, kind) (see
@@ -149,6 +160,109 @@ pub trait ModuleBackend {
     /// The errno with which the kernel refuses every insertion right now,
     /// if it does (see [`sysfs::insertion_refused`]).
     fn insertion_refused(&self) -> Option<Errno>;
+}
+
+/// What the daemon's actions drive: a loader on a host.
+pub trait ModuleBackend: Loader + Host {}
+
+impl<T: Loader + Host + ?Sized> ModuleBackend for T {}
+
+/// The running kernel: sysfs, netlink, and init_module(2).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Kernel;
+
+impl Host for Kernel {
+    fn usage(&self, module: &str) -> Usage {
+        sysfs::sysfs_usage(Path::new("/sys/module"), module)
+    }
+
+    fn links(&self) -> Vec<(i32, String)> {
+        netlink::links()
+    }
+
+    fn insertion_refused(&self) -> Option<Errno> {
+        sysfs::insertion_refused()
+    }
+}
+
+/// A loader borrowed for one action, on the host it loads into.
+pub(crate) struct OnHost<'a> {
+    pub(crate) loader: &'a mut dyn Loader,
+    pub(crate) host: &'a dyn Host,
+}
+
+impl Loader for OnHost<'_> {
+    fn provenance(&mut self, module: &str) -> Option<Provenance> {
+        self.loader.provenance(module)
+    }
+    fn resolve(&mut self, name: &str) -> Result<Resolution, Errno> {
+        self.loader.resolve(name)
+    }
+    fn load(&mut self, name: &str) -> Result<LoadOutcome, Errno> {
+        self.loader.load(name)
+    }
+    fn remove(&mut self, module: &str) -> Result<(), Errno> {
+        self.loader.remove(module)
+    }
+}
+
+impl Host for OnHost<'_> {
+    fn usage(&self, module: &str) -> Usage {
+        self.host.usage(module)
+    }
+    fn links(&self) -> Vec<(i32, String)> {
+        self.host.links()
+    }
+    fn insertion_refused(&self) -> Option<Errno> {
+        self.host.insertion_refused()
+    }
+}
+
+/// Makes a loader.  A libkmod context is for one thread at a time, so
+/// each worker borrows one of its own (see `pool.rs`).
+pub type Loaders = Arc<dyn Fn() -> Result<Box<dyn Loader + Send>, String> + Send + Sync>;
+
+/// Where the loader looks: the module directory (`/lib/modules/$(uname
+/// -r)` when `None`) and the modprobe.d directories (the loader's defaults
+/// when empty).
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub module_dir: Option<PathBuf>,
+    pub config_dirs: Vec<PathBuf>,
+}
+
+impl Config {
+    /// The module directory, the running release's unless given.
+    pub fn module_dir(&self) -> PathBuf {
+        self.module_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/lib/modules").join(sysfs::release()))
+    }
+}
+
+/// An opened backend: its loaders, over its host.
+pub struct Backend {
+    pub loaders: Loaders,
+    pub host: Arc<dyn Host + Send + Sync>,
+    /// The module tree loads come from.
+    pub module_dir: PathBuf,
+    /// What tells that the index or the loader's configuration changed:
+    /// files, and directories whose entries count too.
+    pub watched: (Vec<PathBuf>, Vec<PathBuf>),
+}
+
+/// Open the backend over the running kernel: libkmod over the module
+/// index and modprobe.d `cfg` names, warning when there is nothing to
+/// load from.  Contexts are made on demand: one that cannot be made fails
+/// the action that needed it, not the start.
+pub fn open(cfg: &Config) -> Backend {
+    let backend = libkmod::open(cfg);
+    if !Path::new("/proc/modules").exists() {
+        crate::log::warn(
+            "this kernel has no loadable module support (no /proc/modules): loads will fail",
+        );
+    }
+    backend
 }
 
 /// A one-line reason for a failed load, for the reply text and the log.

@@ -140,7 +140,7 @@ pub fn why_text(name: &str) -> String {
 }
 
 /// Opens a module backend, for the provenance of module files.
-pub type Backends = Box<dyn Fn() -> Option<Box<dyn crate::backend::ModuleBackend + Send>> + Send>;
+pub type Backends = Box<dyn Fn() -> Option<Box<dyn crate::backend::Loader + Send>> + Send>;
 
 /// The policy changed (SIGHUP): the verdicts are worked out again.
 pub fn policy_changed(_policy: &crate::policy::Policy) {

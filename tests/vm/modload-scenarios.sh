@@ -62,7 +62,7 @@ ml_plain() {
 ml_file() { find "/lib/modules/$(uname -r)" -name "$1.ko*" | head -n 1; }
 
 scenario_module_loads() {
-    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, a libkmod loader in-process, an unknown file and init_module as configured, a changed tree judged again (enforce); kerneld killed: loads as without it"
+    scenario 19 "module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, a libkmod loader in-process, an unknown file and init_module as configured, a changed tree judged again (enforce); kerneld killed: loads as without it"
     if ! grep -q bpf /sys/kernel/security/lsm 2>/dev/null; then
         mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
     fi
@@ -70,7 +70,7 @@ scenario_module_loads() {
     dummy=$(ml_file dummy)
     veth=$(ml_file veth)
     if [ -z "$dummy" ] || [ -z "$veth" ]; then
-        fail 19 "$d" "no dummy or veth module file"
+        fail "no dummy or veth module file"
         return
     fi
     unload dummy
@@ -78,28 +78,28 @@ scenario_module_loads() {
 
     # Observe: an insmod by hand (init_module), a finit_module, a request.
     ml_start "module-loads = observe" "deny module dummy" ||
-        { fail 19 "$d" "kerneld (observe) not ready: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
+        { fail "kerneld (observe) not ready: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
     ml_log_has 'BPF LSM program is attached: observe' ||
-        { fail 19 "$d" "no 'attached: observe' in $ML_LOG: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
+        { fail "no 'attached: observe' in $ML_LOG: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
     run 20 insmod "$veth"
-    loaded veth || { fail 19 "$d" "insmod veth (observe) did not load it: $out"; return; }
+    loaded veth || { fail "insmod veth (observe) did not load it: $out"; return; }
     ml_log_has 'module load: .* by insmod (pid [0-9]*)' ||
-        { fail 19 "$d" "insmod's load not reported with its caller: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+        { fail "insmod's load not reported with its caller: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     sum=$(sha256sum "$dummy" | cut -d' ' -f1)
     run 20 trigger finit "$dummy"
-    loaded dummy || { fail 19 "$d" "trigger finit dummy (observe) did not load it: $out"; return; }
+    loaded dummy || { fail "trigger finit dummy (observe) did not load it: $out"; return; }
     ml_log_has "finit_module of $dummy$ML_Z by trigger (pid [0-9]*), cgroup id [0-9]*, sha256 $sum: would be refused (its content has a deny verdict; observe mode)" ||
-        { fail 19 "$d" "finit_module of dummy not reported with caller and sha256 $sum: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+        { fail "finit_module of dummy not reported with caller and sha256 $sum: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     why=$(KERNELD_KEY=$ML_KEY timeout 5 kdstat why dummy 2>&1 | tr '\n' ' ')
     case "$why" in
         *"load seen"*"finit_module of $dummy"*" by trigger"*"sha256 $sum"*) ;;
-        *) fail 19 "$d" "kdstat why dummy does not name the loader, file and hash: $why"; return ;;
+        *) fail "kdstat why dummy does not name the loader, file and hash: $why"; return ;;
     esac
     whyj=$(KERNELD_KEY=$ML_KEY timeout 5 kdstat why dummy --json 2>&1 | tr -d ' \n')
     case "$whyj" in
         # (the daemon sends its keys sorted)
         *'"loads":[{'*'"comm":"trigger"'*'"outcome":"would-be-refused"'*"\"sha256\":\"$sum\""*'"syscall":"finit_module"'*) ;;
-        *) fail 19 "$d" "kdstat why dummy --json has no load with the hash, loader and outcome: $whyj"; return ;;
+        *) fail "kdstat why dummy --json has no load with the hash, loader and outcome: $whyj"; return ;;
     esac
     note "19: observe: $(grep "finit_module of $dummy" "$ML_LOG" | tail -n 1)"
     note "19: kdstat why dummy: $why"
@@ -109,33 +109,33 @@ scenario_module_loads() {
 
     # Enforce: dummy denied by a module rule, judged by content.
     ml_start "module-loads = enforce" "deny module dummy" ||
-        { fail 19 "$d" "kerneld (enforce) not ready: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
+        { fail "kerneld (enforce) not ready: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
     ml_log_has 'module loads: judged [0-9]* module files' ||
-        { fail 19 "$d" "no 'judged N module files' in $ML_LOG"; return; }
+        { fail "no 'judged N module files' in $ML_LOG"; return; }
     note "19: $(grep 'module loads: judged' "$ML_LOG" | tail -n 1)"
     run 20 trigger finit "$dummy"
-    loaded dummy && { fail 19 "$d" "denied dummy got loaded by finit_module: $out"; return; }
+    loaded dummy && { fail "denied dummy got loaded by finit_module: $out"; return; }
     case "$out" in
         *"Operation not permitted"*) ;;
-        *) fail 19 "$d" "finit_module of denied dummy: expected EPERM, got: $out"; return ;;
+        *) fail "finit_module of denied dummy: expected EPERM, got: $out"; return ;;
     esac
     ml_log_has "finit_module of $dummy$ML_Z by trigger (pid [0-9]*).*: refused (its content has a deny verdict)" ||
-        { fail 19 "$d" "refusal of dummy not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+        { fail "refusal of dummy not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     # The same bytes under another name and path: refused too.
     cp "$dummy" /tmp/renamed.ko.xz
     run 20 trigger finit /tmp/renamed.ko.xz
-    loaded dummy && { fail 19 "$d" "a copy of dummy's file got loaded: $out"; return; }
+    loaded dummy && { fail "a copy of dummy's file got loaded: $out"; return; }
     ml_log_has "finit_module of /tmp/renamed.ko.xz$ML_Z by trigger.*refused" ||
-        { fail 19 "$d" "the copy's refusal not reported"; return; }
+        { fail "the copy's refusal not reported"; return; }
     # Root's insmod and modprobe: refused, their init_module fallback too
     # (kmod up to 30 retries a failed finit_module with init_module).
     for loader in "insmod $dummy" "modprobe dummy"; do
         # shellcheck disable=SC2086
         run 20 $loader
-        loaded dummy && { fail 19 "$d" "denied dummy got loaded by $loader: $out"; return; }
+        loaded dummy && { fail "denied dummy got loaded by $loader: $out"; return; }
     done
     ml_log_has "by modprobe (pid [0-9]*).*: refused" ||
-        { fail 19 "$d" "modprobe's refusal not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+        { fail "modprobe's refusal not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     note "19: modprobe dummy: $(grep 'by modprobe' "$ML_LOG" | tail -n 1)"
     # A loader with libkmod in its own process, as systemd-udevd: a plain
     # kerneld (no rules, another key) asked for dummy.  Its load is seen
@@ -143,71 +143,71 @@ scenario_module_loads() {
     # content, an init_module (how this kmod 30 has it load .ko.xz in
     # process) only by module-loads-init-module = refuse, below.
     if ! lk_start; then
-        fail 19 "$d" "the plain kerneld (libkmod loader) not ready: $(tail -n 3 /tmp/kerneld-libkmod.log | tr '\n' ' ')"
+        fail "the plain kerneld (libkmod loader) not ready: $(tail -n 3 /tmp/kerneld-libkmod.log | tr '\n' ' ')"
         return
     fi
     run 20 kdsend --key "$LK_KEY" -e request_module dummy
     lk_stop
     ml_log_has "module load: .* by kerneld[^ ]* (pid $LK_PID)" ||
-        { fail 19 "$d" "the libkmod loader's load not reported with its pid $LK_PID: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+        { fail "the libkmod loader's load not reported with its pid $LK_PID: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     if ml_log_now "finit_module of .* by kerneld[^ ]* (pid $LK_PID)"; then
-        loaded dummy && { fail 19 "$d" "a libkmod loader's finit_module of denied dummy loaded it: $out"; return; }
+        loaded dummy && { fail "a libkmod loader's finit_module of denied dummy loaded it: $out"; return; }
     fi
     note "19: libkmod in-process (enforce, init_module allowed): $(grep "(pid $LK_PID)" "$ML_LOG" | tail -n 1)"
     unload dummy
     # An allowed module loads.
     run 20 trigger finit "$veth"
-    loaded veth || { fail 19 "$d" "allowed veth not loaded by finit_module (enforce): $out"; return; }
+    loaded veth || { fail "allowed veth not loaded by finit_module (enforce): $out"; return; }
     note "19: enforce: $(grep ': refused (its content' "$ML_LOG" | head -n 1)"
     unload veth
     # A file kerneld did not judge: allowed and reported (the default).
-    ml_plain "$veth" >/tmp/unknown.ko || { fail 19 "$d" "cannot decompress $veth"; return; }
+    ml_plain "$veth" >/tmp/unknown.ko || { fail "cannot decompress $veth"; return; }
     # A byte more: content no file of the tree has (an uncompressed tree
     # has veth's image itself); the kernel loads it as unsigned.
     printf '\n' >>/tmp/unknown.ko
     run 20 trigger finit /tmp/unknown.ko
-    loaded veth || { fail 19 "$d" "an unknown file was not loaded (module-loads-unknown = allow): $out"; return; }
+    loaded veth || { fail "an unknown file was not loaded (module-loads-unknown = allow): $out"; return; }
     ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: allowed (no verdict for its content)" ||
-        { fail 19 "$d" "the unknown file's load not reported as such"; return; }
+        { fail "the unknown file's load not reported as such"; return; }
     unload veth
     # The same bytes put into the tree as a denied module: judged again.
     mkdir -p "/lib/modules/$(uname -r)/updates"
     cp /tmp/unknown.ko "/lib/modules/$(uname -r)/updates/dummy.ko"
     ml_log_has 'module tree changed: judged' ||
-        { fail 19 "$d" "no 'module tree changed: judged' after a module file was added"; return; }
+        { fail "no 'module tree changed: judged' after a module file was added"; return; }
     run 20 trigger finit /tmp/unknown.ko
     rm -r "/lib/modules/$(uname -r)/updates"
-    loaded veth && { fail 19 "$d" "a file whose content became denied still loaded: $out"; return; }
+    loaded veth && { fail "a file whose content became denied still loaded: $out"; return; }
     ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: refused (its content has a deny verdict)" ||
-        { fail 19 "$d" "the new verdict's refusal not reported"; return; }
+        { fail "the new verdict's refusal not reported"; return; }
     ml_stop TERM
 
     # Unknown files and init_module refused when configured so.
     ml_start "module-loads = enforce" "module-loads-unknown = refuse" \
         "module-loads-init-module = refuse" ||
-        { fail 19 "$d" "kerneld (enforce, refuse) not ready"; return; }
+        { fail "kerneld (enforce, refuse) not ready"; return; }
     printf 'x' >>/tmp/unknown.ko
     run 20 trigger finit /tmp/unknown.ko
-    loaded veth && { fail 19 "$d" "an unknown file loaded with module-loads-unknown = refuse: $out"; return; }
+    loaded veth && { fail "an unknown file loaded with module-loads-unknown = refuse: $out"; return; }
     ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: refused (no verdict for its content)" ||
-        { fail 19 "$d" "the unknown file's refusal not reported"; return; }
+        { fail "the unknown file's refusal not reported"; return; }
     ml_plain "$veth" >/tmp/image.ko
     run 20 trigger init /tmp/image.ko
-    loaded veth && { fail 19 "$d" "init_module loaded veth with module-loads-init-module = refuse: $out"; return; }
+    loaded veth && { fail "init_module loaded veth with module-loads-init-module = refuse: $out"; return; }
     ml_log_has 'init_module (an image from memory, no file) by trigger (pid [0-9]*), cgroup id [0-9]*: refused (init_module carries no file' ||
-        { fail 19 "$d" "the refused init_module not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+        { fail "the refused init_module not reported: $(grep 'module load' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
     note "19: init_module refused: $(grep 'init_module (an image' "$ML_LOG" | tail -n 1)"
     # The libkmod loader again: its init_module (.ko.xz here) refused; a
     # finit_module (an uncompressed tree) of dummy's known file loads.
-    lk_start || { fail 19 "$d" "the plain kerneld (libkmod loader) not ready"; return; }
+    lk_start || { fail "the plain kerneld (libkmod loader) not ready"; return; }
     run 20 kdsend --key "$LK_KEY" -e request_module dummy
     lk_stop
     ml_log_has "by kerneld[^ ]* (pid $LK_PID)" ||
-        { fail 19 "$d" "the libkmod loader's load not reported with its pid $LK_PID"; return; }
+        { fail "the libkmod loader's load not reported with its pid $LK_PID"; return; }
     if ml_log_now "init_module (an image from memory, no file) by kerneld[^ ]* (pid $LK_PID)"; then
-        loaded dummy && { fail 19 "$d" "the libkmod loader's init_module loaded dummy with init_module refused: $out"; return; }
+        loaded dummy && { fail "the libkmod loader's init_module loaded dummy with init_module refused: $out"; return; }
         ml_log_has "by kerneld[^ ]* (pid $LK_PID).*: refused" ||
-            { fail 19 "$d" "the libkmod loader's refusal not reported with its pid $LK_PID"; return; }
+            { fail "the libkmod loader's refusal not reported with its pid $LK_PID"; return; }
     fi
     unload dummy
     note "19: libkmod in-process (init_module refused): $(grep "(pid $LK_PID)" "$ML_LOG" | tail -n 1)"
@@ -215,7 +215,7 @@ scenario_module_loads() {
     # Killed: the program goes with it; loads are as without kerneld.
     ml_stop KILL
     run 20 trigger finit "$dummy"
-    loaded dummy || { fail 19 "$d" "after kerneld was killed, dummy still refused: $out"; return; }
+    loaded dummy || { fail "after kerneld was killed, dummy still refused: $out"; return; }
     unload dummy
-    pass 19 "$d"
+    pass
 }

@@ -41,30 +41,30 @@ shim_scenarios() {
     _a=$(cnt answered)
     if check_dummy 1 "the in-kernel sender"; then
         if [ "$(cat /proc/sys/kernel/modprobe)" != "$NO_HELPER" ]; then
-            fail 1 "$d" "the helper is $(cat /proc/sys/kernel/modprobe), not $NO_HELPER"
+            fail "the helper is $(cat /proc/sys/kernel/modprobe), not $NO_HELPER"
         elif [ "$(cnt answered)" -le "$_a" ]; then
-            fail 1 "$d" "kerneld_shim's answered counter did not move ($(cnt answered))"
+            fail "kerneld_shim's answered counter did not move ($(cnt answered))"
         elif ! klog_has rtnl-link-dummy; then
-            fail 1 "$d" "kerneld's log does not mention rtnl-link-dummy"
+            fail "kerneld's log does not mention rtnl-link-dummy"
         else
-            pass 1 "$d ($dt ms)"
+            pass "$dt ms"
         fi
     fi
     if check_bridge 2 "the in-kernel sender"; then
-        klog_has rtnl-link-bridge && pass 2 "$d ($dt ms)" ||
-            fail 2 "$d" "kerneld's log does not mention rtnl-link-bridge"
+        klog_has rtnl-link-bridge && pass "$dt ms" ||
+            fail "kerneld's log does not mention rtnl-link-bridge"
     fi
     if check_sctp 3 "the in-kernel sender"; then
         if ! klog_has net-pf-2-proto-132; then
-            fail 3 "$d" "kerneld's log does not mention net-pf-2-proto-132"
+            fail "kerneld's log does not mention net-pf-2-proto-132"
         elif ! klog_has crypto-crc32c; then
-            fail 3 "$d" "kerneld's log does not mention the nested crypto-crc32c"
+            fail "kerneld's log does not mention the nested crypto-crc32c"
         else
-            pass 3 "$d ($dt ms)"
+            pass "$dt ms"
         fi
     fi
     if check_nosuchkind 4 "the in-kernel sender"; then
-        kdstat_ok && pass 4 "$d ($dt ms)" || fail 4 "$d" "kerneld does not answer kdstat afterwards"
+        kdstat_ok && pass "$dt ms" || fail "kerneld does not answer kdstat afterwards"
     fi
 
     # 5, 7 ----------------------------------------------------------------
@@ -124,62 +124,62 @@ shim_kunit() {
 # 12: the requester as the kernel module names it, with a pid above 65535
 # (the header's 16 bits could not carry it) and no tracepoint.
 shim_requester() {
-    d="uid 1000's AF_CAN socket, pid above 65535: kerneld's log, kdstat and --json name the full pid, uid, gid, trigger and cgroup"
-    restart_kerneld /tmp/kerneld5.log || { fail 12 "$d" "kerneld not ready"; return; }
-    unload can_raw can || { fail 12 "$d" "cannot unload first: $(loaded_of can_raw can)"; return; }
+    scenario 12 "uid 1000's AF_CAN socket, pid above 65535: kerneld's log, kdstat and --json name the full pid, uid, gid, trigger and cgroup"
+    restart_kerneld /tmp/kerneld5.log || { fail "kerneld not ready"; return; }
+    unload can_raw can || { fail "cannot unload first: $(loaded_of can_raw can)"; return; }
     echo 4194304 >/proc/sys/kernel/pid_max
     run 600 trigger pid-above 70000
-    [ "$rc" = 0 ] || { fail 12 "$d" "trigger pid-above 70000: exit $rc: $out"; return; }
+    [ "$rc" = 0 ] || { fail "trigger pid-above 70000: exit $rc: $out"; return; }
     run 60 trigger -u 1000 socket 29 3 1
     { [ "$rc" = 0 ] && loaded can && loaded can_raw; } ||
-        { fail 12 "$d" "trigger -u 1000 socket 29 3 1: exit $rc: $out"; return; }
+        { fail "trigger -u 1000 socket 29 3 1: exit $rc: $out"; return; }
     log_has 'request_module for pid [0-9]+ uid 1000 gid 1000 \(trigger\) cgroup /user.slice/user-1000.slice: net-pf-29: loaded can'
     _l=$(log_line 'request_module for pid [0-9]+ uid 1000 gid 1000 \(trigger\) cgroup /user.slice/user-1000.slice: net-pf-29: loaded can')
-    [ -n "$_l" ] || { fail 12 "$d" "no 'request_module for pid P uid 1000 gid 1000 (trigger) cgroup /user.slice/user-1000.slice: net-pf-29: loaded can' in $KLOG: $(log_line net-pf-29)"; return; }
+    [ -n "$_l" ] || { fail "no 'request_module for pid P uid 1000 gid 1000 (trigger) cgroup /user.slice/user-1000.slice: net-pf-29: loaded can' in $KLOG: $(log_line net-pf-29)"; return; }
     _pid=$(echo "$_l" | sed -E 's/.*request_module for pid ([0-9]+) .*/\1/')
-    [ "$_pid" -gt 65535 ] || { fail 12 "$d" "pid $_pid is not above 65535"; return; }
+    [ "$_pid" -gt 65535 ] || { fail "pid $_pid is not above 65535"; return; }
     _k=$(timeout 10 kdstat 2>&1)
     echo "$_k" | grep -E -q "net-pf-29 from pid $_pid uid 1000 gid 1000 \(trigger\)" ||
-        { fail 12 "$d" "kdstat has no 'net-pf-29 from pid $_pid uid 1000 gid 1000 (trigger)': $(echo "$_k" | tr '\n' '|')"; return; }
+        { fail "kdstat has no 'net-pf-29 from pid $_pid uid 1000 gid 1000 (trigger)': $(echo "$_k" | tr '\n' '|')"; return; }
     _j=$(json_requesters net-pf-29 | tail -n 1)
     for _f in "uid 1000" "gid 1000" "pid $_pid" 'comm "trigger"' 'cgroup "/user.slice/user-1000.slice"'; do
         json_has "$_j" "${_f% *}" "${_f#* }" ||
-            { fail 12 "$d" "kdstat --json: requester lacks \"${_f% *}\":${_f#* }: {$_j"; return; }
+            { fail "kdstat --json: requester lacks \"${_f% *}\":${_f#* }: {$_j"; return; }
     done
-    pass 12 "$d (pid $_pid)"
+    pass "pid $_pid"
 }
 
 # 21: no kerneld: the usermode helper runs; with fallback=N the request fails.
 shim_no_kerneld() {
-    d="no kerneld: request_module() runs the usermode helper; with fallback=N it fails and nothing loads"
+    scenario 21 "no kerneld: request_module() runs the usermode helper; with fallback=N it fails and nothing loads"
     stop_kerneld TERM
-    wait_until 10 no_queue || { fail 21 "$d" "queue still there after SIGTERM"; return; }
+    wait_until 10 no_queue || { fail "queue still there after SIGTERM"; return; }
     helper /sbin/modprobe
-    unload dummy || { fail 21 "$d" "cannot unload dummy first"; return; }
+    unload dummy || { fail "cannot unload dummy first"; return; }
     _n=$(cnt fallback_no_queue)
     run 60 ip link add d7 type dummy
-    { [ "$rc" = 0 ] && loaded dummy; } || { fail 21 "$d" "with fallback=Y: exit $rc: $out"; return; }
+    { [ "$rc" = 0 ] && loaded dummy; } || { fail "with fallback=Y: exit $rc: $out"; return; }
     _fb=$dt
-    [ "$(cnt fallback_no_queue)" -gt "$_n" ] || { fail 21 "$d" "fallback_no_queue did not move"; return; }
+    [ "$(cnt fallback_no_queue)" -gt "$_n" ] || { fail "fallback_no_queue did not move"; return; }
     ip link del d7
-    unload dummy || { fail 21 "$d" "cannot unload dummy"; return; }
+    unload dummy || { fail "cannot unload dummy"; return; }
     echo N >"$SHIM_PARAMS/fallback"
     run 60 ip link add d8 type dummy
     echo Y >"$SHIM_PARAMS/fallback"
-    [ "$rc" != 0 ] || { fail 21 "$d" "with fallback=N the link was made"; ip link del d8; return; }
-    ! loaded dummy || { fail 21 "$d" "with fallback=N dummy got loaded"; return; }
-    pass 21 "$d (helper path $_fb ms, fallback=N $dt ms)"
+    [ "$rc" != 0 ] || { fail "with fallback=N the link was made"; ip link del d8; return; }
+    ! loaded dummy || { fail "with fallback=N dummy got loaded"; return; }
+    pass "helper path $_fb ms, fallback=N $dt ms"
 }
 
 # 22: kerneld SIGKILLed, its queue left behind: the request is taken back
 # after read_wait_ms and the helper runs; nothing stale stays queued, the
 # next kerneld serves nothing twice, and a crash loop changes nothing.
 shim_killed_kerneld() {
-    d="kerneld SIGKILLed, queue left: the request is taken back after about 1 s, the helper loads dummy; the next kerneld serves nothing stale; a crash loop changes nothing"
+    scenario 22 "kerneld SIGKILLed, queue left: the request is taken back after about 1 s, the helper loads dummy; the next kerneld serves nothing stale; a crash loop changes nothing"
     _t_start=$(ms)
-    start_kerneld /tmp/kerneld6.log debug delay=60 || { fail 22 "$d" "kerneld not ready"; return; }
+    start_kerneld /tmp/kerneld6.log debug delay=60 || { fail "kerneld not ready"; return; }
     helper /sbin/modprobe
-    unload dummy || { fail 22 "$d" "cannot unload dummy first"; return; }
+    unload dummy || { fail "cannot unload dummy first"; return; }
     _n=$(cnt fallback_unread)
     _k=$(ms)
     kill -KILL "$KPID"
@@ -187,97 +187,97 @@ shim_killed_kerneld() {
     _took=$(since "$_k")
     wait "$KPID" 2>/dev/null
     KPID=
-    queue_exists || { fail 22 "$d" "queue gone after SIGKILL"; return; }
-    { [ "$rc" = 0 ] && loaded dummy; } || { fail 22 "$d" "exit $rc after $dt ms: $out"; return; }
-    [ "$(cnt fallback_unread)" -gt "$_n" ] || { fail 22 "$d" "fallback_unread did not move"; return; }
-    [ "$_took" -lt 5000 ] || { fail 22 "$d" "served $_took ms after the kill"; return; }
+    queue_exists || { fail "queue gone after SIGKILL"; return; }
+    { [ "$rc" = 0 ] && loaded dummy; } || { fail "exit $rc after $dt ms: $out"; return; }
+    [ "$(cnt fallback_unread)" -gt "$_n" ] || { fail "fallback_unread did not move"; return; }
+    [ "$_took" -lt 5000 ] || { fail "served $_took ms after the kill"; return; }
     _q=$(queue_qnum)
-    [ "$_q" = 0 ] || { fail 22 "$d" "$_q messages left in the queue"; return; }
+    [ "$_q" = 0 ] || { fail "$_q messages left in the queue"; return; }
     ip link del d9
     # The next kerneld takes the queue over and finds nothing to serve twice.
     _t_start=$(ms)
-    start_kerneld /tmp/kerneld7.log debug delay=60 || { fail 22 "$d" "next kerneld not ready"; return; }
+    start_kerneld /tmp/kerneld7.log debug delay=60 || { fail "next kerneld not ready"; return; }
     sleep 1
-    ! log_now rtnl-link-dummy || { fail 22 "$d" "the next kerneld served the stale request: $(log_line rtnl-link-dummy)"; return; }
-    [ "$(queue_qnum)" = 0 ] || { fail 22 "$d" "$(queue_qnum) messages left after the takeover"; return; }
-    crash_loop 22 d9 /tmp/kerneld7b.log || return
+    ! log_now rtnl-link-dummy || { fail "the next kerneld served the stale request: $(log_line rtnl-link-dummy)"; return; }
+    [ "$(queue_qnum)" = 0 ] || { fail "$(queue_qnum) messages left after the takeover"; return; }
+    crash_loop d9 /tmp/kerneld7b.log || return
     note "in-kernel failover: SIGKILL to served $_took ms, crash loop $_loop ms"
-    pass 22 "$d (after SIGKILL $_took ms, crash loop $_loop ms)"
+    pass "after SIGKILL $_took ms, crash loop $_loop ms"
 }
 
 # 23: a queue someone else made at the key is no kerneld: nothing is sent
 # to it, the helper runs (dummy loads); with fallback=N the request fails.
 shim_squatted() {
-    d="a squatted queue (uid 1000's 0600, root's 0666): nothing queued, handled as without kerneld: the helper loads dummy; with fallback=N it fails"
+    scenario 23 "a squatted queue (uid 1000's 0600, root's 0666): nothing queued, handled as without kerneld: the helper loads dummy; with fallback=N it fails"
     stop_kerneld TERM
-    wait_until 10 no_queue || { fail 23 "$d" "queue still there"; return; }
+    wait_until 10 no_queue || { fail "queue still there"; return; }
     helper /sbin/modprobe
     _n=$(cnt untrusted_queue)
     for _who in "-u 1000 queue $QUEUE_KEY 600" "queue $QUEUE_KEY 666"; do
-        unload dummy || { fail 23 "$d" "cannot unload dummy first"; return; }
+        unload dummy || { fail "cannot unload dummy first"; return; }
         # shellcheck disable=SC2086
-        _id=$(trigger $_who) || { fail 23 "$d" "trigger $_who: $_id"; return; }
+        _id=$(trigger $_who) || { fail "trigger $_who: $_id"; return; }
         run 60 ip link add d10 type dummy
         _q=$(queue_qnum)
         _r1=$rc
         ip link del d10 2>/dev/null
-        unload dummy || { trigger rmqueue "$_id"; fail 23 "$d" "cannot unload dummy"; return; }
+        unload dummy || { trigger rmqueue "$_id"; fail "cannot unload dummy"; return; }
         echo N >"$SHIM_PARAMS/fallback"
         run 60 ip link add d11 type dummy
         echo Y >"$SHIM_PARAMS/fallback"
         _q2=$(queue_qnum)
         trigger rmqueue "$_id"
-        [ "$_r1" = 0 ] || { fail 23 "$d" "trigger $_who: fallback=Y: the link was not made"; return; }
-        [ "$rc" != 0 ] || { ip link del d11; fail 23 "$d" "trigger $_who: fallback=N: the link was made"; return; }
-        [ "$_q" = 0 ] && [ "$_q2" = 0 ] || { fail 23 "$d" "trigger $_who: $_q/$_q2 messages handed to the squatter"; return; }
+        [ "$_r1" = 0 ] || { fail "trigger $_who: fallback=Y: the link was not made"; return; }
+        [ "$rc" != 0 ] || { ip link del d11; fail "trigger $_who: fallback=N: the link was made"; return; }
+        [ "$_q" = 0 ] && [ "$_q2" = 0 ] || { fail "trigger $_who: $_q/$_q2 messages handed to the squatter"; return; }
     done
-    [ "$(cnt untrusted_queue)" -ge $((_n + 4)) ] || { fail 23 "$d" "untrusted_queue $(cnt untrusted_queue), was $_n"; return; }
-    pass 23 "$d"
+    [ "$(cnt untrusted_queue)" -ge $((_n + 4)) ] || { fail "untrusted_queue $(cnt untrusted_queue), was $_n"; return; }
+    pass
 }
 
 # 24: request_module_nowait() (nfnetlink's bind) sends id 0 and returns.
 shim_nowait() {
-    d="request_module_nowait() (nfnetlink bind): sent with id 0, bind returns, kerneld gets nfnetlink-subsys-1"
+    scenario 24 "request_module_nowait() (nfnetlink bind): sent with id 0, bind returns, kerneld gets nfnetlink-subsys-1"
     helper "$NO_HELPER"
     _t_start=$(ms)
-    start_kerneld /tmp/kerneld8.log debug delay=60 || { fail 24 "$d" "kerneld not ready"; return; }
+    start_kerneld /tmp/kerneld8.log debug delay=60 || { fail "kerneld not ready"; return; }
     _n=$(cnt nowait)
     run 30 trigger nlbind 1
-    [ "$rc" = 0 ] || { fail 24 "$d" "trigger nlbind 1: exit $rc: $out"; return; }
-    [ "$(cnt nowait)" -gt "$_n" ] || { fail 24 "$d" "nowait counter did not move"; return; }
+    [ "$rc" = 0 ] || { fail "trigger nlbind 1: exit $rc: $out"; return; }
+    [ "$(cnt nowait)" -gt "$_n" ] || { fail "nowait counter did not move"; return; }
     wait_until 10 log_has 'received request_module .*id 0 .*nfnetlink-subsys-1' ||
-        { fail 24 "$d" "no 'received request_module ... id 0 ... nfnetlink-subsys-1' in $KLOG: $(log_line nfnetlink)"; return; }
-    pass 24 "$d ($dt ms)"
+        { fail "no 'received request_module ... id 0 ... nfnetlink-subsys-1' in $KLOG: $(log_line nfnetlink)"; return; }
+    pass "$dt ms"
 }
 
 # 25: a load slower than read_wait_ms: kerneld read it, so the shim waits
 # for the answer; served once, no fallback.
 shim_slow_load() {
-    d="a load that takes 2 s (longer than read_wait_ms): the shim waits for kerneld's answer, served once, no fallback"
+    scenario 25 "a load that takes 2 s (longer than read_wait_ms): the shim waits for kerneld's answer, served once, no fallback"
     helper "$NO_HELPER"
-    unload dummy || { fail 25 "$d" "cannot unload dummy first"; return; }
+    unload dummy || { fail "cannot unload dummy first"; return; }
     mkdir -p /etc/modprobe.d
     rm -f /tmp/slow.count
     echo 'install dummy echo x >>/tmp/slow.count; sleep 2; /sbin/modprobe --ignore-install dummy' >/etc/modprobe.d/slow.conf
-    restart_kerneld /tmp/kerneld9.log || { fail 25 "$d" "kerneld not ready"; rm -f /etc/modprobe.d/slow.conf; return; }
+    restart_kerneld /tmp/kerneld9.log || { fail "kerneld not ready"; rm -f /etc/modprobe.d/slow.conf; return; }
     _u=$(cnt fallback_unread)
     _t=$(cnt timed_out)
     run 60 ip link add d11 type dummy
     rm -f /etc/modprobe.d/slow.conf
-    { [ "$rc" = 0 ] && loaded dummy; } || { fail 25 "$d" "exit $rc after $dt ms: $out"; return; }
+    { [ "$rc" = 0 ] && loaded dummy; } || { fail "exit $rc after $dt ms: $out"; return; }
     ip link del d11
     _c=$(wc -l </tmp/slow.count)
-    [ "$_c" = 1 ] || { fail 25 "$d" "the install command ran $_c times"; return; }
-    [ "$(cnt fallback_unread)" = "$_u" ] || { fail 25 "$d" "it fell back (fallback_unread $(cnt fallback_unread))"; return; }
-    [ "$(cnt timed_out)" = "$_t" ] || { fail 25 "$d" "it timed out"; return; }
+    [ "$_c" = 1 ] || { fail "the install command ran $_c times"; return; }
+    [ "$(cnt fallback_unread)" = "$_u" ] || { fail "it fell back (fallback_unread $(cnt fallback_unread))"; return; }
+    [ "$(cnt timed_out)" = "$_t" ] || { fail "it timed out"; return; }
     restart_kerneld /tmp/kerneld10.log || note "kerneld not ready after the slow load"
-    pass 25 "$d ($dt ms)"
+    pass "$dt ms"
 }
 
 # 26: rmmod kerneld_shim while requests run on both CPUs: each request is
 # answered (by kerneld or the helper), the module goes, the kernel is fine.
 shim_unload_burst() {
-    d="rmmod kerneld_shim during a burst of requests on 2 CPUs: it unloads, every request returns, the kernel stays healthy"
+    scenario 26 "rmmod kerneld_shim during a burst of requests on 2 CPUs: it unloads, every request returns, the kernel stays healthy"
     helper /sbin/modprobe
     _pids=
     for _i in 1 2 3 4; do
@@ -297,41 +297,42 @@ shim_unload_burst() {
         _tries=$((_tries + 1))
         if /sbin/rmmod kerneld_shim 2>/dev/null; then
             _unloads=$((_unloads + 1))
-            /sbin/insmod "$SHIM_KO" || { fail 26 "$d" "insmod after rmmod failed"; break; }
+            /sbin/insmod "$SHIM_KO" || { fail "insmod after rmmod failed"; break; }
         fi
         sleep 0.05
     done
     for _p in $_pids; do
-        wait_until 120 dead "$_p" || { fail 26 "$d" "a request loop is stuck"; return; }
+        wait_until 120 dead "$_p" || { fail "a request loop is stuck"; return; }
     done
     _done=$(cat /tmp/burst.* 2>/dev/null | grep -c 'done')
     rm -f /tmp/burst.*
-    [ "$_done" = 4 ] || { fail 26 "$d" "$_done of 4 loops finished"; return; }
-    [ "$_unloads" -ge 1 ] || { fail 26 "$d" "rmmod never succeeded in $_tries tries"; return; }
-    kernel_healthy || { fail 26 "$d" "kernel complained: $(dmesg | grep -E 'BUG:|Oops|WARNING:|blocked for' | head -n 3 | tr '\n' ' ')"; return; }
+    [ "$_done" = 4 ] || { fail "$_done of 4 loops finished"; return; }
+    [ "$_unloads" -ge 1 ] || { fail "rmmod never succeeded in $_tries tries"; return; }
+    kernel_healthy || { fail "kernel complained: $(dmesg | grep -E 'BUG:|Oops|WARNING:|blocked for' | head -n 3 | tr '\n' ' ')"; return; }
     loaded kerneld_shim || /sbin/insmod "$SHIM_KO"
     helper "$NO_HELPER"
     unload dummy
     _d=$d
-    check_dummy 26 "the reloaded kerneld_shim" || return
-    pass 26 "$_d ($_unloads unloads in $_tries tries; then the reloaded module loads dummy)"
+    check_dummy "$n" "the reloaded kerneld_shim" || return
+    d=$_d
+    pass "$_unloads unloads in $_tries tries; then the reloaded module loads dummy"
 }
 
 # 27: kdstat shows the in-kernel sender and its counters.
 shim_kdstat() {
-    d="kdstat and kdstat --json show kerneld_shim, its settings and counters"
+    scenario 27 "kdstat and kdstat --json show kerneld_shim, its settings and counters"
     run 10 kdstat
-    [ "$rc" = 0 ] || { fail 27 "$d" "kdstat: exit $rc: $out"; return; }
+    [ "$rc" = 0 ] || { fail "kdstat: exit $rc: $out"; return; }
     case "$out" in
         *"Requests arrive through the kernel module kerneld_shim"*"key 0x6b65726e, read_wait_ms 1000, reply_wait_ms 60000, fallback Y"*"requests "*) ;;
-        *) fail 27 "$d" "kdstat: $out"; return ;;
+        *) fail "kdstat: $out"; return ;;
     esac
     run 10 kdstat --json
     case "$out" in
         *'"kernel_shim":{'*'"requests":'*) ;;
-        *) fail 27 "$d" "kdstat --json has no kernel_shim: $out"; return ;;
+        *) fail "kdstat --json has no kernel_shim: $out"; return ;;
     esac
-    pass 27 "$d"
+    pass
 }
 
 # 28: suspend with requests in flight (/sys/power/pm_test freezer, then
@@ -341,8 +342,8 @@ shim_kdstat() {
 # every request returns, none waits out reply_wait_ms or falls back.  With
 # an 8 s load in flight the suspend is refused after 5 s, before freezing.
 shim_suspend() {
-    d="suspend (pm_test freezer, then devices) with requests in flight, one of them read by kerneld: each suspend succeeds, every request returns, none times out; with an 8 s load in flight the suspend is refused before freezing"
-    [ -w /sys/power/pm_test ] || { fail 28 "$d" "no /sys/power/pm_test (CONFIG_PM_DEBUG)"; return; }
+    scenario 28 "suspend (pm_test freezer, then devices) with requests in flight, one of them read by kerneld: each suspend succeeds, every request returns, none times out; with an 8 s load in flight the suspend is refused before freezing"
+    [ -w /sys/power/pm_test ] || { fail "no /sys/power/pm_test (CONFIG_PM_DEBUG)"; return; }
     helper "$NO_HELPER"
     mkdir -p /etc/modprobe.d
     echo 'install dummy sleep 2; /sbin/modprobe --ignore-install dummy' >/etc/modprobe.d/slow.conf
@@ -350,8 +351,8 @@ shim_suspend() {
     _a=$(cnt answered)
     _res=
     for _lvl in freezer devices; do
-        restart_kerneld "/tmp/kerneld11-$_lvl.log" || { fail 28 "$d" "kerneld not ready"; rm -f /etc/modprobe.d/slow.conf; return; }
-        unload dummy || { fail 28 "$d" "cannot unload dummy first"; rm -f /etc/modprobe.d/slow.conf; return; }
+        restart_kerneld "/tmp/kerneld11-$_lvl.log" || { fail "kerneld not ready"; rm -f /etc/modprobe.d/slow.conf; return; }
+        unload dummy || { fail "cannot unload dummy first"; rm -f /etc/modprobe.d/slow.conf; return; }
         # Counted from here: a starting kerneld's own first request (its
         # audit socket) stays unread while it makes it, and falls back.
         _u=$(cnt fallback_unread)
@@ -373,20 +374,20 @@ shim_suspend() {
         _took=$(since "$_k")
         echo none >/sys/power/pm_test
         touch /tmp/susp.stop
-        wait_until 60 dead "$_loop" || { fail 28 "$d" "pm_test $_lvl: the request loop is stuck"; return; }
-        wait_until 60 dead "$_slow" || { fail 28 "$d" "pm_test $_lvl: the dummy request is stuck"; return; }
-        [ "$rc" = 0 ] || { fail 28 "$d" "pm_test $_lvl: echo mem >/sys/power/state: exit $rc after $_took ms: $out; $(dmesg | grep -E -i 'freez|suspend|kerneld_shim' | tail -n 4 | tr '\n' '|')"; rm -f /etc/modprobe.d/slow.conf; return; }
-        { [ "$(cat /tmp/susp.dummy)" = 0 ] && loaded dummy; } || { fail 28 "$d" "pm_test $_lvl: the dummy request failed ($(cat /tmp/susp.dummy))"; rm -f /etc/modprobe.d/slow.conf; return; }
+        wait_until 60 dead "$_loop" || { fail "pm_test $_lvl: the request loop is stuck"; return; }
+        wait_until 60 dead "$_slow" || { fail "pm_test $_lvl: the dummy request is stuck"; return; }
+        [ "$rc" = 0 ] || { fail "pm_test $_lvl: echo mem >/sys/power/state: exit $rc after $_took ms: $out; $(dmesg | grep -E -i 'freez|suspend|kerneld_shim' | tail -n 4 | tr '\n' '|')"; rm -f /etc/modprobe.d/slow.conf; return; }
+        { [ "$(cat /tmp/susp.dummy)" = 0 ] && loaded dummy; } || { fail "pm_test $_lvl: the dummy request failed ($(cat /tmp/susp.dummy))"; rm -f /etc/modprobe.d/slow.conf; return; }
         ip link del s1
-        [ "$(cnt fallback_unread)" = "$_u" ] || { fail 28 "$d" "pm_test $_lvl: fallback_unread moved from $_u to $(cnt fallback_unread)"; rm -f /etc/modprobe.d/slow.conf; return; }
+        [ "$(cnt fallback_unread)" = "$_u" ] || { fail "pm_test $_lvl: fallback_unread moved from $_u to $(cnt fallback_unread)"; rm -f /etc/modprobe.d/slow.conf; return; }
         _res="$_res $_lvl ${_took} ms"
     done
     # A load longer than suspend waits for requests in flight (5 s): the
     # suspend is refused at once, before any task is frozen, and the
     # request is still served.
     echo 'install dummy sleep 8; /sbin/modprobe --ignore-install dummy' >/etc/modprobe.d/slow.conf
-    restart_kerneld /tmp/kerneld11-refused.log || { fail 28 "$d" "kerneld not ready"; rm -f /etc/modprobe.d/slow.conf; return; }
-    unload dummy || { fail 28 "$d" "cannot unload dummy first"; rm -f /etc/modprobe.d/slow.conf; return; }
+    restart_kerneld /tmp/kerneld11-refused.log || { fail "kerneld not ready"; rm -f /etc/modprobe.d/slow.conf; return; }
+    unload dummy || { fail "cannot unload dummy first"; rm -f /etc/modprobe.d/slow.conf; return; }
     rm -f /tmp/susp.dummy
     (ip link add s1 type dummy; echo "$?" >/tmp/susp.dummy) &
     _slow=$!
@@ -396,18 +397,18 @@ shim_suspend() {
     run 90 sh -c 'echo mem >/sys/power/state'
     _took=$(since "$_k")
     echo none >/sys/power/pm_test
-    wait_until 60 dead "$_slow" || { fail 28 "$d" "the 8 s dummy request is stuck"; rm -f /etc/modprobe.d/slow.conf; return; }
+    wait_until 60 dead "$_slow" || { fail "the 8 s dummy request is stuck"; rm -f /etc/modprobe.d/slow.conf; return; }
     rm -f /etc/modprobe.d/slow.conf
-    [ "$rc" != 0 ] || { fail 28 "$d" "a suspend with an 8 s load in flight succeeded"; return; }
-    dmesg | grep -q 'kerneld_shim: 1 request(s) still waiting for kerneld' || { fail 28 "$d" "no 'still waiting' warning: $(dmesg | tail -n 3 | tr '\n' '|')"; return; }
-    { [ "$(cat /tmp/susp.dummy)" = 0 ] && loaded dummy; } || { fail 28 "$d" "the 8 s dummy request failed ($(cat /tmp/susp.dummy))"; return; }
+    [ "$rc" != 0 ] || { fail "a suspend with an 8 s load in flight succeeded"; return; }
+    dmesg | grep -q 'kerneld_shim: 1 request(s) still waiting for kerneld' || { fail "no 'still waiting' warning: $(dmesg | tail -n 3 | tr '\n' '|')"; return; }
+    { [ "$(cat /tmp/susp.dummy)" = 0 ] && loaded dummy; } || { fail "the 8 s dummy request failed ($(cat /tmp/susp.dummy))"; return; }
     ip link del s1
     _res="$_res; refused after $_took ms with an 8 s load in flight"
     rm -f /tmp/susp.*
-    [ "$(cnt timed_out)" = "$_t" ] || { fail 28 "$d" "timed_out moved to $(cnt timed_out)"; return; }
-    [ "$(cnt answered)" -gt "$_a" ] || { fail 28 "$d" "answered did not move"; return; }
-    ! dmesg | grep -q -E 'Freezing of tasks failed|Freezing user space processes failed' || { fail 28 "$d" "$(dmesg | grep -E 'Freezing' | tail -n 2 | tr '\n' ' ')"; return; }
-    kernel_healthy || { fail 28 "$d" "kernel complained: $(dmesg | grep -E 'BUG:|Oops|WARNING:|blocked for' | head -n 3 | tr '\n' ' ')"; return; }
+    [ "$(cnt timed_out)" = "$_t" ] || { fail "timed_out moved to $(cnt timed_out)"; return; }
+    [ "$(cnt answered)" -gt "$_a" ] || { fail "answered did not move"; return; }
+    ! dmesg | grep -q -E 'Freezing of tasks failed|Freezing user space processes failed' || { fail "$(dmesg | grep -E 'Freezing' | tail -n 2 | tr '\n' ' ')"; return; }
+    kernel_healthy || { fail "kernel complained: $(dmesg | grep -E 'BUG:|Oops|WARNING:|blocked for' | head -n 3 | tr '\n' ' ')"; return; }
     note "suspend with requests in flight:$_res; $(($(cnt answered) - _a)) answered, $(cnt fallback_suspend) sent to the helper while a suspend started"
-    pass 28 "$d (echo mem took$_res)"
+    pass "echo mem took$_res"
 }

@@ -101,7 +101,7 @@ shim_scenarios() {
 # CONFIG_SYSVIPC_MSG_KERNEL_KUNIT_TEST) ran at boot and passed.  KUnit logs
 # at KERN_INFO, under the console's "quiet": the kernel log has them.
 shim_kunit() {
-    d="the series' KUnit suites passed at boot"
+    scenario 29 "the series' KUnit suites passed at boot"
     _k=$(dmesg 2>/dev/null)
     _bad=
     for _s in kmod_handler sysvipc_msg_kernel; do
@@ -113,9 +113,9 @@ shim_kunit() {
         esac
     done
     if [ -z "$_bad" ]; then
-        pass 29 "$d"
+        pass
     else
-        fail 29 "$d" "$_bad"
+        fail "$_bad"
         echo "$_k" | grep -E "# Subtest|(not )?ok [0-9]+ |Expected" |
             sed 's/^/VMTEST LOG kunit: /' | tail -n 40
     fi

@@ -74,6 +74,8 @@ fn judge(
     for k in &stale {
         let _ = map.remove(k);
     }
+    let took = t.elapsed();
+    super::report::judged(v.files, v.denied, v.unreadable.len(), took);
     log::notice(&format!(
         "module loads: {what} {} module files in {} ({} contents denied, {} stale verdicts \
          dropped) in {} ms",
@@ -81,17 +83,8 @@ fn judge(
         dir.display(),
         v.denied,
         stale.len(),
-        t.elapsed().as_millis()
+        took.as_millis()
     ));
-    if v.compressed > 0 && what == "judged" {
-        log::notice(&format!(
-            "module loads: {} of the {} module files are compressed: libkmod before kmod 31 \
-             (Debian 12) loads those in process (kerneld, systemd-udevd) through init_module(), \
-             which carries no file and follows module-loads-init-module, not the verdicts; \
-             modprobe and insmod try finit_module() first and are judged",
-            v.compressed, v.files
-        ));
-    }
     for u in &v.unreadable {
         log::warn(&format!(
             "module loads: not judged (unknown to the program): {u}"
@@ -159,6 +152,7 @@ pub(super) fn start(
     module_dir: &Path,
     policy: &Policy,
     backend: Backends,
+    host: &super::host::Host,
 ) -> Result<Loaded, String> {
     // Without securityfs mounted the list cannot be read: then loading
     // the program says whether the BPF LSM is there.
@@ -233,9 +227,11 @@ pub(super) fn start(
         .spawn(move || read_events(ring))
         .map_err(|e| format!("cannot start the module load reader thread: {e}"))?;
     log::notice(&format!(
-        "module loads: the BPF LSM program is attached: {}{}",
+        "module loads: the BPF LSM program is attached: {}{}; {}; {}",
         settings.describe(),
-        init_module_note(enforce)
+        init_module_note(enforce),
+        host.describe(),
+        super::report::ON_STOP
     ));
     Ok(Loaded { _ebpf: ebpf })
 }
@@ -272,9 +268,12 @@ fn read_events(mut ring: RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             match LoadEvent::parse(&item) {
                 Some(e) => report(&e),
-                None => log::warn(
-                    "module loads: an event kerneld cannot read (program and daemon out of step)",
-                ),
+                None => {
+                    super::report::count_unreadable();
+                    log::warn(
+                        "module loads: an event kerneld cannot read (program and daemon out of step)",
+                    )
+                }
             }
         }
     }
@@ -320,5 +319,6 @@ fn report(e: &LoadEvent) {
     if let Some(m) = e.audit_message() {
         crate::audit::record(m);
     }
+    super::report::count(e);
     super::remember(e);
 }

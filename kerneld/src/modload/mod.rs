@@ -4,6 +4,9 @@
 //!
 //! - `event`: one event of the program, read from its ring buffer
 //! - `verdicts`: the module tree judged by the module rules, by content
+//! - `host`: what this host's loaders hand the kernel (what enforce mode
+//!   can judge by content)
+//! - `report`: the status of it all, and the loads counted
 //! - `bpf` (feature `bpf-lsm`): loading the program, filling its maps,
 //!   reading its events
 //!
@@ -13,6 +16,8 @@
 //! loading at boot).
 
 pub mod event;
+pub mod host;
+pub mod report;
 pub mod verdicts;
 
 #[cfg(feature = "bpf-lsm")]
@@ -24,7 +29,9 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// What kerneld does with module loads that are not its own requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// No program (the default).
     #[default]
@@ -219,22 +226,26 @@ pub fn start(
     backend: Backends,
 ) -> Result<Option<Running>, String> {
     if settings.mode == Mode::Off {
+        report::started(settings, None);
         return Ok(None);
     }
+    // Once, before the program: what its verdicts can reach here.
+    let host = host::Host::read(module_dir);
+    report::started(settings, Some(host.clone()));
     #[cfg(feature = "bpf-lsm")]
-    {
-        bpf::start(settings, module_dir, policy, backend)
-            .map(|inner| Some(Running { _inner: inner }))
-    }
+    let r = bpf::start(settings, module_dir, policy, backend, &host)
+        .map(|inner| Some(Running { _inner: inner }));
     #[cfg(not(feature = "bpf-lsm"))]
-    {
-        let _ = (module_dir, policy, backend);
+    let r = {
+        let _ = (module_dir, policy, backend, host);
         Err(
             "module-loads is set, but this kerneld was built without the BPF LSM program \
              (cargo feature bpf-lsm); module loads other than kerneld's own are not seen"
                 .into(),
         )
-    }
+    };
+    report::attached(r.as_ref().map(|_| ()).map_err(Clone::clone));
+    r
 }
 
 #[cfg(test)]

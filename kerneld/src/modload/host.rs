@@ -1,5 +1,5 @@
 //! What enforce mode can judge on this host, worked out once at start:
-//! whether libkmod's loaders (systemd-udevd, modprobe, kerneld itself)
+//! whether libkmod's loaders in process (systemd-udevd, kerneld itself)
 //! hand the kernel a compressed module as a file (finit_module, judged by
 //! content) or as an image from memory (init_module, with no file: judged
 //! wholesale by `module-loads-init-module`).
@@ -178,7 +178,7 @@ impl Host {
             ),
             None => format!(
                 "{n} of the {} module files are compressed and the kernel decompresses {}; \
-                 whether libkmod loaders (systemd-udevd, modprobe, kerneld) pass them to \
+                 whether libkmod loaders (systemd-udevd, kerneld) pass them to \
                  finit_module() (kmod 31 and later, judged by content) or init_module() \
                  (before 31, judged by module-loads-init-module) is unknown: `kmod --version` \
                  could not be read",
@@ -206,11 +206,11 @@ impl Host {
                     None => String::new(),
                 };
                 format!(
-                    "{n} of the {} module files are compressed and {why}: libkmod loaders \
-                     (systemd-udevd, modprobe, kerneld) load those through init_module(), which \
-                     carries no file: enforce mode judges them wholesale by \
-                     module-loads-init-module, not by content (a loader's fallback after a \
-                     refused finit_module() is refused)",
+                    "{n} of the {} module files are compressed and {why}: libkmod in process \
+                     (systemd-udevd's coldplug and hotplug, kerneld) loads those through \
+                     init_module(), which carries no file: enforce mode judges them wholesale by \
+                     module-loads-init-module, not by content (a loader's init_module() fallback \
+                     after a refused finit_module() is refused)",
                     self.module_files
                 )
             }

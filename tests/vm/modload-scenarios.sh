@@ -62,7 +62,7 @@ ml_plain() {
 ml_file() { find "/lib/modules/$(uname -r)" -name "$1.ko*" | head -n 1; }
 
 scenario_module_loads() {
-    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, a libkmod loader in-process, an unknown file and init_module as configured, a changed tree judged again (enforce); kerneld killed: loads as without it"
+    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, a libkmod loader in-process, an unknown file and init_module as configured, a changed tree judged again, a rule added live too (enforce); kerneld killed: loads as without it"
     if ! grep -q bpf /sys/kernel/security/lsm 2>/dev/null; then
         mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
     fi
@@ -180,6 +180,22 @@ scenario_module_loads() {
     loaded veth && { fail 19 "$d" "a file whose content became denied still loaded: $out"; return; }
     ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: refused (its content has a deny verdict)" ||
         { fail 19 "$d" "the new verdict's refusal not reported"; return; }
+    # A rule added live (kdstat, no SIGHUP) reaches the verdicts.
+    out=$(KERNELD_KEY=$ML_KEY timeout 5 kdstat deny module veth 2>&1) ||
+        { fail 19 "$d" "kdstat deny module veth failed: $out"; return; }
+    ml_log_has 'policy changed live: judged' ||
+        { fail 19 "$d" "no 'policy changed live: judged' after a rule added live"; return; }
+    run 20 trigger finit "$veth"
+    loaded veth && { fail 19 "$d" "veth loaded after a live rule denied it: $out"; return; }
+    ml_log_has "finit_module of $veth$ML_Z by trigger.*: refused (its content has a deny verdict)" ||
+        { fail 19 "$d" "the live rule's refusal not reported"; return; }
+    st=$(KERNELD_KEY=$ML_KEY timeout 5 kdstat --json 2>&1 | tr -d ' \n')
+    case "$st" in
+        *'"module_loads":{'*'"attached":true'*) ;;
+        *) fail 19 "$d" "kdstat --json does not say the program is attached: $st"; return ;;
+    esac
+    note "19: live rule: $(grep 'policy changed live' "$ML_LOG" | tail -n 1)"
+    note "19: status: $(KERNELD_KEY=$ML_KEY timeout 5 kdstat | grep -A3 '^module loads' | tr '\n' ' ')"
     ml_stop TERM
 
     # Unknown files and init_module refused when configured so.

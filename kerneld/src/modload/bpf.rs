@@ -19,15 +19,18 @@ use std::time::{Duration, Instant};
 type VerdictMap = HashMap<MapData, [u8; 32], u32>;
 
 /// Where a new policy (SIGHUP) goes to the verdict thread.
-static POLICY: OnceLock<Mutex<Sender<Policy>>> = OnceLock::new();
+static POLICY: OnceLock<Mutex<Sender<(Policy, super::Change)>>> = OnceLock::new();
 
 /// How often the module tree is looked at for changes.
 const TREE_POLL: Duration = Duration::from_secs(2);
 
 /// The policy changed: judge the tree again.
-pub(super) fn policy_changed(p: &Policy) {
+pub(super) fn policy_changed(p: &Policy, why: super::Change) {
     if let Some(tx) = POLICY.get() {
-        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(p.clone());
+        let _ = tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((p.clone(), why));
     }
 }
 
@@ -94,20 +97,23 @@ fn judge(
 }
 
 /// Judge the tree again when it changes (a module installed, replaced,
-/// removed) or the policy does (SIGHUP).
+/// removed) or the policy does (SIGHUP, or a rule or mode set live).
 fn keep_judging(
     mut map: VerdictMap,
     dir: PathBuf,
     mut policy: Policy,
     backend: Backends,
     mut stamp: Vec<(PathBuf, u64, i64, i64, u64)>,
-    rx: Receiver<Policy>,
+    rx: Receiver<(Policy, super::Change)>,
 ) {
     loop {
         let what = match rx.recv_timeout(TREE_POLL) {
-            Ok(p) => {
+            Ok((p, why)) => {
                 policy = p;
-                "policy reloaded: judged"
+                match why {
+                    super::Change::Reloaded => "policy reloaded: judged",
+                    super::Change::Live => "policy changed live: judged",
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 let now = tree_stamp(&dir);

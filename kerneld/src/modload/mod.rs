@@ -149,10 +149,20 @@ pub fn why_text(name: &str) -> String {
 /// Opens a module backend, for the provenance of module files.
 pub type Backends = Box<dyn Fn() -> Option<Box<dyn crate::backend::ModuleBackend + Send>> + Send>;
 
-/// The policy changed (SIGHUP): the verdicts are worked out again.
-pub fn policy_changed(_policy: &crate::policy::Policy) {
+/// Why the policy changed, for the log line of the judging it causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// SIGHUP reloaded the configuration.
+    Reloaded,
+    /// kdstat added a rule or set the mode live.
+    Live,
+}
+
+/// The policy changed: the verdicts are worked out again, so that the
+/// program refuses what the requests' policy denies from now on.
+pub fn policy_changed(_policy: &crate::policy::Policy, _why: Change) {
     #[cfg(feature = "bpf-lsm")]
-    bpf::policy_changed(_policy);
+    bpf::policy_changed(_policy, _why);
 }
 
 /// One load of a module as `why` (JSON) tells it.

@@ -92,7 +92,9 @@ schema number):
       unknown_files and init_module_loads (allow or refuse), attached
       (boolean), error (string or null: why not attached), on_stop
       (detach: when kerneld stops or dies the program goes, and loads are
-      neither seen nor refused), host (object or null: kmod_version
+      neither seen nor refused; pinned: module-loads-pin, the program
+      outlives a kerneld that dies), pinned_in (string or null: the
+      directory of its pins), host (object or null: kmod_version
       (integer or null), kernel_decompresses (string or null),
       module_files (integer), compressed_files (object: format ->
       integer), compressed_loads (finit_module, init_module or null: how

@@ -200,8 +200,16 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
 
 /// Start the BPF LSM program `module-loads` asks for; None when off or
 /// when it could not be started (logged, with what to do).
-fn start_module_loads(cfg: &Config, kmod_config: &KmodConfig) -> Option<kerneld::modload::Running> {
+fn start_module_loads(
+    cfg: &Config,
+    kmod_config: &KmodConfig,
+    key: Key,
+) -> Option<kerneld::modload::Running> {
+    let pin_dir = kerneld::modload::pin::dir_for(&key.to_string());
     if cfg.module_loads.mode == kerneld::modload::Mode::Off {
+        // What a kerneld of this key left pinned does not outlive the
+        // setting.
+        kerneld::modload::pin::remove_left(&pin_dir);
         return None;
     }
     notify::status("starting: attaching the module load program (BPF LSM)");
@@ -217,7 +225,7 @@ fn start_module_loads(cfg: &Config, kmod_config: &KmodConfig) -> Option<kerneld:
             .ok()
             .map(|k| Box::new(k) as Box<dyn ModuleBackend + Send>)
     });
-    match kerneld::modload::start(cfg.module_loads, &dir, &cfg.policy, backend) {
+    match kerneld::modload::start(cfg.module_loads, &dir, &pin_dir, &cfg.policy, backend) {
         Ok(r) => r,
         Err(e) => {
             log::error(&format!(
@@ -467,7 +475,7 @@ fn build(
     // Module loads by every loader, through the BPF LSM (module-loads):
     // judged and attached before kerneld says it is ready.  A failure is
     // no reason not to serve requests.
-    let module_loads = start_module_loads(&cfg, &kmod_config);
+    let module_loads = start_module_loads(&cfg, &kmod_config, queue.key());
     let fingerprint_config = kmod_config.clone();
     let factory_config = kmod_config.clone();
     let daemon = Daemon::new(Parts {

@@ -900,6 +900,7 @@ mod tests {
             ".module_loads.init_module_loads",
             ".module_loads.mode",
             ".module_loads.on_stop",
+            ".module_loads.pinned_in",
             ".module_loads.unknown_files",
             ".module_loads.verdicts",
             ".next_sweep_seconds",

@@ -15,7 +15,8 @@ fn check_config_reads_the_module_load_settings_and_names_a_bad_value() {
     let good = dir.join("good.conf");
     std::fs::write(
         &good,
-        "module-loads = enforce\nmodule-loads-unknown = refuse\nmodule-loads-init-module = allow\n",
+        "module-loads = enforce\nmodule-loads-unknown = refuse\nmodule-loads-init-module = allow\n\
+         module-loads-pin = yes\n",
     )
     .unwrap();
     let out = check_config(&good);
@@ -24,7 +25,7 @@ fn check_config_reads_the_module_load_settings_and_names_a_bad_value() {
     let bad = dir.join("bad.conf");
     std::fs::write(
         &bad,
-        "module-loads = sometimes\nmodule-loads-unknown = maybe\n",
+        "module-loads = sometimes\nmodule-loads-unknown = maybe\nmodule-loads-pin = always\n",
     )
     .unwrap();
     let out = check_config(&bad);
@@ -37,6 +38,11 @@ fn check_config_reads_the_module_load_settings_and_names_a_bad_value() {
     assert!(
         out.stderr
             .contains(":2: module-loads-unknown is allow or refuse, not \"maybe\""),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains(":3: module-loads-pin is yes or no, not \"always\""),
         "{out:?}"
     );
 }
@@ -77,6 +83,7 @@ fn the_status_says_the_mode_what_this_host_can_judge_and_counts_loads() {
     assert_eq!(m["unknown_files"], "allow", "{j}");
     assert_eq!(m["init_module_loads"], "refuse", "{j}");
     assert_eq!(m["on_stop"], "detach", "{j}");
+    assert_eq!(m["pinned_in"], serde_json::Value::Null, "{j}");
     // Attached, or not and why: the status and the log agree.
     let attached = log.contains("module loads: the BPF LSM program is attached: enforce");
     assert_eq!(m["attached"], attached, "{j}\n{log}");

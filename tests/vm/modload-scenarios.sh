@@ -62,7 +62,7 @@ ml_plain() {
 ml_file() { find "/lib/modules/$(uname -r)" -name "$1.ko*" | head -n 1; }
 
 scenario_module_loads() {
-    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, a libkmod loader in-process, an unknown file and init_module as configured, a changed tree judged again, a rule added live too (enforce); kerneld killed: loads as without it"
+    d="module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, a libkmod loader in-process, an unknown file and init_module as configured, a changed tree judged again, a rule added live too (enforce); kerneld killed: loads as without it, or refused still when pinned, the pins replaced by the next kerneld and removed by a stop"
     if ! grep -q bpf /sys/kernel/security/lsm 2>/dev/null; then
         mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
     fi
@@ -233,5 +233,38 @@ scenario_module_loads() {
     run 20 trigger finit "$dummy"
     loaded dummy || { fail 19 "$d" "after kerneld was killed, dummy still refused: $out"; return; }
     unload dummy
+
+    # Pinned (module-loads-pin): killed, kerneld leaves the program
+    # refusing; the next kerneld replaces it (one program after); stopped
+    # on request, it removes its pins and loads are as without kerneld.
+    pins=/sys/fs/bpf/kerneld/$ML_KEY
+    ml_start "module-loads = enforce" "module-loads-pin = yes" "deny module dummy" ||
+        { fail 19 "$d" "kerneld (pinned) not ready: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
+    ml_log_has 'BPF LSM program is attached: enforce .*, pinned; ' ||
+        { fail 19 "$d" "no 'attached: enforce ..., pinned' in $ML_LOG: $(grep 'module' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    [ -e "$pins/$ML_PID/kernel_read_file" ] ||
+        { fail 19 "$d" "no pinned link $pins/$ML_PID/kernel_read_file: $(find /sys/fs/bpf 2>&1 | tr '\n' ' ')"; return; }
+    ml_stop KILL
+    run 20 trigger finit "$dummy"
+    loaded dummy && { fail 19 "$d" "after a pinned kerneld was killed, denied dummy loaded: $out"; return; }
+    case "$out" in
+        *"Operation not permitted"*) ;;
+        *) fail 19 "$d" "finit_module of dummy with the pinned program: expected EPERM, got: $out"; return ;;
+    esac
+    ml_start "module-loads = enforce" "module-loads-pin = yes" "deny module dummy" ||
+        { fail 19 "$d" "kerneld (pinned, again) not ready"; return; }
+    ml_log_has 'left pinned is replaced by this one' ||
+        { fail 19 "$d" "the restarted kerneld did not replace the pinned program: $(grep 'module' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    left=$(ls "$pins")
+    [ "$left" = "$ML_PID" ] || { fail 19 "$d" "pins after the restart: $left, not only $ML_PID"; return; }
+    run 20 trigger finit "$dummy"
+    loaded dummy && { fail 19 "$d" "denied dummy loaded under the replacing program: $out"; return; }
+    ml_stop TERM
+    left=$(ls "$pins" 2>&1)
+    [ -z "$left" ] || { fail 19 "$d" "pins left after a stop on request: $left"; return; }
+    run 20 trigger finit "$dummy"
+    loaded dummy || { fail 19 "$d" "after a pinned kerneld stopped on request, dummy still refused: $out"; return; }
+    unload dummy
+    note "19: pinned: $(grep -e 'left pinned' -e 'pins in' "$ML_LOG" | tr '\n' ' ')"
     pass 19 "$d"
 }

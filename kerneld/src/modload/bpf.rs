@@ -140,9 +140,58 @@ const PROGRAMS: [(&str, &str); 3] = [
     ("kerneld_module_request", "kernel_module_request"),
 ];
 
-/// The loaded, attached program; dropping it detaches it.
+/// The loaded, attached program; dropping it detaches it (its pins
+/// removed: a kerneld that stops on request leaves nothing attached).
 pub(super) struct Loaded {
     _ebpf: Ebpf,
+    pins: Option<PathBuf>,
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        if let Some(d) = &self.pins {
+            // Gone already when a later kerneld of the key replaced it.
+            match std::fs::remove_dir_all(d) {
+                Ok(()) => log::notice(&format!(
+                    "module loads: the program's pins in {} removed: it is detached",
+                    d.display()
+                )),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::error(&format!(
+                    "module loads: cannot remove the program's pins {}: {e}; it stays \
+                     attached until they are removed",
+                    d.display()
+                )),
+            }
+        }
+    }
+}
+
+/// The directory this kerneld pins its links in, under `pin_dir`, with
+/// the BPF filesystem mounted at /sys/fs/bpf (mounted here if it is not).
+fn pin_here(pin_dir: &Path) -> Result<PathBuf, String> {
+    use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
+    let bpffs = Path::new(super::pin::BPFFS);
+    let mounted = statfs(bpffs).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    if !mounted {
+        nix::mount::mount(
+            Some("bpf"),
+            bpffs,
+            Some("bpf"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            format!(
+                "{} is not a BPF filesystem and mounting one there failed: {}",
+                bpffs.display(),
+                e.desc()
+            )
+        })?;
+    }
+    let mine = pin_dir.join(std::process::id().to_string());
+    std::fs::create_dir_all(&mine).map_err(|e| format!("creating {}: {e}", mine.display()))?;
+    Ok(mine)
 }
 
 fn hint(e: impl std::fmt::Display) -> String {
@@ -156,6 +205,7 @@ fn hint(e: impl std::fmt::Display) -> String {
 pub(super) fn start(
     settings: Settings,
     module_dir: &Path,
+    pin_dir: &Path,
     policy: &Policy,
     backend: Backends,
     host: &super::host::Host,
@@ -204,6 +254,22 @@ pub(super) fn start(
     let stamp = tree_stamp(module_dir);
     judge(&mut map, module_dir, policy, &backend, "judged")?;
 
+    let mut pins = None;
+    if settings.pin {
+        match pin_here(pin_dir) {
+            Ok(d) => pins = Some(d),
+            Err(e) => log::error(&format!(
+                "module-loads-pin = yes: cannot pin the program ({e}); it is attached \
+                 unpinned, and goes with kerneld"
+            )),
+        }
+    }
+    // Pinned links stay if attaching fails half-way: remove them then.
+    let unpin = |pins: &Option<PathBuf>| {
+        if let Some(d) = pins {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    };
     for (name, hook) in PROGRAMS {
         let prog: &mut Lsm = ebpf
             .program_mut(name)
@@ -212,9 +278,47 @@ pub(super) fn start(
             .map_err(|e| format!("program {name}: {e}"))?;
         prog.load(hook, &btf)
             .map_err(|e| hint(format!("loading program {name} for hook {hook}: {e}")))?;
-        prog.attach()
-            .map_err(|e| hint(format!("attaching program {name} to hook {hook}: {e}")))?;
+        let link = prog.attach().map_err(|e| {
+            unpin(&pins);
+            hint(format!("attaching program {name} to hook {hook}: {e}"))
+        })?;
+        if let Some(d) = &pins {
+            let pinned = prog
+                .take_link(link)
+                .map_err(|e| e.to_string())
+                .and_then(|l| {
+                    aya::programs::links::FdLink::from(l)
+                        .pin(d.join(hook))
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(e) = pinned {
+                unpin(&pins);
+                return Err(format!(
+                    "pinning program {name} in {}: {e}; set module-loads-pin = no to run \
+                     it unpinned",
+                    d.display()
+                ));
+            }
+        }
     }
+    // Attached: what an earlier kerneld of the key pinned goes now, not
+    // before, so that loads were never without a program.
+    if let Some(d) = &pins {
+        let (removed, failed) = super::pin::remove_stale(pin_dir, Some(d));
+        for r in removed {
+            log::notice(&format!(
+                "module loads: the program a kerneld (pid {r}) left pinned is replaced by \
+                 this one"
+            ));
+        }
+        for f in failed {
+            log::error(&format!(
+                "module loads: cannot remove a pinned program ({f}): two programs decide \
+                 until it is removed by hand"
+            ));
+        }
+    }
+    super::report::pinned(pins.clone());
 
     let (tx, rx) = std::sync::mpsc::channel();
     let _ = POLICY.set(Mutex::new(tx));
@@ -237,9 +341,9 @@ pub(super) fn start(
         settings.describe(),
         init_module_note(enforce),
         host.describe(),
-        super::report::ON_STOP
+        super::report::on_stop_text(pins.as_deref())
     ));
-    Ok(Loaded { _ebpf: ebpf })
+    Ok(Loaded { _ebpf: ebpf, pins })
 }
 
 /// What enforce mode can and cannot judge: init_module() has no file.

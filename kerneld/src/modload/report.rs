@@ -109,6 +109,8 @@ struct State {
     error: Option<String>,
     host: Option<Host>,
     verdicts: Option<VerdictsDocument>,
+    /// Where the program's links are pinned, when they are.
+    pinned: Option<std::path::PathBuf>,
 }
 
 static STATE: Mutex<Option<State>> = Mutex::new(None);
@@ -140,6 +142,12 @@ pub(super) fn attached(result: Result<(), String>) {
     });
 }
 
+/// The program's links are pinned in `dir` (None: not pinned).
+#[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
+pub(super) fn pinned(dir: Option<std::path::PathBuf>) {
+    with_state(|s| s.pinned = dir);
+}
+
 /// The verdicts in force were worked out.
 pub fn judged(files: usize, denied: usize, unreadable: usize, took: Duration) {
     let at = SystemTime::now()
@@ -156,10 +164,23 @@ pub fn judged(files: usize, denied: usize, unreadable: usize, took: Duration) {
     });
 }
 
-/// What becomes of the program when kerneld stops or dies.
-pub const ON_STOP: &str = "when kerneld stops or dies, the kernel detaches the program: loads \
-                           are then neither seen nor refused (fail open, so that a dead kerneld \
-                           never keeps a storage or network driver from loading)";
+/// What becomes of the program when kerneld stops or dies, the program
+/// pinned in `pinned` or not.
+pub fn on_stop_text(pinned: Option<&std::path::Path>) -> String {
+    match pinned {
+        None => "when kerneld stops or dies, the kernel detaches the program: loads are then \
+                 neither seen nor refused (fail open, so that a dead kerneld never keeps a \
+                 storage or network driver from loading)"
+            .into(),
+        Some(d) => format!(
+            "pinned in {}: if kerneld dies, the program goes on deciding by the verdicts of \
+             that moment, unseen (a module installed since is unknown to it), until a kerneld \
+             of this key starts and replaces it or the directory is removed; when kerneld \
+             stops on request, it removes the pins and the program is detached",
+            kmod_ipc::escape::escape(&d.display().to_string())
+        ),
+    }
+}
 
 /// The status document's `module_loads`.
 pub fn document() -> ModuleLoadsDocument {
@@ -173,7 +194,12 @@ pub fn document() -> ModuleLoadsDocument {
         init_module_loads: word(s.settings.refuse_init_module),
         attached: s.attached,
         error: s.error.clone(),
-        on_stop: OnStop::Detach,
+        on_stop: if s.pinned.is_some() {
+            OnStop::Pinned
+        } else {
+            OnStop::Detach
+        },
+        pinned_in: s.pinned.as_ref().map(|d| d.display().to_string()),
         host: s.host.as_ref().map(HostDocument::of),
         verdicts: s.verdicts.clone(),
         counters: COUNTERS.document(),
@@ -186,6 +212,7 @@ pub fn text(d: &ModuleLoadsDocument) -> String {
         mode: d.mode,
         refuse_unknown: d.unknown_files == Refusal::Refuse,
         refuse_init_module: d.init_module_loads == Refusal::Refuse,
+        pin: d.pinned_in.is_some(),
     };
     if d.mode == Mode::Off {
         return "module loads (BPF LSM): off: only kerneld's own requests are decided\n".into();
@@ -202,7 +229,9 @@ pub fn text(d: &ModuleLoadsDocument) -> String {
         (None, false) => out.push_str("not attached yet\n"),
     }
     if d.attached {
-        out.push_str(ON_STOP);
+        out.push_str(&on_stop_text(
+            d.pinned_in.as_deref().map(std::path::Path::new),
+        ));
         out.push('\n');
     }
     if let Some(h) = &d.host {
@@ -246,13 +275,17 @@ pub enum Refusal {
     Refuse,
 }
 
-/// What becomes of the program when kerneld stops or dies: `detach` (the
-/// kernel detaches it; loads go on unseen and unjudged).
+/// What becomes of the program when kerneld stops or dies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum OnStop {
+    /// The kernel detaches it: loads go on unseen and unjudged.
     Detach,
+    /// Its links are pinned (module-loads-pin): if kerneld dies it goes on
+    /// deciding by the verdicts of that moment; a kerneld that stops on
+    /// request removes the pins.
+    Pinned,
 }
 
 /// Module loads by every loader, seen (and in enforce mode decided) in the
@@ -274,6 +307,9 @@ pub struct ModuleLoadsDocument {
     pub error: Option<String>,
     /// What becomes of it when kerneld stops or dies.
     pub on_stop: OnStop,
+    /// The directory of its pinned links (module-loads-pin); null when
+    /// not pinned.
+    pub pinned_in: Option<String>,
     /// What this host's loaders hand the kernel (worked out at start);
     /// null when off.
     pub host: Option<HostDocument>,
@@ -374,6 +410,7 @@ mod tests {
             attached: false,
             error: None,
             on_stop: OnStop::Detach,
+            pinned_in: None,
             host: None,
             verdicts: None,
             counters: CountersDocument::default(),

@@ -7,6 +7,7 @@ use super::{Backends, Settings};
 use crate::log;
 use crate::policy::Policy;
 use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::programs::links::PinnedLink;
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::os::fd::AsRawFd;
@@ -145,10 +146,19 @@ const PROGRAMS: [(&str, &str); 3] = [
 pub(super) struct Loaded {
     _ebpf: Ebpf,
     pins: Option<PathBuf>,
+    /// The pinned links, held open: unpinned first and closed after, the
+    /// last reference goes with the close, which detaches at once (a pin
+    /// removed alone detaches later, from a kernel work queue).
+    links: Vec<PinnedLink>,
 }
 
 impl Drop for Loaded {
     fn drop(&mut self) {
+        for link in std::mem::take(&mut self.links) {
+            if let Err(e) = link.unpin() {
+                log::error(&format!("module loads: unpinning a link: {e}"));
+            }
+        }
         if let Some(d) = &self.pins {
             // Gone already when a later kerneld of the key replaced it.
             match std::fs::remove_dir_all(d) {
@@ -255,6 +265,7 @@ pub(super) fn start(
     judge(&mut map, module_dir, policy, &backend, "judged")?;
 
     let mut pins = None;
+    let mut links = Vec::new();
     if settings.pin {
         match pin_here(pin_dir) {
             Ok(d) => pins = Some(d),
@@ -291,13 +302,16 @@ pub(super) fn start(
                         .pin(d.join(hook))
                         .map_err(|e| e.to_string())
                 });
-            if let Err(e) = pinned {
-                unpin(&pins);
-                return Err(format!(
-                    "pinning program {name} in {}: {e}; set module-loads-pin = no to run \
-                     it unpinned",
-                    d.display()
-                ));
+            match pinned {
+                Ok(l) => links.push(l),
+                Err(e) => {
+                    unpin(&pins);
+                    return Err(format!(
+                        "pinning program {name} in {}: {e}; set module-loads-pin = no to run \
+                         it unpinned",
+                        d.display()
+                    ));
+                }
             }
         }
     }
@@ -343,7 +357,11 @@ pub(super) fn start(
         host.describe(),
         super::report::on_stop_text(pins.as_deref())
     ));
-    Ok(Loaded { _ebpf: ebpf, pins })
+    Ok(Loaded {
+        _ebpf: ebpf,
+        pins,
+        links,
+    })
 }
 
 /// What enforce mode can and cannot judge: init_module() has no file.

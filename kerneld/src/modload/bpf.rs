@@ -155,8 +155,11 @@ pub(super) struct Loaded {
 impl Drop for Loaded {
     fn drop(&mut self) {
         for link in std::mem::take(&mut self.links) {
-            if let Err(e) = link.unpin() {
-                log::error(&format!("module loads: unpinning a link: {e}"));
+            match link.unpin() {
+                Ok(_) => {}
+                // A later kerneld of the key (a takeover) removed it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::error(&format!("module loads: unpinning a link: {e}")),
             }
         }
         if let Some(d) = &self.pins {

@@ -6,7 +6,9 @@
 #
 # Usage: scripts/bench.sh [kerneld-bench options]   (as root)
 #   --quick     fewer repetitions, a smoke test of the whole run
-#   --no-vm     leave out the VM section
+#   --no-vm     leave out the VM sections (5, 10)
+#   --only LIST sections to run (e.g. --only modload: the BPF LSM program's
+#               cost); results are then only printed, unless --write
 #   --help      every option of kerneld-bench
 #
 # Benchmarks are not tests: nothing here fails on a slow figure.
@@ -19,10 +21,22 @@ scripts/install-deps.sh
 tests/vm/fetch-kernel.sh 6.12 >/dev/null
 # Our kernel with the in-kernel sender (section 5b): built once (5 to
 # 20 minutes), then cached by kernel/build.sh.
-[[ " $* " == *" --no-vm "* ]] || kernel/build.sh >/dev/null
+# Only section 5b boots it: not with --no-vm, nor with an --only without vm.
+only=
+prev=
+for a in "$@"; do
+    [[ $prev == --only ]] && only=$a
+    prev=$a
+done
+if [[ " $* " != *" --no-vm "* ]] && { [[ -z $only ]] || [[ ",$only," == *,vm,* ]]; }; then
+    kernel/build.sh >/dev/null
+fi
 # Release builds, as installed (the shim a static PIE): the bench starts
 # kerneld and the shim, the VM section puts kerneld, kerneld-modprobe,
 # kdstat and kdsend in the guest.
 scripts/build-release.sh
+# With the BPF LSM program, for section 10 (module-loads); off unless
+# configured, so the other sections are unchanged.
+cargo build --release -p kerneld --bin kerneld --features bpf-lsm
 cargo build --release -p kerneld-bench
 exec target/release/kerneld-bench "$@"

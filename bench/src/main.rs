@@ -8,6 +8,7 @@
 
 mod compare;
 mod failover;
+mod modload;
 mod proc;
 mod sections;
 mod stats;
@@ -29,9 +30,9 @@ Usage: kerneld-bench [OPTIONS]
   --quick              fewer repetitions (a smoke test; figures are rough)
   --only LIST          sections to run, comma-separated: floor, decision,
                        throughput, storm, vm, memory, flood, sustained,
-                       failover (default: all); results
+                       failover, modload (default: all); results
                        are then only printed, unless --write
-  --no-vm              skip the VM section (5)
+  --no-vm              skip the VM sections (5 and 10)
   --write              write bench/results/latest.{json,md} even with --only
   --bin-dir DIR        kerneld binaries (default: this program's directory)
   --module-root ROOT   module tree root (default: tests/vm/fetch-kernel.sh 6.12)
@@ -176,6 +177,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "flood",
                 "sustained",
                 "failover",
+                "modload",
             ]
             .contains(&s.as_str())
             {
@@ -188,7 +190,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
 
 impl Opts {
     fn runs(&self, section: &str) -> bool {
-        if section == "vm" && self.no_vm {
+        if (section == "vm" || section == "modload") && self.no_vm {
             return false;
         }
         self.only
@@ -449,6 +451,15 @@ fn main() {
             flood_reps: o.failover_floods,
             flood_messages: o.failover_flood,
         }));
+    }
+    if o.runs("modload") {
+        out.push(modload::run(
+            &repo,
+            &bin_dir,
+            &module_dir,
+            o.vm_rounds,
+            o.vm_per_round,
+        ));
     }
     drop(fair);
 

@@ -61,7 +61,7 @@ pub fn run(repo: &Path, bin_dir: &Path, rounds: usize, per: usize, shim_variants
     eprintln!(
         "kerneld-bench: 5. booting the VM ({rounds} rounds of {per}); this takes a few minutes under TCG"
     );
-    match boot(repo, bin_dir, "6.12", rounds, per, shim_variants) {
+    match boot(repo, bin_dir, "6.12", rounds, per, shim_variants, None) {
         Ok(g) => section(&g),
         Err(s) => s,
     }
@@ -73,13 +73,32 @@ pub fn run_shim(repo: &Path, bin_dir: &Path, rounds: usize, per: usize) -> Secti
     eprintln!(
         "kerneld-bench: 5b. booting our kernel with the in-kernel sender ({rounds} rounds of {per}); the first time kernel/build.sh builds it (5 to 20 minutes)"
     );
-    match boot(repo, bin_dir, "shim", rounds, per, false) {
+    match boot(repo, bin_dir, "shim", rounds, per, false, None) {
         Ok(g) => section_shim(&g),
         Err(mut s) => {
             s.title = SHIM_TITLE.into();
             s
         }
     }
+}
+
+/// Boot bench/vm/run.sh on `series` with `guest` in place of
+/// bench/vm/guest.sh, and parse what the guest printed; Err: why not.
+pub fn boot_guest(
+    repo: &Path,
+    bin_dir: &Path,
+    series: &str,
+    rounds: usize,
+    per: usize,
+    guest: &Path,
+) -> Result<Guest, String> {
+    boot(repo, bin_dir, series, rounds, per, false, Some(guest)).map_err(|s| {
+        let mut why = s.notes.join("; ");
+        if let Some(e) = s.json["errors"].as_array().filter(|e| !e.is_empty()) {
+            why.push_str(&format!("; guest errors: {e:?}"));
+        }
+        why
+    })
 }
 
 /// Boot bench/vm/run.sh on `series` and parse what the guest printed.
@@ -90,10 +109,17 @@ fn boot(
     rounds: usize,
     per: usize,
     shim_variants: bool,
+    guest: Option<&Path>,
 ) -> Result<Guest, Section> {
     let script = repo.join("bench/vm/run.sh");
     let mut child = match Command::new("bash")
         .arg(&script)
+        .args(
+            guest
+                .map(|g| ["--guest".as_ref(), g.as_os_str()])
+                .into_iter()
+                .flatten(),
+        )
         .args(["--series", series])
         .args([
             "--rounds",

@@ -20,6 +20,12 @@
  *       loads it).  One sample of the time from the kill to the link's
  *       creation (measure failover), and one of the kill to the death
  *       (failover-dead).  Then the link is deleted and dummy removed.
+ *   kdvmbench modload N LABEL MODULE.ko
+ *       The cost of a module load itself, for the BPF LSM program's
+ *       hooks: N times finit_module() of MODULE.ko (measure finit), then
+ *       N times init_module() of its bytes read once into memory (measure
+ *       init), each followed by delete_module() (not timed).  MODULE.ko
+ *       must be dummy's, uncompressed.
  *   kdvmbench serve KEY
  *       The floor for the in-kernel sender: the least a daemon can do.  A
  *       queue at KEY (root's, mode 0600) whose every request is answered
@@ -198,7 +204,7 @@ static int serve(const char *key_text)
 
 static void usage(void)
 {
-	fputs("usage: kdvmbench unknown N PREFIX LABEL | kdvmbench dummy N LABEL [MODULE.ko] | kdvmbench failover PID LABEL | kdvmbench serve KEY\n",
+	fputs("usage: kdvmbench unknown N PREFIX LABEL | kdvmbench dummy N LABEL [MODULE.ko] | kdvmbench modload N LABEL MODULE.ko | kdvmbench failover PID LABEL | kdvmbench serve KEY\n",
 	      stderr);
 	exit(2);
 }
@@ -215,6 +221,59 @@ static int unload_dummy(const char *label)
 		}
 		usleep(1000);
 	}
+	return 0;
+}
+
+/* N finit_module() of FILE, then N init_module() of its bytes, each
+ * timed alone; dummy removed after each. */
+static int modload(int n, const char *label, const char *file, long long *f, long long *m)
+{
+	static char image[8 << 20];
+	ssize_t len;
+	int fd, i;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	len = fd < 0 ? -1 : read(fd, image, sizeof(image));
+	if (fd >= 0)
+		close(fd);
+	if (len <= 0 || len == (ssize_t)sizeof(image)) {
+		printf("VMBENCH E modload %s: cannot read %s: %s\n", label, file, strerror(errno));
+		return 1;
+	}
+	for (i = 0; i < n; i++) {
+		long long t0;
+		int r;
+
+		fd = open(file, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			printf("VMBENCH E modload %s: open %s: %s\n", label, file, strerror(errno));
+			return 1;
+		}
+		t0 = now_ns();
+		r = (int)syscall(SYS_finit_module, fd, "", 0);
+		f[i] = now_ns() - t0;
+		close(fd);
+		if (r != 0) {
+			printf("VMBENCH E modload %s: finit_module: %s\n", label, strerror(errno));
+			return 1;
+		}
+		if (unload_dummy(label))
+			return 1;
+	}
+	for (i = 0; i < n; i++) {
+		long long t0 = now_ns();
+		int r = (int)syscall(SYS_init_module, image, (unsigned long)len, "");
+
+		m[i] = now_ns() - t0;
+		if (r != 0) {
+			printf("VMBENCH E modload %s: init_module: %s\n", label, strerror(errno));
+			return 1;
+		}
+		if (unload_dummy(label))
+			return 1;
+	}
+	print_samples("finit", label, f, n);
+	print_samples("init", label, m, n);
 	return 0;
 }
 
@@ -341,6 +400,8 @@ int main(int argc, char **argv)
 		}
 		print_samples("dummy-load", argv[3], a, n);
 		print_samples("dummy-cycle", argv[3], b, n);
+	} else if (strcmp(argv[1], "modload") == 0 && argc == 5) {
+		bad = modload(n, argv[3], argv[4], a, b);
 	} else {
 		usage();
 	}

@@ -87,6 +87,23 @@ schema number):
       is kerneld's shim, without which no request reaches kerneld), error
       (string or null: why it could not be read; path and kerneld_shim
       are then null)
+  module_loads        object     module loads by every loader, through the
+      BPF LSM (module-loads): mode (off, observe or enforce),
+      unknown_files and init_module_loads (allow or refuse), attached
+      (boolean), error (string or null: why not attached), on_stop
+      (detach: when kerneld stops or dies the program goes, and loads are
+      neither seen nor refused; pinned: module-loads-pin, the program
+      outlives a kerneld that dies), pinned_in (string or null: the
+      directory of its pins), host (object or null: kmod_version
+      (integer or null), kernel_decompresses (string or null),
+      module_files (integer), compressed_files (object: format ->
+      integer), compressed_loads (finit_module, init_module or null: how
+      libkmod hands a compressed module to the kernel; init_module is
+      judged by init_module_loads, not by content), summary (string)),
+      verdicts (object or null: files, denied, unreadable, judged_at
+      (integers), duration_ms (number)), counters (integers:
+      finit_module, init_module, requests, allowed, denied, unknown,
+      fallback, refused, would_be_refused, reported, unreadable)
   kernel_shim         object     only while the kerneld_shim module is
       loaded, added by kdstat: the settings key, read_wait_ms,
       reply_wait_ms, fallback (/sys/module/kerneld_shim/parameters/), and
@@ -118,6 +135,9 @@ kerneld_answers_total{result}, kerneld_requests_denied_total,
 kerneld_requests_cached_total, kerneld_requests_merged_total,
 kerneld_messages_malformed_total, kerneld_modules_loaded,
 kerneld_policy_rule_hits_total{rule,origin}, kerneld_module_helper_shim,
+kerneld_module_loads_mode{mode}, kerneld_module_loads_attached,
+kerneld_module_loads_total{syscall}, kerneld_module_load_verdicts_total{verdict},
+kerneld_module_loads_refused_total,
 kerneld_shim_*_total (with kerneld_shim loaded),
 kerneld_journal_lines_dropped_total and kerneld_start_time_seconds; the
 full list is in kdstat(8).  kerneld writes the same into a directory at

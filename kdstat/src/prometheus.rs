@@ -291,6 +291,9 @@ impl Collector for Status {
             )?;
         }
         self.policy(e)?;
+        if let Some(m) = d.get("module_loads").filter(|m| m.is_object()) {
+            module_loads(e, m)?;
+        }
         if let Some(shim) = self.helper {
             one(
                 e,
@@ -354,6 +357,127 @@ impl Status {
     }
 }
 
+/// A gauge family: one series per label set.
+fn gauges<L: EncodeLabelSet>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(L, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut e = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in series {
+        ConstGauge::new(*v).encode(e.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// The series of `module_loads`: the BPF LSM program over every load.
+fn module_loads(e: &mut DescriptorEncoder, m: &Value) -> Result<(), std::fmt::Error> {
+    let c = &m["counters"];
+    let mode: Vec<([(&str, &str); 1], i64)> = ["off", "observe", "enforce"]
+        .into_iter()
+        .map(|x| ([("mode", x)], i64::from(m["mode"] == x)))
+        .collect();
+    gauges(
+        e,
+        "kerneld_module_loads_mode",
+        "The module-loads setting: 1 for the mode in force (off, observe, enforce)",
+        &mode,
+    )?;
+    one(
+        e,
+        "kerneld_module_loads_attached",
+        "Whether the BPF LSM program over module loads is attached",
+        None,
+        ConstGauge::new(i64::from(m["attached"] == true)),
+    )?;
+    counters(
+        e,
+        "kerneld_module_loads",
+        "Module loads the program saw, by system call (finit_module: a file; init_module: an \
+         image from memory)",
+        &[
+            ([("syscall", "finit_module")], uint(&c["finit_module"])),
+            ([("syscall", "init_module")], uint(&c["init_module"])),
+        ],
+    )?;
+    counters(
+        e,
+        "kerneld_module_load_verdicts",
+        "Module loads by the program's verdict: allowed, denied or unknown content \
+         (finit_module), or fallback (an init_module after a refused finit_module)",
+        &[
+            ([("verdict", "allowed")], uint(&c["allowed"])),
+            ([("verdict", "denied")], uint(&c["denied"])),
+            ([("verdict", "unknown")], uint(&c["unknown"])),
+            ([("verdict", "fallback")], uint(&c["fallback"])),
+        ],
+    )?;
+    for (name, field, help) in [
+        (
+            "kerneld_module_loads_refused",
+            "refused",
+            "Module loads the kernel refused on the program's verdict (enforce mode)",
+        ),
+        (
+            "kerneld_module_loads_would_be_refused",
+            "would_be_refused",
+            "Module loads enforce mode would refuse (observe mode)",
+        ),
+        (
+            "kerneld_module_requests_seen",
+            "requests",
+            "Module requests of the kernel the program saw (not loads)",
+        ),
+        (
+            "kerneld_module_load_events",
+            "reported",
+            "Events read from the module load program",
+        ),
+        (
+            "kerneld_module_load_events_unreadable",
+            "unreadable",
+            "Events of the module load program kerneld could not read",
+        ),
+    ] {
+        one(e, name, help, None, ConstCounter::new(uint(&c[field])))?;
+    }
+    if let Some(v) = m["verdicts"].as_object() {
+        one(
+            e,
+            "kerneld_module_load_verdict_files",
+            "Module files judged for the verdicts in force",
+            None,
+            ConstGauge::new(v.get("files").map_or(0, uint) as i64),
+        )?;
+        one(
+            e,
+            "kerneld_module_load_verdicts_denied",
+            "Module contents with a deny verdict",
+            None,
+            ConstGauge::new(v.get("denied").map_or(0, uint) as i64),
+        )?;
+        one(
+            e,
+            "kerneld_module_load_verdicts_build",
+            "How long hashing and judging the module tree took",
+            Some(&Unit::Seconds),
+            ConstGauge::new(v.get("duration_ms").and_then(Value::as_f64).unwrap_or(0.0) / 1000.0),
+        )?;
+    }
+    if let Some(s) = m["host"]["compressed_loads"].as_str() {
+        one(
+            e,
+            "kerneld_module_loads_compressed_by_init_module",
+            "1: this host's libkmod loads compressed modules through init_module, which enforce \
+             mode judges wholesale (module-loads-init-module), not by content",
+            None,
+            ConstGauge::new(i64::from(s == "init_module")),
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,7 +495,13 @@ mod tests {
             "policy": {"mode": "enforce", "rules": [
                 {"rule": "deny request \"x\\y\"\x1bz", "origin": "live", "hits": 2},
                 {"rule": "deny request \"x\\y\"\x1bz", "origin": "live", "hits": 1}]},
-            "kernel_shim": {"requests": 7, "fallback_unread": 2}
+            "kernel_shim": {"requests": 7, "fallback_unread": 2},
+            "module_loads": {"mode": "enforce", "attached": true,
+                "host": {"compressed_loads": "init_module"},
+                "verdicts": {"files": 17, "denied": 1, "duration_ms": 525.0},
+                "counters": {"finit_module": 3, "init_module": 2, "requests": 4,
+                    "allowed": 1, "denied": 2, "unknown": 0, "fallback": 1,
+                    "refused": 3, "would_be_refused": 0, "reported": 9, "unreadable": 0}}
         })
     }
 
@@ -392,6 +522,17 @@ mod tests {
             "kerneld_shim_fallback_unread_total 2\n",
             "kerneld_shim_late_answers_total 0\n",
             "# TYPE kerneld_requests_total counter\n",
+            "kerneld_module_loads_mode{mode=\"enforce\"} 1\n",
+            "kerneld_module_loads_mode{mode=\"observe\"} 0\n",
+            "kerneld_module_loads_attached 1\n",
+            "kerneld_module_loads_total{syscall=\"init_module\"} 2\n",
+            "kerneld_module_load_verdicts_total{verdict=\"denied\"} 2\n",
+            "kerneld_module_load_verdicts_total{verdict=\"fallback\"} 1\n",
+            "kerneld_module_loads_refused_total 3\n",
+            "kerneld_module_requests_seen_total 4\n",
+            "kerneld_module_load_verdict_files 17\n",
+            "kerneld_module_load_verdicts_build_seconds 0.525\n",
+            "kerneld_module_loads_compressed_by_init_module 1\n",
         ] {
             assert!(t.contains(want), "{want:?} missing in:\n{t}");
         }

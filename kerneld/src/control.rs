@@ -101,6 +101,8 @@ pub fn apply(
             // Denials remembered under the old mode must not outlive it.
             o.requests.negcache.lock().unwrap().clear();
             log::notice(&format!("policy {} set live", words[0]));
+            // Nor the module-loads verdicts judged under it.
+            crate::modload::policy_changed(&policy.read().unwrap(), crate::modload::Change::Live);
         }
         [w, ..] if *w == "allow" || *w == "deny" => {
             let rule = match Rule::parse(&words, crate::policy::LIVE) {
@@ -113,6 +115,8 @@ pub fn apply(
             }
             o.requests.negcache.lock().unwrap().clear();
             log::notice(&format!("policy rule added live: {shown}"));
+            // The module-loads verdicts follow, as on SIGHUP.
+            crate::modload::policy_changed(&policy.read().unwrap(), crate::modload::Change::Live);
             return Outcome::ok(policy.read().unwrap().describe());
         }
         [w] if w.starts_with("delay=") => match limits::DELAY.parse(&w[6..]) {

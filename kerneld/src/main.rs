@@ -199,14 +199,28 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
 
 /// Start the BPF LSM program `module-loads` asks for; None when off or
 /// when it could not be started (logged, with what to do).
-fn start_module_loads(cfg: &Config, backend: &Backend) -> Option<kerneld::modload::Running> {
+fn start_module_loads(
+    cfg: &Config,
+    backend: &Backend,
+    key: Key,
+) -> Option<kerneld::modload::Running> {
+    let pin_dir = kerneld::modload::pin::dir_for(&key.to_string());
     if cfg.module_loads.mode == kerneld::modload::Mode::Off {
+        // What a kerneld of this key left pinned does not outlive the
+        // setting.
+        kerneld::modload::pin::remove_left(&pin_dir);
         return None;
     }
     notify::status("starting: attaching the module load program (BPF LSM)");
     let loaders = Arc::clone(&backend.loaders);
     let loaders: kerneld::modload::Backends = Box::new(move || loaders().ok());
-    match kerneld::modload::start(cfg.module_loads, &backend.module_dir, &cfg.policy, loaders) {
+    match kerneld::modload::start(
+        cfg.module_loads,
+        &backend.module_dir,
+        &pin_dir,
+        &cfg.policy,
+        loaders,
+    ) {
         Ok(r) => r,
         Err(e) => {
             log::error(&format!(
@@ -436,7 +450,7 @@ fn build(
     // Module loads by every loader, through the BPF LSM (module-loads):
     // judged and attached before kerneld says it is ready.  A failure is
     // no reason not to serve requests.
-    let module_loads = start_module_loads(&cfg, &backend);
+    let module_loads = start_module_loads(&cfg, &backend, queue.key());
     let (files, dirs) = backend.watched.clone();
     let daemon = Daemon::new(Parts {
         settings,

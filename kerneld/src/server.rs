@@ -259,6 +259,7 @@ impl Daemon {
             policy: Policy::clone(&self.requests.policy()),
             tracing: self.tracer.as_ref().map(|t| t.describe()),
             helper: crate::status::read_helper(),
+            module_loads: crate::modload::report::document(),
         }
     }
 

@@ -164,7 +164,7 @@ fn reload(daemon: &Daemon, config: &Path, required: bool) {
             }
             log::notice(&format!("configuration reloaded from {}", config.display()));
             // The module-loads program's verdicts follow the new rules.
-            kerneld::modload::policy_changed(&daemon.policy());
+            kerneld::modload::policy_changed(&daemon.policy(), kerneld::modload::Change::Reloaded);
             log::event(
                 log::Level::Notice,
                 log::Event::Reloaded,

@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub tracing: Option<String>,
     /// What the kernel runs as its module helper.
     pub helper: Helper,
+    /// Module loads by every loader (module-loads).
+    pub module_loads: crate::modload::report::ModuleLoadsDocument,
 }
 
 /// What `/proc/sys/kernel/modprobe` holds: whether the kernel's requests
@@ -317,6 +319,7 @@ pub fn text(d: &Snapshot) -> String {
         }
         None => out.push_str("requester tracing: unavailable\n"),
     }
+    out.push_str(&crate::modload::report::text(&d.module_loads));
     let _ = writeln!(out, "{}", helper_text(&d.helper));
     out
 }
@@ -454,6 +457,7 @@ pub fn document(d: &Snapshot) -> StatusDocument {
         },
         tracing: d.tracing.clone(),
         helper: HelperDocument::of(&d.helper),
+        module_loads: d.module_loads.clone(),
         kernel_shim: None,
     }
 }
@@ -505,6 +509,8 @@ pub struct StatusDocument {
     pub tracing: Option<String>,
     /// What the kernel runs as its module helper.
     pub helper: HelperDocument,
+    /// Module loads by every loader, through the BPF LSM (module-loads).
+    pub module_loads: crate::modload::report::ModuleLoadsDocument,
     /// Added by kdstat, never sent by kerneld: only while the in-kernel
     /// sender (the kerneld_shim module) is loaded, its settings (strings,
     /// from /sys/module/kerneld_shim/parameters) and counters (integers,
@@ -793,6 +799,7 @@ mod tests {
                 path: "/usr/sbin/kerneld-modprobe".into(),
                 shim: true,
             },
+            module_loads: crate::modload::report::document(),
         }
     }
 
@@ -874,6 +881,28 @@ mod tests {
             ".loaded_modules[].requester.pid",
             ".loaded_modules[].requester.uid",
             ".loaded_modules[].unused_sweeps",
+            ".module_loads",
+            ".module_loads.attached",
+            ".module_loads.counters",
+            ".module_loads.counters.allowed",
+            ".module_loads.counters.denied",
+            ".module_loads.counters.fallback",
+            ".module_loads.counters.finit_module",
+            ".module_loads.counters.init_module",
+            ".module_loads.counters.refused",
+            ".module_loads.counters.reported",
+            ".module_loads.counters.requests",
+            ".module_loads.counters.unknown",
+            ".module_loads.counters.unreadable",
+            ".module_loads.counters.would_be_refused",
+            ".module_loads.error",
+            ".module_loads.host",
+            ".module_loads.init_module_loads",
+            ".module_loads.mode",
+            ".module_loads.on_stop",
+            ".module_loads.pinned_in",
+            ".module_loads.unknown_files",
+            ".module_loads.verdicts",
             ".next_sweep_seconds",
             ".pid",
             ".policy",

@@ -169,6 +169,12 @@ fn kdstat_prometheus_passes_promtool_and_counts_the_traffic() {
         ("kerneld_policy_rules", 1),
         ("kerneld_module_helper_shim", 1),
         ("kerneld_journal_lines_dropped_total", 0),
+        // module-loads is off: no program, nothing seen.
+        ("kerneld_module_loads_mode{mode=\"off\"}", 1),
+        ("kerneld_module_loads_mode{mode=\"enforce\"}", 0),
+        ("kerneld_module_loads_attached", 0),
+        ("kerneld_module_loads_total{syscall=\"finit_module\"}", 0),
+        ("kerneld_module_load_verdicts_total{verdict=\"denied\"}", 0),
     ] {
         assert_eq!(value(t, series), want as f64, "{series} in:\n{t}");
     }

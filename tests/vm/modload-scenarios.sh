@@ -60,9 +60,10 @@ ml_plain() {
     esac
 }
 ml_file() { find "/lib/modules/$(uname -r)" -name "$1.ko*" | head -n 1; }
+ml_dummy_loads() { run 20 trigger finit "$dummy"; loaded dummy; }
 
 scenario_module_loads() {
-    scenario 19 "module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, a libkmod loader in-process, an unknown file and init_module as configured, a changed tree judged again (enforce); kerneld killed: loads as without it"
+    scenario 19 "module loads by any loader seen through the BPF LSM: reported with their caller, a denied one as would be refused (observe); a denied file's finit_module refused by content, a copy too, root's insmod and modprobe with their init_module fallback, a libkmod loader in-process, an unknown file and init_module as configured, a changed tree judged again, a rule added live too (enforce); kerneld killed: loads as without it, or refused still when pinned, the pins replaced by the next kerneld and removed by a stop"
     if ! grep -q bpf /sys/kernel/security/lsm 2>/dev/null; then
         mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
     fi
@@ -180,6 +181,22 @@ scenario_module_loads() {
     loaded veth && { fail "a file whose content became denied still loaded: $out"; return; }
     ml_log_has "finit_module of /tmp/unknown.ko by trigger.*: refused (its content has a deny verdict)" ||
         { fail "the new verdict's refusal not reported"; return; }
+    # A rule added live (kdstat, no SIGHUP) reaches the verdicts.
+    out=$(KERNELD_KEY=$ML_KEY timeout 5 kdstat deny module veth 2>&1) ||
+        { fail "kdstat deny module veth failed: $out"; return; }
+    ml_log_has 'policy changed live: judged' ||
+        { fail "no 'policy changed live: judged' after a rule added live"; return; }
+    run 20 trigger finit "$veth"
+    loaded veth && { fail "veth loaded after a live rule denied it: $out"; return; }
+    ml_log_has "finit_module of $veth$ML_Z by trigger.*: refused (its content has a deny verdict)" ||
+        { fail "the live rule's refusal not reported"; return; }
+    st=$(KERNELD_KEY=$ML_KEY timeout 5 kdstat --json 2>&1 | tr -d ' \n')
+    case "$st" in
+        *'"module_loads":{'*'"attached":true'*) ;;
+        *) fail "kdstat --json does not say the program is attached: $st"; return ;;
+    esac
+    note "19: live rule: $(grep 'policy changed live' "$ML_LOG" | tail -n 1)"
+    note "19: status: $(KERNELD_KEY=$ML_KEY timeout 5 kdstat | grep -A3 '^module loads' | tr '\n' ' ')"
     ml_stop TERM
 
     # Unknown files and init_module refused when configured so.
@@ -217,5 +234,45 @@ scenario_module_loads() {
     run 20 trigger finit "$dummy"
     loaded dummy || { fail "after kerneld was killed, dummy still refused: $out"; return; }
     unload dummy
+
+    # Pinned (module-loads-pin): killed, kerneld leaves the program
+    # refusing; the next kerneld replaces it (one program after); stopped
+    # on request, it removes its pins and loads are as without kerneld.
+    pins=/sys/fs/bpf/kerneld/$ML_KEY
+    ml_start "module-loads = enforce" "module-loads-pin = yes" "deny module dummy" ||
+        { fail "kerneld (pinned) not ready: $(tail -n 5 "$ML_LOG" | tr '\n' ' ')"; return; }
+    ml_log_has 'BPF LSM program is attached: enforce .*, pinned; ' ||
+        { fail "no 'attached: enforce ..., pinned' in $ML_LOG: $(grep 'module' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    [ -e "$pins/$ML_PID/kernel_read_file" ] ||
+        { fail "no pinned link $pins/$ML_PID/kernel_read_file: $(find /sys/fs/bpf 2>&1 | tr '\n' ' ')"; return; }
+    ml_stop KILL
+    run 20 trigger finit "$dummy"
+    loaded dummy && { fail "after a pinned kerneld was killed, denied dummy loaded: $out"; return; }
+    case "$out" in
+        *"Operation not permitted"*) ;;
+        *) fail "finit_module of dummy with the pinned program: expected EPERM, got: $out"; return ;;
+    esac
+    ml_start "module-loads = enforce" "module-loads-pin = yes" "deny module dummy" ||
+        { fail "kerneld (pinned, again) not ready"; return; }
+    ml_log_has 'left pinned is replaced by this one' ||
+        { fail "the restarted kerneld did not replace the pinned program: $(grep 'module' "$ML_LOG" | tail -n 3 | tr '\n' ' ')"; return; }
+    left=$(ls "$pins")
+    [ "$left" = "$ML_PID" ] || { fail "pins after the restart: $left, not only $ML_PID"; return; }
+    run 20 trigger finit "$dummy"
+    loaded dummy && { fail "denied dummy loaded under the replacing program: $out"; return; }
+    ml_stop TERM
+    left=$(ls "$pins" 2>&1)
+    [ -z "$left" ] || { fail "pins left after a stop on request: $left"; return; }
+    run 20 trigger finit "$dummy"
+    if ! loaded dummy; then
+        # kerneld closes its links after unpinning them, which detaches
+        # the program before it exits; a pin removed alone detaches it a
+        # moment later, from a kernel work queue.
+        note "19: pinned: the first load after the stop was refused: $out"
+        wait_until 5 ml_dummy_loads ||
+            { fail "after a pinned kerneld stopped on request, dummy still refused: $out"; return; }
+    fi
+    unload dummy
+    note "19: pinned: $(grep -e 'left pinned' -e 'pins in' "$ML_LOG" | tr '\n' ' ')"
     pass
 }

@@ -7,6 +7,7 @@ use super::{Backends, Settings};
 use crate::log;
 use crate::policy::Policy;
 use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::programs::links::PinnedLink;
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::os::fd::AsRawFd;
@@ -19,15 +20,18 @@ use std::time::{Duration, Instant};
 type VerdictMap = HashMap<MapData, [u8; 32], u32>;
 
 /// Where a new policy (SIGHUP) goes to the verdict thread.
-static POLICY: OnceLock<Mutex<Sender<Policy>>> = OnceLock::new();
+static POLICY: OnceLock<Mutex<Sender<(Policy, super::Change)>>> = OnceLock::new();
 
 /// How often the module tree is looked at for changes.
 const TREE_POLL: Duration = Duration::from_secs(2);
 
 /// The policy changed: judge the tree again.
-pub(super) fn policy_changed(p: &Policy) {
+pub(super) fn policy_changed(p: &Policy, why: super::Change) {
     if let Some(tx) = POLICY.get() {
-        let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send(p.clone());
+        let _ = tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send((p.clone(), why));
     }
 }
 
@@ -74,6 +78,8 @@ fn judge(
     for k in &stale {
         let _ = map.remove(k);
     }
+    let took = t.elapsed();
+    super::report::judged(v.files, v.denied, v.unreadable.len(), took);
     log::notice(&format!(
         "module loads: {what} {} module files in {} ({} contents denied, {} stale verdicts \
          dropped) in {} ms",
@@ -81,17 +87,8 @@ fn judge(
         dir.display(),
         v.denied,
         stale.len(),
-        t.elapsed().as_millis()
+        took.as_millis()
     ));
-    if v.compressed > 0 && what == "judged" {
-        log::notice(&format!(
-            "module loads: {} of the {} module files are compressed: libkmod before kmod 31 \
-             (Debian 12) loads those in process (kerneld, systemd-udevd) through init_module(), \
-             which carries no file and follows module-loads-init-module, not the verdicts; \
-             modprobe and insmod try finit_module() first and are judged",
-            v.compressed, v.files
-        ));
-    }
     for u in &v.unreadable {
         log::warn(&format!(
             "module loads: not judged (unknown to the program): {u}"
@@ -101,20 +98,23 @@ fn judge(
 }
 
 /// Judge the tree again when it changes (a module installed, replaced,
-/// removed) or the policy does (SIGHUP).
+/// removed) or the policy does (SIGHUP, or a rule or mode set live).
 fn keep_judging(
     mut map: VerdictMap,
     dir: PathBuf,
     mut policy: Policy,
     backend: Backends,
     mut stamp: Vec<(PathBuf, u64, i64, i64, u64)>,
-    rx: Receiver<Policy>,
+    rx: Receiver<(Policy, super::Change)>,
 ) {
     loop {
         let what = match rx.recv_timeout(TREE_POLL) {
-            Ok(p) => {
+            Ok((p, why)) => {
                 policy = p;
-                "policy reloaded: judged"
+                match why {
+                    super::Change::Reloaded => "policy reloaded: judged",
+                    super::Change::Live => "policy changed live: judged",
+                }
             }
             Err(RecvTimeoutError::Timeout) => {
                 let now = tree_stamp(&dir);
@@ -141,9 +141,70 @@ const PROGRAMS: [(&str, &str); 3] = [
     ("kerneld_module_request", "kernel_module_request"),
 ];
 
-/// The loaded, attached program; dropping it detaches it.
+/// The loaded, attached program; dropping it detaches it (its pins
+/// removed: a kerneld that stops on request leaves nothing attached).
 pub(super) struct Loaded {
     _ebpf: Ebpf,
+    pins: Option<PathBuf>,
+    /// The pinned links, held open: unpinned first and closed after, the
+    /// last reference goes with the close, which detaches at once (a pin
+    /// removed alone detaches later, from a kernel work queue).
+    links: Vec<PinnedLink>,
+}
+
+impl Drop for Loaded {
+    fn drop(&mut self) {
+        for link in std::mem::take(&mut self.links) {
+            match link.unpin() {
+                Ok(_) => {}
+                // A later kerneld of the key (a takeover) removed it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::error(&format!("module loads: unpinning a link: {e}")),
+            }
+        }
+        if let Some(d) = &self.pins {
+            // Gone already when a later kerneld of the key replaced it.
+            match std::fs::remove_dir_all(d) {
+                Ok(()) => log::notice(&format!(
+                    "module loads: the program's pins in {} removed: it is detached",
+                    d.display()
+                )),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::error(&format!(
+                    "module loads: cannot remove the program's pins {}: {e}; it stays \
+                     attached until they are removed",
+                    d.display()
+                )),
+            }
+        }
+    }
+}
+
+/// The directory this kerneld pins its links in, under `pin_dir`, with
+/// the BPF filesystem mounted at /sys/fs/bpf (mounted here if it is not).
+fn pin_here(pin_dir: &Path) -> Result<PathBuf, String> {
+    use nix::sys::statfs::{statfs, BPF_FS_MAGIC};
+    let bpffs = Path::new(super::pin::BPFFS);
+    let mounted = statfs(bpffs).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC);
+    if !mounted {
+        nix::mount::mount(
+            Some("bpf"),
+            bpffs,
+            Some("bpf"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            format!(
+                "{} is not a BPF filesystem and mounting one there failed: {}",
+                bpffs.display(),
+                e.desc()
+            )
+        })?;
+    }
+    let mine = pin_dir.join(std::process::id().to_string());
+    std::fs::create_dir_all(&mine).map_err(|e| format!("creating {}: {e}", mine.display()))?;
+    Ok(mine)
 }
 
 fn hint(e: impl std::fmt::Display) -> String {
@@ -157,8 +218,10 @@ fn hint(e: impl std::fmt::Display) -> String {
 pub(super) fn start(
     settings: Settings,
     module_dir: &Path,
+    pin_dir: &Path,
     policy: &Policy,
     backend: Backends,
+    host: &super::host::Host,
 ) -> Result<Loaded, String> {
     // Without securityfs mounted the list cannot be read: then loading
     // the program says whether the BPF LSM is there.
@@ -204,6 +267,23 @@ pub(super) fn start(
     let stamp = tree_stamp(module_dir);
     judge(&mut map, module_dir, policy, &backend, "judged")?;
 
+    let mut pins = None;
+    let mut links = Vec::new();
+    if settings.pin {
+        match pin_here(pin_dir) {
+            Ok(d) => pins = Some(d),
+            Err(e) => log::error(&format!(
+                "module-loads-pin = yes: cannot pin the program ({e}); it is attached \
+                 unpinned, and goes with kerneld"
+            )),
+        }
+    }
+    // Pinned links stay if attaching fails half-way: remove them then.
+    let unpin = |pins: &Option<PathBuf>| {
+        if let Some(d) = pins {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    };
     for (name, hook) in PROGRAMS {
         let prog: &mut Lsm = ebpf
             .program_mut(name)
@@ -212,9 +292,50 @@ pub(super) fn start(
             .map_err(|e| format!("program {name}: {e}"))?;
         prog.load(hook, &btf)
             .map_err(|e| hint(format!("loading program {name} for hook {hook}: {e}")))?;
-        prog.attach()
-            .map_err(|e| hint(format!("attaching program {name} to hook {hook}: {e}")))?;
+        let link = prog.attach().map_err(|e| {
+            unpin(&pins);
+            hint(format!("attaching program {name} to hook {hook}: {e}"))
+        })?;
+        if let Some(d) = &pins {
+            let pinned = prog
+                .take_link(link)
+                .map_err(|e| e.to_string())
+                .and_then(|l| {
+                    aya::programs::links::FdLink::from(l)
+                        .pin(d.join(hook))
+                        .map_err(|e| e.to_string())
+                });
+            match pinned {
+                Ok(l) => links.push(l),
+                Err(e) => {
+                    unpin(&pins);
+                    return Err(format!(
+                        "pinning program {name} in {}: {e}; set module-loads-pin = no to run \
+                         it unpinned",
+                        d.display()
+                    ));
+                }
+            }
+        }
     }
+    // Attached: what an earlier kerneld of the key pinned goes now, not
+    // before, so that loads were never without a program.
+    if let Some(d) = &pins {
+        let (removed, failed) = super::pin::remove_stale(pin_dir, Some(d));
+        for r in removed {
+            log::notice(&format!(
+                "module loads: the program a kerneld (pid {r}) left pinned is replaced by \
+                 this one"
+            ));
+        }
+        for f in failed {
+            log::error(&format!(
+                "module loads: cannot remove a pinned program ({f}): two programs decide \
+                 until it is removed by hand"
+            ));
+        }
+    }
+    super::report::pinned(pins.clone());
 
     let (tx, rx) = std::sync::mpsc::channel();
     let _ = POLICY.set(Mutex::new(tx));
@@ -233,11 +354,17 @@ pub(super) fn start(
         .spawn(move || read_events(ring))
         .map_err(|e| format!("cannot start the module load reader thread: {e}"))?;
     log::notice(&format!(
-        "module loads: the BPF LSM program is attached: {}{}",
+        "module loads: the BPF LSM program is attached: {}{}; {}; {}",
         settings.describe(),
-        init_module_note(enforce)
+        init_module_note(enforce),
+        host.describe(),
+        super::report::on_stop_text(pins.as_deref())
     ));
-    Ok(Loaded { _ebpf: ebpf })
+    Ok(Loaded {
+        _ebpf: ebpf,
+        pins,
+        links,
+    })
 }
 
 /// What enforce mode can and cannot judge: init_module() has no file.
@@ -272,9 +399,12 @@ fn read_events(mut ring: RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             match LoadEvent::parse(&item) {
                 Some(e) => report(&e),
-                None => log::warn(
-                    "module loads: an event kerneld cannot read (program and daemon out of step)",
-                ),
+                None => {
+                    super::report::count_unreadable();
+                    log::warn(
+                        "module loads: an event kerneld cannot read (program and daemon out of step)",
+                    )
+                }
             }
         }
     }
@@ -320,5 +450,6 @@ fn report(e: &LoadEvent) {
     if let Some(m) = e.audit_message() {
         crate::audit::record(m);
     }
+    super::report::count(e);
     super::remember(e);
 }

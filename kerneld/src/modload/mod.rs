@@ -4,15 +4,24 @@
 //!
 //! - `event`: one event of the program, read from its ring buffer
 //! - `verdicts`: the module tree judged by the module rules, by content
+//! - `host`: what this host's loaders hand the kernel (what enforce mode
+//!   can judge by content)
+//! - `report`: the status of it all, and the loads counted
+//! - `pin`: the program's links pinned, to outlive a kerneld that dies
 //! - `bpf` (feature `bpf-lsm`): loading the program, filling its maps,
 //!   reading its events
 //!
 //! The program lives while kerneld holds it: when kerneld stops or dies,
 //! the kernel detaches it and loads are as without kerneld (fail open, so
 //! that a dead kerneld never keeps a storage or network driver from
-//! loading at boot).
+//! loading at boot).  With `module-loads-pin = yes` its links are pinned,
+//! and it outlives a kerneld that dies (fail closed, by the verdicts of
+//! that moment) until a kerneld starts again or the pins are removed.
 
 pub mod event;
+pub mod host;
+pub mod pin;
+pub mod report;
 pub mod verdicts;
 
 #[cfg(feature = "bpf-lsm")]
@@ -24,7 +33,9 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 /// What kerneld does with module loads that are not its own requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// No program (the default).
     #[default]
@@ -45,6 +56,8 @@ pub struct Settings {
     /// Refuse (enforce mode) every init_module(): a module image from
     /// memory, with no file to judge.
     pub refuse_init_module: bool,
+    /// Pin the program's links, so that it outlives a kerneld that dies.
+    pub pin: bool,
 }
 
 impl Settings {
@@ -70,6 +83,13 @@ impl Settings {
             }
             "module-loads-unknown" => self.refuse_unknown = refuse(value)?,
             "module-loads-init-module" => self.refuse_init_module = refuse(value)?,
+            "module-loads-pin" => {
+                self.pin = match value {
+                    "yes" => true,
+                    "no" => false,
+                    _ => return Err(format!("module-loads-pin is yes or no, not {value:?}")),
+                }
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -77,11 +97,12 @@ impl Settings {
 
     pub fn describe(&self) -> String {
         let word = |r: bool| if r { "refuse" } else { "allow" };
+        let pinned = if self.pin { ", pinned" } else { "" };
         match self.mode {
             Mode::Off => "off".into(),
-            Mode::Observe => "observe".into(),
+            Mode::Observe => format!("observe{pinned}"),
             Mode::Enforce => format!(
-                "enforce (unknown files: {}, init_module: {})",
+                "enforce (unknown files: {}, init_module: {}){pinned}",
                 word(self.refuse_unknown),
                 word(self.refuse_init_module)
             ),
@@ -142,10 +163,20 @@ pub fn why_text(name: &str) -> String {
 /// Opens a module backend, for the provenance of module files.
 pub type Backends = Box<dyn Fn() -> Option<Box<dyn crate::backend::Loader + Send>> + Send>;
 
-/// The policy changed (SIGHUP): the verdicts are worked out again.
-pub fn policy_changed(_policy: &crate::policy::Policy) {
+/// Why the policy changed, for the log line of the judging it causes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// SIGHUP reloaded the configuration.
+    Reloaded,
+    /// kdstat added a rule or set the mode live.
+    Live,
+}
+
+/// The policy changed: the verdicts are worked out again, so that the
+/// program refuses what the requests' policy denies from now on.
+pub fn policy_changed(_policy: &crate::policy::Policy, _why: Change) {
     #[cfg(feature = "bpf-lsm")]
-    bpf::policy_changed(_policy);
+    bpf::policy_changed(_policy, _why);
 }
 
 /// One load of a module as `why` (JSON) tells it.
@@ -212,29 +243,55 @@ pub struct Running {
 /// `why`.  Err: why it could not, and what to do.
 ///
 /// `backend` opens a module backend, for the provenance of module files.
+/// `pin_dir`: where this kerneld's key pins the program
+/// ([`pin::dir_for`]); what an earlier kerneld left there is replaced, or
+/// removed when this one does not pin.
 pub fn start(
     settings: Settings,
     module_dir: &std::path::Path,
+    pin_dir: &std::path::Path,
     policy: &crate::policy::Policy,
     backend: Backends,
 ) -> Result<Option<Running>, String> {
     if settings.mode == Mode::Off {
+        report::started(settings, None);
+        pin::remove_left(pin_dir);
         return Ok(None);
     }
+    // Once, before the program: what its verdicts can reach here.
+    let host = host::Host::read(module_dir);
+    report::started(settings, Some(host.clone()));
     #[cfg(feature = "bpf-lsm")]
-    {
-        bpf::start(settings, module_dir, policy, backend)
-            .map(|inner| Some(Running { _inner: inner }))
-    }
+    let r = bpf::start(settings, module_dir, pin_dir, policy, backend, &host)
+        .map(|inner| Some(Running { _inner: inner }));
     #[cfg(not(feature = "bpf-lsm"))]
-    {
-        let _ = (module_dir, policy, backend);
+    let r = {
+        let _ = (module_dir, policy, backend, host);
         Err(
             "module-loads is set, but this kerneld was built without the BPF LSM program \
              (cargo feature bpf-lsm); module loads other than kerneld's own are not seen"
                 .into(),
         )
+    };
+    let r = r.map_err(|e| {
+        let left = std::fs::read_dir(pin_dir).is_ok_and(|mut d| d.next().is_some());
+        if settings.pin && left {
+            format!(
+                "{e}; what an earlier kerneld pinned in {} stays attached, deciding by its \
+                 verdicts",
+                pin_dir.display()
+            )
+        } else {
+            e
+        }
+    });
+    report::attached(r.as_ref().map(|_| ()).map_err(Clone::clone));
+    // Not pinning: nothing an earlier kerneld pinned stays (when pinning,
+    // the new program replaced it, or it stays if none could be attached).
+    if !settings.pin {
+        pin::remove_left(pin_dir);
     }
+    r
 }
 
 #[cfg(test)]
@@ -252,6 +309,12 @@ mod tests {
         assert_eq!(
             s.describe(),
             "enforce (unknown files: refuse, init_module: allow)"
+        );
+        assert_eq!(s.set("module-loads-pin", "yes"), Ok(true));
+        assert!(s.set("module-loads-pin", "refuse").is_err());
+        assert_eq!(
+            s.describe(),
+            "enforce (unknown files: refuse, init_module: allow), pinned"
         );
     }
 }

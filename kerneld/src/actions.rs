@@ -14,7 +14,6 @@ use crate::{log, log_debug};
 use kmod_ipc::{MessageView, MsgType};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// The thread id of a worker (the "pid" of the classic status).
 fn tid() -> i32 {
@@ -48,7 +47,6 @@ pub(crate) fn submit(
     let waiter = Waiter {
         request: msg.to_message(),
         requester,
-        arrived: Instant::now(),
     };
     let new = jobs.join_or_create(work, msg.text, &identity, waiter);
     drop(jobs);
@@ -116,13 +114,14 @@ fn run_job(d: &Arc<Daemon>, id: u64) {
 
 /// Type 2: what `modprobe -q NAME` does, with policy in front, decided
 /// and loaded on this thread (the one request path; see `request.rs`).
-pub fn request_module(d: &Daemon, name: &str, who: Option<&Requester>) -> Outcome {
+#[cfg(test)]
+pub(crate) fn request_module(d: &Daemon, name: &str, who: Option<&Requester>) -> Outcome {
     let answer = answer_request(d, name, who);
     answer.line.emit(who);
     answer.outcome
 }
 
-/// [`request_module`] with its log line left to the caller.
+/// A type 2 request answered, its log line left to the caller.
 fn answer_request(d: &Daemon, name: &str, who: Option<&Requester>) -> Settled {
     let identity = d.requests.identity(who);
     let ask = Ask::new(name, who, &identity);
@@ -145,7 +144,7 @@ fn load_planned(d: &Daemon, name: &str, who: Option<&Requester>, p: Planned) -> 
 
 /// Type 3: unload now, never forced, with the recorded dependencies
 /// only it held.
-pub fn release_module(d: &Daemon, name: &str) -> Outcome {
+pub(crate) fn release_module(d: &Daemon, name: &str) -> Outcome {
     let keep = d.config().keep_modules.clone();
     let r = d.contexts.with(|sys| {
         // delete_module() answers ENOENT for these, whose errno text
@@ -200,7 +199,7 @@ pub fn timer_loop(d: &Arc<Daemon>) {
 }
 
 /// One idle sweep (unless `keep`, or a load is in progress, as in 1996).
-pub fn sweep(d: &Daemon) -> Removal {
+pub(crate) fn sweep(d: &Daemon) -> Removal {
     if d.settings().keep || d.jobs.lock().unwrap().any_of(MsgType::RequestModule) {
         return Removal::default();
     }

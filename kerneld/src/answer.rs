@@ -14,7 +14,7 @@ use std::fmt::{self, Write as _};
 /// What became of a request_module.  `name` is the name asked for,
 /// borrowed from the request while it is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer<'a> {
+pub(crate) enum Answer<'a> {
     /// The name resolves to no module.
     NotFound { name: Cow<'a, str> },
     /// Resolving the name failed (the index could not be read).
@@ -45,7 +45,7 @@ pub enum Answer<'a> {
 /// What an answer was, without its details: what the status ring keeps
 /// for `why`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     NotFound,
     Failed,
     Denied,
@@ -56,14 +56,14 @@ pub enum Kind {
 
 impl Answer<'_> {
     /// The reply's status: 0 for what modprobe -q exits 0 for.
-    pub fn status(&self) -> i64 {
+    pub(crate) fn status(&self) -> i64 {
         match self.kind() {
             Kind::Blacklisted | Kind::AlreadyLoaded | Kind::Loaded => 0,
             Kind::NotFound | Kind::Failed | Kind::Denied => 1,
         }
     }
 
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         match self {
             Answer::NotFound { .. } => Kind::NotFound,
             Answer::ResolveFailed { .. }
@@ -78,7 +78,7 @@ impl Answer<'_> {
     }
 
     /// The reply text, in one allocation: a quick answer counts them.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let extra = match self {
             Answer::Blacklisted { modules, .. } => modules.iter().map(|m| m.len() + 1).sum(),
             Answer::InsertFailed { module, .. } => module.len() + 64,
@@ -105,7 +105,7 @@ impl Answer<'_> {
     }
 
     /// The same answer, owning its name (for the negative cache).
-    pub fn into_owned(self) -> Answer<'static> {
+    pub(crate) fn into_owned(self) -> Answer<'static> {
         let own = |n: Cow<'_, str>| Cow::Owned(n.into_owned());
         match self {
             Answer::NotFound { name } => Answer::NotFound { name: own(name) },

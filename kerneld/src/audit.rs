@@ -23,12 +23,11 @@ use nix::sys::socket::{
     SockType,
 };
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::OnceLock;
 
 /// AUDIT_TRUSTED_APP (linux/audit.h): a trusted application's message.
-pub const AUDIT_TRUSTED_APP: u16 = 1121;
+pub(crate) const AUDIT_TRUSTED_APP: u16 = 1121;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLMSG_ERROR: u16 = 0x2;
@@ -36,16 +35,6 @@ const NLMSG_ERROR: u16 = 0x2;
 const BACKLOG: usize = 256;
 
 static SENDER: OnceLock<SyncSender<String>> = OnceLock::new();
-static SENT: AtomicU64 = AtomicU64::new(0);
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-
-/// Records sent, and records lost (queue full, or refused by the kernel).
-pub fn counts() -> (u64, u64) {
-    (
-        SENT.load(Ordering::Relaxed),
-        DROPPED.load(Ordering::Relaxed),
-    )
-}
 
 /// Start the sender thread, which opens the audit socket; without audit,
 /// say so once (the records are then skipped).  The socket is opened in
@@ -84,7 +73,6 @@ pub fn start() {
             };
             for msg in rx.iter() {
                 if let Err(e) = send(&fd, &msg) {
-                    DROPPED.fetch_add(1, Ordering::Relaxed);
                     crate::log::warn(&format!(
                         "audit records of denials are not sent: the kernel refused one: {}{}",
                         crate::errno::errno_text(e),
@@ -95,12 +83,9 @@ pub fn start() {
                         }
                     ));
                     // Refusals do not mend: the records stop here.
-                    for _ in rx.iter() {
-                        DROPPED.fetch_add(1, Ordering::Relaxed);
-                    }
+                    for _ in rx.iter() {}
                     return;
                 }
-                SENT.fetch_add(1, Ordering::Relaxed);
             }
         });
     match spawned {
@@ -152,7 +137,7 @@ fn send(fd: &OwnedFd, msg: &str) -> Result<(), Errno> {
 
 /// A netlink message of `kind` carrying `msg` and its NUL, as libaudit
 /// sends it (the kernel drops the last byte).
-pub fn packet(kind: u16, msg: &str) -> Vec<u8> {
+pub(crate) fn packet(kind: u16, msg: &str) -> Vec<u8> {
     let len = 16 + msg.len() + 1;
     let mut p = Vec::with_capacity(len.next_multiple_of(4));
     p.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -170,7 +155,7 @@ pub fn packet(kind: u16, msg: &str) -> Vec<u8> {
 /// uppercase hex when it has a quote, a space, a control character or a
 /// byte outside ASCII (`audit_log_n_untrustedstring`), so that nobody can
 /// forge a field.
-pub fn encode(value: &str) -> String {
+pub(crate) fn encode(value: &str) -> String {
     let plain = value
         .bytes()
         .all(|b| b != b'"' && (0x21..=0x7e).contains(&b));
@@ -192,7 +177,7 @@ pub(crate) fn exe() -> &'static str {
 
 /// The text of the record of a denial (`would`: audit mode's would-deny)
 /// of request `name`, which would load `modules`, by `rule`.
-pub fn message(
+pub(crate) fn message(
     name: &str,
     modules: &[String],
     rule: &str,
@@ -236,27 +221,28 @@ pub fn message(
 }
 
 /// Record a denial, or a would-deny; never waits.
-pub fn denial(name: &str, modules: &[String], rule: &str, would: bool, who: Option<&Requester>) {
+pub(crate) fn denial(
+    name: &str,
+    modules: &[String],
+    rule: &str,
+    would: bool,
+    who: Option<&Requester>,
+) {
     let Some(tx) = SENDER.get() else {
         return;
     };
-    match tx.try_send(message(name, modules, rule, would, who)) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+    // A full backlog drops the record rather than wait.
+    let _ = tx.try_send(message(name, modules, rule, would, who));
 }
 
 /// Send a record made elsewhere (the module loads of `modload`); never
 /// waits.
-pub fn record(msg: String) {
+#[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
+pub(crate) fn record(msg: String) {
     let Some(tx) = SENDER.get() else {
         return;
     };
-    if tx.try_send(msg).is_err() {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-    }
+    let _ = tx.try_send(msg);
 }
 
 #[cfg(test)]

@@ -26,20 +26,20 @@ See kerneld(8), kerneld(7) for the protocol, kdstat(8) to watch and tune it."
 pub struct Cli {
     /// Classic words: `debug`, `keep`, `delay=<seconds>`, `type=<message number>`.
     #[arg(value_name = "WORD")]
-    pub words: Vec<String>,
+    pub(crate) words: Vec<String>,
 
     /// Log every message received (also `debug`).
     #[arg(long)]
-    pub debug: bool,
+    pub(crate) debug: bool,
 
     /// Never unload idle modules (also `keep`).
     #[arg(long)]
-    pub keep: bool,
+    pub(crate) keep: bool,
 
     /// Seconds between sweeps for idle modules, and the delay of a delayed
     /// release, 1 to 604800 (also `delay=N`; default 60).
     #[arg(long, value_name = "SECONDS", value_parser = |s: &str| limits::DELAY.parse(s))]
-    pub delay: Option<u64>,
+    pub(crate) delay: Option<u64>,
 
     /// Serve only this message type, 1 to 1023 (256: arp); negative N
     /// serves every type up to |N|, at most 255 (also `type=N`; default
@@ -50,7 +50,7 @@ pub struct Cli {
         allow_negative_numbers = true,
         value_parser = limits::parse_type
     )]
-    pub msg_type: Option<i64>,
+    pub(crate) msg_type: Option<i64>,
 
     /// Queue key, hex (0x6b65726e) or decimal.
     #[arg(long, env = "KERNELD_KEY", value_name = "KEY")]

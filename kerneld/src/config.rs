@@ -51,7 +51,7 @@ fn at_line(line: usize) -> String {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where it was read from (None: no file, built-in defaults).
-    pub path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
     pub delay: Option<u64>,
     pub keep: Option<bool>,
     pub debug: Option<bool>,
@@ -60,19 +60,19 @@ pub struct Config {
     /// Where the record of loaded modules lives.
     pub state_dir: Option<PathBuf>,
     /// Module names (globs) never expired.
-    pub keep_modules: Vec<Pattern>,
+    pub(crate) keep_modules: Vec<Pattern>,
     /// Exact command lines a type-1 (system) message may run.
-    pub system_commands: Vec<String>,
-    pub route_program: PathBuf,
-    pub blanker_program: PathBuf,
-    pub pnp_program: Option<PathBuf>,
-    pub arp_program: Option<PathBuf>,
+    pub(crate) system_commands: Vec<String>,
+    pub(crate) route_program: PathBuf,
+    pub(crate) blanker_program: PathBuf,
+    pub(crate) pnp_program: Option<PathBuf>,
+    pub(crate) arp_program: Option<PathBuf>,
     /// How long a failed or denied name is answered from memory.
     pub negative_cache: Duration,
     /// At most this many real attempts per name per minute.
     pub rate_limit_per_minute: u32,
     /// Where to write kerneld.prom for node_exporter at each sweep.
-    pub metrics_dir: Option<PathBuf>,
+    pub(crate) metrics_dir: Option<PathBuf>,
     pub policy: Policy,
     /// Module loads seen or decided through the BPF LSM (`module-loads*`).
     pub module_loads: crate::modload::Settings,
@@ -294,9 +294,6 @@ impl Config {
     }
 }
 
-/// Largest configuration file (or included file) kerneld reads.
-pub const MAX_FILE_BYTES: u64 = conf::MAX_FILE_BYTES;
-
 /// What the linter gets: the configuration as far as it could be read,
 /// every error, and every line with its origin.
 #[derive(Debug)]
@@ -308,7 +305,7 @@ pub struct Checked {
     pub errors: Vec<ConfigError>,
     /// Every setting and rule line of the file and its includes, in the
     /// order read: `(file, line number, text)`.
-    pub lines: Vec<(PathBuf, usize, String)>,
+    pub(crate) lines: Vec<(PathBuf, usize, String)>,
 }
 
 /// Hands the lines of the file and its includes to [`Config::set`] and
@@ -327,7 +324,7 @@ struct Reader<'c> {
 
 /// Errors kept of one reading: a file of a million bad lines must not
 /// cost a million messages.
-pub const MAX_ERRORS: usize = 100;
+pub(crate) const MAX_ERRORS: usize = 100;
 
 impl Reader<'_> {
     fn error(&mut self, e: ConfigError) {
@@ -431,7 +428,7 @@ mod tests {
         let e = parse(&format!("include {}\n", fifo.display())).unwrap_err();
         assert!(e.problem.contains("not a regular file"), "{e}");
         let big = dir.join("big.conf");
-        std::fs::write(&big, "#".repeat(MAX_FILE_BYTES as usize + 1)).unwrap();
+        std::fs::write(&big, "#".repeat(conf::MAX_FILE_BYTES as usize + 1)).unwrap();
         let e = parse(&format!("include {}\n", big.display())).unwrap_err();
         assert!(e.problem.contains("larger than"), "{e}");
         // A loop is refused at its first include, not after 8 levels.

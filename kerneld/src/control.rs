@@ -31,18 +31,18 @@ fn json_text(v: &serde_json::Value) -> String {
 }
 
 /// The state control words change.
-pub struct Owners<'a> {
-    pub settings: &'a LiveSettings,
-    pub requests: &'a Requests,
-    pub expiry: &'a Expiry,
+pub(crate) struct Owners<'a> {
+    pub(crate) settings: &'a LiveSettings,
+    pub(crate) requests: &'a Requests,
+    pub(crate) expiry: &'a Expiry,
     /// Module state, for `why`.
-    pub host: &'a dyn Host,
+    pub(crate) host: &'a dyn Host,
 }
 
 /// Apply a control word and produce the reply.  `flush` empties the queue
 /// (and tells how many messages it dropped, and how many it left: replies
 /// and types it does not serve); `snapshot` gathers the status.
-pub fn apply(
+pub(crate) fn apply(
     o: &Owners,
     text: &str,
     flush: impl FnOnce() -> (usize, u64),
@@ -198,7 +198,7 @@ pub enum Reloaded {
 /// reopen the module index.  Live rules and a live mode from kdstat last
 /// until restart (kdstat(8)): they are carried into the new policy,
 /// denies first and allows last, as they were added.
-pub fn reload(
+pub(crate) fn reload(
     new: Result<Config, crate::config::ConfigError>,
     config: &RwLock<Arc<Config>>,
     requests: &Requests,
@@ -261,7 +261,7 @@ fn carry_live_rules(old: &crate::policy::Policy, new: &mut crate::policy::Policy
 /// whose senders wait, so that nobody hangs.  Also: how many messages
 /// it left in the queue (replies, types it does not serve), counted
 /// before its own answers go in.
-pub fn flush(replies: &Replies, filter: TypeFilter) -> (usize, u64) {
+pub(crate) fn flush(replies: &Replies, filter: TypeFilter) -> (usize, u64) {
     let q = replies.queue();
     let mut buf = Vec::new();
     let mut drained = Vec::new();

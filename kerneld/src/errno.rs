@@ -3,7 +3,7 @@
 use nix::errno::Errno;
 
 /// Text for an errno, with what it means for module loading.
-pub fn errno_text(errno: Errno) -> String {
+pub(crate) fn errno_text(errno: Errno) -> String {
     let plain = std::io::Error::from_raw_os_error(errno as i32).to_string();
     let hint = match errno {
         Errno::ENOSYS => "the running kernel has no loadable module support",

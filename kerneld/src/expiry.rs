@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// Delayed releases pending at most: each names a module, and there are
 /// not that many modules; more would only grow kerneld.
-pub const DELAYED_MAX: usize = 4096;
+pub(crate) const DELAYED_MAX: usize = 4096;
 
 #[derive(Debug)]
 struct State {
@@ -26,7 +26,7 @@ struct State {
 
 /// Why a delayed release was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// kerneld did not load the module.
     NotOurs,
     /// [`DELAYED_MAX`] are pending already.
@@ -46,7 +46,7 @@ impl std::fmt::Display for Refused {
 
 /// The record, the sweep schedule and the delayed releases.
 #[derive(Debug)]
-pub struct Expiry {
+pub(crate) struct Expiry {
     state: Mutex<State>,
     cv: Condvar,
 }
@@ -59,7 +59,7 @@ fn save(rec: &Record) {
 
 impl Expiry {
     /// The first sweep comes `delay` seconds from now.
-    pub fn new(record: Record, delay: u64) -> Expiry {
+    pub(crate) fn new(record: Record, delay: u64) -> Expiry {
         Expiry {
             state: Mutex::new(State {
                 record,
@@ -71,12 +71,12 @@ impl Expiry {
     }
 
     /// Wake the timer loop (a new schedule, or stop).
-    pub fn notify(&self) {
+    pub(crate) fn notify(&self) {
         self.cv.notify_all();
     }
 
     /// The next sweep waits a full `delay` again.
-    pub fn rearm(&self, delay: u64) {
+    pub(crate) fn rearm(&self, delay: u64) {
         self.state.lock().unwrap().next_sweep =
             limits::after(Instant::now(), Duration::from_secs(delay));
         self.cv.notify_all();
@@ -84,7 +84,7 @@ impl Expiry {
 
     /// A request for `name`: the next sweep waits a full delay again, and a
     /// delayed release of `name` is off.
-    pub fn requested(&self, name: &str, delay: u64) {
+    pub(crate) fn requested(&self, name: &str, delay: u64) {
         let mut st = self.state.lock().unwrap();
         st.next_sweep = limits::after(Instant::now(), Duration::from_secs(delay));
         // Hashing the name is the costly part, and there is rarely any
@@ -95,7 +95,7 @@ impl Expiry {
     }
 
     /// Release `name` in `delay` seconds (again, if it was pending).
-    pub fn delay_release(&self, name: &str, delay: u64) -> Result<(), Refused> {
+    pub(crate) fn delay_release(&self, name: &str, delay: u64) -> Result<(), Refused> {
         let mut st = self.state.lock().unwrap();
         // Only what kerneld loaded is its to release later: anything else
         // would fill the table with bogus names.
@@ -115,19 +115,19 @@ impl Expiry {
     }
 
     /// Cancel a delayed release; false if none was pending.
-    pub fn cancel(&self, name: &str) -> bool {
+    pub(crate) fn cancel(&self, name: &str) -> bool {
         self.state.lock().unwrap().delayed.remove(name).is_some()
     }
 
     /// Time until the next sweep.
-    pub fn next_sweep_in(&self) -> Duration {
+    pub(crate) fn next_sweep_in(&self) -> Duration {
         let t = self.state.lock().unwrap().next_sweep;
         t.saturating_duration_since(Instant::now())
     }
 
     /// A load of `name` (decided on `res`, for `who`) inserted these
     /// modules.
-    pub fn loaded(
+    pub(crate) fn loaded(
         &self,
         name: &str,
         res: &Resolution,
@@ -142,7 +142,7 @@ impl Expiry {
     }
 
     /// Unload `name` now with the recorded dependencies only it held.
-    pub fn remove_with_deps(
+    pub(crate) fn remove_with_deps(
         &self,
         sys: &mut dyn ModuleBackend,
         name: &str,
@@ -156,7 +156,11 @@ impl Expiry {
     }
 
     /// One idle sweep over the record.
-    pub fn sweep(&self, sys: &mut dyn ModuleBackend, keep: &[crate::pattern::Pattern]) -> Removal {
+    pub(crate) fn sweep(
+        &self,
+        sys: &mut dyn ModuleBackend,
+        keep: &[crate::pattern::Pattern],
+    ) -> Removal {
         let mut st = self.state.lock().unwrap();
         let before = st.record.modules.clone();
         let out = st.record.sweep(sys, keep);
@@ -167,14 +171,14 @@ impl Expiry {
     }
 
     /// What kerneld loaded, for the status.
-    pub fn modules(&self) -> BTreeMap<String, Entry> {
+    pub(crate) fn modules(&self) -> BTreeMap<String, Entry> {
         self.state.lock().unwrap().record.modules.clone()
     }
 
     /// The timer loop, until `stopping()`: calls `release` for each due
     /// delayed release and `sweep` when a sweep is due (without the lock);
     /// `delay()` is the live delay between sweeps.
-    pub fn run(
+    pub(crate) fn run(
         &self,
         stopping: impl Fn() -> bool,
         delay: impl Fn() -> u64,

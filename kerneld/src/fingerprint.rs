@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 /// (depmod renames new index files into place; editors and package
 /// managers touch the .conf files).  Computed again only when inotify
 /// reports a change to one of these paths (see `kerneld::watch`).
-pub fn index_fingerprint(files: &[PathBuf], dirs: &[PathBuf]) -> u64 {
+pub(crate) fn index_fingerprint(files: &[PathBuf], dirs: &[PathBuf]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let stamp = |p: &Path, h: &mut std::collections::hash_map::DefaultHasher| {
         use std::os::unix::fs::MetadataExt;

@@ -12,15 +12,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The helper put back when there is no record of the previous one.
-pub const DEFAULT_HELPER: &str = "/sbin/modprobe";
+pub(crate) const DEFAULT_HELPER: &str = "/sbin/modprobe";
 /// The record of the previous helper, in the state directory.
-pub const RECORD: &str = "previous-modprobe";
+pub(crate) const RECORD: &str = "previous-modprobe";
 /// The longest record read back: a path of PATH_MAX bytes and a newline.
 const RECORD_MAX: u64 = 4097;
 
 /// /proc/sys/kernel/modprobe, or the file `KERNELD_PROC_MODPROBE` names
 /// (a test hook, shared with the shim).
-pub fn proc_path() -> PathBuf {
+pub(crate) fn proc_path() -> PathBuf {
     kerneld::status::proc_modprobe_path()
 }
 
@@ -31,15 +31,18 @@ fn read_value(path: &Path) -> std::io::Result<String> {
 
 /// What `--register` did, for the restore at stop.
 #[derive(Debug, Clone)]
-pub struct Registered {
+pub(crate) struct Registered {
     /// The value kerneld's registration left in the kernel's file.
-    pub value: String,
+    pub(crate) value: String,
     proc: PathBuf,
     record: PathBuf,
 }
 
 /// Run `SHIM --register`; the shim's report, or why it failed.
-pub fn register(shim: Option<&Path>, state_dir: &Path) -> Result<(Registered, String), String> {
+pub(crate) fn register(
+    shim: Option<&Path>,
+    state_dir: &Path,
+) -> Result<(Registered, String), String> {
     let Some(shim) = shim else {
         return Err(
             "--register: cannot tell where kerneld-modprobe is (no path to this program); \
@@ -83,7 +86,7 @@ pub fn register(shim: Option<&Path>, state_dir: &Path) -> Result<(Registered, St
 
 /// Put the previous helper back, if the kernel still runs what kerneld
 /// registered; the line to log.
-pub fn restore(reg: &Registered) -> Result<String, String> {
+pub(crate) fn restore(reg: &Registered) -> Result<String, String> {
     let current =
         read_value(&reg.proc).map_err(|e| format!("reading {}: {e}", reg.proc.display()))?;
     // Bounded, without following a link or blocking on a FIFO: stop must

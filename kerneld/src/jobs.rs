@@ -12,31 +12,30 @@ use std::time::Instant;
 
 /// Senders one action may gather at most.  A hung install command would
 /// otherwise collect every retry of its caller for as long as it hangs.
-pub const MAX_WAITERS: usize = 4096;
+pub(crate) const MAX_WAITERS: usize = 4096;
 
 /// One sender waiting for the result.
 #[derive(Debug, Clone)]
-pub struct Waiter {
+pub(crate) struct Waiter {
     /// The request as received (its id and header shape the reply).
-    pub request: Message,
+    pub(crate) request: Message,
     /// Who caused it, when known.
-    pub requester: Option<Requester>,
-    pub arrived: Instant,
+    pub(crate) requester: Option<Requester>,
 }
 
 /// A request decided on the receive thread: what to load, and since when
 /// it is served.  The worker loads it without resolving it again.
 #[derive(Debug, Clone)]
-pub struct Planned {
-    pub resolution: Resolution,
-    pub since: Instant,
+pub(crate) struct Planned {
+    pub(crate) resolution: Resolution,
+    pub(crate) since: Instant,
 }
 
 /// What a worker does for a request: decided by dispatch (`dispatch.rs`),
 /// run by the worker's one match (`actions.rs`), which has no catch-all
 /// arm, so a new kind of work is handled there or does not compile.
 #[derive(Debug, Clone)]
-pub enum Work {
+pub(crate) enum Work {
     /// Type 2: load, what the receive thread resolved if it did.
     Load(Option<Planned>),
     /// Type 3: unload now.
@@ -47,7 +46,7 @@ pub enum Work {
 
 impl Work {
     /// The message type this work serves (merging and the status key on it).
-    pub fn kind(&self) -> MsgType {
+    pub(crate) fn kind(&self) -> MsgType {
         match self {
             Work::Load(_) => MsgType::RequestModule,
             Work::Release => MsgType::ReleaseModule,
@@ -58,43 +57,43 @@ impl Work {
 
 /// One action in progress.
 #[derive(Debug, Clone)]
-pub struct Job {
-    pub id: u64,
+pub(crate) struct Job {
+    pub(crate) id: u64,
     /// What the worker does; a load's resolution is taken when it starts.
-    pub work: Work,
-    pub text: Vec<u8>,
-    pub waiters: Vec<Waiter>,
-    pub started: Instant,
+    pub(crate) work: Work,
+    pub(crate) text: Vec<u8>,
+    pub(crate) waiters: Vec<Waiter>,
+    pub(crate) started: Instant,
     /// Thread id of the worker on it (the "pid" of the classic status).
-    pub worker: Option<i32>,
+    pub(crate) worker: Option<i32>,
     /// Who it is for, when the policy depends on the requester: requests
     /// from different requesters are then not merged.
-    pub identity: String,
+    pub(crate) identity: String,
 }
 
 /// What a worker needs of the job it starts.
 #[derive(Debug)]
-pub struct Started {
-    pub work: Work,
-    pub text: Vec<u8>,
-    pub requester: Option<Requester>,
+pub(crate) struct Started {
+    pub(crate) work: Work,
+    pub(crate) text: Vec<u8>,
+    pub(crate) requester: Option<Requester>,
     /// Whether its first request came through the kernel's helper (see
     /// `actions.rs`).
-    pub from_helper: bool,
+    pub(crate) from_helper: bool,
 }
 
 /// All jobs in progress: at most one per worker and a few more, so a
 /// list compared by type, text and identity finds one quickly, and a
 /// lookup builds no key.
 #[derive(Debug, Default)]
-pub struct JobTable {
+pub(crate) struct JobTable {
     next_id: u64,
     jobs: Vec<Job>,
 }
 
 impl Job {
     /// The message type it serves.
-    pub fn kind(&self) -> MsgType {
+    pub(crate) fn kind(&self) -> MsgType {
         self.work.kind()
     }
 
@@ -111,7 +110,7 @@ impl JobTable {
     /// Join an identical job (same type, text and identity), or start a
     /// new one.  Returns the new job's id when the caller must start the
     /// action, `None` when merged.
-    pub fn join_or_create(
+    pub(crate) fn join_or_create(
         &mut self,
         work: Work,
         text: &[u8],
@@ -139,7 +138,7 @@ impl JobTable {
 
     /// A worker (thread `tid`) starts on job `id`: its type, text, first
     /// requester and plan.  None: no such job.
-    pub fn start(&mut self, id: u64, tid: i32) -> Option<Started> {
+    pub(crate) fn start(&mut self, id: u64, tid: i32) -> Option<Started> {
         let j = self.jobs.iter_mut().find(|j| j.id == id)?;
         j.worker = Some(tid);
         let work = match &mut j.work {
@@ -159,7 +158,7 @@ impl JobTable {
 
     /// The job is done: remove it and hand back its waiters.  Requests
     /// arriving after this start a new action.
-    pub fn finish(&mut self, id: u64) -> Vec<Waiter> {
+    pub(crate) fn finish(&mut self, id: u64) -> Vec<Waiter> {
         match self.jobs.iter().position(|j| j.id == id) {
             // In start order, for the status.
             Some(i) => self.jobs.remove(i).waiters,
@@ -168,32 +167,29 @@ impl JobTable {
     }
 
     /// Whether this exact request is in progress (a new one would join it).
-    pub fn in_progress(&self, kind: MsgType, text: &[u8], identity: &str) -> bool {
+    pub(crate) fn in_progress(&self, kind: MsgType, text: &[u8], identity: &str) -> bool {
         self.find(kind, text, identity).is_some()
     }
 
     /// How many senders wait for the job identical to this request (0:
     /// none in progress).
-    pub fn waiters_of(&self, kind: MsgType, text: &[u8], identity: &str) -> usize {
+    pub(crate) fn waiters_of(&self, kind: MsgType, text: &[u8], identity: &str) -> usize {
         self.find(kind, text, identity)
             .map_or(0, |j| j.waiters.len())
     }
 
     /// Whether a job of this kind is in progress.
-    pub fn any_of(&self, kind: MsgType) -> bool {
+    pub(crate) fn any_of(&self, kind: MsgType) -> bool {
         self.jobs.iter().any(|j| j.kind() == kind)
     }
 
-    pub fn jobs(&self) -> impl Iterator<Item = &Job> {
+    pub(crate) fn jobs(&self) -> impl Iterator<Item = &Job> {
         self.jobs.iter()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.jobs.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.jobs.is_empty()
     }
 }
 
@@ -206,7 +202,6 @@ mod tests {
         Waiter {
             request: Message::request(MsgType::RequestModule, id, Header::Old, "dummy"),
             requester: None,
-            arrived: Instant::now(),
         }
     }
 

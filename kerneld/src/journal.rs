@@ -65,7 +65,8 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 13] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [Event; 13] = [
         Event::Started,
         Event::Stopped,
         Event::Reloaded,
@@ -82,7 +83,7 @@ impl Event {
     ];
 
     /// The `MESSAGE_ID` (32 lowercase hex digits, as journalctl shows it).
-    pub const fn id(self) -> &'static str {
+    pub(crate) const fn id(self) -> &'static str {
         match self {
             Event::Started => "d453e4ba6e84425fa4c87ffaa724afb3",
             Event::Stopped => "e31fbf7c4dd24a21a8e173b489192a64",
@@ -112,7 +113,7 @@ impl Fields {
     }
 
     /// Add `KEY=value` (a key may repeat: journalctl matches each).
-    pub fn push(&mut self, key: &str, value: &str) -> &mut Fields {
+    pub(crate) fn push(&mut self, key: &str, value: &str) -> &mut Fields {
         self.0.reserve(key.len() + value.len() + 2);
         self.0.push_str(key);
         self.0.push('=');
@@ -121,14 +122,14 @@ impl Fields {
         self
     }
 
-    pub fn push_num(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Fields {
+    pub(crate) fn push_num(&mut self, key: &str, value: impl std::fmt::Display) -> &mut Fields {
         use std::fmt::Write;
         let _ = writeln!(self.0, "{key}={value}");
         self
     }
 
     /// The requester's fields, if it is known.
-    pub fn requester(&mut self, who: Option<&crate::requester::Requester>) -> &mut Fields {
+    pub(crate) fn requester(&mut self, who: Option<&crate::requester::Requester>) -> &mut Fields {
         if let Some(r) = who {
             self.push_num("REQUESTER_PID", r.pid)
                 .push_num("REQUESTER_UID", r.uid)
@@ -140,7 +141,7 @@ impl Fields {
         self
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -165,7 +166,7 @@ fn now_ms() -> u64 {
 }
 
 /// Whether the journal's socket exists (looked at most once a second).
-pub fn present() -> bool {
+pub(crate) fn present() -> bool {
     let now = now_ms();
     let last = CHECKED_MS.load(Ordering::Relaxed);
     if last == 0 || now.saturating_sub(last) >= 1000 {
@@ -189,7 +190,7 @@ fn socket() -> Option<&'static UnixDatagram> {
 
 /// What became of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sent {
+pub(crate) enum Sent {
     /// The journal took it.
     Taken,
     /// The journal is there but did not take it (full, or backing off
@@ -213,12 +214,12 @@ const BACKOFF_MIN_MS: u64 = 250;
 const BACKOFF_MAX_MS: u64 = 8000;
 
 /// Lines the journal did not take so far.
-pub fn dropped() -> u64 {
+pub(crate) fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
 /// Send one entry.  `msg` has no control characters (see `log`).
-pub fn send(priority: u8, msg: &str, event: Option<Event>, fields: &str) -> Sent {
+pub(crate) fn send(priority: u8, msg: &str, event: Option<Event>, fields: &str) -> Sent {
     thread_local! {
         static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     }

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 /// A whole number with its bounds, both included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Range {
-    pub what: &'static str,
+    pub(crate) what: &'static str,
     pub min: u64,
     pub max: u64,
-    pub unit: &'static str,
+    pub(crate) unit: &'static str,
 }
 
 /// Seconds between idle sweeps, and of a delayed release (a week at most).
@@ -49,13 +49,13 @@ pub const MAX_WORKERS: Range = Range {
 /// The message types `type=N` may name: one type (1 to 1023: 256 is arp,
 /// which only such an instance serves), or every type up to |N| (-1 to
 /// -255).  From 1024 on are the tools' and the kernel's reply ids.
-pub const TYPE_MAX: i64 = 1023;
+pub(crate) const TYPE_MAX: i64 = 1023;
 /// The largest |N| of a negative `type=N`: beyond, it would take replies.
-pub const TYPE_RANGE_MAX: i64 = 255;
+pub(crate) const TYPE_RANGE_MAX: i64 = 255;
 
 impl Range {
     /// Parse `text` as a number within the range.
-    pub fn parse(&self, text: &str) -> Result<u64, String> {
+    pub(crate) fn parse(&self, text: &str) -> Result<u64, String> {
         match text.trim().parse::<u64>() {
             Ok(n) if (self.min..=self.max).contains(&n) => Ok(n),
             _ => Err(format!(
@@ -67,7 +67,7 @@ impl Range {
 }
 
 /// Check `type=N`.
-pub fn parse_type(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_type(text: &str) -> Result<i64, String> {
     match text.trim().parse::<i64>() {
         Ok(n) if n != 0 && (-TYPE_RANGE_MAX..=TYPE_MAX).contains(&n) => Ok(n),
         Ok(0) => Err(
@@ -83,7 +83,7 @@ pub fn parse_type(text: &str) -> Result<i64, String> {
 }
 
 /// `now + d`, or the farthest instant there is: never an overflow panic.
-pub fn after(now: Instant, d: Duration) -> Instant {
+pub(crate) fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or_else(|| {
         // A century is beyond any range above; halve until it fits.
         let mut far = Duration::from_secs(100 * 365 * 86_400);

@@ -18,7 +18,7 @@ use std::path::Path;
 
 /// The version of the JSON documents below: a new field keeps it, a
 /// renamed, removed or changed one takes the next number.
-pub const JSON_SCHEMA: u64 = 1;
+pub(crate) const JSON_SCHEMA: u64 = 1;
 
 /// Directory levels looked through for module files.
 const MAX_DEPTH: usize = 16;
@@ -120,13 +120,13 @@ pub fn unmatched_module_patterns(checked: &Checked, names: &BTreeSet<String>) ->
 /// One problem of a configuration, where it is.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct ProblemDocument {
+pub(crate) struct ProblemDocument {
     /// The file (the top file, or one it includes).
-    pub file: String,
+    pub(crate) file: String,
     /// The line in that file, from 1; 0 for the file as a whole.
-    pub line: usize,
+    pub(crate) line: usize,
     /// What is wrong, and what to do.
-    pub problem: String,
+    pub(crate) problem: String,
 }
 
 impl From<&ConfigError> for ProblemDocument {
@@ -145,23 +145,27 @@ impl From<&ConfigError> for ProblemDocument {
 #[cfg_attr(feature = "schema", schemars(title = "kerneld --check-config --json"))]
 pub struct CheckDocument {
     /// The document's version: fields are only added within one number.
-    pub schema: u64,
+    pub(crate) schema: u64,
     /// The configuration file checked.
-    pub config: String,
+    pub(crate) config: String,
     /// Whether it exists (absent: built-in defaults, valid).
-    pub present: bool,
+    pub(crate) present: bool,
     /// Whether kerneld would start with it (no errors).
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// Policy rules it holds, includes counted.
-    pub rules: usize,
+    pub(crate) rules: usize,
     /// Every error, in reading order (at most 100, then one "more" line).
-    pub errors: Vec<ProblemDocument>,
+    pub(crate) errors: Vec<ProblemDocument>,
     /// Warnings: with --module-dir, patterns that match no module.
-    pub warnings: Vec<ProblemDocument>,
+    pub(crate) warnings: Vec<ProblemDocument>,
 }
 
 /// The `--check-config --json` document.
-pub fn check_document(path: &Path, checked: &Checked, warnings: &[ConfigError]) -> CheckDocument {
+pub(crate) fn check_document(
+    path: &Path,
+    checked: &Checked,
+    warnings: &[ConfigError],
+) -> CheckDocument {
     CheckDocument {
         schema: JSON_SCHEMA,
         config: path.display().to_string(),
@@ -202,13 +206,13 @@ pub fn print_text(path: &Path, checked: &Checked) -> String {
 /// One line of the merged configuration, with its origin.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct LineDocument {
+pub(crate) struct LineDocument {
     /// The file it is in.
-    pub file: String,
+    pub(crate) file: String,
     /// Its line number there, from 1.
-    pub line: usize,
+    pub(crate) line: usize,
     /// The line, comment and blanks stripped.
-    pub text: String,
+    pub(crate) text: String,
 }
 
 /// What `kerneld --print-config --json` prints.
@@ -217,19 +221,19 @@ pub struct LineDocument {
 #[cfg_attr(feature = "schema", schemars(title = "kerneld --print-config --json"))]
 pub struct PrintDocument {
     /// The document's version: fields are only added within one number.
-    pub schema: u64,
+    pub(crate) schema: u64,
     /// The top configuration file.
-    pub config: String,
+    pub(crate) config: String,
     /// Whether it exists.
-    pub present: bool,
+    pub(crate) present: bool,
     /// Every setting and rule line in the order kerneld reads them.
-    pub lines: Vec<LineDocument>,
+    pub(crate) lines: Vec<LineDocument>,
     /// The errors, as --check-config reports them.
-    pub errors: Vec<ProblemDocument>,
+    pub(crate) errors: Vec<ProblemDocument>,
 }
 
 /// The `--print-config --json` document.
-pub fn print_document(path: &Path, checked: &Checked) -> PrintDocument {
+pub(crate) fn print_document(path: &Path, checked: &Checked) -> PrintDocument {
     PrintDocument {
         schema: JSON_SCHEMA,
         config: path.display().to_string(),

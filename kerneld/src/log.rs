@@ -51,7 +51,7 @@ pub fn init(stderr: bool) {
 
 /// An info line about modules (MODULE= each, and STATUS=), such as a
 /// release or an expiry.
-pub fn module_event(event: Event, modules: &[impl AsRef<str>], status: i64, msg: &str) {
+pub(crate) fn module_event(event: Event, modules: &[impl AsRef<str>], status: i64, msg: &str) {
     let mut fields = Fields::new();
     if crate::journal::present() {
         for m in modules {
@@ -63,11 +63,11 @@ pub fn module_event(event: Event, modules: &[impl AsRef<str>], status: i64, msg:
 }
 
 /// Turn debug logging (every message) on or off.
-pub fn set_debug(on: bool) {
+pub(crate) fn set_debug(on: bool) {
     DEBUG.store(on, Ordering::Relaxed);
 }
 
-pub fn debug_enabled() -> bool {
+pub(crate) fn debug_enabled() -> bool {
     DEBUG.load(Ordering::Relaxed)
 }
 
@@ -208,7 +208,7 @@ pub fn event(level: Level, event: Event, fields: &Fields, msg: &str) {
     emit_event(severity, Some(event), fields.as_str(), msg);
 }
 
-pub fn info(msg: &str) {
+pub(crate) fn info(msg: &str) {
     emit(Severity::LOG_INFO, msg);
 }
 
@@ -225,7 +225,7 @@ pub fn error(msg: &str) {
 }
 
 /// Logged only when debug is on.
-pub fn debug(msg: &str) {
+pub(crate) fn debug(msg: &str) {
     if debug_enabled() {
         emit(Severity::LOG_DEBUG, msg);
     }
@@ -234,7 +234,7 @@ pub fn debug(msg: &str) {
 /// Count one more occurrence in `count` and log a warning for the 1st,
 /// 2nd, 4th, 8th... of them: a flood of the same event must not become a
 /// flood of log lines.  `line` gets the count so far.
-pub fn warn_sampled(count: &AtomicU64, line: impl FnOnce(u64) -> String) {
+pub(crate) fn warn_sampled(count: &AtomicU64, line: impl FnOnce(u64) -> String) {
     let n = count.fetch_add(1, Ordering::Relaxed) + 1;
     if n.is_power_of_two() {
         warn(&line(n));

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// How many answered requests the status keeps.
-pub const RECENT_MAX: usize = 32;
+pub(crate) const RECENT_MAX: usize = 32;
 
 /// Slots of the per-type counters: every known type, then the unknown ones.
 const TYPES: usize = MsgType::KNOWN.len() + 1;
@@ -30,48 +30,48 @@ fn slot_name(i: usize) -> &'static str {
 
 /// Counters shown by kdstat.
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     requests: [AtomicU64; TYPES],
-    pub succeeded: AtomicU64,
-    pub failed: AtomicU64,
-    pub merged: AtomicU64,
-    pub expired: AtomicU64,
-    pub bad_messages: AtomicU64,
-    pub cached: AtomicU64,
-    pub denied: AtomicU64,
+    pub(crate) succeeded: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) merged: AtomicU64,
+    pub(crate) expired: AtomicU64,
+    pub(crate) bad_messages: AtomicU64,
+    pub(crate) cached: AtomicU64,
+    pub(crate) denied: AtomicU64,
     /// Requests refused because `jobs::MAX_WAITERS` waited for the
     /// identical action already.
-    pub refused_waiters: AtomicU64,
+    pub(crate) refused_waiters: AtomicU64,
     /// Requests dropped for a reply id that is a type served on the queue
     /// (`reply::unanswerable`); counted in `bad_messages` too, kept
     /// apart to sample their log lines.
-    pub refused_ids: AtomicU64,
+    pub(crate) refused_ids: AtomicU64,
 }
 
 /// A copy of the counters, for the status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CounterValues {
+pub(crate) struct CounterValues {
     /// Requests by type name (`MsgType::name`, `unknown`), in name order,
     /// types never received left out.
-    pub requests: Vec<(&'static str, u64)>,
-    pub succeeded: u64,
-    pub failed: u64,
-    pub merged: u64,
-    pub expired: u64,
-    pub bad_messages: u64,
-    pub cached: u64,
-    pub denied: u64,
-    pub refused_waiters: u64,
+    pub(crate) requests: Vec<(&'static str, u64)>,
+    pub(crate) succeeded: u64,
+    pub(crate) failed: u64,
+    pub(crate) merged: u64,
+    pub(crate) expired: u64,
+    pub(crate) bad_messages: u64,
+    pub(crate) cached: u64,
+    pub(crate) denied: u64,
+    pub(crate) refused_waiters: u64,
 }
 
 impl Counters {
     /// One request of type `t` received.
-    pub fn count_request(&self, t: MsgType) {
+    pub(crate) fn count_request(&self, t: MsgType) {
         self.requests[slot(t)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// One answer: succeeded or failed by its status.
-    pub fn count_status(&self, status: i64) {
+    pub(crate) fn count_status(&self, status: i64) {
         if status == 0 {
             self.succeeded.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -79,7 +79,7 @@ impl Counters {
         }
     }
 
-    pub fn values(&self) -> CounterValues {
+    pub(crate) fn values(&self) -> CounterValues {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut requests: Vec<(&'static str, u64)> = (0..TYPES)
             .map(|i| (slot_name(i), get(&self.requests[i])))
@@ -102,14 +102,14 @@ impl Counters {
 
 /// One request_module answered, for `kdstat` (the last [`RECENT_MAX`]).
 #[derive(Debug, Clone)]
-pub struct Recent {
-    pub name: String,
-    pub requester: Option<Requester>,
-    pub kind: crate::answer::Kind,
-    pub status: i64,
-    pub text: String,
-    pub at: Instant,
-    pub millis: f64,
+pub(crate) struct Recent {
+    pub(crate) name: String,
+    pub(crate) requester: Option<Requester>,
+    pub(crate) kind: crate::answer::Kind,
+    pub(crate) status: i64,
+    pub(crate) text: String,
+    pub(crate) at: Instant,
+    pub(crate) millis: f64,
 }
 
 #[cfg(test)]

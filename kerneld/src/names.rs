@@ -11,7 +11,7 @@ use std::borrow::Cow;
 /// A module name as the kernel and libkmod compare it: `-` read as `_`.
 /// Borrowed when it has no `-` (libkmod's own names have none).  The one
 /// place this rule is written.
-pub fn normalise(name: &str) -> Cow<'_, str> {
+pub(crate) fn normalise(name: &str) -> Cow<'_, str> {
     if name.contains('-') {
         Cow::Owned(name.replace('-', "_"))
     } else {
@@ -21,18 +21,18 @@ pub fn normalise(name: &str) -> Cow<'_, str> {
 
 /// Whether two module names name the same module (see [`normalise`]),
 /// without allocating.
-pub fn same_module(a: &str, b: &str) -> bool {
+pub(crate) fn same_module(a: &str, b: &str) -> bool {
     let n = |c: u8| if c == b'-' { b'_' } else { c };
     a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| n(x) == n(y))
 }
 
 /// Longest name accepted.  The kernel's request_module() stops at 55 bytes
 /// (MODULE_NAME_LEN); hand-made modalias requests can be longer.
-pub const NAME_MAX: usize = 255;
+pub(crate) const NAME_MAX: usize = 255;
 
 /// Why a name is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BadName {
+pub(crate) enum BadName {
     #[error("empty module name")]
     Empty,
     #[error("module name longer than {NAME_MAX} bytes ({0})")]
@@ -52,7 +52,7 @@ pub enum BadName {
 }
 
 /// Check a requested name and return it as a string.
-pub fn validate(name: &[u8]) -> Result<&str, BadName> {
+pub(crate) fn validate(name: &[u8]) -> Result<&str, BadName> {
     if name.is_empty() {
         return Err(BadName::Empty);
     }

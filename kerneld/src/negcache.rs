@@ -71,7 +71,7 @@ fn bound(map: &mut HashMap<Box<str>, Entry>, now: Instant) -> usize {
 
 /// The cache.
 #[derive(Debug)]
-pub struct NegativeCache {
+pub(crate) struct NegativeCache {
     ttl: Duration,
     per_minute: u32,
     names: HashMap<Box<str>, Entry>,
@@ -81,7 +81,7 @@ pub struct NegativeCache {
 }
 
 impl NegativeCache {
-    pub fn new(ttl: Duration, per_minute: u32) -> NegativeCache {
+    pub(crate) fn new(ttl: Duration, per_minute: u32) -> NegativeCache {
         NegativeCache {
             ttl,
             per_minute,
@@ -92,14 +92,14 @@ impl NegativeCache {
     }
 
     /// Forget everything if the index fingerprint changed.
-    pub fn check_fingerprint(&mut self, fingerprint: u64) {
+    pub(crate) fn check_fingerprint(&mut self, fingerprint: u64) {
         if fingerprint != self.fingerprint {
             self.clear();
             self.fingerprint = fingerprint;
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.names.clear();
     }
 
@@ -121,7 +121,7 @@ impl NegativeCache {
     /// rate-limit refusal).  The reply text is made here, from the typed
     /// answer kept; the kind is the kept answer's.  A name met for the
     /// first time (most of them) is hashed twice.
-    pub fn lookup(&mut self, name: &str, now: Instant) -> Option<(Kind, i64, String)> {
+    pub(crate) fn lookup(&mut self, name: &str, now: Instant) -> Option<(Kind, i64, String)> {
         let per_minute = self.per_minute;
         let e = match self.names.get_mut(name) {
             Some(e) => {
@@ -159,7 +159,11 @@ impl NegativeCache {
 
     /// The failure remembered for `name` and how long it stays, without
     /// counting an attempt (`kdstat why`).
-    pub fn remembered(&self, name: &str, now: Instant) -> Option<(&Answer<'static>, Duration)> {
+    pub(crate) fn remembered(
+        &self,
+        name: &str,
+        now: Instant,
+    ) -> Option<(&Answer<'static>, Duration)> {
         let a = self.names.get(name)?.answer.as_ref()?;
         (a.until > now).then(|| (&a.answer, a.until - now))
     }
@@ -168,12 +172,12 @@ impl NegativeCache {
     /// a caller can skip what it would compute only for [`insert`].
     ///
     /// [`insert`]: NegativeCache::insert
-    pub fn remembers_failures(&self) -> bool {
+    pub(crate) fn remembers_failures(&self) -> bool {
         !self.ttl.is_zero()
     }
 
     /// Remember a failure.
-    pub fn insert(&mut self, name: &str, answer: Answer<'static>, now: Instant) {
+    pub(crate) fn insert(&mut self, name: &str, answer: Answer<'static>, now: Instant) {
         if self.ttl.is_zero() {
             return;
         }
@@ -188,7 +192,7 @@ impl NegativeCache {
     }
 
     /// A success clears the name's history.
-    pub fn succeeded(&mut self, name: &str) {
+    pub(crate) fn succeeded(&mut self, name: &str) {
         // Removing hashes the name even from an empty map; with the cache
         // and the rate limit off, or nothing failed lately, it is empty.
         if !self.names.is_empty() {
@@ -197,12 +201,8 @@ impl NegativeCache {
     }
 
     /// Failures remembered.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.names.values().filter(|e| e.answer.is_some()).count()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

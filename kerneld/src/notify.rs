@@ -35,7 +35,7 @@ fn status_line(status: &str) -> String {
 }
 
 /// Ready (at start, and after a reload), with what kerneld is doing.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&format!(
         "READY=1\nSTATUS={}\nMAINPID={}\n",
         status_line(status),
@@ -44,14 +44,14 @@ pub fn ready(status: &str) {
 }
 
 /// What kerneld is doing, while it does it.
-pub fn status(status: &str) {
+pub(crate) fn status(status: &str) {
     send(&format!("STATUS={}\n", status_line(status)));
 }
 
 /// A reload begins (SIGHUP); [`ready`] ends it.  MONOTONIC_USEC is what
 /// systemd (Type=notify-reload, 253 and later) checks against the time it
 /// sent the signal.
-pub fn reloading() {
+pub(crate) fn reloading() {
     let usec = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
         .map(|t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
         .unwrap_or(0);
@@ -61,6 +61,6 @@ pub fn reloading() {
 }
 
 /// The stop begins: requests in flight are answered, then the queue goes.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send("STOPPING=1\nSTATUS=stopping: answering the requests in flight\n");
 }

@@ -20,18 +20,18 @@ use std::time::{Duration, Instant};
 /// At most this many bytes of replies wait for room (as much as kerneld
 /// asks the queue itself to hold).  Readers that far behind lose replies,
 /// rather than kerneld growing without bound.
-pub const DEFERRED_MAX_BYTES: usize = 4 << 20;
+pub(crate) const DEFERRED_MAX_BYTES: usize = 4 << 20;
 
 /// How long kdstat and kdsend wait for an answer by default.
-pub const TOOL_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const TOOL_WAIT: Duration = Duration::from_secs(5);
 
 /// How long kerneld-modprobe, the kernel's helper, waits for an answer.
-pub const SHIM_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const SHIM_WAIT: Duration = Duration::from_secs(30);
 
 /// How long the client behind reply id `id` waits: kernel-style ids
 /// (from [`KERNELD_MINSEQ`]) are the shim's and the kernel's, the others
 /// operator tools'.
-pub fn patience(id: i64) -> Duration {
+pub(crate) fn patience(id: i64) -> Duration {
     if id >= KERNELD_MINSEQ {
         SHIM_WAIT
     } else {
@@ -41,11 +41,11 @@ pub fn patience(id: i64) -> Duration {
 
 /// One reply (all its parts still unsent) waiting for room.
 #[derive(Debug)]
-pub struct Deferred {
-    pub id: i64,
-    pub parts: VecDeque<Message>,
+pub(crate) struct Deferred {
+    pub(crate) id: i64,
+    pub(crate) parts: VecDeque<Message>,
     /// When its client stops waiting: the reply is dropped then.
-    pub deadline: Instant,
+    pub(crate) deadline: Instant,
     /// Its waiter was known to run when it was deferred.
     awaited: bool,
     bytes: usize,
@@ -53,14 +53,14 @@ pub struct Deferred {
 
 impl Deferred {
     /// Its waiter was known to run when it was deferred.
-    pub fn awaited(&self) -> bool {
+    pub(crate) fn awaited(&self) -> bool {
         self.awaited
     }
 }
 
 /// The replies waiting for room, in arrival order.
 #[derive(Debug, Default)]
-pub struct Outbox {
+pub(crate) struct Outbox {
     waiting: VecDeque<Deferred>,
     bytes: usize,
 }
@@ -78,7 +78,7 @@ impl Outbox {
     /// oldest waiting replies if it does not fit otherwise, those of
     /// waiters not known to run first: the ids of those dropped.  `None`:
     /// the reply alone is larger than the outbox, and is dropped itself.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         id: i64,
         parts: VecDeque<Message>,
@@ -110,7 +110,7 @@ impl Outbox {
     }
 
     /// Remove the replies whose clients stopped waiting; how many.
-    pub fn expire(&mut self, now: Instant) -> usize {
+    pub(crate) fn expire(&mut self, now: Instant) -> usize {
         let before = self.waiting.len();
         let mut freed = 0;
         self.waiting.retain(|d| {
@@ -132,28 +132,29 @@ impl Outbox {
     }
 
     /// The next reply to send (see [`Outbox::next_index`]).
-    pub fn next_mut(&mut self) -> Option<&mut Deferred> {
+    pub(crate) fn next_mut(&mut self) -> Option<&mut Deferred> {
         let i = self.next_index()?;
         self.waiting.get_mut(i)
     }
 
     /// Remove the next reply (sent, or given up).
-    pub fn pop_next(&mut self) {
+    pub(crate) fn pop_next(&mut self) {
         if let Some(d) = self.next_index().and_then(|i| self.waiting.remove(i)) {
             self.bytes -= d.bytes;
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.waiting.len()
     }
 
     /// Bytes waiting, as counted against [`DEFERRED_MAX_BYTES`].
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 }

@@ -11,13 +11,13 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn ok(text: impl Into<String>) -> Outcome {
+    pub(crate) fn ok(text: impl Into<String>) -> Outcome {
         Outcome {
             status: 0,
             text: text.into(),
         }
     }
-    pub fn fail(text: impl Into<String>) -> Outcome {
+    pub(crate) fn fail(text: impl Into<String>) -> Outcome {
         Outcome {
             status: 1,
             text: text.into(),

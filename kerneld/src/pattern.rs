@@ -11,7 +11,7 @@ use std::fmt;
 
 /// One compiled pattern, with the text it was written as.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
+pub(crate) struct Pattern {
     source: Box<str>,
     glob: glob::Pattern,
     /// The pattern matches module names: `-` is `_` on both sides.
@@ -20,12 +20,12 @@ pub struct Pattern {
 
 impl Pattern {
     /// A pattern matched as written (requested names, `comm`, `cgroup`).
-    pub fn new(source: &str) -> Result<Pattern, String> {
+    pub(crate) fn new(source: &str) -> Result<Pattern, String> {
         Pattern::compile(source, false)
     }
 
     /// A pattern over module names, where `-` and `_` are the same.
-    pub fn module(source: &str) -> Result<Pattern, String> {
+    pub(crate) fn module(source: &str) -> Result<Pattern, String> {
         Pattern::compile(source, true)
     }
 
@@ -48,7 +48,7 @@ impl Pattern {
 
     /// Whether `name` matches.  Allocates only for a module name with a
     /// `-` (libkmod's module names have none).
-    pub fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         let name = if self.module {
             crate::names::normalise(name)
         } else {
@@ -58,13 +58,13 @@ impl Pattern {
     }
 
     /// The pattern as written.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.source
     }
 
     /// Literal characters: more means more specific; a pattern without
     /// wildcards beats any with them.
-    pub fn specificity(&self) -> usize {
+    pub(crate) fn specificity(&self) -> usize {
         let p = &*self.source;
         p.chars()
             .filter(|c| !matches!(c, '*' | '?' | '[' | ']'))

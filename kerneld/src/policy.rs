@@ -28,9 +28,9 @@
 mod condition;
 
 use crate::backend::Provenance;
-pub use crate::pattern::Pattern;
+pub(crate) use crate::pattern::Pattern;
 use crate::requester::Requester;
-pub use condition::{Condition, RequesterField};
+pub(crate) use condition::{Condition, RequesterField};
 use kmod_ipc::escape::escape;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 /// Enforce decisions, or only log what would be denied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
+pub(crate) enum Mode {
     #[default]
     Enforce,
     Audit,
@@ -46,7 +46,7 @@ pub enum Mode {
 
 /// How the deciding rule is chosen among matching ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MatchOrder {
+pub(crate) enum MatchOrder {
     #[default]
     First,
     MostSpecific,
@@ -54,7 +54,7 @@ pub enum MatchOrder {
 
 /// What a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     Request,
     Module,
 }
@@ -62,14 +62,14 @@ pub enum Target {
 /// One allow or deny rule.
 #[derive(Debug)]
 pub struct Rule {
-    pub allow: bool,
-    pub target: Target,
-    pub patterns: Vec<Pattern>,
-    pub conditions: Vec<Condition>,
+    pub(crate) allow: bool,
+    pub(crate) target: Target,
+    pub(crate) patterns: Vec<Pattern>,
+    pub(crate) conditions: Vec<Condition>,
     /// Where it came from: `file:line` or `live`.
-    pub origin: String,
+    pub(crate) origin: String,
     /// How often it decided.
-    pub hits: AtomicU64,
+    pub(crate) hits: AtomicU64,
 }
 
 impl Clone for Rule {
@@ -171,7 +171,7 @@ impl Rule {
     }
 
     /// Added live through kdstat, not read from a file.
-    pub fn is_live(&self) -> bool {
+    pub(crate) fn is_live(&self) -> bool {
         self.origin == LIVE
     }
 
@@ -197,36 +197,36 @@ impl Rule {
 
 /// The outcome for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     /// Whether loading goes ahead (true also for a would-deny in audit).
-    pub allowed: bool,
+    pub(crate) allowed: bool,
     /// A deny that audit mode let through.
-    pub would_deny: bool,
+    pub(crate) would_deny: bool,
     /// The rule that decided (`deny module dccp (/etc/kerneld.conf:12)`),
     /// or `default`.
-    pub rule: String,
+    pub(crate) rule: String,
     /// The module that a module rule denied, if any.
-    pub module: Option<String>,
+    pub(crate) module: Option<String>,
 }
 
 /// The origin of a rule added live through kdstat.
-pub const LIVE: &str = "live";
+pub(crate) const LIVE: &str = "live";
 
 /// Rules the policy holds at most (each decision reads them all).
-pub const MAX_RULES: usize = 4096;
+pub(crate) const MAX_RULES: usize = 4096;
 
 /// The rules in force.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub rules: Arc<Vec<Rule>>,
-    pub mode: Mode,
-    pub order: MatchOrder,
-    pub default_allow: bool,
-    pub lock: bool,
+    pub(crate) mode: Mode,
+    pub(crate) order: MatchOrder,
+    pub(crate) default_allow: bool,
+    pub(crate) lock: bool,
     pub unknown_requester_root: bool,
     /// The mode set live through kdstat, which a reload keeps as it keeps
     /// live rules.
-    pub live_mode: Option<Mode>,
+    pub(crate) live_mode: Option<Mode>,
 }
 
 impl Default for Policy {
@@ -250,12 +250,12 @@ impl Policy {
 
     /// No rules and the default allows: every request is allowed by
     /// "default" and [`Policy::decide`] would log nothing, count nothing.
-    pub fn allows_all(&self) -> bool {
+    pub(crate) fn allows_all(&self) -> bool {
         self.rules.is_empty() && self.default_allow
     }
 
     /// Whether any rule looks at the requester.
-    pub fn needs_requester(&self) -> bool {
+    pub(crate) fn needs_requester(&self) -> bool {
         self.rules
             .iter()
             .any(|r| r.conditions.iter().any(|c| c.reads().is_some()))
@@ -272,7 +272,7 @@ impl Policy {
     /// apart: the requester fields they read, `unknown` for a requester
     /// not known, empty when no rule reads any.  Requests, and remembered
     /// answers, of different identities are kept apart.
-    pub fn identity(&self, who: Option<&Requester>) -> String {
+    pub(crate) fn identity(&self, who: Option<&Requester>) -> String {
         if !self.needs_requester() {
             return String::new();
         }
@@ -290,7 +290,7 @@ impl Policy {
 
     /// Whether any rule looks at module files (signature, intree): only
     /// then are they read.
-    pub fn needs_provenance(&self) -> bool {
+    pub(crate) fn needs_provenance(&self) -> bool {
         self.rules
             .iter()
             .any(|r| r.conditions.iter().any(Condition::is_provenance))
@@ -298,7 +298,7 @@ impl Policy {
 
     /// Whether a rule with a provenance condition names `module`: only
     /// such modules' files are read.
-    pub fn needs_provenance_of(&self, module: &str) -> bool {
+    pub(crate) fn needs_provenance_of(&self, module: &str) -> bool {
         self.rules.iter().any(|r| {
             r.target == Target::Module
                 && r.conditions.iter().any(Condition::is_provenance)
@@ -308,7 +308,7 @@ impl Policy {
 
     /// Whether a `request` rule denies `name` itself: that is known
     /// before the name is resolved (and whether or not it resolves).
-    pub fn request_denied(&self, name: &str, who: Option<&Requester>) -> bool {
+    pub(crate) fn request_denied(&self, name: &str, who: Option<&Requester>) -> bool {
         self.deciding_rule(Target::Request, name, who, None)
             .is_some_and(|r| !r.allow)
     }
@@ -340,13 +340,18 @@ impl Policy {
     }
 
     /// Decide on a request for `requested` that would load `modules`.
-    pub fn decide(&self, requested: &str, modules: &[String], who: Option<&Requester>) -> Decision {
+    pub(crate) fn decide(
+        &self,
+        requested: &str,
+        modules: &[String],
+        who: Option<&Requester>,
+    ) -> Decision {
         self.decide_with(requested, modules, &[], who)
     }
 
     /// [`Policy::decide`], with the provenance of `modules` (same order;
     /// None or missing: not read, judged as unknown).
-    pub fn decide_with(
+    pub(crate) fn decide_with(
         &self,
         requested: &str,
         modules: &[String],
@@ -398,7 +403,7 @@ impl Policy {
 
     /// Add a rule given live (through kdstat).  Deny rules go first so that
     /// they win under `match = first`; a locked policy takes only denies.
-    pub fn add_live_rule(&mut self, rule: Rule) -> Result<(), String> {
+    pub(crate) fn add_live_rule(&mut self, rule: Rule) -> Result<(), String> {
         if self.rules.len() >= MAX_RULES {
             return Err(format!(
                 "the policy has {MAX_RULES} rules already: put rules in kerneld.conf and reload"
@@ -421,7 +426,7 @@ impl Policy {
     }
 
     /// Change the mode live; a locked policy may go to enforce only.
-    pub fn set_mode_live(&mut self, mode: Mode) -> Result<(), String> {
+    pub(crate) fn set_mode_live(&mut self, mode: Mode) -> Result<(), String> {
         if self.lock && mode == Mode::Audit && self.mode == Mode::Enforce {
             return Err(
                 "policy is locked (lock = yes): cannot switch to audit mode until kerneld restarts"

@@ -24,13 +24,13 @@ struct State {
 
 /// A bounded pool of worker threads.
 #[derive(Clone)]
-pub struct Pool {
+pub(crate) struct Pool {
     inner: Arc<(Mutex<State>, Condvar, Condvar)>,
     max: usize,
 }
 
 impl Pool {
-    pub fn new(max: usize) -> Pool {
+    pub(crate) fn new(max: usize) -> Pool {
         Pool {
             inner: Arc::new((
                 Mutex::new(State {
@@ -47,7 +47,7 @@ impl Pool {
     }
 
     /// Run `task` on a worker; it waits in line when all are busy.
-    pub fn execute(&self, task: impl FnOnce() + Send + 'static) {
+    pub(crate) fn execute(&self, task: impl FnOnce() + Send + 'static) {
         let (lock, work, _) = &*self.inner;
         let mut st = lock.lock().unwrap();
         st.queue.push_back(Box::new(task));
@@ -87,19 +87,13 @@ impl Pool {
         }
     }
 
-    /// Actions running or waiting.
-    pub fn in_flight(&self) -> usize {
-        let st = self.inner.0.lock().unwrap();
-        st.busy + st.queue.len()
-    }
-
     /// Worker threads started so far.
-    pub fn workers(&self) -> usize {
+    pub(crate) fn workers(&self) -> usize {
         self.inner.0.lock().unwrap().workers
     }
 
     /// Wait until nothing runs or waits, or the timeout passes.
-    pub fn wait_idle(&self, timeout: Duration) -> bool {
+    pub(crate) fn wait_idle(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let (lock, _, idle_cv) = &*self.inner;
         let mut st = lock.lock().unwrap();
@@ -119,14 +113,14 @@ const IDLE_CONTEXTS: usize = 8;
 
 /// Free list of loaders (libkmod contexts, or a double), one borrowed
 /// per action, over the one host.
-pub struct Contexts {
+pub(crate) struct Contexts {
     loaders: Loaders,
     host: Arc<dyn Host + Send + Sync>,
     free: Mutex<Vec<Box<dyn Loader + Send>>>,
 }
 
 impl Contexts {
-    pub fn new(backend: &Backend) -> Contexts {
+    pub(crate) fn new(backend: &Backend) -> Contexts {
         Contexts {
             loaders: Arc::clone(&backend.loaders),
             host: Arc::clone(&backend.host),
@@ -135,12 +129,12 @@ impl Contexts {
     }
 
     /// The host the loaders load into.
-    pub fn host(&self) -> &dyn Host {
+    pub(crate) fn host(&self) -> &dyn Host {
         &*self.host
     }
 
     /// Run `f` with a context of its own.
-    pub fn with<R>(&self, f: impl FnOnce(&mut dyn ModuleBackend) -> R) -> Result<R, String> {
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut dyn ModuleBackend) -> R) -> Result<R, String> {
         let taken = self.free.lock().unwrap().pop();
         let mut ctx = match taken {
             Some(c) => c,
@@ -161,7 +155,7 @@ impl Contexts {
 
     /// Drop idle contexts, so that the next actions start from a fresh
     /// index and configuration (SIGHUP).
-    pub fn clear(&self) {
+    pub(crate) fn clear(&self) {
         self.free.lock().unwrap().clear();
     }
 }

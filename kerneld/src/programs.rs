@@ -19,7 +19,7 @@ const OUTPUT_MAX: usize = 64 * 1024;
 
 /// A request answered by running a program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Program {
+pub(crate) enum Program {
     System,
     Route,
     Blanker,
@@ -29,7 +29,7 @@ pub enum Program {
 
 impl Program {
     /// The message type that asks for it.
-    pub fn msg_type(self) -> MsgType {
+    pub(crate) fn msg_type(self) -> MsgType {
         match self {
             Program::System => MsgType::System,
             Program::Route => MsgType::RequestRoute,
@@ -40,7 +40,7 @@ impl Program {
     }
 }
 
-pub struct Programs {
+pub(crate) struct Programs {
     blanker: Mutex<Option<Child>>,
 }
 
@@ -91,13 +91,13 @@ fn run_program(program: &Path, args: &[&str]) -> Outcome {
 }
 
 impl Programs {
-    pub fn new(_cfg: &Config) -> Programs {
+    pub(crate) fn new(_cfg: &Config) -> Programs {
         Programs {
             blanker: Mutex::new(None),
         }
     }
 
-    pub fn run(&self, program: Program, text: &str, cfg: &Config) -> Outcome {
+    pub(crate) fn run(&self, program: Program, text: &str, cfg: &Config) -> Outcome {
         let kind = program.msg_type();
         let out = match program {
             Program::System => self.system(text, cfg),

@@ -29,7 +29,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// several times over.  A larger file
 /// is not a record kerneld wrote: reading and parsing it would hold up
 /// the start.
-pub const RECORD_MAX: u64 = 16 << 20;
+pub(crate) const RECORD_MAX: u64 = 16 << 20;
 
 /// One module kerneld loaded, as kept in `loaded.json` (an object of
 /// module name to entry).
@@ -37,47 +37,47 @@ pub const RECORD_MAX: u64 = 16 << 20;
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Entry {
     /// The name that was requested (`rtnl-link-dummy`).
-    pub requested_as: String,
+    pub(crate) requested_as: String,
     /// Other modules loaded with it by the same request.
-    pub dependencies: Vec<String>,
+    pub(crate) dependencies: Vec<String>,
     /// Unix time of loading.
-    pub loaded_at: u64,
+    pub(crate) loaded_at: u64,
     /// Consecutive sweeps that found it unused.
-    pub unused_sweeps: u32,
+    pub(crate) unused_sweeps: u32,
     /// When a sweep first found it unused (not persisted).
     #[serde(skip)]
-    pub idle_since: Option<Instant>,
+    pub(crate) idle_since: Option<Instant>,
     /// Links (ifindex) the module made itself while loading (`dummy0`);
     /// they do not keep it in use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub own_links: Vec<i32>,
+    pub(crate) own_links: Vec<i32>,
     /// Who asked, as traced (None: unknown).  Records written before
     /// kerneld kept it lack this and the next two fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requester: Option<Requester>,
+    pub(crate) requester: Option<Requester>,
     /// The policy rule that allowed the request (`default` without one).
     #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub allowed_by: String,
+    pub(crate) allowed_by: String,
     /// The module of the same request that needed it (a dependency) or
     /// softdep'ed it; absent for the module asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pulled_in_by: Option<String>,
+    pub(crate) pulled_in_by: Option<String>,
 }
 
 /// What one sweep or release did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Removal {
+pub(crate) struct Removal {
     /// Modules unloaded.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
     /// Modules that could not be unloaded, with the errno.
-    pub failed: Vec<(String, Errno)>,
+    pub(crate) failed: Vec<(String, Errno)>,
 }
 
 /// The record, kept in memory and on disk.
 #[derive(Debug, Default)]
 pub struct Record {
     file: Option<PathBuf>,
-    pub modules: BTreeMap<String, Entry>,
+    pub(crate) modules: BTreeMap<String, Entry>,
 }
 
 fn now_unix() -> u64 {
@@ -137,7 +137,7 @@ impl Record {
     }
 
     /// Whether kerneld loaded `name` (and has not unloaded it).
-    pub fn holds(&self, name: &str) -> bool {
+    pub(crate) fn holds(&self, name: &str) -> bool {
         self.modules.keys().any(|k| same_module(k, name))
     }
 
@@ -156,7 +156,8 @@ impl Record {
 
     /// Note modules inserted for a request.  `candidates` are the modules
     /// the name resolved to; the rest are their dependencies.
-    pub fn add(&mut self, requested_as: &str, candidates: &[String], inserted: &[String]) {
+    #[cfg(test)]
+    pub(crate) fn add(&mut self, requested_as: &str, candidates: &[String], inserted: &[String]) {
         let res = Resolution {
             candidates: candidates.to_vec(),
             ..Resolution::default()
@@ -164,7 +165,7 @@ impl Record {
         self.add_for(requested_as, &res, inserted, None);
     }
 
-    /// [`Record::add`], keeping why: the requester, the rule that allowed
+    /// Note modules inserted for a request, keeping why: the requester, the rule that allowed
     /// the request and which module pulled in each dependency (from the
     /// resolution the request was decided on).
     pub fn add_for(
@@ -229,13 +230,14 @@ impl Record {
     }
 
     /// Whether kerneld loaded this module.
-    pub fn contains(&self, module: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, module: &str) -> bool {
         self.modules.contains_key(&*normalise(module))
     }
 
     /// A sweep: count unused sweeps, unload modules unused at two in a row
     /// (unless kept), forget modules that are gone.
-    pub fn sweep(&mut self, sys: &mut dyn ModuleBackend, keep: &[Pattern]) -> Removal {
+    pub(crate) fn sweep(&mut self, sys: &mut dyn ModuleBackend, keep: &[Pattern]) -> Removal {
         let now = Instant::now();
         let links = sys.links();
         let names: Vec<String> = self.modules.keys().cloned().collect();
@@ -277,7 +279,7 @@ impl Record {
     /// only it held and that are now unused.  For release requests and
     /// sweeps alike; a module kerneld did not load is still unloaded when
     /// asked for by name, but only recorded ones are followed.
-    pub fn remove_with_deps(
+    pub(crate) fn remove_with_deps(
         &mut self,
         sys: &mut dyn ModuleBackend,
         module: &str,

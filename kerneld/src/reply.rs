@@ -37,17 +37,17 @@ use std::time::{Duration, Instant};
 /// On a full queue, a reply unread this long is removed.  A client is
 /// rarely kept off the CPU that long between its send and its receive; a
 /// longer grace lets a flood of dead clients' replies hold the queue.
-pub const FULL_GRACE: Duration = Duration::from_millis(10);
+pub(crate) const FULL_GRACE: Duration = Duration::from_millis(10);
 
 /// On a queue with room, a reply unread this long is removed.
-pub const UNREAD_AGE: Duration = Duration::from_secs(2);
+pub(crate) const UNREAD_AGE: Duration = Duration::from_secs(2);
 
 /// Fraction of the capacity above which the queue counts as full.
-pub const PRESSURE: (u64, u64) = (3, 4);
+pub(crate) const PRESSURE: (u64, u64) = (3, 4);
 
 /// Reply ids remembered at most.  Beyond, the id answered longest ago is
 /// checked (its reply removed if unread) and forgotten.
-pub const SENT_MAX: usize = 16384;
+pub(crate) const SENT_MAX: usize = 16384;
 
 /// How often the reply thread looks at the queue while replies may be
 /// unread, and while the queue is full or replies wait for room.
@@ -66,9 +66,9 @@ thread_local! {
 
 /// Whom a reply goes to: the request's reply id and header format.
 #[derive(Debug, Clone, Copy)]
-pub struct ReplyTo {
-    pub id: i64,
-    pub header: Header,
+pub(crate) struct ReplyTo {
+    pub(crate) id: i64,
+    pub(crate) header: Header,
 }
 
 impl From<&Message> for ReplyTo {
@@ -90,7 +90,7 @@ impl From<&MessageView<'_>> for ReplyTo {
 }
 
 /// The reply edge: the queue handle, the ids answered, the outbox.
-pub struct Replies {
+pub(crate) struct Replies {
     queue: Mutex<Queue>,
     /// The queue's key, and the types this kerneld serves on it: ids that
     /// are such types are never answered.
@@ -106,16 +106,16 @@ pub struct Replies {
     stopping: AtomicBool,
     /// Replies dropped: no room until their client stopped waiting, or
     /// the outbox full.
-    pub dropped: AtomicU64,
+    pub(crate) dropped: AtomicU64,
     /// Unread replies removed from the queue.
-    pub purged: AtomicU64,
+    pub(crate) purged: AtomicU64,
 }
 
 /// The reply edge, as senders use it.
 impl Replies {
     /// The reply edge of a kerneld serving the default types (1..255);
     /// see [`Replies::serving`].
-    pub fn new(queue: Queue) -> Replies {
+    pub(crate) fn new(queue: Queue) -> Replies {
         Replies {
             key: queue.key(),
             filter: TypeFilter::UpTo(MAX_DAEMON_TYPE),
@@ -131,7 +131,7 @@ impl Replies {
     }
 
     /// For a kerneld serving the types of `filter`.
-    pub fn serving(mut self, filter: TypeFilter) -> Replies {
+    pub(crate) fn serving(mut self, filter: TypeFilter) -> Replies {
         self.filter = filter;
         self
     }
@@ -139,7 +139,7 @@ impl Replies {
     /// Send the answer to `req` if it wants one (see
     /// [`Replies::send`](crate::reply::Replies::send)); never on an id
     /// this kerneld would receive as a request.
-    pub fn reply(&self, req: impl Into<ReplyTo>, status: i64, text: &[u8]) {
+    pub(crate) fn reply(&self, req: impl Into<ReplyTo>, status: i64, text: &[u8]) {
         let to: ReplyTo = req.into();
         if self.unanswerable(to.id).is_none() {
             self.send(to, status, text);
@@ -151,7 +151,7 @@ impl Replies {
     /// tools' 1024 are looked up: the ids above are the tools', the
     /// helper's and the kernel's, which an instance serving such a type
     /// would break all alike.
-    pub fn unanswerable(&self, id: i64) -> Option<&'static str> {
+    pub(crate) fn unanswerable(&self, id: i64) -> Option<&'static str> {
         unanswerable(self.filter, id).or_else(|| {
             ((MAX_DAEMON_TYPE + 1..TOOL_ID_BASE).contains(&id)
                 && instances::other_serves(self.key, std::process::id(), id))
@@ -163,17 +163,18 @@ impl Replies {
     }
 
     /// The queue replies go to.
-    pub fn queue(&self) -> Queue {
+    pub(crate) fn queue(&self) -> Queue {
         self.queue.lock().unwrap().clone()
     }
 
     /// The queue was created again (removed under kerneld).
-    pub fn set_queue(&self, q: Queue) {
+    pub(crate) fn set_queue(&self, q: Queue) {
         *self.queue.lock().unwrap() = q;
     }
 
     /// Replies waiting for room: how many, and their bytes.
-    pub fn waiting(&self) -> (usize, usize) {
+    #[cfg(test)]
+    pub(crate) fn waiting(&self) -> (usize, usize) {
         let o = self.outbox.lock().unwrap();
         (o.len(), o.bytes())
     }
@@ -181,7 +182,7 @@ impl Replies {
     /// Send the answer to `req` if it wants one, in parts if long.  Never
     /// blocks; what finds no room goes to the outbox.  A one-part answer
     /// is encoded into a buffer each thread keeps: no allocation.
-    pub fn send(&self, req: impl Into<ReplyTo>, status: i64, text: &[u8]) {
+    pub(crate) fn send(&self, req: impl Into<ReplyTo>, status: i64, text: &[u8]) {
         let to: ReplyTo = req.into();
         if to.id <= MAX_DAEMON_TYPE {
             return;
@@ -288,7 +289,7 @@ impl Replies {
 
     /// Remove the unread replies of ids answered at least `age` ago,
     /// oldest first; how many messages were removed.
-    pub fn purge_unread(&self, age: Duration) -> usize {
+    pub(crate) fn purge_unread(&self, age: Duration) -> usize {
         let Some(cutoff) = Instant::now().checked_sub(age) else {
             return 0;
         };
@@ -355,7 +356,7 @@ impl Replies {
 impl Replies {
     /// The reply thread: keeps the queue free of unread replies and sends
     /// what waits for room.  Returns once [`Replies::stop`] was called.
-    pub fn run(&self) {
+    pub(crate) fn run(&self) {
         let mut pressure = false;
         while !self.stopping.load(Ordering::SeqCst) {
             self.wait_for_work(pressure);
@@ -446,7 +447,7 @@ impl Replies {
     }
 
     /// Let the reply thread finish.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.wake.notify_all();
     }
@@ -509,7 +510,7 @@ impl Sent {
 /// refused (the types of the default instance); so is the type this
 /// instance serves (`type=256`: arp); and negative ids, which no message
 /// can have as its type.  0 asks for no reply.
-pub fn unanswerable(filter: TypeFilter, id: i64) -> Option<&'static str> {
+pub(crate) fn unanswerable(filter: TypeFilter, id: i64) -> Option<&'static str> {
     let served = match filter {
         TypeFilter::Any => id > 0,
         TypeFilter::Exactly(n) => id == n,

@@ -19,7 +19,7 @@ use crate::outcome::Outcome;
 use crate::policy::{Decision, Mode, Policy};
 use crate::pool::Contexts;
 use crate::requester::Requester;
-pub use logline::{describe_provenance, for_whom, LogLine};
+pub(crate) use logline::{for_whom, LogLine};
 use logline::{push_millis, Denial};
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 /// What to do with a request.
 #[derive(Debug)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// The answer is known: nothing to load.
     Settled(Settled),
     /// Allowed, and these modules are to be loaded (by a worker).
@@ -37,9 +37,9 @@ pub enum Plan {
 
 /// A final answer, with the log line to write once it is sent.
 #[derive(Debug)]
-pub struct Settled {
-    pub outcome: Outcome,
-    pub line: LogLine,
+pub(crate) struct Settled {
+    pub(crate) outcome: Outcome,
+    pub(crate) line: LogLine,
     /// What [`Requests::decide`] leaves to [`Requests::finish`].
     pending: Option<Bookkeeping>,
 }
@@ -59,18 +59,18 @@ struct Bookkeeping {
 
 /// One request_module being served: the name, who asked, and since when.
 #[derive(Debug, Clone)]
-pub struct Ask<'a> {
-    pub name: &'a str,
-    pub who: Option<&'a Requester>,
+pub(crate) struct Ask<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) who: Option<&'a Requester>,
     /// The negative cache's key: the name, and the requester when rules
     /// look at it.
-    pub cache_key: Cow<'a, str>,
-    pub since: Instant,
+    pub(crate) cache_key: Cow<'a, str>,
+    pub(crate) since: Instant,
 }
 
 impl<'a> Ask<'a> {
     /// `identity`: [`Requests::identity`] of `who`.
-    pub fn new(name: &'a str, who: Option<&'a Requester>, identity: &str) -> Ask<'a> {
+    pub(crate) fn new(name: &'a str, who: Option<&'a Requester>, identity: &str) -> Ask<'a> {
         Ask {
             name,
             who,
@@ -86,7 +86,7 @@ impl<'a> Ask<'a> {
 
 /// The state of the request path: policy, remembered failures, and the
 /// ring of recent requests the status shows.
-pub struct Requests {
+pub(crate) struct Requests {
     /// Read by cloning the Arc: a decision holds no lock and copies no rule.
     pub(crate) policy: RwLock<Arc<Policy>>,
     pub(crate) negcache: Mutex<NegativeCache>,
@@ -96,7 +96,7 @@ pub struct Requests {
 }
 
 impl Requests {
-    pub fn new(
+    pub(crate) fn new(
         policy: Policy,
         negcache: NegativeCache,
         fingerprint: Box<dyn Fn() -> u64 + Send + Sync>,
@@ -110,18 +110,18 @@ impl Requests {
     }
 
     /// The policy in force.
-    pub fn policy(&self) -> Arc<Policy> {
+    pub(crate) fn policy(&self) -> Arc<Policy> {
         Arc::clone(&self.policy.read().unwrap())
     }
 
     /// Whether any rule looks at the requester.
-    pub fn needs_requester(&self) -> bool {
+    pub(crate) fn needs_requester(&self) -> bool {
         self.policy.read().unwrap().needs_requester()
     }
 
     /// When rules look at the requester, requests (and remembered answers)
     /// of different requesters must be kept apart; else all are one.
-    pub fn identity(&self, who: Option<&Requester>) -> String {
+    pub(crate) fn identity(&self, who: Option<&Requester>) -> String {
         self.policy.read().unwrap().identity(who)
     }
 
@@ -129,7 +129,7 @@ impl Requests {
     /// resolves to nothing, a blacklisted alias, a module already loaded
     /// or a kernel that takes none are answered; else the resolution is
     /// to be loaded.
-    pub fn decide(&self, contexts: &Contexts, ask: &Ask, c: &Counters) -> Plan {
+    pub(crate) fn decide(&self, contexts: &Contexts, ask: &Ask, c: &Counters) -> Plan {
         if let Some(outcome) = self.cached_answer(ask, c) {
             return Plan::Settled(Settled {
                 outcome,
@@ -157,7 +157,7 @@ impl Requests {
     }
 
     /// Load what [`Requests::decide`] allowed, and record what was inserted.
-    pub fn load(
+    pub(crate) fn load(
         &self,
         contexts: &Contexts,
         expiry: &Expiry,
@@ -181,7 +181,7 @@ impl Requests {
     /// What a [`Settled`] of [`Requests::decide`] left to do, for its
     /// caller to call once the answer is sent: the request goes into the
     /// ring of recent ones and, if it failed, into the negative cache.
-    pub fn finish(&self, ask: &Ask, s: &mut Settled) {
+    pub(crate) fn finish(&self, ask: &Ask, s: &mut Settled) {
         if let Some(b) = s.pending.take() {
             self.keep(ask, &s.outcome, b);
         }

@@ -39,7 +39,7 @@ pub struct Requester {
 impl Requester {
     /// The requester named by a request body's origin extension, if it has
     /// one (only the in-kernel sender writes it; the queue is root's).
-    pub fn from_body(body: &[u8]) -> Option<Requester> {
+    pub(crate) fn from_body(body: &[u8]) -> Option<Requester> {
         let o = RequestOrigin::from_body(body)?;
         Some(Requester {
             pid: o.pid,
@@ -54,7 +54,7 @@ impl Requester {
 
     /// A short description for logs and kdstat: `pid 812 uid 1000 (sh)`,
     /// the command and cgroup escaped (any user chooses them).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut s = String::with_capacity(48 + self.comm.len() + self.cgroup.len());
         self.describe_into(&mut s);
         s
@@ -62,7 +62,7 @@ impl Requester {
 
     /// [`Requester::describe`] appended to `s`: one string for the whole
     /// log line (it is written for every request that names its requester).
-    pub fn describe_into(&self, s: &mut String) {
+    pub(crate) fn describe_into(&self, s: &mut String) {
         use std::fmt::Write as _;
         // Writing to a String cannot fail.
         let _ = write!(s, "pid {} uid {} gid {} (", self.pid, self.uid, self.gid);

@@ -25,9 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-pub use crate::expiry::DELAYED_MAX;
-pub use crate::metrics::{Counters, Recent, RECENT_MAX};
-pub use crate::outcome::Outcome;
+pub(crate) use crate::metrics::Counters;
+pub(crate) use crate::outcome::Outcome;
 pub use crate::settings::Settings;
 
 /// What the daemon is built from.
@@ -51,7 +50,7 @@ pub struct Daemon {
     pub(crate) requests: Requests,
     pub(crate) jobs: Mutex<JobTable>,
     pub(crate) expiry: Expiry,
-    pub counters: Counters,
+    pub(crate) counters: Counters,
     pub(crate) pool: Pool,
     pub(crate) contexts: Contexts,
     /// The queue, and the replies sent to it (its own thread).
@@ -117,15 +116,6 @@ impl Daemon {
         self.replies.queue()
     }
 
-    /// The reply edge (counters of dropped and purged replies).
-    pub fn replies(&self) -> &Replies {
-        &self.replies
-    }
-
-    pub fn key(&self) -> Key {
-        self.key
-    }
-
     pub fn config(&self) -> Arc<Config> {
         self.config.read().unwrap().clone()
     }
@@ -134,7 +124,7 @@ impl Daemon {
         self.tracer.as_ref()
     }
 
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 
@@ -222,7 +212,7 @@ impl Daemon {
     }
 
     /// Seconds until the next sweep, None with `keep`.
-    pub fn next_sweep_in(&self) -> Option<f64> {
+    pub(crate) fn next_sweep_in(&self) -> Option<f64> {
         if self.settings.keep() {
             return None;
         }

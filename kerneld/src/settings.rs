@@ -15,14 +15,14 @@ pub struct Settings {
 /// The live settings.  Writers are the control words and SIGHUP's debug
 /// toggle; a reader sees each field as last written.
 #[derive(Debug)]
-pub struct LiveSettings {
+pub(crate) struct LiveSettings {
     delay: AtomicU64,
     keep: AtomicBool,
     debug: AtomicBool,
 }
 
 impl LiveSettings {
-    pub fn new(s: Settings) -> LiveSettings {
+    pub(crate) fn new(s: Settings) -> LiveSettings {
         log::set_debug(s.debug);
         LiveSettings {
             delay: AtomicU64::new(s.delay),
@@ -31,7 +31,7 @@ impl LiveSettings {
         }
     }
 
-    pub fn get(&self) -> Settings {
+    pub(crate) fn get(&self) -> Settings {
         Settings {
             delay: self.delay(),
             keep: self.keep(),
@@ -39,16 +39,16 @@ impl LiveSettings {
         }
     }
 
-    pub fn delay(&self) -> u64 {
+    pub(crate) fn delay(&self) -> u64 {
         self.delay.load(Ordering::Relaxed)
     }
 
-    pub fn keep(&self) -> bool {
+    pub(crate) fn keep(&self) -> bool {
         self.keep.load(Ordering::Relaxed)
     }
 
     /// Change the settings through `f`; the log follows `debug`.
-    pub fn set(&self, f: impl FnOnce(&mut Settings)) {
+    pub(crate) fn set(&self, f: impl FnOnce(&mut Settings)) {
         let mut s = self.get();
         f(&mut s);
         self.delay.store(s.delay, Ordering::Relaxed);

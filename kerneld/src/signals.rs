@@ -26,7 +26,7 @@ const HANDLED: [Signal; 7] = [
 
 /// Block the signals the signal thread waits for, before any thread
 /// starts, so that every thread inherits the mask.
-pub fn block_signals() -> SigSet {
+pub(crate) fn block_signals() -> SigSet {
     let mut set = SigSet::empty();
     for s in HANDLED {
         set.add(s);
@@ -186,7 +186,7 @@ fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
 }
 
-pub fn spawn_signal_thread(
+pub(crate) fn spawn_signal_thread(
     set: SigSet,
     daemon: Arc<Daemon>,
     receiver_done: Arc<AtomicBool>,

@@ -23,16 +23,16 @@ use std::process::ExitCode;
 const READY: &[u8] = b"\0ready\n";
 
 /// What a stop undoes, also after a failed start.
-pub struct Stopper {
-    pub key: Key,
-    pub queue: Queue,
-    pub registration: Option<instance::Instance>,
-    pub pid_file: Option<PathBuf>,
-    pub registered: Option<helper::Registered>,
+pub(crate) struct Stopper {
+    pub(crate) key: Key,
+    pub(crate) queue: Queue,
+    pub(crate) registration: Option<instance::Instance>,
+    pub(crate) pid_file: Option<PathBuf>,
+    pub(crate) registered: Option<helper::Registered>,
 }
 
 impl Stopper {
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some(reg) = self.registered.take() {
             match helper::restore(&reg) {
                 Ok(line) => log::notice(&line),
@@ -90,7 +90,7 @@ const PID_FILE_MAX: u64 = 64;
 /// and the pid file.  One that is not is refused rather than changed:
 /// kerneld may not have made it, and it may be shared (a `chmod` of
 /// `/tmp` would break the system).  The fix is the operator's.
-pub fn prepare_state_dir(dir: &Path) -> Result<(), StateDirError> {
+pub(crate) fn prepare_state_dir(dir: &Path) -> Result<(), StateDirError> {
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -145,7 +145,7 @@ pub fn prepare_state_dir(dir: &Path) -> Result<(), StateDirError> {
 
 /// Why the state directory cannot be used.
 #[derive(Debug)]
-pub enum StateDirError {
+pub(crate) enum StateDirError {
     /// It could not be created or examined (a runtime failure).
     Create(String),
     /// It is there but not fit to keep kerneld's state (a configuration
@@ -156,7 +156,7 @@ pub enum StateDirError {
 /// Write `kerneld.pid` atomically: a new temporary file, renamed into
 /// place.  The temporary's name is fixed: the state directory's lock,
 /// held by now, keeps any other kerneld from writing there.
-pub fn write_pid_file(dir: &Path) -> Result<PathBuf, String> {
+pub(crate) fn write_pid_file(dir: &Path) -> Result<PathBuf, String> {
     let path = dir.join("kerneld.pid");
     let tmp = dir.join(".kerneld.pid.tmp");
     let text = format!("{}\n", std::process::id());
@@ -166,7 +166,7 @@ pub fn write_pid_file(dir: &Path) -> Result<PathBuf, String> {
 }
 
 /// One kerneld per state directory: it owns the record there.
-pub fn lock_state_dir(dir: &Path) -> Result<Flock<std::fs::File>, String> {
+pub(crate) fn lock_state_dir(dir: &Path) -> Result<Flock<std::fs::File>, String> {
     let path = dir.join("kerneld.lock");
     let f = crate::instance::open_lock_file(&path)?;
     Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
@@ -184,7 +184,7 @@ pub fn lock_state_dir(dir: &Path) -> Result<Flock<std::fs::File>, String> {
     })
 }
 
-pub enum Detached {
+pub(crate) enum Detached {
     /// In the parent: the exit status to return.
     Parent(ExitCode),
     /// In the daemon: the write end of the start-up pipe.
@@ -196,7 +196,7 @@ pub enum Detached {
 /// The parent copies what comes through to its own stderr and exits 0 once
 /// the daemon says it is ready, or with the daemon's exit status if it
 /// ends first.
-pub fn daemonize() -> Result<Detached, String> {
+pub(crate) fn daemonize() -> Result<Detached, String> {
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: no threads exist yet, so fork is safe; the child only
     // continues single-threaded start-up.
@@ -287,7 +287,7 @@ fn wait_for_daemon(pipe: OwnedFd, child: Pid) -> ExitCode {
 }
 
 /// In the daemon: tell the parent it is ready, and leave the terminal.
-pub fn ready(pipe: OwnedFd) {
+pub(crate) fn ready(pipe: OwnedFd) {
     let _ = nix::unistd::write(&pipe, READY);
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         let _ = nix::unistd::dup2_stderr(&null);

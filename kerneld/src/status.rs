@@ -24,44 +24,44 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// field).  Adding a field keeps it; renaming or removing one, or changing
 /// its meaning, takes the next number (and kdstat(8) and kdstat --help
 /// say what changed).
-pub const JSON_SCHEMA: u64 = 1;
+pub(crate) const JSON_SCHEMA: u64 = 1;
 
 /// Everything the status shows, gathered once by its owners (plain data:
 /// status renders this, not the daemon).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub settings: Settings,
-    pub key: Key,
-    pub queue_id: i32,
+    pub(crate) settings: Settings,
+    pub(crate) key: Key,
+    pub(crate) queue_id: i32,
     /// The queue's figures, or why they could not be read.
-    pub queue: Result<QueueStat, String>,
-    pub jobs: Vec<Job>,
-    pub uptime: Duration,
-    pub started_at: SystemTime,
-    pub workers: usize,
+    pub(crate) queue: Result<QueueStat, String>,
+    pub(crate) jobs: Vec<Job>,
+    pub(crate) uptime: Duration,
+    pub(crate) started_at: SystemTime,
+    pub(crate) workers: usize,
     /// Seconds until the next sweep, None with `keep`.
-    pub next_sweep_in: Option<f64>,
-    pub record: BTreeMap<String, Entry>,
-    pub recent: Vec<Recent>,
-    pub counters: CounterValues,
-    pub replies_dropped: u64,
-    pub replies_purged: u64,
+    pub(crate) next_sweep_in: Option<f64>,
+    pub(crate) record: BTreeMap<String, Entry>,
+    pub(crate) recent: Vec<Recent>,
+    pub(crate) counters: CounterValues,
+    pub(crate) replies_dropped: u64,
+    pub(crate) replies_purged: u64,
     /// Log lines the journal did not take (`journal::dropped`).
-    pub journal_dropped: u64,
-    pub negative_entries: usize,
-    pub policy: Policy,
+    pub(crate) journal_dropped: u64,
+    pub(crate) negative_entries: usize,
+    pub(crate) policy: Policy,
     /// The tracer's description; None: tracing unavailable.
-    pub tracing: Option<String>,
+    pub(crate) tracing: Option<String>,
     /// What the kernel runs as its module helper.
-    pub helper: Helper,
+    pub(crate) helper: Helper,
     /// Module loads by every loader (module-loads).
-    pub module_loads: crate::modload::report::ModuleLoadsDocument,
+    pub(crate) module_loads: crate::modload::report::ModuleLoadsDocument,
 }
 
 /// What `/proc/sys/kernel/modprobe` holds: whether the kernel's requests
 /// reach kerneld at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Helper {
+pub(crate) enum Helper {
     /// The path the kernel runs (empty: none), and whether it is
     /// kerneld's shim.
     Read { path: String, shim: bool },
@@ -80,7 +80,7 @@ pub fn proc_modprobe_path() -> std::path::PathBuf {
 
 /// Read the kernel's module helper.  It is kerneld's shim when it is
 /// named `kerneld-modprobe` or is the file beside this kerneld.
-pub fn read_helper() -> Helper {
+pub(crate) fn read_helper() -> Helper {
     let proc = proc_modprobe_path();
     let value = match std::fs::read_to_string(&proc) {
         Ok(v) => v,
@@ -121,13 +121,13 @@ fn helper_text(h: &Helper) -> String {
 /// `/proc/sys/kernel/modprobe` in the status document.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct HelperDocument {
+pub(crate) struct HelperDocument {
     /// What the kernel runs (empty: none); null when unreadable.
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// Whether it is kerneld's shim, kerneld-modprobe; null when unreadable.
-    pub kerneld_shim: Option<bool>,
+    pub(crate) kerneld_shim: Option<bool>,
     /// Why it could not be read; null when read.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 impl HelperDocument {
@@ -326,13 +326,13 @@ pub fn text(d: &Snapshot) -> String {
 
 /// The JSON status document (`kdstat --json`): a [`StatusDocument`] as a
 /// JSON value.
-pub fn json(d: &Snapshot) -> Value {
+pub(crate) fn json(d: &Snapshot) -> Value {
     // The document is plain data: serialising it cannot fail.
     serde_json::to_value(document(d)).unwrap_or(Value::Null)
 }
 
 /// The status document of a snapshot.
-pub fn document(d: &Snapshot) -> StatusDocument {
+pub(crate) fn document(d: &Snapshot) -> StatusDocument {
     let s = d.settings;
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -475,55 +475,57 @@ pub fn document(d: &Snapshot) -> StatusDocument {
 #[cfg_attr(feature = "schema", schemars(title = "kerneld status (kdstat --json)"))]
 pub struct StatusDocument {
     /// The version of this list of fields.
-    pub schema: u64,
+    pub(crate) schema: u64,
     /// The daemon's version.
-    pub version: String,
+    pub(crate) version: String,
     /// The daemon's pid.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// The queue key, `0x6b65726e` style.
-    pub key: String,
+    pub(crate) key: String,
     /// Start time, Unix seconds.
-    pub started_at: u64,
+    pub(crate) started_at: u64,
     /// Seconds since the start.
-    pub uptime_seconds: f64,
+    pub(crate) uptime_seconds: f64,
     /// Seconds between idle sweeps (the `delay` setting).
-    pub delay: u64,
+    pub(crate) delay: u64,
     /// The `keep` setting: nothing is unloaded when idle.
-    pub keep: bool,
+    pub(crate) keep: bool,
     /// The `debug` setting: every message is logged.
-    pub debug: bool,
+    pub(crate) debug: bool,
     /// Worker threads started.
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Actions in progress.
-    pub jobs: Vec<JobDocument>,
+    pub(crate) jobs: Vec<JobDocument>,
     /// Modules kerneld loaded (its record).
-    pub loaded_modules: Vec<LoadedModule>,
+    pub(crate) loaded_modules: Vec<LoadedModule>,
     /// The last module requests, oldest first.
-    pub recent_requests: Vec<RecentRequest>,
+    pub(crate) recent_requests: Vec<RecentRequest>,
     /// Seconds to the next idle sweep, null with `keep`.
-    pub next_sweep_seconds: Option<f64>,
-    pub counters: CountersDocument,
-    pub queue: QueueDocument,
-    pub policy: PolicyDocument,
+    pub(crate) next_sweep_seconds: Option<f64>,
+    pub(crate) counters: CountersDocument,
+    pub(crate) queue: QueueDocument,
+    pub(crate) policy: PolicyDocument,
     /// How requesters are traced, null when tracing is unavailable.
-    pub tracing: Option<String>,
+    pub(crate) tracing: Option<String>,
     /// What the kernel runs as its module helper.
-    pub helper: HelperDocument,
+    pub(crate) helper: HelperDocument,
     /// Module loads by every loader, through the BPF LSM (module-loads).
-    pub module_loads: crate::modload::report::ModuleLoadsDocument,
+    pub(crate) module_loads: crate::modload::report::ModuleLoadsDocument,
     /// Added by kdstat, never sent by kerneld: only while the in-kernel
     /// sender (the kerneld_shim module) is loaded, its settings (strings,
     /// from /sys/module/kerneld_shim/parameters) and counters (integers,
     /// from /sys/kernel/kerneld_shim); see kdstat(8).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kernel_shim: Option<BTreeMap<String, ShimValue>>,
+    pub(crate) kernel_shim: Option<BTreeMap<String, ShimValue>>,
 }
 
 /// A setting (string) or counter (integer) of the in-kernel sender.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
-pub enum ShimValue {
+// Only the schema describes it: kdstat adds the field, never kerneld.
+#[allow(dead_code)]
+pub(crate) enum ShimValue {
     Setting(String),
     Counter(u64),
 }
@@ -531,114 +533,114 @@ pub enum ShimValue {
 /// An action in progress.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct JobDocument {
+pub(crate) struct JobDocument {
     /// The request type's name (`request_module`).
     #[serde(rename = "type")]
-    pub kind: String,
+    pub(crate) kind: String,
     /// The request type's number.
-    pub type_number: i64,
+    pub(crate) type_number: i64,
     /// The request's text (the module name for type 2).
-    pub text: String,
+    pub(crate) text: String,
     /// The full pid of the requester when traced, else the 16 bits of the
     /// message header; null when neither is known.
-    pub requester_pid: Option<i64>,
+    pub(crate) requester_pid: Option<i64>,
     /// Who asked, as traced; null when unknown.
-    pub requester: Option<Requester>,
+    pub(crate) requester: Option<Requester>,
     /// Seconds since the action began.
-    pub age_seconds: f64,
+    pub(crate) age_seconds: f64,
     /// Requests merged into this one (1 or more).
-    pub waiters: usize,
+    pub(crate) waiters: usize,
     /// Thread id of the worker on it; null while none has it.
-    pub worker_tid: Option<i32>,
+    pub(crate) worker_tid: Option<i32>,
 }
 
 /// A module kerneld loaded.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct LoadedModule {
+pub(crate) struct LoadedModule {
     /// The module's name.
-    pub name: String,
+    pub(crate) name: String,
     /// The name that was requested (`rtnl-link-dummy`).
-    pub requested_as: String,
+    pub(crate) requested_as: String,
     /// Modules loaded with it by the same request.
-    pub dependencies: Vec<String>,
+    pub(crate) dependencies: Vec<String>,
     /// When it was loaded, Unix seconds.
-    pub loaded_at: u64,
+    pub(crate) loaded_at: u64,
     /// Seconds since it was loaded.
-    pub age_seconds: u64,
+    pub(crate) age_seconds: u64,
     /// Seconds since a sweep first found it unused; null while in use.
-    pub idle_seconds: Option<f64>,
+    pub(crate) idle_seconds: Option<f64>,
     /// Consecutive sweeps that found it unused.
-    pub unused_sweeps: u32,
+    pub(crate) unused_sweeps: u32,
     /// Who asked, as traced; null when unknown.
-    pub requester: Option<Requester>,
+    pub(crate) requester: Option<Requester>,
     /// The module of the same request that needed it, or whose soft
     /// dependency it is; null for the module asked for.
-    pub pulled_in_by: Option<String>,
+    pub(crate) pulled_in_by: Option<String>,
     /// The policy rule that allowed the request, with its origin, or
     /// `default`; null for modules recorded before kerneld kept it.
-    pub allowed_by: Option<String>,
+    pub(crate) allowed_by: Option<String>,
 }
 
 /// One of the last module requests.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct RecentRequest {
+pub(crate) struct RecentRequest {
     /// The name requested.
-    pub name: String,
+    pub(crate) name: String,
     /// Who asked, as traced; null when unknown.
-    pub requester: Option<Requester>,
+    pub(crate) requester: Option<Requester>,
     /// The status answered (0: loaded).
-    pub status: i64,
+    pub(crate) status: i64,
     /// The answer's text.
-    pub text: String,
+    pub(crate) text: String,
     /// Seconds since the answer.
-    pub age_seconds: f64,
+    pub(crate) age_seconds: f64,
     /// How long the request took, in milliseconds.
-    pub duration_ms: f64,
+    pub(crate) duration_ms: f64,
 }
 
 /// Counts since kerneld started.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct CountersDocument {
+pub(crate) struct CountersDocument {
     /// Requests received, by type name (`request_module`, `status`,
     /// `unknown`); types never received are left out.
-    pub requests: BTreeMap<String, u64>,
+    pub(crate) requests: BTreeMap<String, u64>,
     /// Requests answered with status 0.
-    pub succeeded: u64,
+    pub(crate) succeeded: u64,
     /// Requests answered with a failure.
-    pub failed: u64,
+    pub(crate) failed: u64,
     /// Requests merged into an identical one in progress.
-    pub merged: u64,
+    pub(crate) merged: u64,
     /// Modules unloaded by the idle sweep.
-    pub expired: u64,
+    pub(crate) expired: u64,
     /// Requests answered from the negative cache.
-    pub cached: u64,
+    pub(crate) cached: u64,
     /// Requests the policy denied.
-    pub denied: u64,
+    pub(crate) denied: u64,
     /// Messages that were not a valid request.
-    pub bad_messages: u64,
+    pub(crate) bad_messages: u64,
     /// Answers dropped: their client stopped waiting before the queue had
     /// room, or they were the oldest of 4 MiB of answers waiting for room.
-    pub replies_dropped: u64,
+    pub(crate) replies_dropped: u64,
     /// Unread replies removed from the queue (left by clients that gave
     /// up waiting).
-    pub replies_purged: u64,
+    pub(crate) replies_purged: u64,
     /// Log lines the journal did not take because it was not reading.
-    pub journal_dropped: u64,
+    pub(crate) journal_dropped: u64,
     /// Requests refused because 4096 identical ones already waited for
     /// the action in progress.
-    pub waiters_refused: u64,
+    pub(crate) waiters_refused: u64,
     /// Failures remembered by the negative cache now.
-    pub negative_cache_entries: usize,
+    pub(crate) negative_cache_entries: usize,
 }
 
 /// The queue's figures, or why they could not be read.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]
-pub enum QueueDocument {
+pub(crate) enum QueueDocument {
     Stat {
         /// The queue's id (ipcs -q).
         id: i32,
@@ -662,22 +664,22 @@ pub enum QueueDocument {
 /// The policy in force.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct PolicyDocument {
-    pub mode: PolicyMode,
+pub(crate) struct PolicyDocument {
+    pub(crate) mode: PolicyMode,
     #[serde(rename = "match")]
-    pub order: PolicyMatch,
-    pub default: PolicyDefault,
+    pub(crate) order: PolicyMatch,
+    pub(crate) default: PolicyDefault,
     /// Whether the policy is locked (no live changes).
-    pub lock: bool,
+    pub(crate) lock: bool,
     /// The rules, in the order they are read.
-    pub rules: Vec<RuleDocument>,
+    pub(crate) rules: Vec<RuleDocument>,
 }
 
 /// `enforce`: denials are answered; `audit`: only logged.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
-pub enum PolicyMode {
+pub(crate) enum PolicyMode {
     Enforce,
     Audit,
 }
@@ -686,7 +688,7 @@ pub enum PolicyMode {
 #[derive(Debug, Clone, Copy, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
-pub enum PolicyMatch {
+pub(crate) enum PolicyMatch {
     First,
     Specific,
 }
@@ -695,7 +697,7 @@ pub enum PolicyMatch {
 #[derive(Debug, Clone, Copy, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
-pub enum PolicyDefault {
+pub(crate) enum PolicyDefault {
     Allow,
     Deny,
 }
@@ -703,13 +705,13 @@ pub enum PolicyDefault {
 /// A policy rule.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct RuleDocument {
+pub(crate) struct RuleDocument {
     /// The rule as written (`deny request net-pf-*`).
-    pub rule: String,
+    pub(crate) rule: String,
     /// Where it came from: `file:line` or `live`.
-    pub origin: String,
+    pub(crate) origin: String,
     /// How often it decided.
-    pub hits: u64,
+    pub(crate) hits: u64,
 }
 
 #[cfg(test)]
@@ -727,7 +729,6 @@ mod tests {
             waiters: vec![Waiter {
                 request: Message::request(MsgType::RequestModule, 1024, Header::Old, "dummy"),
                 requester: None,
-                arrived: Instant::now(),
             }],
             started: Instant::now(),
             worker: Some(7),

@@ -37,16 +37,20 @@ const TOOL_PATIENCE: i64 = 5;
 
 /// What the sweep did, for the log.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Report {
-    pub stale_requests: u64,
-    pub stale_replies: u64,
-    pub swept: Swept,
+pub(crate) struct Report {
+    pub(crate) stale_requests: u64,
+    pub(crate) stale_replies: u64,
+    pub(crate) swept: Swept,
 }
 
 /// Sort what waits in `queue`: drop the requests of `filter` nobody waits
 /// for, and, when `alone` (no other live instance on the key), the
 /// replies nobody reads.  Called under the key's lock.
-pub fn sweep(queue: &Queue, filter: TypeFilter, alone: bool) -> Result<Report, kmod_ipc::Error> {
+pub(crate) fn sweep(
+    queue: &Queue,
+    filter: TypeFilter,
+    alone: bool,
+) -> Result<Report, kmod_ipc::Error> {
     let st = queue.stat()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -10,7 +10,7 @@ use kmod_ipc::{Key, Queue, TypeFilter};
 use std::sync::Arc;
 
 /// Removes the test's queue even when the test fails.
-pub struct Removed(Queue);
+pub(crate) struct Removed(Queue);
 
 impl Drop for Removed {
     fn drop(&mut self) {
@@ -26,7 +26,7 @@ impl std::ops::Deref for Removed {
 }
 
 /// A daemon on a private queue over the fake kernel.
-pub fn daemon(fake: SharedFake, key: i32) -> (Arc<Daemon>, Removed) {
+pub(crate) fn daemon(fake: SharedFake, key: i32) -> (Arc<Daemon>, Removed) {
     let queue = Queue::create_unchecked(Key(key), 0o600).unwrap();
     let d = Daemon::new(Parts {
         settings: Settings {
@@ -46,20 +46,20 @@ pub fn daemon(fake: SharedFake, key: i32) -> (Arc<Daemon>, Removed) {
 }
 
 /// A key of this test process (`n`: the test's own number).
-pub fn test_key(n: i32) -> i32 {
+pub(crate) fn test_key(n: i32) -> i32 {
     0x4b00_0000 | ((std::process::id() as i32 & 0xfff) << 8) | n
 }
 
 /// Counts the allocations of each thread, for the figure of allocations
 /// per quick answer (README, benchmarks).
-pub mod counting {
+pub(crate) mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 
-    pub struct Counting;
+    pub(crate) struct Counting;
 
     thread_local! {
-        pub static ALLOCS: Cell<u64> = const { Cell::new(0) };
+        pub(crate) static ALLOCS: Cell<u64> = const { Cell::new(0) };
     }
 
     fn count() {
@@ -90,7 +90,7 @@ pub mod counting {
     static COUNTING: Counting = Counting;
 
     /// Allocations of this thread so far.
-    pub fn now() -> u64 {
+    pub(crate) fn now() -> u64 {
         ALLOCS.with(|c| c.get())
     }
 }

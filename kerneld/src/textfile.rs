@@ -19,14 +19,14 @@ use std::io::Write;
 use std::path::Path;
 
 /// The file's name in the directory.
-pub const FILE: &str = "kerneld.prom";
+pub(crate) const FILE: &str = "kerneld.prom";
 /// The temporary file: hidden, and without the `.prom` ending the
 /// collector reads.
 const TEMP: &str = ".kerneld.prom.tmp";
 
 /// The exposition of `status` (the JSON status document): `up` false for
 /// the file left when kerneld stops.
-pub fn render(mut status: Value, up: bool) -> Result<String, String> {
+pub(crate) fn render(mut status: Value, up: bool) -> Result<String, String> {
     let shim = kdstat::shim::Shim::read_loaded();
     if let (Some(s), Value::Object(m)) = (shim, &mut status) {
         m.insert("kernel_shim".into(), s.json());
@@ -35,7 +35,7 @@ pub fn render(mut status: Value, up: bool) -> Result<String, String> {
 }
 
 /// Write `text` as DIR/kerneld.prom, atomically.
-pub fn write(dir: &Path, text: &str) -> Result<(), String> {
+pub(crate) fn write(dir: &Path, text: &str) -> Result<(), String> {
     let what = |step: &str, e: Errno| {
         format!(
             "cannot write the metrics file {}: {step}: {}",

@@ -192,7 +192,7 @@ impl Tracer {
 
     /// The requester of a kernel request for `name`: the oldest unclaimed
     /// event with that name, waiting briefly for the reader to catch up.
-    pub fn claim(&self, name: &str) -> Option<Requester> {
+    pub(crate) fn claim(&self, name: &str) -> Option<Requester> {
         let deadline = Instant::now() + CLAIM_WAIT;
         let (lock, cv) = &*self.events;
         let mut q = lock.lock().unwrap();
@@ -213,7 +213,7 @@ impl Tracer {
     /// The requester of a kernel request for `name`, if its event was
     /// read already: no wait (for the receive thread, when no rule looks
     /// at the requester).
-    pub fn claim_now(&self, name: &str) -> Option<Requester> {
+    pub(crate) fn claim_now(&self, name: &str) -> Option<Requester> {
         let e = self.events.0.lock().unwrap().take(name)?;
         Some(e.requester())
     }
@@ -221,11 +221,11 @@ impl Tracer {
     /// A request for `name` named its requester itself (the in-kernel
     /// sender): its event, read already or not, is dropped without a
     /// look at the task, and nothing waits for it.
-    pub fn skip(&self, name: &str) {
+    pub(crate) fn skip(&self, name: &str) {
         self.events.0.lock().unwrap().skip(name, Instant::now());
     }
 
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!("module:module_request via {}", self.instance.display())
     }
 

@@ -35,7 +35,7 @@ static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Changes each time a [`Watched`] recomputes; 0 when nothing is watched
 /// with inotify (so no caller may take "unchanged" for granted).
-pub fn generation() -> u64 {
+pub(crate) fn generation() -> u64 {
     GENERATION.load(Ordering::Acquire)
 }
 

@@ -23,32 +23,32 @@ use std::time::Duration;
 
 /// The version of the `why` JSON document: a new field keeps it, a
 /// renamed, removed or changed one takes the next number.
-pub const JSON_SCHEMA: u64 = 1;
+pub(crate) const JSON_SCHEMA: u64 = 1;
 
 /// One request kerneld answered lately, as `why` sees it.
 #[derive(Debug, Clone)]
-pub struct Asked {
+pub(crate) struct Asked {
     /// The name requested (`fs-minix`, `minix`).
-    pub name: String,
-    pub requester: Option<Requester>,
+    pub(crate) name: String,
+    pub(crate) requester: Option<Requester>,
     /// What the answer was (a remembered one: what it remembered).
-    pub kind: Kind,
-    pub status: i64,
+    pub(crate) kind: Kind,
+    pub(crate) status: i64,
     /// The answer (`minix: denied by policy: deny module minix (...)`).
-    pub text: String,
+    pub(crate) text: String,
     /// How long ago.
-    pub ago: Duration,
+    pub(crate) ago: Duration,
 }
 
 /// What kerneld saw lately of requests: the ring of recent ones (newest
 /// last), its size, and the negative cache's answer for a name.
 #[derive(Debug, Clone, Default)]
-pub struct Seen {
-    pub recent: Vec<Asked>,
+pub(crate) struct Seen {
+    pub(crate) recent: Vec<Asked>,
     /// How many requests the ring keeps.
-    pub window: usize,
+    pub(crate) window: usize,
     /// The failure answered from memory for the name, and for how long.
-    pub remembered: Option<(String, Duration)>,
+    pub(crate) remembered: Option<(String, Duration)>,
 }
 
 /// What became of a request, in one word.
@@ -149,7 +149,7 @@ fn seen_json(name: &str, seen: &Seen) -> (Value, Value) {
 
 /// Check the name given to `why`: a module name (letters, digits, `-`,
 /// `_`), or an alias that some recorded module was requested as.
-pub fn check_name(name: &str) -> Result<&str, String> {
+pub(crate) fn check_name(name: &str) -> Result<&str, String> {
     crate::names::validate(name.as_bytes())
         .map_err(|e| format!("why {name:?}: {e}; give a module name such as `kdstat why bridge`"))
 }
@@ -251,7 +251,7 @@ fn local_time(unix: u64) -> String {
 
 /// The text answer; `usage` tells the kernel's view of a module.  What a
 /// request, a requester or the module tree named is escaped.
-pub fn text(
+pub(crate) fn text(
     name: &str,
     record: &BTreeMap<String, Entry>,
     usage: &dyn Fn(&str) -> Usage,
@@ -308,7 +308,7 @@ pub fn text(
 
 /// The JSON answer (`kdstat why NAME --json`): a [`WhyDocument`] as a
 /// JSON value.
-pub fn json(
+pub(crate) fn json(
     name: &str,
     record: &BTreeMap<String, Entry>,
     usage: &dyn Fn(&str) -> Usage,
@@ -322,7 +322,7 @@ pub fn json(
 /// for; `requests` lists the recent requests about `name` (newest first)
 /// and `remembered` the failure answered from memory, when no module of
 /// that name is loaded (empty and null otherwise).
-pub fn document(
+pub(crate) fn document(
     name: &str,
     record: &BTreeMap<String, Entry>,
     usage: &dyn Fn(&str) -> Usage,
@@ -388,22 +388,22 @@ pub fn document(
 )]
 pub struct WhyDocument {
     /// The document's version: fields are only added within one number.
-    pub schema: u64,
+    pub(crate) schema: u64,
     /// The name asked about: a module, or an alias some recorded module
     /// was requested as.
-    pub name: String,
+    pub(crate) name: String,
     /// The modules the name stands for (one when kerneld loaded none).
-    pub modules: Vec<WhyModule>,
+    pub(crate) modules: Vec<WhyModule>,
     /// When no module of that name is loaded: the recent requests about
     /// it, newest first (empty otherwise).
-    pub requests: Value,
+    pub(crate) requests: Value,
     /// When no module of that name is loaded: the failure kerneld answers
     /// from memory for it, if any (null otherwise).
-    pub remembered: Value,
+    pub(crate) remembered: Value,
     /// The loads of the module the kernel reported through kerneld's BPF
     /// LSM program (module-loads), whoever made them, newest first; empty
     /// when it is off or saw none.
-    pub loads: Vec<crate::modload::SeenLoad>,
+    pub(crate) loads: Vec<crate::modload::SeenLoad>,
 }
 
 /// One module: from kerneld's record when kerneld loaded it, else only
@@ -413,7 +413,7 @@ pub struct WhyDocument {
 #[serde(untagged)]
 // Built once per answer and serialised at once: boxing would save nothing.
 #[allow(clippy::large_enum_variant)]
-pub enum WhyModule {
+pub(crate) enum WhyModule {
     /// A module kerneld loaded.
     Recorded {
         /// The module's name.
@@ -452,18 +452,18 @@ pub enum WhyModule {
 /// What the kernel says of the module now (/sys/module).
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct KernelView {
-    pub state: ModuleState,
+pub(crate) struct KernelView {
+    pub(crate) state: ModuleState,
     /// Its reference count; null unless loaded.
-    pub refcount: Option<u32>,
+    pub(crate) refcount: Option<u32>,
     /// Modules that hold it.
-    pub holders: Vec<String>,
+    pub(crate) holders: Vec<String>,
 }
 
 /// `live`, `coming` (still initialising), `builtin`, or `not loaded`.
 #[derive(Debug, Clone, Copy, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub enum ModuleState {
+pub(crate) enum ModuleState {
     #[serde(rename = "live")]
     Live,
     #[serde(rename = "coming")]

@@ -17,21 +17,21 @@ pub struct FakeKernel {
     /// Loaded module -> refcount.
     loaded: BTreeMap<String, u32>,
     /// Real load actions performed, by requested name.
-    pub loads: Vec<String>,
+    pub(crate) loads: Vec<String>,
     /// How long a load takes.
-    pub load_time: Duration,
+    pub(crate) load_time: Duration,
     /// Network links that exist, as (ifindex, kind).
-    pub links: Vec<(i32, String)>,
+    pub(crate) links: Vec<(i32, String)>,
     /// Refuse every insertion with this errno (a kernel without
     /// module support, or with kernel.modules_disabled=1).
-    pub refuse_insertions: Option<Errno>,
+    pub(crate) refuse_insertions: Option<Errno>,
     /// Provenance of modules that differ from the default (signed by
     /// [`FAKE_SIGNER`], in-tree).
-    pub provenance: HashMap<String, Provenance>,
+    pub(crate) provenance: HashMap<String, Provenance>,
 }
 
 /// The signer of the fake tree's modules, unless set otherwise.
-pub const FAKE_SIGNER: &str = "Fake kernel key";
+pub(crate) const FAKE_SIGNER: &str = "Fake kernel key";
 
 impl FakeKernel {
     pub fn with_tree(tree: &[(&str, &[&str])]) -> FakeKernel {
@@ -50,12 +50,14 @@ impl FakeKernel {
     }
 
     /// Give `module` this provenance (an unsigned or out-of-tree module).
-    pub fn with_provenance(mut self, module: &str, p: Provenance) -> FakeKernel {
+    #[cfg(test)]
+    pub(crate) fn with_provenance(mut self, module: &str, p: Provenance) -> FakeKernel {
         self.provenance.insert(module.into(), p);
         self
     }
 
-    pub fn set_refcnt(&mut self, m: &str, n: u32) {
+    #[cfg(test)]
+    pub(crate) fn set_refcnt(&mut self, m: &str, n: u32) {
         if let Some(r) = self.loaded.get_mut(m) {
             *r = n;
         }
@@ -189,7 +191,7 @@ impl Host for FakeKernel {
 
 /// A fake kernel shared by several workers, as the real one is.
 #[derive(Debug, Clone)]
-pub struct SharedFake(pub Arc<Mutex<FakeKernel>>);
+pub struct SharedFake(pub(crate) Arc<Mutex<FakeKernel>>);
 
 impl SharedFake {
     /// A backend whose loaders and host are this fake kernel.

@@ -119,7 +119,7 @@ fn config_stamp(paths: &[PathBuf]) -> u64 {
 }
 
 /// A libkmod context.
-pub struct Kmod {
+pub(crate) struct Kmod {
     ctx: *mut sys::kmod_ctx,
     config: Config,
     /// `watch::generation()` when last validated (see `revalidate`).

@@ -48,7 +48,7 @@ fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 /// The links of this network namespace that have a kind (`dummy`,
 /// `bridge`, `vxlan`, ...), as (ifindex, kind); empty if netlink cannot be
 /// used.
-pub fn links() -> Vec<(i32, String)> {
+pub(crate) fn links() -> Vec<(i32, String)> {
     let mut kinds = Vec::new();
     let Ok(fd) = socket(
         AddressFamily::Netlink,
@@ -108,14 +108,14 @@ fn parse_dump(mut msgs: &[u8], kinds: &mut Vec<(i32, String)>) -> bool {
 
 /// Whether a module, recorded as requested by `requested_as`, serves links
 /// of `kind`.
-pub fn serves_kind(module: &str, requested_as: &str, kind: &str) -> bool {
+pub(crate) fn serves_kind(module: &str, requested_as: &str, kind: &str) -> bool {
     let served = requested_as.strip_prefix("rtnl-link-").unwrap_or(module);
     kind == served || kind == module.replace('_', "-")
 }
 
 /// Whether a module serves a link that exists, other than the links in
 /// `own` (those it made itself while loading).
-pub fn serves_live_link(
+pub(crate) fn serves_live_link(
     module: &str,
     requested_as: &str,
     links: &[(i32, String)],

@@ -11,7 +11,7 @@ use std::path::Path;
 /// permission first, so a kernel that would take modules answers ENOEXEC.
 /// (Not finit_module: kernels before 3.8 lack it but load modules.)
 /// Asked again each time, since modules_disabled can be set at any moment.
-pub fn insertion_refused() -> Option<Errno> {
+pub(crate) fn insertion_refused() -> Option<Errno> {
     match nix::kmod::init_module(&[], c"") {
         Err(e @ (Errno::ENOSYS | Errno::EPERM)) => Some(e),
         _ => None,
@@ -19,7 +19,7 @@ pub fn insertion_refused() -> Option<Errno> {
 }
 
 /// The running kernel's release (`uname -r`).
-pub fn release() -> String {
+pub(crate) fn release() -> String {
     nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
         .unwrap_or_default()
@@ -27,7 +27,7 @@ pub fn release() -> String {
 
 /// A module's state read from sysfs (`/sys/module/NAME`): `initstate`
 /// exists only for loadable modules; a directory without it is builtin.
-pub fn sysfs_usage(root: &Path, module: &str) -> Usage {
+pub(crate) fn sysfs_usage(root: &Path, module: &str) -> Usage {
     let dir = root.join(&*crate::names::normalise(module));
     let initstate = match std::fs::read_to_string(dir.join("initstate")) {
         Ok(s) => s,

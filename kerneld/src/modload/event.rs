@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 /// Which hook saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hook {
+pub(crate) enum Hook {
     /// finit_module(2): a module file read (`kernel_read_file`).
     ReadFile,
     /// init_module(2): a module image from memory (`kernel_load_data`).
@@ -17,7 +17,7 @@ pub enum Hook {
 
 /// Why the program decided as it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     None,
     /// The file's hash has an allow verdict.
     Allowed,
@@ -36,32 +36,32 @@ pub enum Reason {
 
 /// A module load (or request) the kernel saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LoadEvent {
-    pub hook: Hook,
+pub(crate) struct LoadEvent {
+    pub(crate) hook: Hook,
     /// The kernel_read_file id (2 READING_MODULE, 7 READING_MODULE_COMPRESSED).
-    pub id: u32,
+    pub(crate) id: u32,
     /// The calling process (thread group id) and thread.
-    pub tgid: u32,
-    pub pid: u32,
+    pub(crate) tgid: u32,
+    pub(crate) pid: u32,
     /// The caller's cgroup v2 id (the cgroup directory's inode number).
-    pub cgroup_id: u64,
+    pub(crate) cgroup_id: u64,
     /// What the hook returned: 0, or -EPERM when refused.
-    pub verdict: i32,
+    pub(crate) verdict: i32,
     /// bpf_ima_file_hash's return: the algorithm (4: SHA-256) or -errno;
     /// 0 when not tried.
-    pub hash_rc: i32,
-    pub reason: Reason,
+    pub(crate) hash_rc: i32,
+    pub(crate) reason: Reason,
     /// The program was in enforce mode.
-    pub enforcing: bool,
-    pub comm: String,
+    pub(crate) enforcing: bool,
+    pub(crate) comm: String,
     /// The file's SHA-256, when hashed.
-    pub sha256: Option<[u8; 32]>,
+    pub(crate) sha256: Option<[u8; 32]>,
     /// The file's path (finit_module) or the alias asked for (request).
-    pub name: String,
+    pub(crate) name: String,
 }
 
 /// The size of `struct event`.
-pub const SIZE: usize = 344;
+pub(crate) const SIZE: usize = 344;
 
 const SHA256_ALGO: i32 = 4;
 /// kernel_read_file_id's READING_MODULE (READING_MODULE_COMPRESSED is 7).
@@ -79,7 +79,7 @@ fn cstr(b: &[u8]) -> String {
 impl LoadEvent {
     /// Read one event; None if the bytes are not one (too short, unknown
     /// hook): a program and a daemon out of step.
-    pub fn parse(b: &[u8]) -> Option<LoadEvent> {
+    pub(crate) fn parse(b: &[u8]) -> Option<LoadEvent> {
         if b.len() < SIZE {
             return None;
         }
@@ -118,28 +118,28 @@ impl LoadEvent {
         })
     }
 
-    pub fn refused(&self) -> bool {
+    pub(crate) fn refused(&self) -> bool {
         self.verdict != 0
     }
 
     /// The module's name from its file (`/lib/modules/.../dummy.ko.xz` →
     /// `dummy`), as the kernel will call it; None for init_module and
     /// requests.
-    pub fn module(&self) -> Option<String> {
+    pub(crate) fn module(&self) -> Option<String> {
         (self.hook == Hook::ReadFile).then(|| super::verdicts::module_of_file(&self.name))?
     }
 
     /// The loader in words: `insmod (pid 412)`.
-    pub fn caller(&self) -> String {
+    pub(crate) fn caller(&self) -> String {
         format!("{} (pid {})", self.comm, self.tgid)
     }
 
-    pub fn sha256_hex(&self) -> Option<String> {
+    pub(crate) fn sha256_hex(&self) -> Option<String> {
         self.sha256.map(|s| hex(&s))
     }
 
     /// The log line.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut s = String::new();
         match self.hook {
             Hook::ReadFile => {
@@ -213,7 +213,7 @@ impl LoadEvent {
     /// The audit record of a refused load, or of one enforce mode would
     /// refuse (observe mode); None for any other.  Shaped as the request
     /// denials' records (crate::audit), `op=module-load`.
-    pub fn audit_message(&self) -> Option<String> {
+    pub(crate) fn audit_message(&self) -> Option<String> {
         use crate::audit::encode;
         let would = !self.refused() && matches!(self.reason, Reason::Denied | Reason::Fallback);
         if !self.refused() && !would {
@@ -252,7 +252,7 @@ impl LoadEvent {
     }
 }
 
-pub fn hex(b: &[u8]) -> String {
+pub(crate) fn hex(b: &[u8]) -> String {
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
         let _ = write!(s, "{x:02x}");

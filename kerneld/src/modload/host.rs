@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
-pub enum Syscall {
+pub(crate) enum Syscall {
     /// A file: judged by its content.
     FinitModule,
     /// An image from memory: no file, judged by `module-loads-init-module`.
@@ -26,7 +26,7 @@ pub enum Syscall {
 
 /// Why libkmod loads compressed modules through init_module() here.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cause {
+pub(crate) enum Cause {
     /// kmod before 31 never hands the kernel a compressed file.
     OldKmod(u32),
     /// The kernel does not decompress this format itself (None: no
@@ -39,22 +39,22 @@ pub enum Cause {
 
 /// How this host's module tree reaches the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
+pub(crate) struct Host {
     /// `kmod --version`; None when it could not be run or read.
-    pub kmod_version: Option<u32>,
+    pub(crate) kmod_version: Option<u32>,
     /// The format the kernel decompresses (/sys/module/compression:
     /// `xz`, `zstd`, `gzip`); None when it decompresses none.
-    pub kernel_decompresses: Option<String>,
+    pub(crate) kernel_decompresses: Option<String>,
     /// Module files of the tree, and of them compressed, by format.
-    pub module_files: usize,
-    pub compressed: BTreeMap<String, usize>,
+    pub(crate) module_files: usize,
+    pub(crate) compressed: BTreeMap<String, usize>,
     /// Why the module tree could not be listed.
-    pub tree_error: Option<String>,
+    pub(crate) tree_error: Option<String>,
 }
 
 /// The format of a module file's compression, as /sys/module/compression
 /// names it; None for a plain `.ko`.
-pub fn format_of(path: &str) -> Option<&'static str> {
+pub(crate) fn format_of(path: &str) -> Option<&'static str> {
     if path.ends_with(".ko.xz") {
         Some("xz")
     } else if path.ends_with(".ko.zst") {
@@ -67,7 +67,7 @@ pub fn format_of(path: &str) -> Option<&'static str> {
 }
 
 /// `30` from `kmod version 30` (its first line); None otherwise.
-pub fn parse_kmod_version(out: &str) -> Option<u32> {
+pub(crate) fn parse_kmod_version(out: &str) -> Option<u32> {
     let v = out.lines().next()?.trim().strip_prefix("kmod version ")?;
     // Releases are integers; a distribution may append to them (`30-1`).
     let digits: String = v.chars().take_while(char::is_ascii_digit).collect();
@@ -94,7 +94,7 @@ fn kmod_version() -> Option<u32> {
 impl Host {
     /// Look at this host: `kmod --version`, /sys/module/compression and
     /// the module files under `module_dir`.
-    pub fn read(module_dir: &Path) -> Host {
+    pub(crate) fn read(module_dir: &Path) -> Host {
         let kernel = std::fs::read_to_string("/sys/module/compression")
             .ok()
             .map(|s| s.trim().to_string())
@@ -109,7 +109,7 @@ impl Host {
     }
 
     /// The facts of a tree of `files`.
-    pub fn of(
+    pub(crate) fn of(
         kmod_version: Option<u32>,
         kernel_decompresses: Option<String>,
         files: &[std::path::PathBuf],
@@ -129,14 +129,14 @@ impl Host {
         }
     }
 
-    pub fn compressed_files(&self) -> usize {
+    pub(crate) fn compressed_files(&self) -> usize {
         self.compressed.values().sum()
     }
 
     /// How libkmod loads this tree's compressed modules, and why when by
     /// init_module(); None when the tree has none, or kmod's version is
     /// unknown and the kernel could decompress them.
-    pub fn compressed_loads(&self) -> Option<(Syscall, Option<Cause>)> {
+    pub(crate) fn compressed_loads(&self) -> Option<(Syscall, Option<Cause>)> {
         let format = self
             .compressed
             .keys()
@@ -161,7 +161,7 @@ impl Host {
 
     /// What enforce mode judges here, in words (the start line and the
     /// status).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let n = self.compressed_files();
         let kmod = self
             .kmod_version
@@ -221,27 +221,27 @@ impl Host {
 /// The host facts in the status document.
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct HostDocument {
+pub(crate) struct HostDocument {
     /// kmod's version (`kmod --version`); null when it could not be read.
-    pub kmod_version: Option<u32>,
+    pub(crate) kmod_version: Option<u32>,
     /// The compression the kernel undoes itself (/sys/module/compression:
     /// `xz`, `zstd`, `gzip`); null when none.
-    pub kernel_decompresses: Option<String>,
+    pub(crate) kernel_decompresses: Option<String>,
     /// Module files in the module tree.
-    pub module_files: usize,
+    pub(crate) module_files: usize,
     /// Of them compressed, by format (`xz` -> count).
-    pub compressed_files: BTreeMap<String, usize>,
+    pub(crate) compressed_files: BTreeMap<String, usize>,
     /// How libkmod loaders hand a compressed module to the kernel here:
     /// `finit_module` (a file, judged by content) or `init_module` (no
     /// file, judged by module-loads-init-module); null when the tree has
     /// none or it is unknown.
-    pub compressed_loads: Option<Syscall>,
+    pub(crate) compressed_loads: Option<Syscall>,
     /// The same in words.
-    pub summary: String,
+    pub(crate) summary: String,
 }
 
 impl HostDocument {
-    pub fn of(h: &Host) -> HostDocument {
+    pub(crate) fn of(h: &Host) -> HostDocument {
         HostDocument {
             kmod_version: h.kmod_version,
             kernel_decompresses: h.kernel_decompresses.clone(),

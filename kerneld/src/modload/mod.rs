@@ -18,10 +18,12 @@
 //! and it outlives a kerneld that dies (fail closed, by the verdicts of
 //! that moment) until a kerneld starts again or the pins are removed.
 
-pub mod event;
-pub mod host;
+// Read and judged for `bpf`, which only the bpf-lsm feature builds.
+#[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
+pub(crate) mod event;
+pub(crate) mod host;
 pub mod pin;
-pub mod report;
+pub(crate) mod report;
 pub mod verdicts;
 
 #[cfg(feature = "bpf-lsm")]
@@ -52,17 +54,17 @@ pub struct Settings {
     pub mode: Mode,
     /// Refuse (enforce mode) a finit_module() of a file with no verdict:
     /// one outside the module tree, or changed since it was judged.
-    pub refuse_unknown: bool,
+    pub(crate) refuse_unknown: bool,
     /// Refuse (enforce mode) every init_module(): a module image from
     /// memory, with no file to judge.
-    pub refuse_init_module: bool,
+    pub(crate) refuse_init_module: bool,
     /// Pin the program's links, so that it outlives a kerneld that dies.
-    pub pin: bool,
+    pub(crate) pin: bool,
 }
 
 impl Settings {
     /// Read one `module-loads*` line; false: not such a key.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
+    pub(crate) fn set(&mut self, key: &str, value: &str) -> Result<bool, String> {
         let refuse = |v: &str| match v {
             "allow" => Ok(false),
             "refuse" => Ok(true),
@@ -111,6 +113,7 @@ impl Settings {
 }
 
 /// Loads kept for `kdstat why`.
+#[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
 const KEPT: usize = 1024;
 
 /// One load as `why` tells it.
@@ -123,7 +126,8 @@ struct Seen {
 static SEEN: Mutex<VecDeque<Seen>> = Mutex::new(VecDeque::new());
 
 /// Keep `e` for `why`.
-pub fn remember(e: &LoadEvent) {
+#[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
+pub(crate) fn remember(e: &LoadEvent) {
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     if seen.len() == KEPT {
         seen.pop_front();
@@ -136,7 +140,7 @@ pub fn remember(e: &LoadEvent) {
 
 /// What the program saw of loads of module `name` (newest first), as
 /// lines for `kdstat why`; empty when it saw none or is not running.
-pub fn why_text(name: &str) -> String {
+pub(crate) fn why_text(name: &str) -> String {
     let n = name.replace('-', "_");
     let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let mut out = String::new();
@@ -182,25 +186,25 @@ pub fn policy_changed(_policy: &crate::policy::Policy, _why: Change) {
 /// One load of a module as `why` (JSON) tells it.
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct SeenLoad {
+pub(crate) struct SeenLoad {
     /// When the event was read, Unix seconds.
-    pub at: u64,
+    pub(crate) at: u64,
     /// `finit_module` (a file) or `init_module` (an image from memory).
-    pub syscall: String,
+    pub(crate) syscall: String,
     /// The file read, as the kernel names it; null for init_module.
-    pub file: Option<String>,
+    pub(crate) file: Option<String>,
     /// The file's SHA-256 as stored (hex); null when not hashed.
-    pub sha256: Option<String>,
+    pub(crate) sha256: Option<String>,
     /// The loader: its pid (thread group), command and cgroup v2 id.
-    pub pid: u32,
-    pub comm: String,
-    pub cgroup_id: u64,
+    pub(crate) pid: u32,
+    pub(crate) comm: String,
+    pub(crate) cgroup_id: u64,
     /// `allowed`, `refused` or `would-be-refused` (observe mode).
-    pub outcome: String,
+    pub(crate) outcome: String,
 }
 
 /// What the program saw of loads of module `name` (newest first).
-pub fn loads_of(name: &str) -> Vec<SeenLoad> {
+pub(crate) fn loads_of(name: &str) -> Vec<SeenLoad> {
     let n = name.replace('-', "_");
     let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     seen.iter()

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 /// Where the BPF filesystem is mounted (systemd mounts it there).
-pub const BPFFS: &str = "/sys/fs/bpf";
+pub(crate) const BPFFS: &str = "/sys/fs/bpf";
 
 /// The pins of the kerneld of `key`.
 pub fn dir_for(key: &str) -> PathBuf {
@@ -23,7 +23,7 @@ pub fn dir_for(key: &str) -> PathBuf {
 /// held detach (unless a running kerneld holds them open).  Returns the
 /// names removed (the pids of the kerneld that pinned them), and what
 /// could not be removed, with why.
-pub fn remove_stale(dir: &Path, keep: Option<&Path>) -> (Vec<String>, Vec<String>) {
+pub(crate) fn remove_stale(dir: &Path, keep: Option<&Path>) -> (Vec<String>, Vec<String>) {
     let (mut removed, mut failed) = (Vec::new(), Vec::new());
     let Ok(entries) = std::fs::read_dir(dir) else {
         return (removed, failed);

@@ -43,11 +43,13 @@ static COUNTERS: Counters = Counters {
     unreadable: AtomicU64::new(0),
 };
 
+#[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
 fn add(a: &AtomicU64) {
     a.fetch_add(1, Ordering::Relaxed);
 }
 
 impl Counters {
+    #[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
     fn count(&self, e: &LoadEvent) {
         add(&self.reported);
         match e.hook {
@@ -92,12 +94,14 @@ impl Counters {
 }
 
 /// Count one event the program reported.
-pub fn count(e: &LoadEvent) {
+#[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
+pub(crate) fn count(e: &LoadEvent) {
     COUNTERS.count(e);
 }
 
 /// Count one event kerneld could not read.
-pub fn count_unreadable() {
+#[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
+pub(crate) fn count_unreadable() {
     add(&COUNTERS.unreadable);
 }
 
@@ -149,7 +153,8 @@ pub(super) fn pinned(dir: Option<std::path::PathBuf>) {
 }
 
 /// The verdicts in force were worked out.
-pub fn judged(files: usize, denied: usize, unreadable: usize, took: Duration) {
+#[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
+pub(crate) fn judged(files: usize, denied: usize, unreadable: usize, took: Duration) {
     let at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -166,7 +171,7 @@ pub fn judged(files: usize, denied: usize, unreadable: usize, took: Duration) {
 
 /// What becomes of the program when kerneld stops or dies, the program
 /// pinned in `pinned` or not.
-pub fn on_stop_text(pinned: Option<&std::path::Path>) -> String {
+pub(crate) fn on_stop_text(pinned: Option<&std::path::Path>) -> String {
     match pinned {
         None => "when kerneld stops or dies, the kernel detaches the program: loads are then \
                  neither seen nor refused (fail open, so that a dead kerneld never keeps a \
@@ -183,7 +188,7 @@ pub fn on_stop_text(pinned: Option<&std::path::Path>) -> String {
 }
 
 /// The status document's `module_loads`.
-pub fn document() -> ModuleLoadsDocument {
+pub(crate) fn document() -> ModuleLoadsDocument {
     let s = STATE.lock().unwrap_or_else(|p| p.into_inner());
     let d = State::default();
     let s = s.as_ref().unwrap_or(&d);
@@ -207,7 +212,7 @@ pub fn document() -> ModuleLoadsDocument {
 }
 
 /// The status text's lines of module-loads.
-pub fn text(d: &ModuleLoadsDocument) -> String {
+pub(crate) fn text(d: &ModuleLoadsDocument) -> String {
     let settings = Settings {
         mode: d.mode,
         refuse_unknown: d.unknown_files == Refusal::Refuse,
@@ -270,7 +275,7 @@ pub fn text(d: &ModuleLoadsDocument) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
-pub enum Refusal {
+pub(crate) enum Refusal {
     Allow,
     Refuse,
 }
@@ -279,7 +284,7 @@ pub enum Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
-pub enum OnStop {
+pub(crate) enum OnStop {
     /// The kernel detaches it: loads go on unseen and unjudged.
     Detach,
     /// Its links are pinned (module-loads-pin): if kerneld dies it goes on
@@ -292,75 +297,75 @@ pub enum OnStop {
 /// kernel through the BPF LSM: the `module-loads*` settings.
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct ModuleLoadsDocument {
+pub(crate) struct ModuleLoadsDocument {
     /// `off`, `observe` or `enforce` (module-loads).
-    pub mode: Mode,
+    pub(crate) mode: Mode,
     /// What enforce mode does with a module file it has no verdict for
     /// (module-loads-unknown).
-    pub unknown_files: Refusal,
+    pub(crate) unknown_files: Refusal,
     /// What enforce mode does with init_module(), which carries no file
     /// (module-loads-init-module).
-    pub init_module_loads: Refusal,
+    pub(crate) init_module_loads: Refusal,
     /// Whether the program is attached now.
-    pub attached: bool,
+    pub(crate) attached: bool,
     /// Why it is not attached; null when it is, or when off.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// What becomes of it when kerneld stops or dies.
-    pub on_stop: OnStop,
+    pub(crate) on_stop: OnStop,
     /// The directory of its pinned links (module-loads-pin); null when
     /// not pinned.
-    pub pinned_in: Option<String>,
+    pub(crate) pinned_in: Option<String>,
     /// What this host's loaders hand the kernel (worked out at start);
     /// null when off.
-    pub host: Option<HostDocument>,
+    pub(crate) host: Option<HostDocument>,
     /// The verdicts in force; null before the tree was judged.
-    pub verdicts: Option<VerdictsDocument>,
-    pub counters: CountersDocument,
+    pub(crate) verdicts: Option<VerdictsDocument>,
+    pub(crate) counters: CountersDocument,
 }
 
 /// The verdicts the program applies.
 #[derive(Debug, Clone, serde::Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct VerdictsDocument {
+pub(crate) struct VerdictsDocument {
     /// Module files judged.
-    pub files: usize,
+    pub(crate) files: usize,
     /// Contents with a deny verdict.
-    pub denied: usize,
+    pub(crate) denied: usize,
     /// Files that could not be read (unknown to the program).
-    pub unreadable: usize,
+    pub(crate) unreadable: usize,
     /// When they were worked out, Unix seconds.
-    pub judged_at: u64,
+    pub(crate) judged_at: u64,
     /// How long hashing and judging the tree took, in milliseconds.
-    pub duration_ms: f64,
+    pub(crate) duration_ms: f64,
 }
 
 /// Events of the program since kerneld started.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-pub struct CountersDocument {
+pub(crate) struct CountersDocument {
     /// Loads of a module file (finit_module).
-    pub finit_module: u64,
+    pub(crate) finit_module: u64,
     /// Loads of an image from memory (init_module).
-    pub init_module: u64,
+    pub(crate) init_module: u64,
     /// Requests of the kernel (request_module) seen; not loads.
-    pub requests: u64,
+    pub(crate) requests: u64,
     /// finit_module loads whose content has an allow verdict.
-    pub allowed: u64,
+    pub(crate) allowed: u64,
     /// finit_module loads whose content has a deny verdict.
-    pub denied: u64,
+    pub(crate) denied: u64,
     /// finit_module loads of a content with no verdict.
-    pub unknown: u64,
+    pub(crate) unknown: u64,
     /// init_module loads that were a loader's fallback after its
     /// finit_module was refused.
-    pub fallback: u64,
+    pub(crate) fallback: u64,
     /// Loads the kernel refused (enforce mode).
-    pub refused: u64,
+    pub(crate) refused: u64,
     /// Loads enforce mode would refuse (observe mode).
-    pub would_be_refused: u64,
+    pub(crate) would_be_refused: u64,
     /// Events read from the program (loads and requests).
-    pub reported: u64,
+    pub(crate) reported: u64,
     /// Events kerneld could not read.
-    pub unreadable: u64,
+    pub(crate) unreadable: u64,
 }
 
 #[cfg(test)]

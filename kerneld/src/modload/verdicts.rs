@@ -17,14 +17,15 @@ use std::path::{Path, PathBuf};
 
 /// A file's verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Allow,
     Deny,
 }
 
 impl Verdict {
     /// The value in the program's map (VERDICT_ALLOW, VERDICT_DENY).
-    pub fn value(self) -> u32 {
+    #[cfg_attr(not(feature = "bpf-lsm"), allow(dead_code))]
+    pub(crate) fn value(self) -> u32 {
         match self {
             Verdict::Allow => 1,
             Verdict::Deny => 2,
@@ -35,19 +36,19 @@ impl Verdict {
 /// The verdicts for a module tree.
 #[derive(Debug, Default)]
 pub struct Verdicts {
-    pub by_hash: HashMap<[u8; 32], Verdict>,
+    pub(crate) by_hash: HashMap<[u8; 32], Verdict>,
     /// Files judged, and of them denied.
     pub files: usize,
-    pub denied: usize,
+    pub(crate) denied: usize,
     /// Files compressed (.ko.xz, .ko.zst, .ko.gz).
-    pub compressed: usize,
+    pub(crate) compressed: usize,
     /// Files that could not be read (with why), judged as unknown.
-    pub unreadable: Vec<String>,
+    pub(crate) unreadable: Vec<String>,
 }
 
 /// `dummy` for `.../dummy.ko`, `.ko.xz`, `.ko.zst`, `.ko.gz`; `-` becomes
 /// `_` as the kernel names modules.  None: not a module file.
-pub fn module_of_file(path: &str) -> Option<String> {
+pub(crate) fn module_of_file(path: &str) -> Option<String> {
     let base = path.rsplit('/').next()?;
     let stem = ["", ".xz", ".zst", ".gz"]
         .iter()
@@ -76,7 +77,7 @@ pub fn module_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-pub fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
+pub(crate) fn sha256_file(path: &Path) -> std::io::Result<[u8; 32]> {
     let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];

@@ -10,7 +10,7 @@ use std::fmt;
 
 /// A requester condition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Condition {
+pub(crate) enum Condition {
     Uid(u32),
     NotUid(u32),
     Gid(u32),
@@ -29,7 +29,7 @@ pub enum Condition {
 /// made of the fields the rules read (see [`Condition::reads`]), so a
 /// field a new condition reads is part of it without another list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequesterField {
+pub(crate) enum RequesterField {
     Uid,
     Gid,
     Comm,
@@ -38,7 +38,7 @@ pub enum RequesterField {
 
 impl RequesterField {
     /// In the order an identity lists them.
-    pub const ALL: [RequesterField; 4] = [
+    pub(crate) const ALL: [RequesterField; 4] = [
         RequesterField::Uid,
         RequesterField::Gid,
         RequesterField::Comm,
@@ -46,7 +46,7 @@ impl RequesterField {
     ];
 
     /// Append ` name=value` (without the space when `out` is empty).
-    pub fn write(self, r: &Requester, out: &mut String) {
+    pub(crate) fn write(self, r: &Requester, out: &mut String) {
         use std::fmt::Write;
         if !out.is_empty() {
             out.push(' ');
@@ -62,7 +62,7 @@ impl RequesterField {
 
 impl Condition {
     /// The requester field it reads, if it reads one.
-    pub fn reads(&self) -> Option<RequesterField> {
+    pub(crate) fn reads(&self) -> Option<RequesterField> {
         match self {
             Condition::Uid(_) | Condition::NotUid(_) => Some(RequesterField::Uid),
             Condition::Gid(_) => Some(RequesterField::Gid),
@@ -73,7 +73,7 @@ impl Condition {
     }
 
     /// Whether it judges the module file rather than the requester.
-    pub fn is_provenance(&self) -> bool {
+    pub(crate) fn is_provenance(&self) -> bool {
         matches!(
             self,
             Condition::Signed(_) | Condition::Signer(_) | Condition::Intree(_)

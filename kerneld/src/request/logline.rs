@@ -11,7 +11,7 @@ use std::time::Duration;
 /// The log line of a request, written by whoever settled it once it may be
 /// (after the answer is sent).  None: nothing to log.
 #[derive(Debug, Default)]
-pub struct LogLine {
+pub(crate) struct LogLine {
     /// The level, the kind (its MESSAGE_ID) and the text, without the
     /// requester's part, which goes after [`HEAD`].
     pub(super) line: Option<(log::Level, log::Event, String)>,
@@ -24,7 +24,7 @@ impl LogLine {
     /// Write the line: `request_module`, ` for` the requester `who` (the
     /// request's), then the rest.  The requester's part is made here,
     /// after the answer, because it is the costliest part of the line.
-    pub fn emit(self, who: Option<&Requester>) {
+    pub(crate) fn emit(self, who: Option<&Requester>) {
         if let Some((level, event, mut l)) = self.line {
             if who.is_some() && l.starts_with(HEAD) {
                 l.insert_str(HEAD.len(), &for_whom(who));
@@ -42,16 +42,16 @@ pub(super) const HEAD: &str = "request_module";
 #[derive(Debug, Default, Clone)]
 pub(super) struct Denial {
     /// Audit mode: the request goes ahead.
-    pub would: bool,
+    pub(crate) would: bool,
     /// The rule that (would have) denied, with its file and line.
-    pub rule: String,
+    pub(crate) rule: String,
     /// The modules the request would load (none: decided on the name).
-    pub closure: Vec<String>,
+    pub(crate) closure: Vec<String>,
     /// The module a module rule denied, if it is not in the closure.
-    pub module: Option<String>,
+    pub(crate) module: Option<String>,
     /// What the line adds after the rule: ` (module m, unsigned, in-tree)`
     /// when a module rule decided.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 impl Denial {
@@ -102,7 +102,7 @@ impl Denial {
 }
 
 /// `signed by NAME, in-tree`, or `unsigned, out-of-tree`, for log lines.
-pub fn describe_provenance(p: Option<&Provenance>) -> String {
+pub(crate) fn describe_provenance(p: Option<&Provenance>) -> String {
     let Some(p) = p else {
         return "provenance unreadable".into();
     };
@@ -118,7 +118,7 @@ pub fn describe_provenance(p: Option<&Provenance>) -> String {
 }
 
 /// ` for pid P uid U ...` after a request's name in log lines, or nothing.
-pub fn for_whom(who: Option<&Requester>) -> String {
+pub(crate) fn for_whom(who: Option<&Requester>) -> String {
     let Some(r) = who else {
         return String::new();
     };

@@ -8,7 +8,7 @@
 use kerneld::config::Config;
 use kerneld::server::{Daemon, Parts, Settings};
 use kerneld::backend::fake::FakeKernel;
-use kerneld::record::Record;
+use kerneld::state::record::Record;
 use kmod_ipc::{Key, Queue, TypeFilter};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
         Some((&t, rest)) => (i64::from(t) + if t == 0 { 256 } else { 0 }, rest),
         None => (2, data),
     };
-    kerneld::dispatch::handle(d, mtype, body);
+    kerneld::work::dispatch::handle(d, mtype, body);
     // Keep the queue from filling with replies nobody reads.
     while let Ok(Some(_)) = q.recv_raw(TypeFilter::Any, true) {}
     // The daemon still answers its status.

@@ -6,7 +6,7 @@
 //! native socket (/run/systemd/journal/socket) exists, a line goes there
 //! as one datagram, with `SYSLOG_IDENTIFIER=kerneld-modprobe` and, for the
 //! events a fleet alerts on ([`Event`]), a `MESSAGE_ID` and fields of
-//! their own, as kerneld's lines do (kerneld/src/journal.rs; written by
+//! their own, as kerneld's lines do (kerneld/src/operator/journal.rs; written by
 //! hand for the same reasons, and to keep the shim small).  The datagram
 //! is sent without blocking: a journal with no room drops the line rather
 //! than hold up the request, and it does not go to syslog either, whose

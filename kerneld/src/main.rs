@@ -1,32 +1,24 @@
-//! kerneld: the command line, then the daemon from start to stop.
-//!
-//! - `startup`: detaching, the state directory's lock, the pid file, and
-//!   what a stop undoes
-//! - `signals`: the signal thread
-//! - `notify`: sd_notify
-//! - `helper`: registering the shim as the kernel's module helper
-//! - `instance`: one kerneld per key and message type
-//! - `fingerprint`: when the module index changed
+//! kerneld: the command line, then the daemon from start to stop, in
+//! phases (`serve`).  The process around the daemon is `lifecycle/`:
+//! detaching and locks, signals, sd_notify, the module helper, the
+//! queue's takeover, the index fingerprint; `instance`: one kerneld per
+//! key and message type.
 
-mod fingerprint;
-mod helper;
+mod lifecycle;
 use kmod_ipc::instances as instance;
-mod notify;
-mod signals;
-mod startup;
-mod takeover;
+use lifecycle::{fingerprint, helper, notify, signals, startup, takeover};
 
 use clap::Parser;
 use fingerprint::index_fingerprint;
+use kerneld::backend::watch::Watched;
 use kerneld::backend::{self, Backend};
 use kerneld::cli::{filter_for, Cli};
 use kerneld::config::{self, Config};
-use kerneld::record::Record;
+use kerneld::operator::status::VERSION;
 use kerneld::server::{Daemon, Parts, Settings};
-use kerneld::status::VERSION;
-use kerneld::trace::Tracer;
-use kerneld::watch::Watched;
-use kerneld::{log, QUEUE_BYTES};
+use kerneld::state::record::Record;
+use kerneld::who::trace::Tracer;
+use kerneld::{operator::log, QUEUE_BYTES};
 use kmod_ipc::{Error as IpcError, How, Key, Queue, TypeFilter};
 use nix::fcntl::Flock;
 use startup::{Detached, StateDirError, Stopper};
@@ -132,8 +124,10 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
     let mut warnings = Vec::new();
     if cli.check_config {
         if let Some(dir) = &cli.module_dir {
-            match kerneld::lint::module_names(dir) {
-                Ok(names) => warnings = kerneld::lint::unmatched_module_patterns(&checked, &names),
+            match kerneld::operator::lint::module_names(dir) {
+                Ok(names) => {
+                    warnings = kerneld::operator::lint::unmatched_module_patterns(&checked, &names)
+                }
                 Err(e) => {
                     return fail(
                         EXIT_CONFIG,
@@ -153,9 +147,9 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
     };
     if cli.json {
         let doc = if cli.print_config {
-            kerneld::lint::print_json(&cli.config, &checked)
+            kerneld::operator::lint::print_json(&cli.config, &checked)
         } else {
-            kerneld::lint::check_json(&cli.config, &checked, &warnings)
+            kerneld::operator::lint::check_json(&cli.config, &checked, &warnings)
         };
         say(&doc.to_string());
         return code;
@@ -168,7 +162,8 @@ fn check(cli: &Cli, required: bool) -> ExitCode {
     }
     if cli.print_config {
         let mut out = std::io::stdout();
-        let _ = out.write_all(kerneld::lint::print_text(&cli.config, &checked).as_bytes());
+        let _ =
+            out.write_all(kerneld::operator::lint::print_text(&cli.config, &checked).as_bytes());
         return code;
     }
     let path = cli.config.display();
@@ -286,11 +281,11 @@ fn serve(
     ));
 
     // Denials go to the audit subsystem too, when the kernel has one.
-    kerneld::audit::start();
+    kerneld::operator::audit::start();
     let d = Arc::clone(&daemon);
     std::thread::Builder::new()
         .name("kerneld-timer".into())
-        .spawn(move || kerneld::actions::timer_loop(&d))
+        .spawn(move || kerneld::work::actions::timer_loop(&d))
         .expect("spawn the timer thread");
     let receiver_done = Arc::new(AtomicBool::new(false));
     signals::spawn_signal_thread(
@@ -305,7 +300,7 @@ fn serve(
         startup::ready(pipe);
     }
 
-    kerneld::receiver::receive_loop(&daemon);
+    kerneld::edge::receiver::receive_loop(&daemon);
     receiver_done.store(true, Ordering::SeqCst);
 
     stop(&daemon, stopper);

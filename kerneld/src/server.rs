@@ -6,28 +6,28 @@
 
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::control::{self, Owners};
-use crate::expiry::Expiry;
-use crate::jobs::JobTable;
-use crate::negcache::NegativeCache;
+use crate::edge::reply::Replies;
+use crate::operator::control::{self, Owners};
+use crate::operator::status::Snapshot;
 use crate::policy::Policy;
-use crate::pool::{Contexts, Pool};
-use crate::programs::Programs;
-use crate::record::Record;
-use crate::reply::Replies;
-use crate::request::Requests;
-use crate::settings::LiveSettings;
-use crate::status::Snapshot;
-use crate::trace::Tracer;
+use crate::state::expiry::Expiry;
+use crate::state::negcache::NegativeCache;
+use crate::state::record::Record;
+use crate::state::settings::LiveSettings;
+use crate::who::trace::Tracer;
+use crate::work::jobs::JobTable;
+use crate::work::pool::{Contexts, Pool};
+use crate::work::programs::Programs;
+use crate::work::request::Requests;
 use kmod_ipc::{Key, Queue, TypeFilter};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-pub(crate) use crate::metrics::Counters;
-pub(crate) use crate::outcome::Outcome;
-pub use crate::settings::Settings;
+pub(crate) use crate::state::metrics::Counters;
+pub use crate::state::settings::Settings;
+pub(crate) use crate::work::outcome::Outcome;
 
 /// What the daemon is built from.
 pub struct Parts {
@@ -190,11 +190,12 @@ impl Daemon {
         if up && self.stopping() {
             return;
         }
-        let r = crate::textfile::render(crate::status::json(&self.snapshot()), up)
-            .and_then(|text| crate::textfile::write(&dir, &text));
+        let r =
+            crate::operator::textfile::render(crate::operator::status::json(&self.snapshot()), up)
+                .and_then(|text| crate::operator::textfile::write(&dir, &text));
         match r {
             Err(e) if last.as_deref() != Some(&e) => {
-                crate::log::warn(&format!(
+                crate::operator::log::warn(&format!(
                     "{e}; node_exporter will not see new figures until it can be written"
                 ));
                 *last = Some(e);
@@ -202,9 +203,9 @@ impl Daemon {
             Err(_) => {}
             Ok(()) => {
                 if last.take().is_some() {
-                    crate::log::notice(&format!(
+                    crate::operator::log::notice(&format!(
                         "the metrics file {} is written again",
-                        dir.join(crate::textfile::FILE).display()
+                        dir.join(crate::operator::textfile::FILE).display()
                     ));
                 }
             }
@@ -244,11 +245,11 @@ impl Daemon {
             counters: self.counters.values(),
             replies_dropped: self.replies.dropped.load(Ordering::Relaxed),
             replies_purged: self.replies.purged.load(Ordering::Relaxed),
-            journal_dropped: crate::journal::dropped(),
+            journal_dropped: crate::operator::journal::dropped(),
             negative_entries: self.requests.negcache.lock().unwrap().len(),
             policy: Policy::clone(&self.requests.policy()),
             tracing: self.tracer.as_ref().map(|t| t.describe()),
-            helper: crate::status::read_helper(),
+            helper: crate::operator::status::read_helper(),
             module_loads: crate::modload::report::document(),
         }
     }

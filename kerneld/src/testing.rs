@@ -4,8 +4,8 @@
 
 use crate::backend::fake::SharedFake;
 use crate::config::Config;
-use crate::record::Record;
 use crate::server::{Daemon, Parts, Settings};
+use crate::state::record::Record;
 use kmod_ipc::{Key, Queue, TypeFilter};
 use std::sync::Arc;
 

@@ -16,10 +16,10 @@
 //! files differ from what the current code generates.  Regenerate them
 //! with `cargo run -p xtask -- schemas schema`.
 
-use kerneld::lint::{CheckDocument, PrintDocument};
-use kerneld::record::Entry;
-use kerneld::status::StatusDocument;
-use kerneld::why::WhyDocument;
+use kerneld::operator::lint::{CheckDocument, PrintDocument};
+use kerneld::operator::status::StatusDocument;
+use kerneld::operator::why::WhyDocument;
+use kerneld::state::record::Entry;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema};
 use serde_json::Value;
@@ -162,8 +162,8 @@ mod tests {
     #[test]
     fn a_saved_record_matches_its_schema() {
         use kerneld::backend::Resolution;
-        use kerneld::record::Record;
-        use kerneld::requester::Requester;
+        use kerneld::state::record::Record;
+        use kerneld::who::requester::Requester;
         let (_, text) = &schemas()[2];
         let schema: Value = serde_json::from_slice(text).unwrap();
         let v = jsonschema::validator_for(&schema).unwrap();

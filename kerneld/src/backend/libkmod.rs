@@ -46,7 +46,7 @@ fn config_paths(config: &Config) -> Vec<PathBuf> {
 pub(super) fn open(config: &Config) -> Backend {
     let module_dir = config.module_dir();
     if !index_present(&module_dir) {
-        crate::log::warn(&format!(
+        crate::operator::log::warn(&format!(
             "no module index in {}: every request will be answered 'not found' until depmod runs",
             module_dir.display()
         ));
@@ -250,7 +250,7 @@ impl Kmod {
     /// A new context with its indexes loaded.
     fn new(config: &Config) -> Result<Kmod, String> {
         // Taken before loading: a change made meanwhile moves them on.
-        let generation = crate::watch::generation();
+        let generation = crate::backend::watch::generation();
         let config_stamp = config_stamp(&config_paths(config));
         let dir = match &config.module_dir {
             Some(d) => Some(CString::new(d.as_os_str().as_bytes()).map_err(|e| e.to_string())?),
@@ -302,10 +302,10 @@ impl Kmod {
     /// Pick up a rewritten index or changed modprobe.d (depmod, package
     /// upgrades, an edit in place) before serving a request.
     /// Skipped while inotify reports no change since the last time
-    /// (`kerneld::watch::generation`), which saves libkmod's stat() of
+    /// (`kerneld::backend::watch::generation`), which saves libkmod's stat() of
     /// every index and configuration file on each request.
     fn revalidate(&mut self) {
-        let generation = crate::watch::generation();
+        let generation = crate::backend::watch::generation();
         if generation != 0 && generation == self.validated {
             return;
         }

@@ -10,6 +10,8 @@
 //! - `sysfs`: module state, the running release, whether the kernel takes
 //!   modules at all;
 //! - `netlink`: link kinds that keep a module busy without a reference;
+//! - `watch`: inotify on the index and modprobe.d, so that unchanged
+//!   files are not read again;
 //! - `fake` (feature `fake`, and unit tests): a double of all of it.
 //!
 //! Errors are [`Errno`], positive as in `errno(3)`: the FFI turns libkmod's
@@ -21,6 +23,7 @@ mod libkmod;
 mod modinfo;
 pub(crate) mod netlink;
 pub(crate) mod sysfs;
+pub mod watch;
 
 use crate::errno::errno_text;
 pub(crate) use nix::errno::Errno;
@@ -258,7 +261,7 @@ pub struct Backend {
 pub fn open(cfg: &Config) -> Backend {
     let backend = libkmod::open(cfg);
     if !Path::new("/proc/modules").exists() {
-        crate::log::warn(
+        crate::operator::log::warn(
             "this kernel has no loadable module support (no /proc/modules): loads will fail",
         );
     }

@@ -4,7 +4,7 @@
 use super::event::{Hook, LoadEvent};
 use super::verdicts;
 use super::{Backends, Settings};
-use crate::log;
+use crate::operator::log;
 use crate::policy::Policy;
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::links::PinnedLink;
@@ -448,7 +448,7 @@ fn report(e: &LoadEvent) {
     };
     log::event(level, event, &fields, &e.describe());
     if let Some(m) = e.audit_message() {
-        crate::audit::record(m);
+        crate::operator::audit::record(m);
     }
     super::report::count(e);
     super::remember(e);

@@ -212,9 +212,9 @@ impl LoadEvent {
 impl LoadEvent {
     /// The audit record of a refused load, or of one enforce mode would
     /// refuse (observe mode); None for any other.  Shaped as the request
-    /// denials' records (crate::audit), `op=module-load`.
+    /// denials' records (crate::operator::audit), `op=module-load`.
     pub(crate) fn audit_message(&self) -> Option<String> {
-        use crate::audit::encode;
+        use crate::operator::audit::encode;
         let would = !self.refused() && matches!(self.reason, Reason::Denied | Reason::Fallback);
         if !self.refused() && !would {
             return None;
@@ -247,7 +247,7 @@ impl LoadEvent {
             self.tgid,
             encode(&self.comm),
             self.cgroup_id,
-            crate::audit::exe(),
+            crate::operator::audit::exe(),
         ))
     }
 }

@@ -47,14 +47,14 @@ pub(crate) fn remove_stale(dir: &Path, keep: Option<&Path>) -> (Vec<String>, Vec
 pub fn remove_left(dir: &Path) {
     let (removed, failed) = remove_stale(dir, None);
     for r in removed {
-        crate::log::notice(&format!(
+        crate::operator::log::notice(&format!(
             "module loads: removed the program a kerneld (pid {r}) left pinned in {}: it is \
              detached",
             dir.display()
         ));
     }
     for f in failed {
-        crate::log::error(&format!(
+        crate::operator::log::error(&format!(
             "module loads: cannot remove a pinned program ({f}): it stays attached; remove \
              the directory by hand"
         ));

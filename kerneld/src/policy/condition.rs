@@ -4,8 +4,8 @@
 //! parsing, their text and how each is judged.
 
 use crate::backend::Provenance;
-use crate::pattern::Pattern;
-use crate::requester::Requester;
+use crate::policy::pattern::Pattern;
+use crate::who::requester::Requester;
 use std::fmt;
 
 /// A requester condition.

@@ -38,6 +38,7 @@
 #include <linux/suspend.h>
 #include <linux/sysfs.h>
 #include <linux/uidgid.h>
+#include <linux/version.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
 
@@ -178,7 +179,12 @@ void kerneld_shim_whoami(u32 *ids, char *comm, size_t comm_size, char *cgroup,
 	ids[0] = task_tgid_nr(current);
 	ids[1] = from_kuid_munged(&init_user_ns, cred->uid);
 	ids[2] = from_kgid_munged(&init_user_ns, cred->gid);
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 13, 0)
 	__get_task_comm(comm, comm_size, current);
+#else
+	/* What get_task_comm() does since 6.13, for a buffer by pointer. */
+	strscpy_pad(comm, current->comm, comm_size);
+#endif
 	cgroup[0] = '\0';
 #ifdef CONFIG_CGROUPS
 	if (current->nsproxy && cgroup_size > 1) {

@@ -52,12 +52,38 @@ mod wire {
     include!("wire.rs");
 }
 
+// The kernel crate moved after 6.12; Kbuild sets `kerneld_kernel_7` on 7.x
+// (the series of kernel/patches-7.3/).  Only these differ:
+// - `module!` takes `authors:`, not `author:`;
+// - `CStr` is `core::ffi::CStr`, whose bytes are `to_bytes()`.
+#[cfg(not(kerneld_kernel_7))]
 module! {
     type: KerneldShim,
     name: "kerneld_shim",
     author: "the kerneld project",
     description: "request_module() through kerneld's message queue, with nothing executed",
     license: "GPL",
+}
+
+#[cfg(kerneld_kernel_7)]
+module! {
+    type: KerneldShim,
+    name: "kerneld_shim",
+    authors: ["the kerneld project"],
+    description: "request_module() through kerneld's message queue, with nothing executed",
+    license: "GPL",
+}
+
+/// The bytes of `s` before its NUL.
+#[cfg(not(kerneld_kernel_7))]
+fn cstr_bytes(s: &CStr) -> &[u8] {
+    s.as_bytes()
+}
+
+/// The bytes of `s` before its NUL.
+#[cfg(kerneld_kernel_7)]
+fn cstr_bytes(s: &CStr) -> &[u8] {
+    s.to_bytes()
 }
 
 // The module's own C glue (kerneld_shim_glue.c).
@@ -264,7 +290,7 @@ fn serve(name: &CStr, wait: bool) -> Option<c_int> {
     };
     let mut body = [0u8; wire::REQUEST_BODY_MAX];
     let Some(len) =
-        wire::encode_request_body(&mut body, id, origin.pid, name.as_bytes(), Some(&origin))
+        wire::encode_request_body(&mut body, id, origin.pid, cstr_bytes(name), Some(&origin))
     else {
         // A name the protocol cannot carry: as without kerneld.
         let r = fall_back(
@@ -468,12 +494,18 @@ impl kernel::Module for KerneldShim {
         let workers = Workers::start()?;
         // On failure `workers` is dropped: stopped, nothing queued yet.
         let handler = kmod::Registration::new(module)?;
+        // A plain value: 7.x's formatting macro takes no `if` as an argument.
+        let fallback = if setting(Setting::Fallback) != 0 {
+            "Y"
+        } else {
+            "N"
+        };
         pr_info!(
             "serving request_module() through kerneld's queue (key {:#x}, read_wait_ms {}, reply_wait_ms {}, fallback {})\n",
             setting(Setting::Key),
             setting(Setting::ReadWaitMs),
             setting(Setting::ReplyWaitMs),
-            if setting(Setting::Fallback) != 0 { "Y" } else { "N" }
+            fallback
         );
         Ok(KerneldShim {
             _handler: handler,

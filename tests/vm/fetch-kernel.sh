@@ -45,16 +45,10 @@ fi
 # 7.3: apt with package lists of its own for trixie-backports.
 apt_opts=()
 if [[ $series == 7.3 ]]; then
-    lists="$dir/apt"
-    mkdir -p "$lists/lists/partial" "$lists/cache/archives/partial"
-    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main" \
-        >"$lists/sources.list"
-    apt_opts=(-o "Dir::Etc::sourcelist=$lists/sources.list" -o Dir::Etc::sourceparts=/dev/null
-        -o "Dir::State::Lists=$lists/lists" -o "Dir::Cache=$lists/cache")
-    if ! compgen -G "$lists/lists/*_Packages*" >/dev/null; then
-        log "apt-get update of trixie-backports' lists (private to $lists)"
-        apt-get "${apt_opts[@]}" update >&2 || log "apt-get update failed"
-    fi
+    # shellcheck source=../../kernel/debian-suite.sh
+    . "$(dirname "${BASH_SOURCE[0]}")/../../kernel/debian-suite.sh"
+    debian_suite "$dir/apt" trixie-backports
+    apt_opts=("${debian_suite_opts[@]}")
 fi
 
 # Newest generic amd64 image of the series. The escaped dot after the series

@@ -82,17 +82,27 @@ tar -C "$stage" -xf "$base"
 # and the kernel's indexes made for this subset.
 mkdir -p "$stage/lib/modules/$kver"
 cp "$moddir"/modules.{builtin,builtin.modinfo,order} "$stage/lib/modules/$kver/" 2>/dev/null || true
-while read -r name _; do
-    [[ -z "$name" || "$name" == \#* ]] && continue
-    deps=$(modprobe -d "$root" -S "$kver" --show-depends "$name" 2>&1) ||
-        die "modprobe --show-depends $name: $deps"
+add_module() {
+    local deps kind path rel
+    deps=$(modprobe -d "$root" -S "$kver" --show-depends "$1" 2>&1) ||
+        die "modprobe --show-depends $1: $deps"
     while read -r kind path _; do
         [[ "$kind" == insmod ]] || continue
         rel="/lib/modules/$kver/${path#*/lib/modules/"$kver"/}"
         mkdir -p "$stage$(dirname "$rel")"
         cp -n "$path" "$stage$rel"
     done <<<"$deps"
+}
+while read -r name _; do
+    [[ -z "$name" || "$name" == \#* ]] && continue
+    add_module "$name"
 done <"$here/modules.list"
+# Drivers of the guest's own devices (PS/2 input, the PC speaker, the
+# PIIX4 SMBus of QEMU's pc machine), which udev's coldplug loads: the
+# loads scenario 10 sees decided at boot.
+for name in evdev pcspkr i2c_piix4; do
+    add_module "$name"
+done
 depmod -b "$stage" "$kver"
 
 # --- the package ---------------------------------------------------------------
@@ -115,6 +125,10 @@ cp -r "$repo/debian/tests" "$stage/root/kdvm/tests"
 # --- the guest's configuration ---------------------------------------------
 # The administrator's policy: the conffile changed, which an upgrade keeps.
 printf '\n# kdvm: the first module request of the boot is denied\ndeny request rtnl-link-dummy\n' \
+    >>"$stage/etc/kerneld.conf"
+# Every module load of the boot decided in the kernel (scenario 10): af_alg
+# denied by its content, unknown files and init_module() as by default.
+printf '\n# kdvm: module loads enforced from the boot\nmodule-loads = enforce\ndeny module af_alg\n' \
     >>"$stage/etc/kerneld.conf"
 echo kdvm >"$stage/etc/hostname"
 # A fixed machine id: no first boot (systemd-firstboot would prompt).

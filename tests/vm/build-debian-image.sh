@@ -57,19 +57,24 @@ mm=(mmdebstrap --variant=minbase
 cache=${KERNELD_VM_CACHE:-/var/cache/kerneld-vm}/debian
 key=$(printf '%s\n' "${mm[@]}" "$mirror" | sha256sum | cut -c1-16)
 base=$cache/base-$key.tar
+# A leftover that is not a tarball (an interrupted or older run) is made again.
+[[ ! -e "$base" || -f "$base" ]] || rm -rf "$base"
 if [[ ! -s "$base" ]]; then
     mkdir -p "$cache"
     log "making the base system (mmdebstrap from $mirror, once; about a minute)"
     t0=$SECONDS
     # mmdebstrap reads a sources.list from a standard input that is not a
     # terminal: give it none.
-    "${mm[@]}" "$base.tmp" "$mirror" </dev/null >&2 || {
-        rm -f "$base.tmp"
+    # mmdebstrap reads the format from the name: "*.tar", or it makes a
+    # directory.
+    tmp=$cache/base-$key.tmp.tar
+    "${mm[@]}" "$tmp" "$mirror" </dev/null >&2 || {
+        rm -rf "$tmp"
         die "mmdebstrap failed (above); it needs Debian's archive at $mirror"
     }
-    mv "$base.tmp" "$base"
+    mv "$tmp" "$base"
     # Older bases (another package list) are of no use any more.
-    find "$cache" -maxdepth 1 -name 'base-*.tar' ! -name "base-$key.tar" -delete
+    find "$cache" -maxdepth 1 -type f -name 'base-*.tar' ! -name "base-$key.tar" -delete
     log "base system $(du -m "$base" | cut -f1) MiB in $((SECONDS - t0)) s"
 fi
 

@@ -17,6 +17,8 @@ packages=(
     # its debian series: a Debian 12 system made from Debian's archive
     # (root mode: nothing it recommends is needed)
     mmdebstrap
+    # its SELinux series compiles a policy
+    checkpolicy
     # manual page checks; the shell scripts' check in .ci/run
     mandoc man-db shellcheck
     # the Debian package: dpkg-buildpackage and dpkg-shlibdeps (dpkg-dev),

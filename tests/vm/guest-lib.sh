@@ -1,6 +1,7 @@
 # shellcheck shell=dash
-# Helpers shared by the guest's scripts (scenarios.sh, early-boot.sh and
-# demo.sh), sourced from /guest-lib.sh in the initramfs (busybox sh).
+# Helpers shared by the guest's scripts (scenarios.sh, early-boot.sh,
+# demo.sh, the LSM proofs of lsm/), sourced from /guest-lib.sh in the
+# initramfs (busybox sh).
 
 # Milliseconds since boot (trigger ms: busybox has no date +%N).
 ms() { trigger ms; }
@@ -23,3 +24,26 @@ alive() {
     ! grep -q '^[0-9]* ([^)]*) Z' "/proc/$1/stat"
 }
 dead() { ! alive "$1"; }
+
+# since T: milliseconds since T (an earlier ms).
+since() { echo $(($(ms) - $1)); }
+
+# scenario N DESCRIPTION: the scenario that pass and fail speak of.
+scenario() {
+    n=$1
+    d=$2
+}
+# pass [DETAIL]: "VMTEST PASS N DESCRIPTION (DETAIL)".
+pass() {
+    if [ $# = 0 ]; then
+        echo "VMTEST PASS $n $d"
+    else
+        echo "VMTEST PASS $n $d ($1)"
+    fi
+}
+# fail DETAIL: "VMTEST FAIL N DESCRIPTION: DETAIL".
+fail() {
+    echo "VMTEST FAIL $n $d: $1"
+    failed=$((failed + 1))
+}
+note() { echo "VMTEST NOTE $*"; }

@@ -24,29 +24,8 @@ SYSLOG=/var/log/messages
 EXPIRE_WAIT=16
 failed=0
 
-# ms, loaded, wait_until, alive, dead
+# ms, loaded, wait_until, alive, dead, since, scenario, pass, fail, note
 . /guest-lib.sh
-since() { echo $(($(ms) - $1)); }
-
-# scenario N DESCRIPTION: the scenario that pass and fail speak of.
-scenario() {
-    n=$1
-    d=$2
-}
-# pass [DETAIL]: "VMTEST PASS N DESCRIPTION (DETAIL)".
-pass() {
-    if [ $# = 0 ]; then
-        echo "VMTEST PASS $n $d"
-    else
-        echo "VMTEST PASS $n $d ($1)"
-    fi
-}
-# fail DETAIL: "VMTEST FAIL N DESCRIPTION: DETAIL".
-fail() {
-    echo "VMTEST FAIL $n $d: $1"
-    failed=$((failed + 1))
-}
-note() { echo "VMTEST NOTE $*"; }
 
 # Names from the arguments that are (not) in /proc/modules.
 not_loaded_of() {

@@ -19,17 +19,19 @@ scripts/install-deps.sh
 # The Debian module tree both kerneld and modprobe resolve against, and
 # the kernel the VM section boots.
 tests/vm/fetch-kernel.sh 6.12 >/dev/null
-# Our kernel with the in-kernel sender (section 5b): built once (5 to
-# 20 minutes), then cached by kernel/build.sh.
-# Only section 5b boots it: not with --no-vm, nor with an --only without vm.
+# Our kernels with the in-kernel sender (section 5b, 6.12 and 7.3): built
+# once (5 to 20 minutes each), then cached by kernel/build.sh.  Only
+# section 5b boots them: not with --no-vm, nor with an --only without vm
+# or shim.
 only=
 prev=
 for a in "$@"; do
     [[ $prev == --only ]] && only=$a
     prev=$a
 done
-if [[ " $* " != *" --no-vm "* ]] && { [[ -z $only ]] || [[ ",$only," == *,vm,* ]]; }; then
-    kernel/build.sh >/dev/null
+if [[ " $* " != *" --no-vm "* ]] && { [[ -z $only ]] || [[ ",$only," == *,vm,* || ",$only," == *,shim,* ]]; }; then
+    kernel/build.sh --series 6.12 >/dev/null
+    kernel/build.sh --series 7.3 >/dev/null
 fi
 # Release builds, as installed (the shim a static PIE): the bench starts
 # kerneld and the shim, the VM section puts kerneld, kerneld-modprobe,

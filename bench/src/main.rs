@@ -29,9 +29,10 @@ kerneld-bench: kerneld against exec'ing modprobe, and against the queue itself
 Usage: kerneld-bench [OPTIONS]
   --quick              fewer repetitions (a smoke test; figures are rough)
   --only LIST          sections to run, comma-separated: floor, decision,
-                       throughput, storm, vm, memory, flood, sustained,
-                       failover, modload (default: all); results
-                       are then only printed, unless --write
+                       throughput, storm, vm (5 and 5b), shim (5b alone:
+                       the in-kernel sender on our 6.12 and 7.3), memory,
+                       flood, sustained, failover, modload (default: all);
+                       results are then only printed, unless --write
   --no-vm              skip the VM sections (5 and 10)
   --write              write bench/results/latest.{json,md} even with --only
   --bin-dir DIR        kerneld binaries (default: this program's directory)
@@ -173,6 +174,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
                 "throughput",
                 "storm",
                 "vm",
+                "shim",
                 "memory",
                 "flood",
                 "sustained",
@@ -190,7 +192,7 @@ fn parse_args(args: &[String]) -> Result<Opts, String> {
 
 impl Opts {
     fn runs(&self, section: &str) -> bool {
-        if (section == "vm" || section == "modload") && self.no_vm {
+        if (section == "vm" || section == "shim" || section == "modload") && self.no_vm {
             return false;
         }
         self.only
@@ -395,7 +397,17 @@ fn main() {
             o.vm_per_round,
             !o.no_shim_variants,
         ));
-        out.push(vm::run_shim(&repo, &bin_dir, o.vm_rounds, o.vm_per_round));
+    }
+    if o.runs("vm") || o.runs("shim") {
+        for series in vm::SHIM_SERIES {
+            out.push(vm::run_shim(
+                &repo,
+                &bin_dir,
+                series,
+                o.vm_rounds,
+                o.vm_per_round,
+            ));
+        }
     }
     if o.runs("memory") {
         eprintln!("kerneld-bench: 6. memory and size");

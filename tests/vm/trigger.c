@@ -19,6 +19,9 @@
  *   trigger [-u UID] queue KEY MODE
  *       create a SysV message queue at KEY (decimal or 0x hex) with MODE
  *       (octal), as a squatter would; prints its id.
+ *   trigger [-u UID] msgget KEY
+ *       open the existing message queue at KEY (msgget without IPC_CREAT),
+ *       as a client would; prints its id, or the error and exits 1.
  *   trigger rmqueue ID
  *       remove the message queue ID (busybox has no ipcrm).
  *   trigger pid-above N
@@ -62,6 +65,7 @@ static void usage(void)
 	      "       trigger [-u UID] hold PATH SECONDS\n"
 	      "       trigger ms\n"
 	      "       trigger [-u UID] queue KEY MODE\n"
+	      "       trigger [-u UID] msgget KEY\n"
 	      "       trigger rmqueue ID\n"
 	      "       trigger pid-above N\n"
 	      "       trigger nlbind GROUP\n"
@@ -189,6 +193,21 @@ static int do_queue(char **argv, int argc)
 	if (*end != '\0')
 		usage();
 	id = msgget((key_t)strtoul(argv[0], NULL, 0), IPC_CREAT | IPC_EXCL | (int)mode);
+	if (id < 0) {
+		printf("msgget: %s\n", strerror(errno));
+		return 1;
+	}
+	printf("%d\n", id);
+	return 0;
+}
+
+static int do_msgget(char **argv, int argc)
+{
+	int id;
+
+	if (argc != 1)
+		usage();
+	id = msgget((key_t)strtoul(argv[0], NULL, 0), 0);
 	if (id < 0) {
 		printf("msgget: %s\n", strerror(errno));
 		return 1;
@@ -337,6 +356,8 @@ int main(int argc, char **argv)
 		return do_ms();
 	if (strcmp(argv[0], "queue") == 0)
 		return do_queue(argv + 1, argc - 1);
+	if (strcmp(argv[0], "msgget") == 0)
+		return do_msgget(argv + 1, argc - 1);
 	if (strcmp(argv[0], "rmqueue") == 0)
 		return do_rmqueue(argv + 1, argc - 1);
 	if (strcmp(argv[0], "pid-above") == 0)

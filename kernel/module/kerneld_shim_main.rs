@@ -35,7 +35,8 @@
 //!   watched meanwhile: should it die holding the request and no other
 //!   kerneld be registered, the request is taken back if still queued,
 //!   else counted in `fallback_died`, and the helper runs (or, with
-//!   `fallback=N`, the request fails) within `SLICE_MS` of its death;
+//!   `fallback=N`, the request fails) within `SLICE_MS` of its death, in
+//!   the first wait too;
 //! - while a suspend starts, requests take the usermode helper's path, and
 //!   suspend waits for those in flight (kerneld_shim_glue.c);
 //! - the answer's status maps to what the helper path returns: 0 when
@@ -436,17 +437,33 @@ unsafe extern "C" fn kerneld_shim_exchange(
     let reply_wait = setting(Setting::ReplyWaitMs).max(read_wait);
     let mut reply = [0u8; 64];
 
-    // First wait: kerneld answers quick requests within it.
-    let mut r = queue.receive(id, &mut reply, jiffies(read_wait).max(1));
+    let mut watched = server;
+    let mut died = false;
+
+    // First wait: kerneld answers quick requests within it.  Should the
+    // watched kerneld die meanwhile, the withdraw below comes at once.
+    let mut r = match await_answer(queue, id, &mut reply, read_wait, &mut watched) {
+        Awaited::Got(got) => got,
+        Awaited::Died => {
+            died = true;
+            Err(EAGAIN)
+        }
+    };
     if matches!(r, Err(e) if e == EAGAIN) {
         match queue.withdraw(wire::TYPE_REQUEST_MODULE, id) {
             // Nobody read it: no kerneld serves this queue.
             Ok(true) => return unread(name),
             // kerneld has it: wait for the answer, up to reply_wait in all.
             Ok(false) => {
-                match await_answer(queue, id, &mut reply, reply_wait - read_wait, server) {
-                    Awaited::Got(got) => r = got,
-                    Awaited::Died => match queue.withdraw(wire::TYPE_REQUEST_MODULE, id) {
+                let rest = reply_wait - read_wait;
+                if !died {
+                    match await_answer(queue, id, &mut reply, rest, &mut watched) {
+                        Awaited::Got(got) => r = got,
+                        Awaited::Died => died = true,
+                    }
+                }
+                if died {
+                    match queue.withdraw(wire::TYPE_REQUEST_MODULE, id) {
                         // Put back (a takeover keeps read requests), unserved.
                         Ok(true) => return unread(name),
                         Ok(false) => {
@@ -463,7 +480,7 @@ unsafe extern "C" fn kerneld_shim_exchange(
                             }
                         }
                         Err(e) => return gone(name, e),
-                    },
+                    }
                 }
             }
             Err(e) => return gone(name, e),
@@ -524,19 +541,19 @@ fn gone(name: &CStr, e: Error) -> c_int {
     )
 }
 
-/// Wait up to `ms` for the answer to `id`, which kerneld has read.  While a
-/// registered kerneld is watched, in slices of `SLICE_MS`, checking after
-/// each empty one that it lives.
+/// Wait up to `ms` for the answer to `id`.  While a registered kerneld is
+/// watched, in slices of `SLICE_MS`, checking after each empty one that it
+/// lives.
 fn await_answer(
     queue: Queue,
     id: i64,
     reply: &mut [u8],
     ms: c_long,
-    mut watched: Option<Server>,
+    watched: &mut Option<Server>,
 ) -> Awaited {
     let mut left = ms;
     loop {
-        let Some(server) = &watched else {
+        let Some(server) = watched.as_ref() else {
             return Awaited::Got(queue.receive(id, reply, jiffies(left).max(1)));
         };
         let slice = left.min(SLICE_MS);
@@ -549,7 +566,7 @@ fn await_answer(
             // A successor that took the queue over may serve the request:
             // watch it rather than risk a load performed twice.
             match Server::registered() {
-                Some(next) => watched = Some(next),
+                Some(next) => *watched = Some(next),
                 None => return Awaited::Died,
             }
         }

@@ -109,7 +109,9 @@ schema number):
       reply_wait_ms, fallback (/sys/module/kerneld_shim/parameters/), and
       the counters (/sys/kernel/kerneld_shim/) requests, answered, failed, nowait, fallback_no_queue,
       fallback_unread, fallback_full, fallback_gone, untrusted_queue,
-      timed_out, interrupted, late_answers, fallback_suspend
+      timed_out, interrupted, late_answers, fallback_suspend,
+      fallback_died, and server (integer: the pid of the kerneld registered
+      as serving it, 0 for none; only when kdstat runs as root)
 A requester object has pid, uid, gid (integers), comm, cgroup,
 parent_comm (strings) and namespaces (array of strings).
 
@@ -138,7 +140,8 @@ kerneld_policy_rule_hits_total{rule,origin}, kerneld_module_helper_shim,
 kerneld_module_loads_mode{mode}, kerneld_module_loads_attached,
 kerneld_module_loads_total{syscall}, kerneld_module_load_verdicts_total{verdict},
 kerneld_module_loads_refused_total,
-kerneld_shim_*_total (with kerneld_shim loaded),
+kerneld_shim_*_total and kerneld_shim_server_registered (with
+kerneld_shim loaded),
 kerneld_journal_lines_dropped_total and kerneld_start_time_seconds; the
 full list is in kdstat(8).  kerneld writes the same into a directory at
 each sweep with metrics-dir (kerneld.conf(5)).

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 
 /// The counters of the in-kernel sender, with their help texts (the
 /// names are those of `kernel_shim` in the status document).
-const SHIM_COUNTERS: [(&str, &str); 13] = [
+const SHIM_COUNTERS: [(&str, &str); 14] = [
     (
         "requests",
         "Requests the kernel module posted to kerneld's queue",
@@ -59,6 +59,10 @@ const SHIM_COUNTERS: [(&str, &str); 13] = [
     (
         "fallback_suspend",
         "Requests left to modprobe: a suspend was starting",
+    ),
+    (
+        "fallback_died",
+        "Requests left to modprobe: kerneld died holding the request",
     ),
 ];
 
@@ -314,6 +318,18 @@ impl Collector for Status {
                     ConstCounter::new(k.get(field).map_or(0, uint)),
                 )?;
             }
+            // Left out when unreadable (not root): unknown is not "no".
+            if let Some(server) = k.get("server").and_then(Value::as_u64) {
+                let this = d.get("pid").and_then(Value::as_u64);
+                one(
+                    e,
+                    "kerneld_shim_server_registered",
+                    "Whether this kerneld is registered with the in-kernel sender, which then \
+                     does not wait for a request it holds after it died",
+                    None,
+                    ConstGauge::new(i64::from(this == Some(server))),
+                )?;
+            }
         }
         Ok(())
     }
@@ -485,7 +501,7 @@ mod tests {
 
     fn doc() -> Value {
         json!({
-            "schema": 1, "version": "0.1.0", "started_at": 1700000000,
+            "schema": 1, "version": "0.1.0", "started_at": 1700000000, "pid": 4242,
             "jobs": [], "loaded_modules": [{"name": "dummy"}],
             "counters": {"requests": {"request_module": 5, "status": 2},
                 "succeeded": 3, "failed": 2, "merged": 1, "expired": 0, "cached": 1,
@@ -495,7 +511,7 @@ mod tests {
             "policy": {"mode": "enforce", "rules": [
                 {"rule": "deny request \"x\\y\"\x1bz", "origin": "live", "hits": 2},
                 {"rule": "deny request \"x\\y\"\x1bz", "origin": "live", "hits": 1}]},
-            "kernel_shim": {"requests": 7, "fallback_unread": 2},
+            "kernel_shim": {"requests": 7, "fallback_unread": 2, "server": 4242},
             "module_loads": {"mode": "enforce", "attached": true,
                 "host": {"compressed_loads": "init_module"},
                 "verdicts": {"files": 17, "denied": 1, "duration_ms": 525.0},
@@ -521,6 +537,8 @@ mod tests {
             "kerneld_module_helper_shim 1\n",
             "kerneld_shim_fallback_unread_total 2\n",
             "kerneld_shim_late_answers_total 0\n",
+            "kerneld_shim_fallback_died_total 0\n",
+            "kerneld_shim_server_registered 1\n",
             "# TYPE kerneld_requests_total counter\n",
             "kerneld_module_loads_mode{mode=\"enforce\"} 1\n",
             "kerneld_module_loads_mode{mode=\"observe\"} 0\n",

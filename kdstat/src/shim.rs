@@ -2,7 +2,8 @@
 //! `kerneld_shim` module is loaded, the kernel posts its requests to
 //! kerneld's queue itself; its settings are module parameters in
 //! `/sys/module/kerneld_shim/parameters/`, its counters files in
-//! `/sys/kernel/kerneld_shim/`.
+//! `/sys/kernel/kerneld_shim/`, beside the pid of the kerneld registered
+//! as serving it (`server`, readable by root only).
 
 use std::path::Path;
 
@@ -14,7 +15,7 @@ pub const COUNTERS_DIR: &str = "/sys/kernel/kerneld_shim";
 /// Settings, in the order shown.
 const SETTINGS: [&str; 4] = ["key", "read_wait_ms", "reply_wait_ms", "fallback"];
 /// Counters, in the order shown, with their labels.
-const COUNTERS: [(&str, &str); 13] = [
+const COUNTERS: [(&str, &str); 14] = [
     ("requests", "requests"),
     ("answered", "answered"),
     ("failed", "failed"),
@@ -28,12 +29,16 @@ const COUNTERS: [(&str, &str); 13] = [
     ("interrupted", "interrupted"),
     ("late_answers", "late answers"),
     ("fallback_suspend", "suspend starting"),
+    ("fallback_died", "kerneld died"),
 ];
 
 /// The module's settings and counters, name and value, if it is loaded.
 pub struct Shim {
     pub settings: Vec<(&'static str, String)>,
     pub counters: Vec<(&'static str, u64)>,
+    /// The registered kerneld's pid, 0 for none; `None` when unreadable
+    /// (kdstat not run as root, or a module without the file).
+    pub server: Option<u64>,
 }
 
 impl Shim {
@@ -59,6 +64,7 @@ impl Shim {
                     (n, v.unwrap_or(0))
                 })
                 .collect(),
+            server: get(counters, "server").and_then(|v| v.parse().ok()),
         })
     }
 
@@ -86,8 +92,13 @@ impl Shim {
             .zip(COUNTERS.iter())
             .map(|((_, v), (_, label))| format!("{label} {v}"))
             .collect();
+        let server = match self.server {
+            Some(0) => "no kerneld registered".to_string(),
+            Some(pid) => format!("kerneld pid {pid} registered"),
+            None => "registered kerneld unknown (root may read it)".to_string(),
+        };
         format!(
-            "Requests arrive through the kernel module kerneld_shim (nothing executed): key {key}, read_wait_ms {}, reply_wait_ms {}, fallback {}\n  {}\n",
+            "Requests arrive through the kernel module kerneld_shim (nothing executed): key {key}, read_wait_ms {}, reply_wait_ms {}, fallback {}; {server}\n  {}\n",
             self.setting("read_wait_ms"),
             self.setting("reply_wait_ms"),
             self.setting("fallback"),
@@ -103,6 +114,9 @@ impl Shim {
         }
         for (k, v) in &self.counters {
             m.insert((*k).into(), (*v).into());
+        }
+        if let Some(pid) = self.server {
+            m.insert("server".into(), pid.into());
         }
         serde_json::Value::Object(m)
     }
@@ -137,9 +151,23 @@ mod tests {
         );
         assert!(t.contains("requests 7, answered 0"), "{t}");
         assert!(t.contains("unread 2"), "{t}");
+        assert!(t.contains("fallback Y; registered kerneld unknown"), "{t}");
+        assert!(t.contains("kerneld died 0"), "{t}");
         let j = s.json();
         assert_eq!(j["requests"], 7);
         assert_eq!(j["fallback"], "Y");
+        assert!(j.get("server").is_none(), "unreadable: left out");
+        std::fs::write(counters.join("server"), "4321\n").unwrap();
+        std::fs::write(counters.join("fallback_died"), "3\n").unwrap();
+        let s = Shim::read(&params, &counters).unwrap();
+        let t = s.text();
+        assert!(t.contains("fallback Y; kerneld pid 4321 registered"), "{t}");
+        assert!(t.contains("kerneld died 3"), "{t}");
+        assert_eq!(s.json()["server"], 4321);
+        assert_eq!(s.json()["fallback_died"], 3);
+        std::fs::write(counters.join("server"), "0\n").unwrap();
+        let t = Shim::read(&params, &counters).unwrap().text();
+        assert!(t.contains("fallback Y; no kerneld registered"), "{t}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

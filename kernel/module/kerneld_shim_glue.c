@@ -14,7 +14,9 @@
  *   queue, not its credentials, so the requester waits for that thread,
  *   killably, as it would wait for the usermode helper;
  * - the suspend notifier: no request waits on user space while tasks are
- *   frozen.
+ *   frozen;
+ * - the kerneld that serves the key (/sys/kernel/kerneld_shim/server), so
+ *   that a request it read is not awaited after it died.
  *
  * The protocol is in kerneld_shim_main.rs.  The numbers of the settings and
  * counters below are the ones of its `Setting` and `Counter`.
@@ -24,16 +26,20 @@
 #include <linux/completion.h>
 #include <linux/cred.h>
 #include <linux/kobject.h>
+#include <linux/kstrtox.h>
 #include <linux/kernfs.h>
 #include <linux/module.h>
 #include <linux/moduleparam.h>
 #include <linux/nsproxy.h>
+#include <linux/pid.h>
 #include <linux/printk.h>
 #include <linux/random.h>
 #include <linux/ratelimit.h>
 #include <linux/refcount.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
 #include <linux/slab.h>
+#include <linux/spinlock.h>
 #include <linux/string.h>
 #include <linux/suspend.h>
 #include <linux/sysfs.h>
@@ -82,7 +88,7 @@ long kerneld_shim_setting(unsigned int which)
  * is often not mounted or is locked down.  Not module parameters: nobody
  * sets a counter.
  */
-#define KD_NCOUNTERS 13
+#define KD_NCOUNTERS 14
 static atomic_long_t counters[KD_NCOUNTERS];
 
 struct kd_counter_attr {
@@ -130,6 +136,102 @@ KD_COUNTER(10, interrupted);
 KD_COUNTER(11, late_answers);
 /* sent while a suspend was starting: usermode helper (or failed) */
 KD_COUNTER(12, fallback_suspend);
+/* read by a kerneld that died before answering: helper (or failed) */
+KD_COUNTER(13, fallback_died);
+
+/* --- the serving kerneld ------------------------------------------------- */
+/*
+ * kerneld writes its own pid to /sys/kernel/kerneld_shim/server (root only)
+ * once it holds its key; 0 clears the writer's own registration.  Kept as a
+ * struct pid reference, so that a reused pid never names another process.
+ * The worker watches it while kerneld serves a request it read.
+ */
+static DEFINE_SPINLOCK(kd_server_lock);
+static struct pid *kd_server;
+
+static ssize_t server_show(struct kobject *kobj, struct kobj_attribute *attr,
+			   char *buf)
+{
+	pid_t nr = 0;
+
+	spin_lock(&kd_server_lock);
+	if (kd_server)
+		nr = pid_vnr(kd_server);
+	spin_unlock(&kd_server_lock);
+	return sysfs_emit(buf, "%d\n", nr);
+}
+
+static ssize_t server_store(struct kobject *kobj, struct kobj_attribute *attr,
+			    const char *buf, size_t count)
+{
+	struct pid *me = task_tgid(current);
+	struct pid *old = NULL;
+	int nr, err;
+
+	err = kstrtoint(buf, 10, &nr);
+	if (err)
+		return err;
+	/* Only kerneld itself says it serves, or no longer does. */
+	if (nr != 0 && nr != task_tgid_vnr(current))
+		return -EPERM;
+	spin_lock(&kd_server_lock);
+	if (nr) {
+		old = kd_server;
+		kd_server = get_pid(me);
+	} else if (kd_server == me) {
+		old = kd_server;
+		kd_server = NULL;
+	}
+	spin_unlock(&kd_server_lock);
+	put_pid(old);
+	return count;
+}
+
+static struct kobj_attribute kd_kerneld_server =
+	__ATTR(server, 0600, server_show, server_store);
+
+/* Whether the process behind @pid has died or is dying. */
+static bool kd_dead(struct pid *pid)
+{
+	struct task_struct *task;
+	bool dead;
+
+	rcu_read_lock();
+	task = pid_task(pid, PIDTYPE_TGID);
+	/* SIGKILL and exit_group() mark the group; a plain exit() the leader. */
+	dead = !task || (READ_ONCE(task->signal->flags) & SIGNAL_GROUP_EXIT) ||
+	       (task->exit_state && thread_group_empty(task));
+	rcu_read_unlock();
+	return dead;
+}
+
+/* A reference to the registered kerneld if it lives, or NULL. */
+struct pid *kerneld_shim_server_get(void);
+struct pid *kerneld_shim_server_get(void)
+{
+	struct pid *pid;
+
+	spin_lock(&kd_server_lock);
+	pid = get_pid(kd_server);
+	spin_unlock(&kd_server_lock);
+	if (pid && kd_dead(pid)) {
+		put_pid(pid);
+		return NULL;
+	}
+	return pid;
+}
+
+bool kerneld_shim_server_alive(struct pid *pid);
+bool kerneld_shim_server_alive(struct pid *pid)
+{
+	return !kd_dead(pid);
+}
+
+void kerneld_shim_server_put(struct pid *pid);
+void kerneld_shim_server_put(struct pid *pid)
+{
+	put_pid(pid);
+}
 
 static struct attribute *kd_counter_attrs[] = {
 	&kd_attr_requests.attr.attr,
@@ -145,9 +247,11 @@ static struct attribute *kd_counter_attrs[] = {
 	&kd_attr_interrupted.attr.attr,
 	&kd_attr_late_answers.attr.attr,
 	&kd_attr_fallback_suspend.attr.attr,
+	&kd_attr_fallback_died.attr.attr,
+	&kd_kerneld_server.attr,
 	NULL,
 };
-static_assert(ARRAY_SIZE(kd_counter_attrs) == KD_NCOUNTERS + 1);
+static_assert(ARRAY_SIZE(kd_counter_attrs) == KD_NCOUNTERS + 2);
 
 static const struct attribute_group kd_counter_group = {
 	.attrs = kd_counter_attrs,
@@ -416,4 +520,7 @@ void kerneld_shim_stop(void)
 	unregister_pm_notifier(&kd_pm_nb);
 	destroy_workqueue(kd_wq);
 	kobject_put(kd_kobj);
+	/* The files are gone: nobody registers any more. */
+	put_pid(kd_server);
+	kd_server = NULL;
 }

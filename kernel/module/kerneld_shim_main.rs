@@ -31,6 +31,12 @@
 //! - once kerneld has read it, the answer is awaited up to `reply_wait_ms`
 //!   in all; a requester killed meanwhile returns at once, and the worker
 //!   still takes the answer;
+//! - a kerneld that registered itself (/sys/kernel/kerneld_shim/server) is
+//!   watched meanwhile: should it die holding the request and no other
+//!   kerneld be registered, the request is taken back if still queued,
+//!   else counted in `fallback_died`, and the helper runs (or, with
+//!   `fallback=N`, the request fails) within `SLICE_MS` of its death, in
+//!   the first wait too;
 //! - while a suspend starts, requests take the usermode helper's path, and
 //!   suspend waits for those in flight (kerneld_shim_glue.c);
 //! - the answer's status maps to what the helper path returns: 0 when
@@ -39,9 +45,10 @@
 //! Settings are module parameters, counters are files in
 //! /sys/kernel/kerneld_shim/ (kerneld_shim_glue.c).
 
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI32, AtomicI64, AtomicU32, Ordering};
 use kernel::error::code::{EAGAIN, EINTR, ENOENT, EPERM, ETIME};
-use kernel::ffi::{c_char, c_int, c_long, c_uint};
+use kernel::ffi::{c_char, c_int, c_long, c_uint, c_void};
 use kernel::ipc_msg::Queue;
 use kernel::time::{msecs_to_jiffies, Jiffies};
 use kernel::{c_str, kmod, prelude::*, str::CStr};
@@ -109,6 +116,9 @@ extern "C" {
     ) -> bool;
     fn kerneld_shim_start() -> c_int;
     fn kerneld_shim_stop();
+    fn kerneld_shim_server_get() -> *mut c_void;
+    fn kerneld_shim_server_alive(pid: *mut c_void) -> bool;
+    fn kerneld_shim_server_put(pid: *mut c_void);
 }
 
 // The wire format's longs (mtype, reply id, status) are the kernel's.
@@ -146,6 +156,7 @@ enum Counter {
     TimedOut = 9,
     Interrupted = 10,
     LateAnswers = 11,
+    FallbackDied = 13,
 }
 
 fn count(c: Counter) {
@@ -274,6 +285,42 @@ fn jiffies(ms: c_long) -> Jiffies {
     msecs_to_jiffies(u32::try_from(ms.max(0)).unwrap_or(u32::MAX))
 }
 
+/// The kerneld registered as serving the key, held by reference (a
+/// `struct pid` in the glue): a reused pid never passes for it.
+struct Server(NonNull<c_void>);
+
+impl Server {
+    /// The registered kerneld, if there is one and it lives.
+    fn registered() -> Option<Self> {
+        // SAFETY: a plain call; a non-null result is a reference we own.
+        NonNull::new(unsafe { kerneld_shim_server_get() }).map(Server)
+    }
+
+    fn alive(&self) -> bool {
+        // SAFETY: `self.0` is a reference taken in `registered`, held.
+        unsafe { kerneld_shim_server_alive(self.0.as_ptr()) }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: the reference taken in `registered`, put once.
+        unsafe { kerneld_shim_server_put(self.0.as_ptr()) }
+    }
+}
+
+/// How often a request kerneld has read checks that kerneld still lives:
+/// what its death costs the requester at most, before the fallback.
+const SLICE_MS: c_long = 250;
+
+/// What awaiting kerneld's answer came to.
+enum Awaited {
+    /// The queue's answer: a reply's length or why there is none.
+    Got(Result<usize>),
+    /// The kerneld holding the request died, none other is registered.
+    Died,
+}
+
 /// Describe one request_module() in the requester's context (who asks)
 /// and hand it to the worker: see the crate documentation.  `None`: let
 /// the usermode helper run.
@@ -340,6 +387,9 @@ unsafe extern "C" fn kerneld_shim_exchange(
     let key = setting(Setting::Key) as c_int;
     // SAFETY: `body` is readable for `len` bytes (the caller's promise).
     let body = unsafe { core::slice::from_raw_parts(body, len) };
+    // Taken before the send: whoever reads the request is this kerneld or
+    // a successor that registered since.
+    let server = if wait { Server::registered() } else { None };
     let queue = match Queue::send(key, wire::TYPE_REQUEST_MODULE, body) {
         Ok(queue) => queue,
         // A queue someone else made at the key is no kerneld: refusing
@@ -386,31 +436,54 @@ unsafe extern "C" fn kerneld_shim_exchange(
     let read_wait = setting(Setting::ReadWaitMs);
     let reply_wait = setting(Setting::ReplyWaitMs).max(read_wait);
     let mut reply = [0u8; 64];
-    let mut receive = |ms: c_long| queue.receive(id, &mut reply, jiffies(ms).max(1));
 
-    // First wait: kerneld answers quick requests within it.
-    let mut r = receive(read_wait);
+    let mut watched = server;
+    let mut died = false;
+
+    // First wait: kerneld answers quick requests within it.  Should the
+    // watched kerneld die meanwhile, the withdraw below comes at once.
+    let mut r = match await_answer(queue, id, &mut reply, read_wait, &mut watched) {
+        Awaited::Got(got) => got,
+        Awaited::Died => {
+            died = true;
+            Err(EAGAIN)
+        }
+    };
     if matches!(r, Err(e) if e == EAGAIN) {
         match queue.withdraw(wire::TYPE_REQUEST_MODULE, id) {
             // Nobody read it: no kerneld serves this queue.
-            Ok(true) => {
-                return fall_back(
-                    Counter::FallbackUnread,
-                    c_str!("request unread by kerneld, taken back"),
-                    name,
-                    ETIME.to_errno(),
-                )
-            }
+            Ok(true) => return unread(name),
             // kerneld has it: wait for the answer, up to reply_wait in all.
-            Ok(false) => r = receive(reply_wait - read_wait),
-            Err(e) => {
-                return fall_back(
-                    Counter::FallbackGone,
-                    c_str!("kerneld's queue removed"),
-                    name,
-                    e.to_errno(),
-                )
+            Ok(false) => {
+                let rest = reply_wait - read_wait;
+                if !died {
+                    match await_answer(queue, id, &mut reply, rest, &mut watched) {
+                        Awaited::Got(got) => r = got,
+                        Awaited::Died => died = true,
+                    }
+                }
+                if died {
+                    match queue.withdraw(wire::TYPE_REQUEST_MODULE, id) {
+                        // Put back (a takeover keeps read requests), unserved.
+                        Ok(true) => return unread(name),
+                        Ok(false) => {
+                            // An answer sent just before the death counts.
+                            r = queue.receive(id, &mut reply, 0);
+                            if matches!(r, Err(e) if e == EAGAIN) {
+                                abandon(queue, id);
+                                return fall_back(
+                                    Counter::FallbackDied,
+                                    c_str!("kerneld died before answering"),
+                                    name,
+                                    ETIME.to_errno(),
+                                );
+                            }
+                        }
+                        Err(e) => return gone(name, e),
+                    }
+                }
             }
+            Err(e) => return gone(name, e),
         }
     }
     match r {
@@ -443,12 +516,60 @@ unsafe extern "C" fn kerneld_shim_exchange(
             e.to_errno()
         }
         // EIDRM, EINVAL: kerneld stopped and removed its queue meanwhile.
-        Err(e) => fall_back(
-            Counter::FallbackGone,
-            c_str!("kerneld's queue removed"),
-            name,
-            e.to_errno(),
-        ),
+        Err(e) => gone(name, e),
+    }
+}
+
+/// A request nobody read (or that came back unread): taken back, no
+/// kerneld serves this queue.
+fn unread(name: &CStr) -> c_int {
+    fall_back(
+        Counter::FallbackUnread,
+        c_str!("request unread by kerneld, taken back"),
+        name,
+        ETIME.to_errno(),
+    )
+}
+
+/// kerneld stopped and removed its queue.
+fn gone(name: &CStr, e: Error) -> c_int {
+    fall_back(
+        Counter::FallbackGone,
+        c_str!("kerneld's queue removed"),
+        name,
+        e.to_errno(),
+    )
+}
+
+/// Wait up to `ms` for the answer to `id`.  While a registered kerneld is
+/// watched, in slices of `SLICE_MS`, checking after each empty one that it
+/// lives.
+fn await_answer(
+    queue: Queue,
+    id: i64,
+    reply: &mut [u8],
+    ms: c_long,
+    watched: &mut Option<Server>,
+) -> Awaited {
+    let mut left = ms;
+    loop {
+        let Some(server) = watched.as_ref() else {
+            return Awaited::Got(queue.receive(id, reply, jiffies(left).max(1)));
+        };
+        let slice = left.min(SLICE_MS);
+        let r = queue.receive(id, reply, jiffies(slice).max(1));
+        left -= slice;
+        if left <= 0 || !matches!(r, Err(e) if e == EAGAIN) {
+            return Awaited::Got(r);
+        }
+        if !server.alive() {
+            // A successor that took the queue over may serve the request:
+            // watch it rather than risk a load performed twice.
+            match Server::registered() {
+                Some(next) => *watched = Some(next),
+                None => return Awaited::Died,
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 
 mod lifecycle;
 use kmod_ipc::instances as instance;
-use lifecycle::{fingerprint, helper, notify, signals, startup, takeover};
+use lifecycle::{fingerprint, helper, notify, shim_server, signals, startup, takeover};
 
 use clap::Parser;
 use fingerprint::index_fingerprint;
@@ -287,6 +287,9 @@ fn serve(
         .name("kerneld-timer".into())
         .spawn(move || kerneld::work::actions::timer_loop(&d))
         .expect("spawn the timer thread");
+    if shim_server::serves_requests(filter) {
+        shim_server::spawn_watch(key);
+    }
     let receiver_done = Arc::new(AtomicBool::new(false));
     signals::spawn_signal_thread(
         signals,
@@ -338,6 +341,11 @@ fn claim(
                 other.pid
             ),
         ));
+    }
+    // Before the takeover: a request it keeps, read by the dead kerneld,
+    // is then watched through this one (shim_server.rs).
+    if shim_server::serves_requests(filter) {
+        shim_server::register(key);
     }
     let claimed = match Queue::claim(key) {
         Ok(c) => c,

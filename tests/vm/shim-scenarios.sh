@@ -7,7 +7,7 @@
 #
 # In the kerneld scenarios /proc/sys/kernel/modprobe names a path that does
 # not exist: whatever loads was asked for without executing anything.  The
-# shim's own scenarios (21-27) set it to /sbin/modprobe where a fallback is
+# shim's own scenarios (21-28, 30) set it to /sbin/modprobe where a fallback is
 # expected, or where one that must not happen would show.
 
 NO_HELPER=/nonexistent/modprobe
@@ -79,12 +79,13 @@ shim_scenarios() {
     scenario_deny_users
     scenario_two_users
 
-    # 21-27: the shim itself ---------------------------------------------
+    # 21-28, 30: the shim itself -----------------------------------------
     shim_no_kerneld
     shim_killed_kerneld
     shim_squatted
     shim_nowait
     shim_slow_load
+    shim_died_serving
     shim_unload_burst
     shim_kdstat
     shim_suspend
@@ -272,6 +273,99 @@ shim_slow_load() {
     [ "$(cnt timed_out)" = "$_t" ] || { fail "it timed out"; return; }
     restart_kerneld /tmp/kerneld10.log || note "kerneld not ready after the slow load"
     pass "$dt ms"
+}
+
+# 30: kerneld SIGKILLed while it serves a 5 s load it read, once within
+# the first wait (read_wait_ms) and once after it.  The shim watches the
+# kerneld registered in /sys/kernel/kerneld_shim/server, so the requester
+# falls back to the helper at once rather than after reply_wait_ms (60 s);
+# the next kerneld registers and serves.
+shim_died_serving() {
+    scenario 30 "kerneld SIGKILLed during a 5 s load it read (at once, and 1.5 s in): the requester returns at once (under 5 s of the kill, not reply_wait_ms), the helper loads dummy (fallback_died), nothing times out; the restarted kerneld registers (kdstat), serves the next request, and registers again with a reloaded module"
+    mkdir -p /etc/modprobe.d
+    _took=
+    for _after in 0 1.5; do
+        died_round "$_after" || { rm -f /etc/modprobe.d/slow.conf; return; }
+        _took="$_took ${_tk} ms (killed ${_after} s in)"
+    done
+    # The next kerneld takes the queue over, registers, and serves.
+    helper "$NO_HELPER"
+    _t_start=$(ms)
+    start_kerneld /tmp/kerneld13.log debug delay=60 || { fail "next kerneld not ready"; return; }
+    _s=$(cat "$SHIM_COUNTERS/server" 2>&1)
+    [ "$_s" = "$KPID" ] || { fail "after the restart server is '$_s', not $KPID"; return; }
+    run 10 kdstat
+    case "$out" in
+        *"kerneld pid $KPID registered"*) ;;
+        *) fail "kdstat does not show kerneld pid $KPID registered: $out"; return ;;
+    esac
+    unload dummy || { fail "cannot unload dummy"; return; }
+    _a=$(cnt answered)
+    _u=$(cnt fallback_unread)
+    _died=$(cnt fallback_died)
+    run 60 ip link add d13 type dummy
+    { [ "$rc" = 0 ] && loaded dummy; } || { fail "next request: exit $rc after $dt ms: $out"; return; }
+    ip link del d13
+    [ "$(cnt answered)" -gt "$_a" ] || { fail "the next request was not answered by kerneld"; return; }
+    [ "$(cnt fallback_unread)" = "$_u" ] || { fail "the next request fell back (fallback_unread)"; return; }
+    [ "$(cnt fallback_died)" = "$_died" ] || { fail "fallback_died moved on the next request"; return; }
+    [ "$(queue_qnum)" = 0 ] || { fail "$(queue_qnum) messages left in the queue"; return; }
+    log_has 'request_module .*rtnl-link-dummy' || { fail "the next kerneld does not log rtnl-link-dummy"; return; }
+    # A module loaded after kerneld started: kerneld registers within 5 s.
+    /sbin/rmmod kerneld_shim || { fail "rmmod kerneld_shim failed"; return; }
+    /sbin/insmod "$SHIM_KO" || { fail "insmod $SHIM_KO failed"; return; }
+    wait_until 10 registered "$KPID" || { fail "kerneld $KPID did not register with the reloaded module (server $(cat "$SHIM_COUNTERS/server"))"; return; }
+    rm -f /tmp/died.*
+    note "kerneld died serving a request: the requester returned$_took after SIGKILL"
+    pass "returned$_took after SIGKILL; next request $dt ms"
+}
+
+registered() { [ "$(cat "$SHIM_COUNTERS/server" 2>/dev/null)" = "$1" ]; }
+
+# died_round SECONDS: a kerneld registers, reads a 5 s load, is SIGKILLed
+# SECONDS after its install command started; the requester must get dummy
+# from the helper through fallback_died.  Leaves _tk (ms from the kill).
+died_round() {
+    helper "$NO_HELPER"
+    unload dummy || { fail "cannot unload dummy first"; return 1; }
+    rm -f /tmp/died.*
+    # The install command outlives kerneld: died.done says it finished.
+    echo 'install dummy echo x >>/tmp/died.count; sleep 5; /sbin/modprobe --ignore-install dummy; echo x >/tmp/died.done' >/etc/modprobe.d/slow.conf
+    # Not restart_kerneld: a SIGKILLed kerneld's queue stays, on purpose.
+    stop_kerneld TERM
+    write_conf modprobe
+    _t_start=$(ms)
+    start_kerneld "/tmp/kerneld12-$1.log" debug delay=60 || { fail "kerneld not ready"; return 1; }
+    _s=$(cat "$SHIM_COUNTERS/server" 2>&1)
+    [ "$_s" = "$KPID" ] || { fail "server is '$_s', not kerneld's pid $KPID"; return 1; }
+    log_has 'registered with the in-kernel sender' || { fail "kerneld did not log its registration"; return 1; }
+    _died=$(cnt fallback_died)
+    _t=$(cnt timed_out)
+    (ip link add d12 type dummy >/tmp/died.out 2>&1; echo "$?" >/tmp/died.rc) &
+    _req=$!
+    # kerneld read the request: its install command runs.
+    wait_until 10 test -s /tmp/died.count || { fail "kerneld did not start the install command"; return 1; }
+    # From here the helper loads dummy as it is, at once.
+    rm -f /etc/modprobe.d/slow.conf
+    helper /sbin/modprobe
+    sleep "$1"
+    _k=$(ms)
+    kill -KILL "$KPID"
+    wait_until 90 dead "$_req"
+    _tk=$(since "$_k")
+    wait "$KPID" 2>/dev/null
+    KPID=
+    wait "$_req" 2>/dev/null
+    { [ "$(cat /tmp/died.rc 2>/dev/null)" = 0 ] && loaded dummy; } ||
+        { fail "killed $1 s in: ip link add: exit $(cat /tmp/died.rc 2>/dev/null) $_tk ms after the kill: $(cat /tmp/died.out 2>/dev/null)"; return 1; }
+    [ "$(cnt fallback_died)" = $((_died + 1)) ] || { fail "killed $1 s in: fallback_died $(cnt fallback_died), was $_died"; return 1; }
+    [ "$(cnt timed_out)" = "$_t" ] || { fail "killed $1 s in: it timed out ($_tk ms after the kill)"; return 1; }
+    [ "$_tk" -lt 5000 ] || { fail "killed $1 s in: returned $_tk ms after the kill"; return 1; }
+    ip link del d12
+    # The orphaned install command ends before anything else is asked.
+    wait_until 15 test -e /tmp/died.done || note "the install command had not ended 15 s later"
+    _c=$(wc -l </tmp/died.count)
+    [ "$_c" = 1 ] || { fail "killed $1 s in: the install command ran $_c times"; return 1; }
 }
 
 # 26: rmmod kerneld_shim while requests run on both CPUs: each request is

@@ -6,11 +6,13 @@
 //! - `notify`: sd_notify
 //! - `helper`: registering the shim as the kernel's module helper
 //! - `takeover`: sorting what a dead kerneld left on its queue
+//! - `shim_server`: telling the in-kernel sender which kerneld serves it
 //! - `fingerprint`: when the module index changed
 
 pub(crate) mod fingerprint;
 pub(crate) mod helper;
 pub(crate) mod notify;
+pub(crate) mod shim_server;
 pub(crate) mod signals;
 pub(crate) mod startup;
 pub(crate) mod takeover;

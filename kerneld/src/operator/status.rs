@@ -513,13 +513,15 @@ pub struct StatusDocument {
     pub(crate) module_loads: crate::modload::report::ModuleLoadsDocument,
     /// Added by kdstat, never sent by kerneld: only while the in-kernel
     /// sender (the kerneld_shim module) is loaded, its settings (strings,
-    /// from /sys/module/kerneld_shim/parameters) and counters (integers,
-    /// from /sys/kernel/kerneld_shim); see kdstat(8).
+    /// from /sys/module/kerneld_shim/parameters), counters (integers,
+    /// from /sys/kernel/kerneld_shim) and, when kdstat runs as root,
+    /// `server` (integer: the registered kerneld's pid, 0 for none); see
+    /// kdstat(8).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) kernel_shim: Option<BTreeMap<String, ShimValue>>,
 }
 
-/// A setting (string) or counter (integer) of the in-kernel sender.
+/// A setting (string), counter or pid (integer) of the in-kernel sender.
 #[derive(Debug, Clone, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(untagged)]

@@ -20,52 +20,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-/// The counters of the in-kernel sender, with their help texts (the
-/// names are those of `kernel_shim` in the status document).
-const SHIM_COUNTERS: [(&str, &str); 14] = [
-    (
-        "requests",
-        "Requests the kernel module posted to kerneld's queue",
-    ),
-    ("answered", "Requests kerneld answered with success"),
-    ("failed", "Requests kerneld answered with a failure"),
-    ("nowait", "Requests posted without waiting for an answer"),
-    (
-        "fallback_no_queue",
-        "Requests left to modprobe: no kerneld queue",
-    ),
-    (
-        "fallback_unread",
-        "Requests left to modprobe: kerneld did not read the request in time",
-    ),
-    (
-        "fallback_full",
-        "Requests left to modprobe: kerneld's queue was full",
-    ),
-    (
-        "fallback_gone",
-        "Requests left to modprobe: the queue was removed while waiting",
-    ),
-    (
-        "refused_queue",
-        "Queues refused because they were not kerneld's",
-    ),
-    ("timed_out", "Requests whose answer did not come in time"),
-    ("interrupted", "Waits for an answer interrupted by a signal"),
-    (
-        "late_answers",
-        "Answers that came after their requester gave up",
-    ),
-    (
-        "fallback_suspend",
-        "Requests left to modprobe: a suspend was starting",
-    ),
-    (
-        "fallback_died",
-        "Requests left to modprobe: kerneld died holding the request",
-    ),
-];
-
 /// Whether the kernel's module helper (/proc/sys/kernel/modprobe, or the
 /// file `KERNELD_PROC_MODPROBE` names, a test hook shared with kerneld and
 /// the shim) is kerneld's shim, kerneld-modprobe; None when unreadable.
@@ -309,7 +263,10 @@ impl Collector for Status {
             )?;
         }
         if let Some(k) = d.get("kernel_shim").and_then(Value::as_object) {
-            for (field, help) in SHIM_COUNTERS {
+            for crate::shim::Counter {
+                name: field, help, ..
+            } in crate::shim::COUNTERS
+            {
                 one(
                     e,
                     &format!("kerneld_shim_{field}"),
@@ -511,7 +468,8 @@ mod tests {
             "policy": {"mode": "enforce", "rules": [
                 {"rule": "deny request \"x\\y\"\x1bz", "origin": "live", "hits": 2},
                 {"rule": "deny request \"x\\y\"\x1bz", "origin": "live", "hits": 1}]},
-            "kernel_shim": {"requests": 7, "fallback_unread": 2, "server": 4242},
+            "kernel_shim": {"requests": 7, "fallback_unread": 2, "untrusted_queue": 3,
+                "server": 4242},
             "module_loads": {"mode": "enforce", "attached": true,
                 "host": {"compressed_loads": "init_module"},
                 "verdicts": {"files": 17, "denied": 1, "duration_ms": 525.0},
@@ -538,6 +496,7 @@ mod tests {
             "kerneld_shim_fallback_unread_total 2\n",
             "kerneld_shim_late_answers_total 0\n",
             "kerneld_shim_fallback_died_total 0\n",
+            "kerneld_shim_untrusted_queue_total 3\n",
             "kerneld_shim_server_registered 1\n",
             "# TYPE kerneld_requests_total counter\n",
             "kerneld_module_loads_mode{mode=\"enforce\"} 1\n",

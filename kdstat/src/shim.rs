@@ -14,22 +14,87 @@ pub const COUNTERS_DIR: &str = "/sys/kernel/kerneld_shim";
 
 /// Settings, in the order shown.
 const SETTINGS: [&str; 4] = ["key", "read_wait_ms", "reply_wait_ms", "fallback"];
-/// Counters, in the order shown, with their labels.
-const COUNTERS: [(&str, &str); 14] = [
-    ("requests", "requests"),
-    ("answered", "answered"),
-    ("failed", "failed"),
-    ("nowait", "nowait"),
-    ("fallback_no_queue", "fell back: no queue"),
-    ("fallback_unread", "unread"),
-    ("fallback_full", "queue full"),
-    ("fallback_gone", "queue removed"),
-    ("untrusted_queue", "untrusted queues"),
-    ("timed_out", "timed out"),
-    ("interrupted", "interrupted"),
-    ("late_answers", "late answers"),
-    ("fallback_suspend", "suspend starting"),
-    ("fallback_died", "kerneld died"),
+/// A counter of the module: its file, its label in the text status, its
+/// help in the Prometheus exposition (`kerneld_shim_NAME_total`).
+pub struct Counter {
+    pub name: &'static str,
+    pub label: &'static str,
+    pub help: &'static str,
+}
+
+/// The counters, in the order shown: the one list kdstat reads, shows and
+/// exports.
+pub const COUNTERS: [Counter; 14] = [
+    Counter {
+        name: "requests",
+        label: "requests",
+        help: "Requests the kernel module posted to kerneld's queue",
+    },
+    Counter {
+        name: "answered",
+        label: "answered",
+        help: "Requests kerneld answered with success",
+    },
+    Counter {
+        name: "failed",
+        label: "failed",
+        help: "Requests kerneld answered with a failure",
+    },
+    Counter {
+        name: "nowait",
+        label: "nowait",
+        help: "Requests posted without waiting for an answer",
+    },
+    Counter {
+        name: "fallback_no_queue",
+        label: "fell back: no queue",
+        help: "Requests left to modprobe: no kerneld queue",
+    },
+    Counter {
+        name: "fallback_unread",
+        label: "unread",
+        help: "Requests left to modprobe: kerneld did not read the request in time",
+    },
+    Counter {
+        name: "fallback_full",
+        label: "queue full",
+        help: "Requests left to modprobe: kerneld's queue was full",
+    },
+    Counter {
+        name: "fallback_gone",
+        label: "queue removed",
+        help: "Requests left to modprobe: the queue was removed while waiting",
+    },
+    Counter {
+        name: "untrusted_queue",
+        label: "untrusted queues",
+        help: "Queues refused because they were not kerneld's",
+    },
+    Counter {
+        name: "timed_out",
+        label: "timed out",
+        help: "Requests whose answer did not come in time",
+    },
+    Counter {
+        name: "interrupted",
+        label: "interrupted",
+        help: "Waits for an answer interrupted by a signal",
+    },
+    Counter {
+        name: "late_answers",
+        label: "late answers",
+        help: "Answers that came after their requester gave up",
+    },
+    Counter {
+        name: "fallback_suspend",
+        label: "suspend starting",
+        help: "Requests left to modprobe: a suspend was starting",
+    },
+    Counter {
+        name: "fallback_died",
+        label: "kerneld died",
+        help: "Requests left to modprobe: kerneld died holding the request",
+    },
 ];
 
 /// The module's settings and counters, name and value, if it is loaded.
@@ -59,9 +124,9 @@ impl Shim {
                 .collect(),
             counters: COUNTERS
                 .iter()
-                .map(|&(n, _)| {
-                    let v = get(counters, n).and_then(|v| v.parse().ok());
-                    (n, v.unwrap_or(0))
+                .map(|c| {
+                    let v = get(counters, c.name).and_then(|v| v.parse().ok());
+                    (c.name, v.unwrap_or(0))
                 })
                 .collect(),
             server: get(counters, "server").and_then(|v| v.parse().ok()),
@@ -90,7 +155,7 @@ impl Shim {
             .counters
             .iter()
             .zip(COUNTERS.iter())
-            .map(|((_, v), (_, label))| format!("{label} {v}"))
+            .map(|((_, v), c)| format!("{} {v}", c.label))
             .collect();
         let server = match self.server {
             Some(0) => "no kerneld registered".to_string(),

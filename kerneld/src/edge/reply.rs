@@ -352,6 +352,20 @@ impl Replies {
     }
 }
 
+/// How many bytes of waiting replies the reply thread may put on a queue
+/// holding `bytes` of `max_bytes`.  At most half of it: after a purge, the
+/// senders blocked on the full queue (a kdstat, the kernel's helper) must
+/// find room before the outbox takes it all.  An empty queue takes a whole
+/// part, though: one larger than half the queue (a long status in JSON on
+/// a small queue) would otherwise wait until its client gave up.
+fn outbox_room(bytes: u64, max_bytes: u64) -> u64 {
+    if bytes == 0 {
+        max_bytes
+    } else {
+        (max_bytes / 2).saturating_sub(bytes)
+    }
+}
+
 /// The reply thread.
 impl Replies {
     /// The reply thread: keeps the queue free of unread replies and sends
@@ -379,12 +393,7 @@ impl Replies {
                 Err(_) => {}
             }
             if backlog {
-                // Fill at most half the queue: after a purge, the senders
-                // blocked on the full queue (a kdstat, the kernel's
-                // helper) must find room before the outbox takes it all.
-                let room = q
-                    .stat()
-                    .map_or(0, |st| (st.max_bytes / 2).saturating_sub(st.bytes));
+                let room = q.stat().map_or(0, |st| outbox_room(st.bytes, st.max_bytes));
                 self.send_waiting(&q, room);
             }
         }
@@ -546,6 +555,15 @@ mod tests {
         fn drop(&mut self) {
             let _ = self.0.remove();
         }
+    }
+
+    #[test]
+    fn an_empty_queue_takes_a_part_larger_than_half_of_it() {
+        // 16 KiB queue: half of it while others' messages are there ...
+        assert_eq!(outbox_room(100, 16384), 8092);
+        assert_eq!(outbox_room(9000, 16384), 0);
+        // ... and a part of up to 16 KiB when it is empty.
+        assert_eq!(outbox_room(0, 16384), 16384);
     }
 
     #[test]

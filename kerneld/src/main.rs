@@ -307,6 +307,8 @@ fn serve(
     receiver_done.store(true, Ordering::SeqCst);
 
     stop(&daemon, stopper);
+    // The last requests' lines, if the log thread has not written them.
+    kerneld::operator::log::flush();
     ExitCode::SUCCESS
 }
 

@@ -4,14 +4,21 @@
 //!
 //! syslog(3), through nix, reconnects to /dev/log by itself and needs no
 //! formatter crate.
+//!
+//! A quick answer's line is written by the log thread ([`later`]): the
+//! receive thread goes back to the queue without the formatting and the
+//! write(2) or send(2), which under a burst of requests would stand
+//! between one answer and the next request.  Every line, deferred or
+//! not, goes out in the order it was made ([`ordered`]).
 
 pub use crate::operator::journal::{Event, Fields};
 use nix::syslog::{Facility, LogFlags, Severity};
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::io::{IoSlice, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::Instant;
+use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
 static STDERR: AtomicBool = AtomicBool::new(false);
@@ -104,7 +111,99 @@ fn write_stderr(parts: &[&str]) {
 }
 
 fn emit(severity: Severity, msg: &str) {
-    emit_event(severity, None, "", msg);
+    ordered(|| emit_event(severity, None, "", msg));
+}
+
+/// Lines made but not yet written: the functions that write them, given
+/// to [`later`] (a few kinds, each once; no allocation on the way).
+type Writers = [Option<fn()>; 4];
+static LATER: Mutex<Writers> = Mutex::new([None; 4]);
+static LATER_READY: Condvar = Condvar::new();
+/// Held while lines go out, so that they go out in order.
+static WRITING: Mutex<()> = Mutex::new(());
+thread_local! {
+    /// This thread holds [`WRITING`]: a line made while writing one (a
+    /// journal warning) goes out at once.
+    static IN_WRITING: Cell<bool> = const { Cell::new(false) };
+}
+/// How long the log thread gathers lines before it writes them: a burst
+/// of requests costs a write per few milliseconds, not per request.  A
+/// kerneld killed with SIGKILL loses at most the lines of that moment.
+const GATHER: Duration = Duration::from_millis(2);
+
+fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run `write` (which writes lines) after every line made before it.
+fn ordered(write: impl FnOnce()) {
+    if IN_WRITING.get() {
+        return write();
+    }
+    let _writing = lock(&WRITING);
+    IN_WRITING.set(true);
+    struct Out;
+    impl Drop for Out {
+        fn drop(&mut self) {
+            IN_WRITING.set(false);
+        }
+    }
+    let _out = Out;
+    let earlier = std::mem::take(&mut *lock(&LATER));
+    for write_earlier in earlier.into_iter().flatten() {
+        write_earlier();
+    }
+    write();
+}
+
+/// Have `write`, which writes the lines its caller keeps, run on the log
+/// thread soon (within [`GATHER`]), in order with every other line.
+/// Without a log thread (it could not be started), at once.
+pub(crate) fn later(write: fn()) {
+    static THREAD: OnceLock<bool> = OnceLock::new();
+    let started = *THREAD.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("log".into())
+            .spawn(log_thread)
+            .is_ok()
+    });
+    let first = {
+        let mut l = lock(&LATER);
+        let first = l.iter().all(Option::is_none);
+        let known = l.iter().flatten().any(|&f| std::ptr::fn_addr_eq(f, write));
+        let room = l.iter_mut().find(|f| f.is_none());
+        match (known, room, started) {
+            (true, _, _) => Some(false),
+            (false, Some(room), true) => {
+                *room = Some(write);
+                Some(first)
+            }
+            _ => None,
+        }
+    };
+    match first {
+        None => ordered(write),
+        Some(true) => LATER_READY.notify_one(),
+        Some(false) => {}
+    }
+}
+
+/// Write what [`later`] was given, now: before the process exits.
+pub fn flush() {
+    ordered(|| {});
+}
+
+fn log_thread() {
+    loop {
+        {
+            let mut l = lock(&LATER);
+            while l.iter().all(Option::is_none) {
+                l = LATER_READY.wait(l).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        std::thread::sleep(GATHER);
+        flush();
+    }
 }
 
 /// One line: to the journal with `event`'s MESSAGE_ID and `fields` if the
@@ -206,7 +305,7 @@ pub fn event(level: Level, event: Event, fields: &Fields, msg: &str) {
         Level::Warning => Severity::LOG_WARNING,
         Level::Error => Severity::LOG_ERR,
     };
-    emit_event(severity, Some(event), fields.as_str(), msg);
+    ordered(|| emit_event(severity, Some(event), fields.as_str(), msg));
 }
 
 pub(crate) fn info(msg: &str) {
@@ -256,6 +355,36 @@ macro_rules! log_debug {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deferred_lines_go_out_before_later_ones_and_in_order() {
+        static KEPT: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+        static OUT: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+        fn write_kept() {
+            let kept = std::mem::take(&mut *lock(&KEPT));
+            lock(&OUT).extend(kept);
+        }
+        for round in 0..50 {
+            let base = round * 3;
+            lock(&KEPT).push(base);
+            later(write_kept);
+            lock(&KEPT).push(base + 1);
+            later(write_kept);
+            // A line written at once comes after both, whether the log
+            // thread wrote them already or not.
+            ordered(|| lock(&OUT).push(base + 2));
+            let out = lock(&OUT);
+            assert_eq!(out[out.len() - 3..], [base, base + 1, base + 2]);
+        }
+        // Left alone, a kept line is written by the log thread.
+        lock(&KEPT).push(1000);
+        later(write_kept);
+        let t0 = Instant::now();
+        while !lock(&OUT).contains(&1000) {
+            assert!(t0.elapsed() < Duration::from_secs(10), "never written");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 
     #[test]
     fn control_characters_are_escaped_and_clean_lines_are_not_copied() {

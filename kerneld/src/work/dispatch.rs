@@ -117,11 +117,12 @@ fn request_module_quick(d: &Arc<Daemon>, msg: &MessageView, name: &str, body: &[
             d.replies
                 .reply(msg, a.outcome.status, a.outcome.text.as_bytes());
             // The request's bookkeeping and line come once the requester
-            // has its answer: the write(2) is the costliest step of a
-            // quick answer, and nothing in the answer depends on either.
-            // The next message is read only after them.
+            // has its answer: nothing in the answer depends on either.
+            // The bookkeeping is done before the next message is read;
+            // the line, whose write(2) is the costliest step of a quick
+            // answer, is made and written by the log thread.
             d.requests.finish(&ask, &mut a);
-            a.line.emit(requester.as_ref());
+            a.line.emit_later(requester);
         }
         Plan::Load(resolution) => {
             let since = ask.since;

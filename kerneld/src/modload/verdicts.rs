@@ -141,18 +141,6 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::Rule;
-
-    fn policy(lines: &[&str]) -> Policy {
-        let mut p = Policy::default();
-        p.set_rules(
-            lines
-                .iter()
-                .map(|l| Rule::parse(&l.split_whitespace().collect::<Vec<_>>(), "test").unwrap())
-                .collect(),
-        );
-        p
-    }
 
     #[test]
     fn module_names_come_from_file_names() {
@@ -171,7 +159,7 @@ mod tests {
         std::fs::write(dir.join("kernel/net/dccp.ko.xz"), b"dccp bytes").unwrap();
         std::fs::write(dir.join("kernel/dummy.ko"), b"dummy bytes").unwrap();
         std::fs::write(dir.join("modules.dep"), b"not a module").unwrap();
-        let p = policy(&["deny module dccp*"]);
+        let p = Policy::from_lines(&["deny module dccp*"]);
         let mut asked = Vec::new();
         let v = compute(&dir, &p, &mut |m| {
             asked.push(m.to_string());
@@ -192,7 +180,12 @@ mod tests {
         );
         // One content under two names: deny wins.
         std::fs::write(dir.join("kernel/copy.ko"), b"dccp bytes").unwrap();
-        let v = compute(&dir, &policy(&["deny module dccp"]), &mut |_| None).unwrap();
+        let v = compute(
+            &dir,
+            &Policy::from_lines(&["deny module dccp"]),
+            &mut |_| None,
+        )
+        .unwrap();
         assert_eq!(v.by_hash[&dccp], Verdict::Deny);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -204,7 +197,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("a.ko"), b"a").unwrap();
         std::fs::write(dir.join("b.ko"), b"b").unwrap();
-        let p = policy(&["deny module * if !signed"]);
+        let p = Policy::from_lines(&["deny module * if !signed"]);
         let v = compute(&dir, &p, &mut |m| {
             Some(Provenance {
                 signed: m == "a",

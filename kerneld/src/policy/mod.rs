@@ -245,6 +245,23 @@ impl Default for Policy {
 }
 
 impl Policy {
+    /// A policy of the rule lines `lines` (words as in kerneld.conf after
+    /// its key), from "test:1": for tests.
+    #[cfg(test)]
+    pub(crate) fn from_lines(lines: &[&str]) -> Policy {
+        let mut p = Policy::default();
+        p.set_rules(
+            lines
+                .iter()
+                .map(|l| {
+                    let w: Vec<&str> = l.split_whitespace().collect();
+                    Rule::parse(&w, "test:1").unwrap()
+                })
+                .collect(),
+        );
+        p
+    }
+
     pub fn set_rules(&mut self, rules: Vec<Rule>) {
         self.rules = Arc::new(rules);
     }

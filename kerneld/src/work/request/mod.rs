@@ -571,21 +571,6 @@ mod tests {
     use super::*;
     use crate::backend::fake::FakeKernel;
     use crate::backend::Loader;
-    use crate::policy::Rule;
-
-    fn policy(lines: &[&str]) -> Policy {
-        let mut p = Policy::default();
-        p.set_rules(
-            lines
-                .iter()
-                .map(|l| {
-                    let w: Vec<&str> = l.split_whitespace().collect();
-                    Rule::parse(&w, "test:1").unwrap()
-                })
-                .collect(),
-        );
-        p
-    }
 
     fn who(uid: u32) -> Requester {
         Requester {
@@ -604,7 +589,7 @@ mod tests {
                 .alias("can-proto-1", "can_raw")
                 .with_provenance("can_bcm", Provenance::default());
         let c = Counters::default();
-        let p = policy(&["deny module * if !signed if uid!=0"]);
+        let p = Policy::from_lines(&["deny module * if !signed if uid!=0"]);
         let denied = plan(&mut k, "can-proto-2", Some(&who(1000)), &p, &c).unwrap_err();
         assert_eq!(
             denied.text(),
@@ -617,7 +602,7 @@ mod tests {
         k.load("can-proto-1").unwrap();
         let o = plan(&mut k, "can-proto-1", Some(&who(1000)), &p, &c).unwrap_err();
         assert_eq!(o.text(), "can-proto-1: already loaded");
-        let mut p = policy(&["allow module * if signer=Fake*"]);
+        let mut p = Policy::from_lines(&["allow module * if signer=Fake*"]);
         p.default_allow = false;
         let mut k = FakeKernel::with_tree(&[("dummy", &[])]).alias("rtnl-link-dummy", "dummy");
         let res = plan(&mut k, "rtnl-link-dummy", None, &p, &c).unwrap();

@@ -131,7 +131,9 @@ thread_local! {
 /// kerneld killed with SIGKILL loses at most the lines of that moment.
 const GATHER: Duration = Duration::from_millis(2);
 
-fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
+/// `m`, locked; a panic elsewhere while it was held does not stop the
+/// lines (what it guards stays whole).
+pub(crate) fn lock<T>(m: &'static Mutex<T>) -> MutexGuard<'static, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

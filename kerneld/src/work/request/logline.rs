@@ -6,7 +6,7 @@ use crate::backend::Provenance;
 use crate::operator::log;
 use crate::policy::Decision;
 use crate::who::requester::Requester;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// The log line of a request, written by whoever settled it once it may be
@@ -42,28 +42,24 @@ type Kept = Vec<(LogLine, Option<Requester>)>;
 static KEPT: Mutex<Kept> = Mutex::new(Vec::new());
 static SPARE: Mutex<Kept> = Mutex::new(Vec::new());
 
-fn lock(m: &'static Mutex<Kept>) -> MutexGuard<'static, Kept> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl LogLine {
     /// [`emit`](Self::emit) on the log thread, for a quick answer: its
     /// receive thread reads the next message at once.
     pub(crate) fn emit_later(self, who: Option<Requester>) {
         if self.line.is_some() {
-            lock(&KEPT).push((self, who));
+            log::lock(&KEPT).push((self, who));
             log::later(write_kept);
         }
     }
 }
 
 fn write_kept() {
-    let mut batch = std::mem::take(&mut *lock(&SPARE));
-    std::mem::swap(&mut batch, &mut *lock(&KEPT));
+    let mut batch = std::mem::take(&mut *log::lock(&SPARE));
+    std::mem::swap(&mut batch, &mut *log::lock(&KEPT));
     for (line, who) in batch.drain(..) {
         line.emit(who.as_ref());
     }
-    *lock(&SPARE) = batch;
+    *log::lock(&SPARE) = batch;
 }
 
 /// How a request's line starts; the requester's part follows.

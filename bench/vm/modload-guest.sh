@@ -18,18 +18,11 @@
 # Output: VMBENCH lines on the console, parsed by kerneld-bench.
 # Options on the kernel command line: kdvm_bench=ROUNDS,PER_ROUND.
 
-rounds=10
-per=10
-read -r cmdline </proc/cmdline
-for word in $cmdline; do
-    case "$word" in
-        kdvm_bench=*,*)
-            v=${word#kdvm_bench=}
-            rounds=${v%,*}
-            per=${v#*,}
-            ;;
-    esac
-done
+# bench_options, and the harness's other helpers.
+. /guest-lib.sh
+read -r rounds per <<EOF
+$(bench_options)
+EOF
 
 info() { echo "VMBENCH INFO $*"; }
 bail() {

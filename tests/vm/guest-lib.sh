@@ -1,7 +1,7 @@
 # shellcheck shell=dash
 # Helpers shared by the guest's scripts (scenarios.sh, early-boot.sh,
-# demo.sh, the LSM proofs of lsm/), sourced from /guest-lib.sh in the
-# initramfs (busybox sh).
+# demo.sh, the LSM proofs of lsm/, the bench guests of bench/vm/), sourced
+# from /guest-lib.sh in the initramfs (busybox sh).
 
 # Milliseconds since boot (trigger ms: busybox has no date +%N).
 ms() { trigger ms; }
@@ -47,3 +47,22 @@ fail() {
     failed=$((failed + 1))
 }
 note() { echo "VMTEST NOTE $*"; }
+
+# bench_options: "ROUNDS PER_ROUND" from kdvm_bench=ROUNDS,PER_ROUND on the
+# kernel command line (bench/vm/run.sh), else "10 10": for the bench
+# guests (bench/vm/guest.sh, modload-guest.sh).
+bench_options() {
+    _rounds=10
+    _per=10
+    read -r _cmdline </proc/cmdline
+    for _word in $_cmdline; do
+        case "$_word" in
+            kdvm_bench=*,*)
+                _v=${_word#kdvm_bench=}
+                _rounds=${_v%,*}
+                _per=${_v#*,}
+                ;;
+        esac
+    done
+    echo "$_rounds $_per"
+}

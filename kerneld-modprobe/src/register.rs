@@ -5,7 +5,7 @@
 //! `KERNELD_STATE_DIR` replaces /run/kerneld.
 
 use crate::config::DEFAULT_MODPROBE;
-use kmod_ipc::files;
+use kmod_ipc::files::{self, DirProblem};
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -81,27 +81,27 @@ fn record_dir(dir: &Path) -> Result<(), String> {
         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let meta =
         fs::symlink_metadata(dir).map_err(|e| format!("examining {}: {e}", dir.display()))?;
-    let euid = nix::unistd::geteuid().as_raw();
-    if !meta.is_dir() {
-        return Err(format!("{} is not a directory; remove it", dir.display()));
-    }
-    if meta.uid() != euid {
-        return Err(format!(
-            "{} is owned by uid {}, not by uid {euid}: its owner could choose the helper \
-             restored by --unregister; chown {euid} {} or remove it",
-            dir.display(),
-            meta.uid(),
-            dir.display()
-        ));
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "{} has mode {:04o}: others may write it and choose the helper restored by \
-             --unregister; chmod go-w {}",
-            dir.display(),
-            meta.mode() & 0o7777,
-            dir.display()
-        ));
+    match files::dir_problem(&meta) {
+        None => {}
+        Some(DirProblem::NotDir) => {
+            return Err(format!("{} is not a directory; remove it", dir.display()))
+        }
+        Some(DirProblem::Owner { uid, euid }) => {
+            return Err(format!(
+                "{} is owned by uid {uid}, not by uid {euid}: its owner could choose the helper \
+                 restored by --unregister; chown {euid} {} or remove it",
+                dir.display(),
+                dir.display()
+            ))
+        }
+        Some(DirProblem::Writable { mode }) => {
+            return Err(format!(
+                "{} has mode {mode:04o}: others may write it and choose the helper restored by \
+                 --unregister; chmod go-w {}",
+                dir.display(),
+                dir.display()
+            ))
+        }
     }
     Ok(())
 }

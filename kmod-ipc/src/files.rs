@@ -8,9 +8,9 @@
 //! to `/dev/zero` would be read without end, and a link planted at a
 //! temporary name would have kerneld write over the file it points to.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 /// What is wrong with a file to be read, as the end of a sentence
@@ -32,6 +32,37 @@ fn kind(t: std::fs::FileType) -> &'static str {
         "a block device"
     } else {
         "not a regular file"
+    }
+}
+
+/// What makes a state directory unsafe to keep files in: whoever may
+/// write it could replace them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirProblem {
+    /// It is not a directory.
+    NotDir,
+    /// Another user owns it.
+    Owner { uid: u32, euid: u32 },
+    /// Its group or others may write it (`mode`, permission bits).
+    Writable { mode: u32 },
+}
+
+/// The problem with the directory `meta` describes, for this process's
+/// effective user; `None`: it may be used.
+pub fn dir_problem(meta: &Metadata) -> Option<DirProblem> {
+    let euid = nix::unistd::geteuid().as_raw();
+    let mode = meta.mode() & 0o7777;
+    if !meta.is_dir() {
+        Some(DirProblem::NotDir)
+    } else if meta.uid() != euid {
+        Some(DirProblem::Owner {
+            uid: meta.uid(),
+            euid,
+        })
+    } else if mode & 0o022 != 0 {
+        Some(DirProblem::Writable { mode })
+    } else {
+        None
     }
 }
 
@@ -124,6 +155,33 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    #[test]
+    fn a_directory_others_may_write_or_own_is_a_problem() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("own");
+        let meta = || std::fs::symlink_metadata(&d).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(dir_problem(&meta()), None);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert_eq!(
+            dir_problem(&meta()),
+            Some(DirProblem::Writable { mode: 0o775 })
+        );
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let euid = nix::unistd::geteuid().as_raw();
+        if euid == 0 {
+            std::os::unix::fs::chown(&d, Some(1), None).unwrap();
+            assert_eq!(
+                dir_problem(&meta()),
+                Some(DirProblem::Owner { uid: 1, euid })
+            );
+        }
+        let f = d.join("file");
+        std::fs::write(&f, b"").unwrap();
+        let m = std::fs::symlink_metadata(&f).unwrap();
+        assert_eq!(dir_problem(&m), Some(DirProblem::NotDir));
     }
 
     #[test]

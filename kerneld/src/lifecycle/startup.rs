@@ -6,7 +6,7 @@
 use crate::{fail, helper, instance, say, EXIT_RUNTIME};
 use kerneld::operator::log;
 use kerneld::operator::status::VERSION;
-use kmod_ipc::files;
+use kmod_ipc::files::{self, DirProblem};
 use kmod_ipc::{Error as IpcError, Key, Queue};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
@@ -14,7 +14,7 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -107,27 +107,20 @@ pub(crate) fn prepare_state_dir(dir: &Path) -> Result<(), StateDirError> {
             dir.display()
         ))
     })?;
-    let euid = nix::unistd::geteuid().as_raw();
-    let refuse = |why: String| Err(StateDirError::Refused(why));
-    if !meta.is_dir() {
-        return refuse(format!(
+    let why = match files::dir_problem(&meta) {
+        None => return Ok(()),
+        Some(DirProblem::NotDir) => format!(
             "state directory {} is not a directory; give --state-dir a directory of kerneld's own",
             dir.display()
-        ));
-    }
-    if meta.uid() != euid {
-        return refuse(format!(
-            "state directory {} is owned by uid {}, not by kerneld's user (uid {euid}): \
+        ),
+        Some(DirProblem::Owner { uid, euid }) => format!(
+            "state directory {} is owned by uid {uid}, not by kerneld's user (uid {euid}): \
              its owner could replace the record of loaded modules and the pid file; \
              give --state-dir a directory of kerneld's own, or chown {euid} {}",
             dir.display(),
-            meta.uid(),
             dir.display()
-        ));
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return refuse(format!(
+        ),
+        Some(DirProblem::Writable { mode }) => format!(
             "state directory {} has mode {mode:04o}: {} may write it and could replace \
              the record of loaded modules and the pid file; give --state-dir a directory \
              of kerneld's own, or chmod go-w {}",
@@ -138,9 +131,9 @@ pub(crate) fn prepare_state_dir(dir: &Path) -> Result<(), StateDirError> {
                 _ => "its group and any user",
             },
             dir.display()
-        ));
-    }
-    Ok(())
+        ),
+    };
+    Err(StateDirError::Refused(why))
 }
 
 /// Why the state directory cannot be used.
